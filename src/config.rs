@@ -1,0 +1,236 @@
+//! The command line: `bossd IP PORT [OPTIONS]` and `bossd ctl IP PORT COMMAND...`.
+//!
+//! Parsing and checking live here; nothing here opens a socket. Every
+//! usage mistake becomes one clear line and exit code 2 (SPEC §1), which
+//! `main` applies.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+use crate::log::Level;
+use crate::rule::Rule;
+
+/// What `main` should run.
+#[derive(Debug)]
+pub enum Invocation {
+    Node(NodeArgs),
+    Ctl(CtlArgs),
+}
+
+/// bossd: who is the boss? Joins equal servers into a full TCP mesh that
+/// elects one master by a rule and elects a new one the moment it fails.
+///
+/// Type console commands on stdin (-h lists them) or send them over TCP:
+/// `nc IP PORT`, or `bossd ctl IP PORT -s`.
+#[derive(Parser, Debug)]
+#[command(name = "bossd", version, after_help = NODE_EXAMPLES)]
+pub struct NodeArgs {
+    /// Address to listen on and to be known by (IPv4 or IPv6).
+    pub ip: IpAddr,
+    /// TCP port to listen on.
+    pub port: u16,
+    #[command(flatten)]
+    pub opts: NodeOptions,
+}
+
+const NODE_EXAMPLES: &str = "\
+Examples:
+  bossd 127.0.0.1 7000                          first node
+  bossd 127.0.0.1 7001 --join 127.0.0.1:7000    second node joins the first
+  bossd ctl 127.0.0.1 7000 -s                   ask a node for its status line
+
+Exit codes: 0 after a graceful leave, 1 on a start-up or runtime error, 2 on a usage error.";
+
+/// The options of a node (SPEC §1).
+#[derive(Args, Debug, Clone)]
+pub struct NodeOptions {
+    /// Peer to join at start, IP:PORT or [IPv6]:PORT; repeatable. Retried
+    /// with backoff until reached.
+    #[arg(long = "join", value_name = "IP:PORT")]
+    pub join: Vec<SocketAddr>,
+    /// Election rule: a comma list of oldest, youngest, priority (higher
+    /// wins), lowest-addr, highest-addr, applied in order; ties go to the
+    /// lowest address, then the instance id. Must match across the cluster.
+    #[arg(long, value_name = "LIST", default_value = "oldest")]
+    pub rule: Rule,
+    /// This node's priority, for the `priority` rule (signed 32-bit).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub priority: i32,
+    /// Fewest members, this node included, a group needs to hold a master.
+    /// Must match across the cluster.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub quorum: u32,
+    /// Never two masters at once: a new master waits out the old one's
+    /// lease. Must match across the cluster.
+    #[arg(long)]
+    pub strict: bool,
+    /// Interval between heartbeats on each peer link, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat: u64,
+    /// A peer not heard from for this long is dead, in milliseconds; must
+    /// exceed 2 x heartbeat.
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// File holding the shared cluster secret.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+    /// Shell command run with `sh -c` on every role change.
+    #[arg(long, value_name = "CMD")]
+    pub notify: Option<String>,
+    /// Most open connections, peers and console clients together.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: u32,
+    /// Log level on stderr: error, warn, info or debug.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log: Level,
+    /// Do not read console commands from stdin.
+    #[arg(long)]
+    pub no_console: bool,
+}
+
+/// Send one console command to a node and print its answer.
+#[derive(Parser, Debug)]
+#[command(name = "bossd ctl", version)]
+pub struct CtlArgs {
+    /// The node's address.
+    pub ip: IpAddr,
+    /// The node's port.
+    pub port: u16,
+    /// File holding the shared cluster secret, to run mutating commands.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+    /// The console command and its arguments, e.g. `-s` or `-c 127.0.0.1 7001`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+/// Parses the whole command line, `args[0]` being the program name.
+pub fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if args.get(1).is_some_and(|a| a == "ctl") {
+        let rest =
+            std::iter::once(std::ffi::OsString::from("bossd ctl")).chain(args[2..].iter().cloned());
+        return CtlArgs::try_parse_from(rest).map(Invocation::Ctl);
+    }
+    let node = NodeArgs::try_parse_from(args)?;
+    if node.opts.timeout <= 2 * node.opts.heartbeat {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "--timeout ({} ms) must exceed 2 x --heartbeat ({} ms)\n",
+                node.opts.timeout, node.opts.heartbeat
+            ),
+        ));
+    }
+    Ok(Invocation::Node(node))
+}
+
+impl NodeArgs {
+    /// The address this node listens on and is known by.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(args: &[&str]) -> Result<NodeArgs, clap::Error> {
+        match parse(std::iter::once("bossd").chain(args.iter().copied()))? {
+            Invocation::Node(n) => Ok(n),
+            Invocation::Ctl(_) => panic!("expected a node"),
+        }
+    }
+
+    // SPEC §1: the option table and its defaults.
+    #[test]
+    fn defaults_match_the_spec() {
+        let n = node(&["127.0.0.1", "7000"]).unwrap();
+        assert_eq!(n.addr(), "127.0.0.1:7000".parse().unwrap());
+        let o = n.opts;
+        assert_eq!(o.rule.to_string(), "oldest");
+        assert_eq!(
+            (o.priority, o.quorum, o.heartbeat, o.timeout, o.max_conns),
+            (0, 2, 100, 500, 1024)
+        );
+        assert!(!o.strict && !o.no_console && o.join.is_empty());
+        assert_eq!(o.log, Level::Info);
+    }
+
+    #[test]
+    fn options_parse() {
+        let n = node(&[
+            "::1",
+            "7000",
+            "--join",
+            "[::1]:7001",
+            "--join",
+            "127.0.0.1:7002",
+            "--rule",
+            "priority,youngest",
+            "--priority",
+            "-3",
+            "--quorum",
+            "3",
+            "--strict",
+        ])
+        .unwrap();
+        assert_eq!(n.opts.join.len(), 2);
+        assert_eq!(n.opts.priority, -3);
+        assert_eq!(n.opts.rule.to_string(), "priority,youngest");
+    }
+
+    #[test]
+    fn usage_errors_are_refused() {
+        assert!(node(&["127.0.0.1"]).is_err());
+        assert!(node(&["nohost", "7000"]).is_err());
+        assert!(node(&["127.0.0.1", "7000", "--rule", "tallest"]).is_err());
+        assert!(node(&["127.0.0.1", "7000", "--quorum", "0"]).is_err());
+        assert!(
+            node(&[
+                "127.0.0.1",
+                "7000",
+                "--heartbeat",
+                "100",
+                "--timeout",
+                "200"
+            ])
+            .is_err()
+        );
+        assert!(node(&["127.0.0.1", "7000", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn ctl_takes_the_rest_as_the_command() {
+        let Invocation::Ctl(c) = parse([
+            "bossd",
+            "ctl",
+            "127.0.0.1",
+            "7000",
+            "-c",
+            "127.0.0.1",
+            "7001",
+        ])
+        .unwrap() else {
+            panic!("expected ctl")
+        };
+        assert_eq!(c.command, ["-c", "127.0.0.1", "7001"]);
+    }
+}

@@ -1,0 +1,257 @@
+//! The operator console: parses command lines and renders their answers.
+//!
+//! The same commands arrive on stdin and over TCP (SPEC §2). This module
+//! turns a line into a [`Command`] and runs it against the core, producing
+//! the answer lines and whether it succeeded; the loop adds the `OK`/`ERR`
+//! framing for TCP clients and carries out a requested exit. It owns no
+//! sockets and reads no clock: the caller passes [`Clock`].
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::core::{Millis, Node};
+use crate::protocol::{OptAddr, Role};
+
+/// One console command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Connect(SocketAddr),
+    IsMaster,
+    Time,
+    Count,
+    List,
+    Status,
+    Ranking,
+    Journal,
+    Msg(String),
+    Quit,
+}
+
+/// What running a command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub lines: Vec<String>,
+    /// `Err(reason)` becomes `ERR <reason>` over TCP.
+    pub result: Result<(), String>,
+    /// The node must leave the cluster and exit once this reply is written.
+    pub quit: bool,
+}
+
+/// Maps the core's monotonic milliseconds to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Monotonic time now, as the core counts it.
+    pub now_ms: Millis,
+    /// Unix milliseconds at monotonic time 0.
+    pub wall_at_zero_ms: u64,
+}
+
+impl Clock {
+    pub fn to_unix_ms(&self, at_ms: Millis) -> u64 {
+        self.wall_at_zero_ms + at_ms
+    }
+}
+
+/// The answer to `-h`: every command, one a line.
+pub const HELP: &[&str] = &[
+    "-h              this list of commands",
+    "-c IP PORT      connect to that node and join its cluster",
+    "-m              true if this node is the master, else false",
+    "-t              start time: ISO-8601 UTC, then unix milliseconds",
+    "-cn             number of live peer connections",
+    "-cl             one line per peer: address, start time, master, ms since last heard",
+    "-s              status line: id role master epoch peers quorum started rule",
+    "-r              ranking of the view under the rule, best first, with deciding values",
+    "-j              journal of the last 100 role changes",
+    "-msg TEXT       send TEXT to every peer's console",
+    "-q              leave the cluster gracefully and exit",
+];
+
+/// Parses one console line. `Ok(None)` for a blank line, which gets no answer.
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let (word, rest) = match line.split_once(char::is_whitespace) {
+        Some((w, r)) => (w, r.trim()),
+        None => (line, ""),
+    };
+    let no_args = |cmd: Command| {
+        if rest.is_empty() {
+            Ok(Some(cmd))
+        } else {
+            Err(format!("{word} takes no arguments"))
+        }
+    };
+    match word {
+        "-h" => no_args(Command::Help),
+        "-m" => no_args(Command::IsMaster),
+        "-t" => no_args(Command::Time),
+        "-cn" => no_args(Command::Count),
+        "-cl" => no_args(Command::List),
+        "-s" => no_args(Command::Status),
+        "-r" => no_args(Command::Ranking),
+        "-j" => no_args(Command::Journal),
+        "-q" => no_args(Command::Quit),
+        "-msg" if rest.is_empty() => Err("usage: -msg TEXT".into()),
+        "-msg" => Ok(Some(Command::Msg(rest.to_owned()))),
+        "-c" => parse_target(rest).map(|a| Some(Command::Connect(a))),
+        _ => Err("unknown command".into()),
+    }
+}
+
+/// Runs a command against the node.
+pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
+    let mut lines = Vec::new();
+    let mut result = Ok(());
+    let mut quit = false;
+    match cmd {
+        Command::Help => lines.extend(HELP.iter().map(|s| s.to_string())),
+        Command::Connect(addr) => match node.connect(addr, clock.now_ms) {
+            Ok(()) => lines.push(format!("connecting to {addr}")),
+            Err(e) => result = Err(e.to_string()),
+        },
+        Command::IsMaster => lines.push((node.role() == Role::Master).to_string()),
+        Command::Time => {
+            let ms = node.config().started_unix_ms;
+            lines.push(format!("{} {ms}", iso_ms(ms)));
+        }
+        Command::Count => lines.push(node.peers().count().to_string()),
+        Command::List => {
+            let master = node.master();
+            for p in node.peers() {
+                lines.push(format!(
+                    "{} started={} master={} last_heard_ms={}",
+                    p.hello.addr,
+                    iso_ms(p.hello.started_unix_ms),
+                    master == Some(p.hello.addr),
+                    clock.now_ms.saturating_sub(p.last_heard_ms)
+                ));
+            }
+        }
+        Command::Status => lines.push(status_line(node)),
+        Command::Ranking => {
+            let me = node.config().addr;
+            let master = node.master();
+            let rule = node.config().rule.clone();
+            for (i, c) in node.ranking().iter().enumerate() {
+                let mut line = format!("{} {} {}", i + 1, c.addr, rule.deciding_values(c));
+                if master == Some(c.addr) {
+                    line.push_str(" master");
+                }
+                if c.addr == me {
+                    line.push_str(" self");
+                }
+                lines.push(line);
+            }
+        }
+        Command::Journal => {
+            for e in node.journal() {
+                lines.push(format!(
+                    "{} epoch={} {}->{} master={} cause={}",
+                    iso_ms(clock.to_unix_ms(e.at_ms)),
+                    e.epoch,
+                    e.from,
+                    e.to,
+                    OptAddr(e.master),
+                    e.cause
+                ));
+            }
+        }
+        Command::Msg(text) => {
+            let n = node.send_text(&text);
+            lines.push(format!("sent to {n} peers"));
+        }
+        Command::Quit => {
+            lines.push("leaving".into());
+            quit = true;
+        }
+    }
+    Reply {
+        lines,
+        result,
+        quit,
+    }
+}
+
+/// The `-s` line, exactly as SPEC §2 gives it.
+pub fn status_line(node: &Node) -> String {
+    let s = node.status();
+    let mut line = String::with_capacity(160);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        line,
+        "id={} role={} master={} epoch={} peers={} quorum={} started={} rule={}",
+        s.id,
+        s.role,
+        OptAddr(s.master),
+        s.epoch,
+        s.peers,
+        s.quorum,
+        s.started_unix_ms,
+        s.rule
+    );
+    line
+}
+
+/// Unix milliseconds as ISO-8601 UTC with milliseconds.
+pub fn iso_ms(unix_ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
+}
+
+/// `IP PORT` as typed after `-c`; IPv6 may come with or without brackets.
+fn parse_target(args: &str) -> Result<SocketAddr, String> {
+    let usage = || "usage: -c IP PORT".to_string();
+    let mut words = args.split_whitespace();
+    let (Some(ip), Some(port), None) = (words.next(), words.next(), words.next()) else {
+        return Err(usage());
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = ip.parse().map_err(|_| format!("not an IP address: {ip}"))?;
+    let port: u16 = port.parse().map_err(|_| format!("not a port: {port}"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // SPEC §2: the command table.
+    #[test]
+    fn parses_every_command() {
+        assert_eq!(parse("-s"), Ok(Some(Command::Status)));
+        assert_eq!(parse("  -m \r"), Ok(Some(Command::IsMaster)));
+        assert_eq!(
+            parse("-c 127.0.0.1 7000"),
+            Ok(Some(Command::Connect("127.0.0.1:7000".parse().unwrap())))
+        );
+        assert_eq!(
+            parse("-c ::1 7000"),
+            Ok(Some(Command::Connect("[::1]:7000".parse().unwrap())))
+        );
+        assert_eq!(
+            parse("-msg hello  world"),
+            Ok(Some(Command::Msg("hello  world".into())))
+        );
+        assert_eq!(parse(""), Ok(None));
+    }
+
+    #[test]
+    fn refuses_unknown_and_malformed() {
+        assert_eq!(parse("-x"), Err("unknown command".into()));
+        assert_eq!(parse("hello"), Err("unknown command".into()));
+        assert!(parse("-c 127.0.0.1").is_err());
+        assert!(parse("-c 127.0.0.1 99999").is_err());
+        assert!(parse("-c nothost 7000").is_err());
+        assert!(parse("-s extra").is_err());
+        assert!(parse("-msg").is_err());
+    }
+
+    #[test]
+    fn iso_time_has_milliseconds() {
+        assert_eq!(iso_ms(1_764_000_000_123), "2025-11-24T16:00:00.123Z");
+    }
+}

@@ -1,0 +1,910 @@
+//! The election core: a pure, deterministic state machine (sans-IO).
+//!
+//! It owns the membership view, the handshake decisions, the election and
+//! the epoch, the reconnect plan and the journal. It is told what happened
+//! (`handle_*`, with `now` in monotonic milliseconds), and the caller drains
+//! what to do ([`Node::poll_action`]) and when to call again
+//! ([`Node::next_deadline`]). It never touches a socket, never reads a
+//! clock and draws randomness only from its own seeded generator, so a run
+//! replays exactly from its inputs.
+//!
+//! The election is level-triggered: after every event the node recomputes
+//! its role from its view and the last STATE each peer sent (`decide`).
+//! The best member of a view claims mastership with an epoch above every
+//! epoch in the view; the others follow it once its claim arrives.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::log::Level;
+use crate::protocol::{Hello, LinkKind, Message, Role, State};
+use crate::rule::{Candidate, Rule};
+
+/// Identifies one connection; the caller chooses the numbers.
+pub type LinkId = usize;
+
+/// Monotonic time in milliseconds, as the caller counts it.
+pub type Millis = u64;
+
+/// Journal entries kept for `-j`: enough to read a bad afternoon, small
+/// enough to answer in one screen.
+pub const JOURNAL_LEN: usize = 100;
+
+/// Reconnect delays grow from one heartbeat up to this (SPEC guarantee 7).
+pub const MAX_BACKOFF_MS: Millis = 5_000;
+
+/// Attempts to reach a member we were introduced to before giving up: an
+/// introduction names a node that was alive a moment ago, so a few quick
+/// tries suffice; a dead one is reported by others leaving it out.
+const MESH_ATTEMPTS: u32 = 3;
+
+/// What a node is and the settings it must share with its cluster.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub started_unix_ms: u64,
+    pub instance: u64,
+    pub priority: i32,
+    pub quorum: u32,
+    pub strict: bool,
+    pub rule: Rule,
+    pub heartbeat_ms: Millis,
+    pub timeout_ms: Millis,
+    /// Seeds the generator for backoff jitter.
+    pub seed: u64,
+}
+
+/// Something the caller must do, drained with [`Node::poll_action`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Queue this message on the link.
+    Send(LinkId, Message),
+    /// Open a connection and report it with `handle_dialed` or `handle_dial_failed`.
+    Connect { addr: SocketAddr, kind: LinkKind },
+    /// Close the link once what was queued on it is written.
+    Close(LinkId),
+    /// Write a log line.
+    Log(Level, String),
+    /// A peer's `-msg` text for this node's console.
+    Deliver { from: SocketAddr, text: String },
+    /// This node's role or master changed.
+    RoleChanged(JournalEntry),
+}
+
+/// One role change, as `-j` lists it and the notify hook receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub at_ms: Millis,
+    pub epoch: u64,
+    pub from: Role,
+    pub to: Role,
+    pub master: Option<SocketAddr>,
+    pub cause: Cause,
+}
+
+/// Why the role changed; one word so it can travel in an environment variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    Start,
+    PeerJoined,
+    PeerLost,
+    PeerLeft,
+    MasterLost,
+    MasterLeft,
+    QuorumLost,
+    Outranked,
+    Claim,
+    Leave,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cause::Start => "start",
+            Cause::PeerJoined => "peer-joined",
+            Cause::PeerLost => "peer-lost",
+            Cause::PeerLeft => "peer-left",
+            Cause::MasterLost => "master-lost",
+            Cause::MasterLeft => "master-left",
+            Cause::QuorumLost => "quorum-lost",
+            Cause::Outranked => "outranked",
+            Cause::Claim => "claim",
+            Cause::Leave => "leave",
+        })
+    }
+}
+
+/// Why an operator's connect request was not started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    ThisNode(SocketAddr),
+    AlreadyPeer(SocketAddr),
+    Leaving,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::ThisNode(a) => write!(f, "{a} is this node"),
+            ConnectError::AlreadyPeer(a) => write!(f, "already connected to {a}"),
+            ConnectError::Leaving => f.write_str("this node is leaving"),
+        }
+    }
+}
+
+/// A peer that finished the handshake, as `-cl` and `-r` show it.
+#[derive(Clone, Debug)]
+pub struct PeerInfo<'a> {
+    pub hello: &'a Hello,
+    pub state: State,
+    pub last_heard_ms: Millis,
+}
+
+/// The status line's values (SPEC §2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: SocketAddr,
+    pub role: Role,
+    pub master: Option<SocketAddr>,
+    pub epoch: u64,
+    pub peers: usize,
+    pub quorum: u32,
+    pub started_unix_ms: u64,
+    pub rule: Rule,
+}
+
+/// One node's election state machine.
+pub struct Node {
+    cfg: Config,
+    links: BTreeMap<LinkId, Link>,
+    peers: BTreeMap<SocketAddr, Peer>,
+    role: Role,
+    /// The last epoch this node accepted or claimed; never decreases.
+    epoch: u64,
+    /// The master of `epoch`, if there was one.
+    epoch_master: Option<SocketAddr>,
+    wants: BTreeMap<SocketAddr, Want>,
+    journal: VecDeque<JournalEntry>,
+    actions: VecDeque<Action>,
+    rng: Rng,
+    left: bool,
+}
+
+struct Link {
+    origin: Origin,
+    /// The peer's address once the handshake finished on this link.
+    peer: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy)]
+enum Origin {
+    Outbound { addr: SocketAddr },
+    Inbound,
+}
+
+struct Peer {
+    link: LinkId,
+    hello: Hello,
+    state: State,
+    last_heard_ms: Millis,
+}
+
+/// An address this node keeps trying to reach.
+struct Want {
+    kind: LinkKind,
+    failures: u32,
+    /// `None` while a dial is under way.
+    next_try_ms: Option<Millis>,
+    /// Give up after this many failures; `None` tries until reached.
+    max_failures: Option<u32>,
+}
+
+impl Node {
+    /// A node alone: no peers, no master, epoch 0.
+    pub fn new(cfg: Config) -> Node {
+        let rng = Rng(cfg.seed);
+        Node {
+            cfg,
+            links: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            role: Role::None,
+            epoch: 0,
+            epoch_master: None,
+            wants: BTreeMap::new(),
+            journal: VecDeque::new(),
+            actions: VecDeque::new(),
+            rng,
+            left: false,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The next thing to do, until `None`.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next, if ever.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.wants.values().filter_map(|w| w.next_try_ms).min()
+    }
+
+    /// Starts joining the cluster at `addr` (`--join`, `-c`); retried until reached.
+    pub fn connect(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
+        if self.left {
+            return Err(ConnectError::Leaving);
+        }
+        if addr == self.cfg.addr {
+            return Err(ConnectError::ThisNode(addr));
+        }
+        if self.peers.contains_key(&addr) {
+            return Err(ConnectError::AlreadyPeer(addr));
+        }
+        self.want(addr, LinkKind::Join, None, now);
+        Ok(())
+    }
+
+    /// Sends operator text to every peer's console; returns how many.
+    pub fn send_text(&mut self, text: &str) -> usize {
+        let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+        for link in &links {
+            self.send(*link, Message::Msg(text.to_owned()));
+        }
+        links.len()
+    }
+
+    /// Tells every peer this node leaves, and closes every link.
+    pub fn leave(&mut self, now: Millis) {
+        if self.left {
+            return;
+        }
+        for peer in self.peers.values() {
+            self.actions
+                .push_back(Action::Send(peer.link, Message::Leave));
+        }
+        let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        for id in ids {
+            self.actions.push_back(Action::Close(id));
+        }
+        self.links.clear();
+        self.peers.clear();
+        self.wants.clear();
+        self.left = true;
+        self.set_state(Role::None, self.epoch, self.epoch_master, Cause::Leave, now);
+    }
+
+    /// The dial for `addr` opened as `link`; the handshake starts.
+    pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, _now: Millis) {
+        if self.left {
+            self.actions.push_back(Action::Close(link));
+            return;
+        }
+        self.links.insert(
+            link,
+            Link {
+                origin: Origin::Outbound { addr },
+                peer: None,
+            },
+        );
+        let hello = self.hello(kind);
+        self.send(link, hello);
+    }
+
+    /// The dial for `addr` could not even start.
+    pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: &str, now: Millis) {
+        self.log(Level::Debug, format!("cannot connect to {addr}: {reason}"));
+        self.dial_failed(addr, now);
+    }
+
+    /// A connection arrived whose first line was a peer message.
+    pub fn handle_accepted(&mut self, link: LinkId, _now: Millis) {
+        if self.left {
+            self.actions.push_back(Action::Close(link));
+            return;
+        }
+        self.links.insert(
+            link,
+            Link {
+                origin: Origin::Inbound,
+                peer: None,
+            },
+        );
+    }
+
+    /// A line arrived on a peer link.
+    pub fn handle_message(&mut self, link: LinkId, msg: Message, now: Millis) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        let (origin, peer) = (l.origin, l.peer);
+        match peer {
+            Some(addr) => self.on_peer_message(link, addr, msg, now),
+            None => self.on_handshake_message(link, origin, msg, now),
+        }
+    }
+
+    /// The link is gone: closed by either side, failed, or reset.
+    pub fn handle_link_closed(&mut self, link: LinkId, now: Millis) {
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
+        match (l.peer, l.origin) {
+            (Some(addr), _) => {
+                if self.peers.get(&addr).is_some_and(|p| p.link == link) {
+                    self.peers.remove(&addr);
+                    self.log(Level::Info, format!("lost peer {addr}"));
+                    // A peer lost without LEAVE may come back: keep trying.
+                    self.want(addr, LinkKind::Mesh, None, now);
+                    self.decide(Cause::PeerLost, Some(addr), now);
+                }
+            }
+            (None, Origin::Outbound { addr, .. }) => self.dial_failed(addr, now),
+            (None, Origin::Inbound) => {}
+        }
+    }
+
+    /// Time passed; due reconnects start.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let due: Vec<SocketAddr> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.next_try_ms.is_some_and(|t| t <= now))
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            self.dial(addr);
+        }
+    }
+
+    /// Values for the `-s` line.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.cfg.addr,
+            role: self.role,
+            master: self.master(),
+            epoch: self.epoch,
+            peers: self.peers.len(),
+            quorum: self.cfg.quorum,
+            started_unix_ms: self.cfg.started_unix_ms,
+            rule: self.cfg.rule.clone(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The master this node follows or is, if any.
+    pub fn master(&self) -> Option<SocketAddr> {
+        match self.role {
+            Role::None => None,
+            Role::Master | Role::Follower => self.epoch_master,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Peers that finished the handshake, by address.
+    pub fn peers(&self) -> impl Iterator<Item = PeerInfo<'_>> {
+        self.peers.values().map(|p| PeerInfo {
+            hello: &p.hello,
+            state: p.state,
+            last_heard_ms: p.last_heard_ms,
+        })
+    }
+
+    /// Every member of the view, best first under the rule.
+    pub fn ranking(&self) -> Vec<Candidate> {
+        let mut v: Vec<Candidate> = std::iter::once(self.me())
+            .chain(self.peers.values().map(|p| candidate(&p.hello)))
+            .collect();
+        v.sort_by(|a, b| self.cfg.rule.compare(a, b));
+        v
+    }
+
+    /// The last role changes, oldest first.
+    pub fn journal(&self) -> impl Iterator<Item = &JournalEntry> {
+        self.journal.iter()
+    }
+
+    /// Whether this node has left the cluster.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    fn hello(&self, kind: LinkKind) -> Message {
+        Message::Hello(Hello {
+            kind,
+            addr: self.cfg.addr,
+            started_unix_ms: self.cfg.started_unix_ms,
+            instance: self.cfg.instance,
+            priority: self.cfg.priority,
+            quorum: self.cfg.quorum,
+            strict: self.cfg.strict,
+            rule: self.cfg.rule.clone(),
+        })
+    }
+
+    fn state_msg(&self) -> Message {
+        Message::State(State {
+            role: self.role,
+            epoch: self.epoch,
+            epoch_master: self.epoch_master,
+        })
+    }
+
+    fn me(&self) -> Candidate {
+        Candidate {
+            addr: self.cfg.addr,
+            started_unix_ms: self.cfg.started_unix_ms,
+            priority: self.cfg.priority,
+            instance: self.cfg.instance,
+        }
+    }
+
+    fn on_handshake_message(&mut self, link: LinkId, origin: Origin, msg: Message, now: Millis) {
+        match (origin, msg) {
+            (Origin::Inbound, Message::Hello(h)) => self.on_inbound_hello(link, h, now),
+            (Origin::Outbound { addr, .. }, Message::Hello(h)) => {
+                self.on_outbound_hello(link, addr, h, now)
+            }
+            (Origin::Outbound { addr, .. }, Message::Refuse(reason)) => {
+                self.log(
+                    Level::Warn,
+                    format!("{addr} refused the connection: {reason}"),
+                );
+                // A refusal is the other side's considered answer: retrying
+                // would get the same one.
+                self.wants.remove(&addr);
+                self.close(link);
+            }
+            (Origin::Outbound { addr, .. }, Message::Redirect(master)) => {
+                self.log(
+                    Level::Info,
+                    format!("{addr} is not the master; joining the master {master}"),
+                );
+                self.wants.remove(&addr);
+                self.close(link);
+                if master != self.cfg.addr && !self.peers.contains_key(&master) {
+                    self.want(master, LinkKind::Join, None, now);
+                }
+            }
+            (_, other) => {
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "protocol violation: {} before the handshake; closing",
+                        name(&other)
+                    ),
+                );
+                self.close(link);
+            }
+        }
+    }
+
+    fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
+        if let Some(reason) = self.mismatch(&h) {
+            self.log(Level::Warn, format!("refused peer {}: {reason}", h.addr));
+            self.refuse(link, reason);
+            return;
+        }
+        if let Some(existing) = self.peers.get(&h.addr) {
+            if existing.hello.instance == h.instance {
+                let reason = format!("already connected to {}", self.cfg.addr);
+                self.log(Level::Info, format!("refused {}: already a peer", h.addr));
+                self.refuse(link, reason);
+                return;
+            }
+            // Same address, new instance: the old process is gone.
+            let old = existing.link;
+            self.log(
+                Level::Info,
+                format!("{} restarted; replacing its old link", h.addr),
+            );
+            self.close(old);
+            self.peers.remove(&h.addr);
+            self.decide(Cause::PeerLost, Some(h.addr), now);
+        }
+        if let Some(dial) = self.dialing(h.addr) {
+            // Both sides dialled at once. Both keep the link the lower
+            // address opened, so exactly one survives.
+            if h.addr < self.cfg.addr {
+                self.close(dial);
+            } else {
+                let reason = format!("duplicate link; {} keeps its own", self.cfg.addr);
+                self.refuse(link, reason);
+                return;
+            }
+        }
+        if h.kind == LinkKind::Join
+            && self.role == Role::Follower
+            && let Some(master) = self.master().filter(|m| *m != h.addr)
+        {
+            self.log(
+                Level::Info,
+                format!("redirecting {} to the master {master}", h.addr),
+            );
+            self.send(link, Message::Redirect(master));
+            self.close(link);
+            return;
+        }
+        let reply = self.hello(h.kind);
+        self.send(link, reply);
+        self.establish(link, h, now);
+    }
+
+    fn on_outbound_hello(&mut self, link: LinkId, dialed: SocketAddr, h: Hello, now: Millis) {
+        if let Some(reason) = self.mismatch(&h) {
+            self.log(Level::Warn, format!("not joining {dialed}: {reason}"));
+            self.wants.remove(&dialed);
+            self.close(link);
+            return;
+        }
+        if h.addr != dialed {
+            self.log(
+                Level::Debug,
+                format!("{dialed} calls itself {}; using that", h.addr),
+            );
+            self.wants.remove(&dialed);
+        }
+        if let Some(existing) = self.peers.get(&h.addr) {
+            if existing.hello.instance == h.instance {
+                self.log(Level::Debug, format!("already connected to {}", h.addr));
+                self.close(link);
+                return;
+            }
+            let old = existing.link;
+            self.close(old);
+            self.peers.remove(&h.addr);
+            self.decide(Cause::PeerLost, Some(h.addr), now);
+        }
+        self.establish(link, h, now);
+    }
+
+    /// Why a peer with these settings cannot join us, naming both values.
+    fn mismatch(&self, h: &Hello) -> Option<String> {
+        if h.instance == self.cfg.instance {
+            return Some(format!("{} connected to itself", self.cfg.addr));
+        }
+        if h.addr == self.cfg.addr {
+            return Some(format!("{} is this node's own address", h.addr));
+        }
+        if h.rule != self.cfg.rule {
+            return Some(format!(
+                "rule mismatch: {} has {}, {} has {}",
+                self.cfg.addr, self.cfg.rule, h.addr, h.rule
+            ));
+        }
+        if h.quorum != self.cfg.quorum {
+            return Some(format!(
+                "quorum mismatch: {} has {}, {} has {}",
+                self.cfg.addr, self.cfg.quorum, h.addr, h.quorum
+            ));
+        }
+        if h.strict != self.cfg.strict {
+            return Some(format!(
+                "strict mismatch: {} has {}, {} has {}",
+                self.cfg.addr, self.cfg.strict, h.addr, h.strict
+            ));
+        }
+        None
+    }
+
+    fn establish(&mut self, link: LinkId, h: Hello, now: Millis) {
+        let addr = h.addr;
+        self.wants.remove(&addr);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.peer = Some(addr);
+        }
+        // Introduce the newcomer to every other member and, through the
+        // same rule on its side, every member of its group to us.
+        let others: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+        for other in others {
+            self.send(other, Message::Meet(addr));
+        }
+        self.peers.insert(
+            addr,
+            Peer {
+                link,
+                hello: h,
+                state: State {
+                    role: Role::None,
+                    epoch: 0,
+                    epoch_master: None,
+                },
+                last_heard_ms: now,
+            },
+        );
+        self.log(Level::Info, format!("peer {addr} joined"));
+        let state = self.state_msg();
+        self.send(link, state);
+        self.decide(Cause::PeerJoined, None, now);
+    }
+
+    fn on_peer_message(&mut self, link: LinkId, addr: SocketAddr, msg: Message, now: Millis) {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.last_heard_ms = now;
+        }
+        match msg {
+            Message::State(s) => {
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    p.state = s;
+                }
+                self.decide(Cause::Claim, None, now);
+            }
+            Message::Meet(other) => {
+                if other != self.cfg.addr
+                    && !self.peers.contains_key(&other)
+                    && self.dialing(other).is_none()
+                    && !self.wants.contains_key(&other)
+                {
+                    self.want(other, LinkKind::Mesh, Some(MESH_ATTEMPTS), now);
+                }
+            }
+            Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
+            Message::Leave => {
+                self.log(Level::Info, format!("peer {addr} left"));
+                self.links.remove(&link);
+                self.peers.remove(&addr);
+                self.wants.remove(&addr);
+                self.actions.push_back(Action::Close(link));
+                self.decide(Cause::PeerLeft, Some(addr), now);
+            }
+            other => {
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "protocol violation by {addr}: {} after the handshake; closing",
+                        name(&other)
+                    ),
+                );
+                self.handle_link_closed(link, now);
+                self.actions.push_back(Action::Close(link));
+            }
+        }
+    }
+
+    /// Recomputes this node's role from its view and its peers' last STATE.
+    /// `departed` is the peer whose loss (or leave) triggered this, if any.
+    fn decide(&mut self, event: Cause, departed: Option<SocketAddr>, now: Millis) {
+        if self.left {
+            return;
+        }
+        let me = self.cfg.addr;
+        let view = 1 + self.peers.len();
+        let old_master = self.master();
+        let master_gone = departed.is_some() && departed == old_master && old_master != Some(me);
+        let best = self.ranking()[0].addr;
+        let (role, epoch, epoch_master) = if view < self.cfg.quorum as usize {
+            (Role::None, self.epoch, self.epoch_master)
+        } else if best == me {
+            let contested = self.peers.values().any(|p| {
+                p.state.epoch > self.epoch
+                    || (p.state.epoch == self.epoch && p.state.epoch_master != Some(me))
+            });
+            if self.role == Role::Master && !contested {
+                (Role::Master, self.epoch, self.epoch_master)
+            } else {
+                let highest = self
+                    .peers
+                    .values()
+                    .map(|p| p.state.epoch)
+                    .max()
+                    .unwrap_or(0);
+                (Role::Master, self.epoch.max(highest) + 1, Some(me))
+            }
+        } else {
+            let s = self.peers[&best].state;
+            let claims = s.role == Role::Master && s.epoch_master == Some(best);
+            let acceptable =
+                s.epoch > self.epoch || (s.epoch == self.epoch && self.epoch_master == Some(best));
+            if claims && acceptable {
+                (Role::Follower, s.epoch, Some(best))
+            } else {
+                (Role::None, self.epoch, self.epoch_master)
+            }
+        };
+        let cause = if view < self.cfg.quorum as usize {
+            Cause::QuorumLost
+        } else if master_gone {
+            match event {
+                Cause::PeerLeft => Cause::MasterLeft,
+                _ => Cause::MasterLost,
+            }
+        } else if self.role == Role::Master && role != Role::Master {
+            Cause::Outranked
+        } else {
+            event
+        };
+        self.set_state(role, epoch, epoch_master, cause, now);
+    }
+
+    fn set_state(
+        &mut self,
+        role: Role,
+        epoch: u64,
+        epoch_master: Option<SocketAddr>,
+        cause: Cause,
+        now: Millis,
+    ) {
+        assert!(epoch >= self.epoch, "epochs never go back");
+        assert!(
+            role != Role::Master || epoch_master == Some(self.cfg.addr),
+            "a master's epoch names itself"
+        );
+        let old_master = self.master();
+        let changed_role = role != self.role;
+        let changed = changed_role || epoch != self.epoch || epoch_master != self.epoch_master;
+        let from = self.role;
+        self.role = role;
+        self.epoch = epoch;
+        self.epoch_master = epoch_master;
+        if !changed {
+            return;
+        }
+        let master = self.master();
+        if changed_role || master != old_master {
+            let entry = JournalEntry {
+                at_ms: now,
+                epoch,
+                from,
+                to: role,
+                master,
+                cause,
+            };
+            self.log(
+                Level::Info,
+                format!(
+                    "role {from} -> {role} epoch={epoch} master={} cause={cause}",
+                    crate::protocol::OptAddr(master)
+                ),
+            );
+            if self.journal.len() == JOURNAL_LEN {
+                self.journal.pop_front();
+            }
+            self.journal.push_back(entry.clone());
+            self.actions.push_back(Action::RoleChanged(entry));
+        } else {
+            self.log(
+                Level::Debug,
+                format!("epoch {epoch} master={}", crate::protocol::OptAddr(master)),
+            );
+        }
+        if !self.left {
+            let state = self.state_msg();
+            let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+            for link in links {
+                self.send(link, state.clone());
+            }
+        }
+    }
+
+    /// Starts (or keeps) trying to reach `addr`.
+    fn want(&mut self, addr: SocketAddr, kind: LinkKind, max_failures: Option<u32>, _now: Millis) {
+        if self.left || addr == self.cfg.addr {
+            return;
+        }
+        let in_flight = self.dialing(addr).is_some();
+        let w = self.wants.entry(addr).or_insert(Want {
+            kind,
+            failures: 0,
+            next_try_ms: None,
+            max_failures,
+        });
+        // An operator's join outranks an introduction: it never gives up.
+        if kind == LinkKind::Join {
+            w.kind = LinkKind::Join;
+            w.max_failures = None;
+        }
+        if !in_flight {
+            self.dial(addr);
+        }
+    }
+
+    fn dial(&mut self, addr: SocketAddr) {
+        if self.peers.contains_key(&addr) || self.dialing(addr).is_some() {
+            self.wants.remove(&addr);
+            return;
+        }
+        let Some(w) = self.wants.get_mut(&addr) else {
+            return;
+        };
+        w.next_try_ms = None;
+        let kind = w.kind;
+        self.actions.push_back(Action::Connect { addr, kind });
+    }
+
+    fn dial_failed(&mut self, addr: SocketAddr, now: Millis) {
+        let Some(w) = self.wants.get_mut(&addr) else {
+            return;
+        };
+        w.failures += 1;
+        if w.max_failures.is_some_and(|m| w.failures >= m) {
+            self.wants.remove(&addr);
+            self.log(Level::Info, format!("giving up on {addr}"));
+            return;
+        }
+        let base = self
+            .cfg
+            .heartbeat_ms
+            .max(1)
+            .saturating_mul(1 << w.failures.min(16))
+            .min(MAX_BACKOFF_MS);
+        let delay = (base / 2 + self.rng.below(base / 2 + 1)).max(self.cfg.heartbeat_ms.min(base));
+        let w = self.wants.get_mut(&addr).expect("checked above");
+        w.next_try_ms = Some(now + delay);
+    }
+
+    /// The link of a dial to `addr` still in its handshake, if any.
+    fn dialing(&self, addr: SocketAddr) -> Option<LinkId> {
+        self.links.iter().find_map(|(id, l)| match l.origin {
+            Origin::Outbound { addr: a, .. } if a == addr && l.peer.is_none() => Some(*id),
+            _ => None,
+        })
+    }
+
+    fn refuse(&mut self, link: LinkId, reason: String) {
+        self.send(link, Message::Refuse(reason));
+        self.close(link);
+    }
+
+    fn close(&mut self, link: LinkId) {
+        if self.links.remove(&link).is_some() {
+            self.actions.push_back(Action::Close(link));
+        }
+    }
+
+    fn send(&mut self, link: LinkId, msg: Message) {
+        self.actions.push_back(Action::Send(link, msg));
+    }
+
+    fn log(&mut self, level: Level, text: String) {
+        self.actions.push_back(Action::Log(level, text));
+    }
+}
+
+/// What the rule looks at in a peer's HELLO.
+pub fn candidate(h: &Hello) -> Candidate {
+    Candidate {
+        addr: h.addr,
+        started_unix_ms: h.started_unix_ms,
+        priority: h.priority,
+        instance: h.instance,
+    }
+}
+
+fn name(msg: &Message) -> &'static str {
+    match msg {
+        Message::Hello(_) => "HELLO",
+        Message::Refuse(_) => "REFUSE",
+        Message::Redirect(_) => "REDIRECT",
+        Message::State(_) => "STATE",
+        Message::Meet(_) => "MEET",
+        Message::Msg(_) => "MSG",
+        Message::Leave => "LEAVE",
+    }
+}
+
+/// splitmix64: tiny, seedable, and good enough for jitter.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`, or 0 when `n` is 0.
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}

@@ -1,0 +1,14 @@
+//! bossd: a small daemon that elects one master among equal servers.
+//!
+//! The crate is a pure election [`core`] inside a thin mio [`net`] loop;
+//! [`protocol`] frames and parses the peer lines, [`console`] the operator
+//! commands, [`config`] the command line. `ARCHITECTURE.md` maps it.
+
+pub mod config;
+pub mod console;
+pub mod core;
+pub mod ctl;
+pub mod log;
+pub mod net;
+pub mod protocol;
+pub mod rule;

@@ -1,0 +1,434 @@
+//! The peer wire protocol: line framing, the nom decoder and the encoder.
+//!
+//! Every peer message is one line of space-separated ASCII words ending in
+//! `\n`; `docs/PROTOCOL.md` gives the grammar. This module owns the mapping
+//! between lines and [`Message`] values in both directions. It never touches
+//! sockets: the loop hands it bytes and takes back lines.
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till1, take_while, take_while_m_n};
+use nom::character::complete::{char, i32 as dec_i32, space1, u8 as dec_u8, u64 as dec_u64};
+use nom::combinator::{all_consuming, map, map_res, rest, value, verify};
+use nom::sequence::preceded;
+use nom::{IResult, Parser};
+
+use crate::rule::Rule;
+
+/// The protocol version this build speaks, sent in every HELLO.
+pub const VERSION: &str = "bossd/1";
+
+/// Longest line accepted from anyone, peer or console client, newline
+/// excluded. A HELLO is under 200 bytes; 4096 leaves room for `-msg` text
+/// while keeping a hostile sender from growing a buffer without bound.
+pub const MAX_LINE: usize = 4096;
+
+/// How a connection came to be, sent in HELLO so the receiver knows whether
+/// it may redirect the caller to the master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// An operator's `--join` or `-c`: a follower answers with the master.
+    Join,
+    /// An introduction inside a group (full mesh): always accepted.
+    Mesh,
+}
+
+/// The role a node reports, on the wire and in the status line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Master,
+    Follower,
+    None,
+}
+
+/// Who a node is and the settings that must match across the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub kind: LinkKind,
+    /// The address the sender listens on: its identity in the cluster.
+    pub addr: SocketAddr,
+    pub started_unix_ms: u64,
+    /// Random per process, so a restart at the same address is a new node.
+    pub instance: u64,
+    pub priority: i32,
+    pub quorum: u32,
+    pub strict: bool,
+    pub rule: Rule,
+}
+
+/// What a node believes: its role and the last epoch it accepted together
+/// with that epoch's master. The master's STATE is its claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct State {
+    pub role: Role,
+    pub epoch: u64,
+    /// The master of `epoch` as the sender knows it, if any.
+    pub epoch_master: Option<SocketAddr>,
+}
+
+/// One peer protocol line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Hello(Hello),
+    /// The handshake is refused; the connection closes after it.
+    Refuse(String),
+    /// Join the master at this address instead; the connection closes.
+    Redirect(SocketAddr),
+    State(State),
+    /// Connect to this member of the group (full mesh).
+    Meet(SocketAddr),
+    /// Operator text for every peer's console.
+    Msg(String),
+    /// The sender leaves the cluster for good.
+    Leave,
+}
+
+/// Why a line is not a valid peer message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The first word names no message this version knows.
+    UnknownMessage(String),
+    /// A HELLO from a different protocol version.
+    Version(String),
+    /// The words after the message name do not fit its grammar.
+    Malformed(&'static str),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::UnknownMessage(w) => write!(f, "unknown message {w:?}"),
+            DecodeError::Version(v) => {
+                write!(f, "unsupported protocol version {v:?} (this is {VERSION})")
+            }
+            DecodeError::Malformed(m) => write!(f, "malformed {m} line"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Decodes one line, without its newline, into a message.
+pub fn decode(line: &str) -> Result<Message, DecodeError> {
+    let (name, args) = match line.split_once(' ') {
+        Some((name, args)) => (name, Some(args)),
+        None => (line, None),
+    };
+    let args = args.unwrap_or("");
+    let parsed: Option<Message> = match name {
+        "HELLO" => return decode_hello(args),
+        "REFUSE" => Some(Message::Refuse(args.to_owned())),
+        "REDIRECT" => all_consuming(addr)
+            .parse(args)
+            .ok()
+            .map(|(_, a)| Message::Redirect(a)),
+        "STATE" => all_consuming(state)
+            .parse(args)
+            .ok()
+            .map(|(_, s)| Message::State(s)),
+        "MEET" => all_consuming(addr)
+            .parse(args)
+            .ok()
+            .map(|(_, a)| Message::Meet(a)),
+        "MSG" => Some(Message::Msg(args.to_owned())),
+        "LEAVE" if args.is_empty() => Some(Message::Leave),
+        "LEAVE" => None,
+        _ => return Err(DecodeError::UnknownMessage(truncate(name, 32).to_owned())),
+    };
+    parsed.ok_or(DecodeError::Malformed(message_name(name)))
+}
+
+/// Encodes a message as one line, newline included.
+pub fn encode(msg: &Message, out: &mut String) {
+    // Writing to a String cannot fail.
+    let _ = match msg {
+        Message::Hello(h) => writeln!(
+            out,
+            "HELLO {VERSION} {} {} {} {:016x} {} {} {} {}",
+            match h.kind {
+                LinkKind::Join => "join",
+                LinkKind::Mesh => "mesh",
+            },
+            h.addr,
+            h.started_unix_ms,
+            h.instance,
+            h.priority,
+            h.quorum,
+            u8::from(h.strict),
+            h.rule,
+        ),
+        Message::Refuse(reason) => writeln!(out, "REFUSE {}", one_line(reason)),
+        Message::Redirect(a) => writeln!(out, "REDIRECT {a}"),
+        Message::State(s) => writeln!(
+            out,
+            "STATE {} {} {}",
+            s.role,
+            s.epoch,
+            OptAddr(s.epoch_master)
+        ),
+        Message::Meet(a) => writeln!(out, "MEET {a}"),
+        Message::Msg(text) => writeln!(out, "MSG {}", one_line(text)),
+        Message::Leave => writeln!(out, "LEAVE"),
+    };
+}
+
+/// Encodes a message into a fresh line.
+pub fn encode_line(msg: &Message) -> String {
+    let mut s = String::new();
+    encode(msg, &mut s);
+    s
+}
+
+/// An address or `-` for none, as written in STATE and the status line.
+pub struct OptAddr(pub Option<SocketAddr>);
+
+impl fmt::Display for OptAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Follower => "follower",
+            Role::None => "none",
+        })
+    }
+}
+
+/// Splits a byte stream into lines no longer than [`MAX_LINE`].
+///
+/// An incomplete line is an expected state: bytes wait here until their
+/// newline arrives. The buffer never holds more than one line's worth.
+#[derive(Default, Debug)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    /// How much of `buf` is already known to hold no newline.
+    scanned: usize,
+}
+
+/// Why the byte stream cannot be split into lines any further.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    TooLong,
+    NotUtf8,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FrameError::TooLong => "line too long",
+            FrameError::NotUtf8 => "line is not UTF-8",
+        })
+    }
+}
+
+impl LineBuffer {
+    /// Appends received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Takes the next complete line, without `\n` or a trailing `\r`.
+    /// `Ok(None)` means more bytes are needed.
+    pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
+        let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+            self.scanned = self.buf.len();
+            return if self.buf.len() > MAX_LINE {
+                Err(FrameError::TooLong)
+            } else {
+                Ok(None)
+            };
+        };
+        let end = self.scanned + pos;
+        self.scanned = 0;
+        let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() > MAX_LINE {
+            return Err(FrameError::TooLong);
+        }
+        String::from_utf8(line)
+            .map(Some)
+            .map_err(|_| FrameError::NotUtf8)
+    }
+
+    /// Bytes received but not yet returned as a line.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn decode_hello(args: &str) -> Result<Message, DecodeError> {
+    let (version, fields) = args.split_once(' ').unwrap_or((args, ""));
+    if version != VERSION {
+        return Err(DecodeError::Version(truncate(version, 32).to_owned()));
+    }
+    all_consuming(hello_fields)
+        .parse(fields)
+        .map(|(_, h)| Message::Hello(h))
+        .map_err(|_| DecodeError::Malformed("HELLO"))
+}
+
+fn hello_fields(i: &str) -> IResult<&str, Hello> {
+    let kind = alt((
+        value(LinkKind::Join, tag("join")),
+        value(LinkKind::Mesh, tag("mesh")),
+    ));
+    let instance = map_res(
+        take_while_m_n(16, 16, |c: char| c.is_ascii_hexdigit()),
+        |s| u64::from_str_radix(s, 16),
+    );
+    let strict = map(verify(dec_u8, |&b| b <= 1), |b| b == 1);
+    let rule = map_res(take_till1(|c| c == ' '), |s: &str| s.parse::<Rule>());
+    map(
+        (
+            kind,
+            preceded(space1, addr),
+            preceded(space1, dec_u64),
+            preceded(space1, instance),
+            preceded(space1, dec_i32),
+            preceded(space1, map_res(dec_u64, u32::try_from)),
+            preceded(space1, strict),
+            preceded(space1, rule),
+        ),
+        |(kind, addr, started_unix_ms, instance, priority, quorum, strict, rule)| Hello {
+            kind,
+            addr,
+            started_unix_ms,
+            instance,
+            priority,
+            quorum,
+            strict,
+            rule,
+        },
+    )
+    .parse(i)
+}
+
+fn state(i: &str) -> IResult<&str, State> {
+    let role = alt((
+        value(Role::Master, tag("master")),
+        value(Role::Follower, tag("follower")),
+        value(Role::None, tag("none")),
+    ));
+    map(
+        (role, preceded(space1, dec_u64), preceded(space1, opt_addr)),
+        |(role, epoch, epoch_master)| State {
+            role,
+            epoch,
+            epoch_master,
+        },
+    )
+    .parse(i)
+}
+
+fn opt_addr(i: &str) -> IResult<&str, Option<SocketAddr>> {
+    alt((value(None, (char('-'), rest_is_empty)), map(addr, Some))).parse(i)
+}
+
+fn rest_is_empty(i: &str) -> IResult<&str, ()> {
+    map(verify(rest, |s: &str| s.is_empty()), |_| ()).parse(i)
+}
+
+/// `ip:port` or `[v6]:port`, as `SocketAddr` writes them.
+fn addr(i: &str) -> IResult<&str, SocketAddr> {
+    map_res(take_while(|c: char| c != ' '), str::parse).parse(i)
+}
+
+fn message_name(name: &str) -> &'static str {
+    match name {
+        "REDIRECT" => "REDIRECT",
+        "STATE" => "STATE",
+        "MEET" => "MEET",
+        "LEAVE" => "LEAVE",
+        _ => "message",
+    }
+}
+
+/// Replaces line breaks so free text can never end a line early.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            kind: LinkKind::Join,
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            started_unix_ms: 1_764_000_000_123,
+            instance: 0xdead_beef_0000_0001,
+            priority: -5,
+            quorum: 2,
+            strict: false,
+            rule: "priority,oldest".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn hello_round_trips_and_reads_like_the_docs() {
+        let line = encode_line(&Message::Hello(hello()));
+        assert_eq!(
+            line,
+            "HELLO bossd/1 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest\n"
+        );
+        assert_eq!(decode(line.trim_end()), Ok(Message::Hello(hello())));
+    }
+
+    #[test]
+    fn state_with_and_without_master() {
+        for s in [
+            "STATE master 3 127.0.0.1:7000",
+            "STATE none 0 -",
+            "STATE follower 12 [::1]:7001",
+        ] {
+            let m = decode(s).unwrap();
+            assert_eq!(encode_line(&m).trim_end(), s);
+        }
+    }
+
+    #[test]
+    fn framing_handles_partial_and_crlf_lines() {
+        let mut b = LineBuffer::default();
+        b.extend(b"LEA");
+        assert_eq!(b.next_line(), Ok(None));
+        b.extend(b"VE\r\nMEET 1.2.3.4:5\nST");
+        assert_eq!(b.next_line(), Ok(Some("LEAVE".into())));
+        assert_eq!(b.next_line(), Ok(Some("MEET 1.2.3.4:5".into())));
+        assert_eq!(b.next_line(), Ok(None));
+        assert_eq!(b.pending(), 2);
+    }
+
+    #[test]
+    fn framing_rejects_long_lines_and_bad_utf8() {
+        let mut b = LineBuffer::default();
+        b.extend(&vec![b'a'; MAX_LINE + 1]);
+        assert_eq!(b.next_line(), Err(FrameError::TooLong));
+        let mut b = LineBuffer::default();
+        b.extend(b"\xff\xfe\n");
+        assert_eq!(b.next_line(), Err(FrameError::NotUtf8));
+        let mut b = LineBuffer::default();
+        b.extend(&vec![b'a'; MAX_LINE]);
+        b.extend(b"\n");
+        assert_eq!(b.next_line().unwrap().unwrap().len(), MAX_LINE);
+    }
+}
