@@ -169,6 +169,9 @@ pub struct Node {
     actions: VecDeque<Action>,
     rng: Rng,
     left: bool,
+    /// Why the last master was lost, while no new one is known: the next
+    /// election's journal entry names it rather than the claim that ended it.
+    lost_master: Option<Cause>,
 }
 
 struct Link {
@@ -216,6 +219,7 @@ impl Node {
             actions: VecDeque::new(),
             rng,
             left: false,
+            lost_master: None,
         }
     }
 
@@ -234,7 +238,7 @@ impl Node {
     }
 
     /// Starts joining the cluster at `addr` (`--join`, `-c`); retried until reached.
-    pub fn connect(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
+    pub fn connect(&mut self, addr: SocketAddr, _now: Millis) -> Result<(), ConnectError> {
         if self.left {
             return Err(ConnectError::Leaving);
         }
@@ -244,7 +248,7 @@ impl Node {
         if self.peers.contains_key(&addr) {
             return Err(ConnectError::AlreadyPeer(addr));
         }
-        self.want(addr, LinkKind::Join, None, now);
+        self.want(addr, LinkKind::Join, None);
         Ok(())
     }
 
@@ -338,7 +342,7 @@ impl Node {
                     self.peers.remove(&addr);
                     self.log(Level::Info, format!("lost peer {addr}"));
                     // A peer lost without LEAVE may come back: keep trying.
-                    self.want(addr, LinkKind::Mesh, None, now);
+                    self.want(addr, LinkKind::Mesh, None);
                     self.decide(Cause::PeerLost, Some(addr), now);
                 }
             }
@@ -462,7 +466,7 @@ impl Node {
                 // A refusal is the other side's considered answer: retrying
                 // would get the same one.
                 self.wants.remove(&addr);
-                self.close(link);
+                self.close(link, now);
             }
             (Origin::Outbound { addr, .. }, Message::Redirect(master)) => {
                 self.log(
@@ -470,9 +474,9 @@ impl Node {
                     format!("{addr} is not the master; joining the master {master}"),
                 );
                 self.wants.remove(&addr);
-                self.close(link);
+                self.close(link, now);
                 if master != self.cfg.addr && !self.peers.contains_key(&master) {
-                    self.want(master, LinkKind::Join, None, now);
+                    self.want(master, LinkKind::Join, None);
                 }
             }
             (_, other) => {
@@ -483,7 +487,7 @@ impl Node {
                         name(&other)
                     ),
                 );
-                self.close(link);
+                self.close(link, now);
             }
         }
     }
@@ -491,14 +495,14 @@ impl Node {
     fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
         if let Some(reason) = self.mismatch(&h) {
             self.log(Level::Warn, format!("refused peer {}: {reason}", h.addr));
-            self.refuse(link, reason);
+            self.refuse(link, reason, now);
             return;
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
                 let reason = format!("already connected to {}", self.cfg.addr);
                 self.log(Level::Info, format!("refused {}: already a peer", h.addr));
-                self.refuse(link, reason);
+                self.refuse(link, reason, now);
                 return;
             }
             // Same address, new instance: the old process is gone.
@@ -507,7 +511,7 @@ impl Node {
                 Level::Info,
                 format!("{} restarted; replacing its old link", h.addr),
             );
-            self.close(old);
+            self.close(old, now);
             self.peers.remove(&h.addr);
             self.decide(Cause::PeerLost, Some(h.addr), now);
         }
@@ -515,10 +519,10 @@ impl Node {
             // Both sides dialled at once. Both keep the link the lower
             // address opened, so exactly one survives.
             if h.addr < self.cfg.addr {
-                self.close(dial);
+                self.close(dial, now);
             } else {
                 let reason = format!("duplicate link; {} keeps its own", self.cfg.addr);
-                self.refuse(link, reason);
+                self.refuse(link, reason, now);
                 return;
             }
         }
@@ -531,7 +535,7 @@ impl Node {
                 format!("redirecting {} to the master {master}", h.addr),
             );
             self.send(link, Message::Redirect(master));
-            self.close(link);
+            self.close(link, now);
             return;
         }
         let reply = self.hello(h.kind);
@@ -543,7 +547,7 @@ impl Node {
         if let Some(reason) = self.mismatch(&h) {
             self.log(Level::Warn, format!("not joining {dialed}: {reason}"));
             self.wants.remove(&dialed);
-            self.close(link);
+            self.close(link, now);
             return;
         }
         if h.addr != dialed {
@@ -556,11 +560,11 @@ impl Node {
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
                 self.log(Level::Debug, format!("already connected to {}", h.addr));
-                self.close(link);
+                self.close(link, now);
                 return;
             }
             let old = existing.link;
-            self.close(old);
+            self.close(old, now);
             self.peers.remove(&h.addr);
             self.decide(Cause::PeerLost, Some(h.addr), now);
         }
@@ -639,12 +643,13 @@ impl Node {
                 self.decide(Cause::Claim, None, now);
             }
             Message::Meet(other) => {
-                if other != self.cfg.addr
-                    && !self.peers.contains_key(&other)
-                    && self.dialing(other).is_none()
-                    && !self.wants.contains_key(&other)
-                {
-                    self.want(other, LinkKind::Mesh, Some(MESH_ATTEMPTS), now);
+                if other != self.cfg.addr && !self.peers.contains_key(&other) {
+                    // An introduction is news that the node is alive: a
+                    // retry waiting out its backoff starts over now.
+                    if let Some(w) = self.wants.get_mut(&other) {
+                        w.failures = 0;
+                    }
+                    self.want(other, LinkKind::Mesh, Some(MESH_ATTEMPTS));
                 }
             }
             Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
@@ -719,9 +724,16 @@ impl Node {
             }
         } else if self.role == Role::Master && role != Role::Master {
             Cause::Outranked
+        } else if role != Role::None
+            && let Some(lost) = self.lost_master.take()
+        {
+            lost
         } else {
             event
         };
+        if role == Role::None && matches!(cause, Cause::MasterLost | Cause::MasterLeft) {
+            self.lost_master = Some(cause);
+        }
         self.set_state(role, epoch, epoch_master, cause, now);
     }
 
@@ -785,30 +797,40 @@ impl Node {
         }
     }
 
-    /// Starts (or keeps) trying to reach `addr`.
-    fn want(&mut self, addr: SocketAddr, kind: LinkKind, max_failures: Option<u32>, _now: Millis) {
-        if self.left || addr == self.cfg.addr {
+    /// Starts (or keeps) trying to reach `addr`. A want whose
+    /// `next_try_ms` is `None` has a dial under way; otherwise it waits.
+    fn want(&mut self, addr: SocketAddr, kind: LinkKind, max_failures: Option<u32>) {
+        if self.left || addr == self.cfg.addr || self.peers.contains_key(&addr) {
             return;
         }
-        let in_flight = self.dialing(addr).is_some();
-        let w = self.wants.entry(addr).or_insert(Want {
-            kind,
-            failures: 0,
-            next_try_ms: None,
-            max_failures,
-        });
-        // An operator's join outranks an introduction: it never gives up.
-        if kind == LinkKind::Join {
-            w.kind = LinkKind::Join;
-            w.max_failures = None;
+        match self.wants.get_mut(&addr) {
+            Some(w) => {
+                // An operator's join outranks an introduction: it never gives up.
+                if kind == LinkKind::Join {
+                    w.kind = LinkKind::Join;
+                    w.max_failures = None;
+                }
+                if w.next_try_ms.is_none() {
+                    return;
+                }
+            }
+            None => {
+                self.wants.insert(
+                    addr,
+                    Want {
+                        kind,
+                        failures: 0,
+                        next_try_ms: None,
+                        max_failures,
+                    },
+                );
+            }
         }
-        if !in_flight {
-            self.dial(addr);
-        }
+        self.dial(addr);
     }
 
     fn dial(&mut self, addr: SocketAddr) {
-        if self.peers.contains_key(&addr) || self.dialing(addr).is_some() {
+        if self.peers.contains_key(&addr) {
             self.wants.remove(&addr);
             return;
         }
@@ -849,14 +871,19 @@ impl Node {
         })
     }
 
-    fn refuse(&mut self, link: LinkId, reason: String) {
+    fn refuse(&mut self, link: LinkId, reason: String, now: Millis) {
         self.send(link, Message::Refuse(reason));
-        self.close(link);
+        self.close(link, now);
     }
 
-    fn close(&mut self, link: LinkId) {
-        if self.links.remove(&link).is_some() {
+    /// Closes a link this node gave up on. A dial closed in its handshake
+    /// counts as failed, so its want is retried (or was removed before).
+    fn close(&mut self, link: LinkId, now: Millis) {
+        if let Some(l) = self.links.remove(&link) {
             self.actions.push_back(Action::Close(link));
+            if let (None, Origin::Outbound { addr }) = (l.peer, l.origin) {
+                self.dial_failed(addr, now);
+            }
         }
     }
 

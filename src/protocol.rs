@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till1, take_while, take_while_m_n};
-use nom::character::complete::{char, i32 as dec_i32, space1, u8 as dec_u8, u64 as dec_u64};
+use nom::character::complete::{char, i32 as dec_i32, u8 as dec_u8, u64 as dec_u64};
 use nom::combinator::{all_consuming, map, map_res, rest, value, verify};
 use nom::sequence::preceded;
 use nom::{IResult, Parser};
@@ -293,13 +293,13 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
     map(
         (
             kind,
-            preceded(space1, addr),
-            preceded(space1, dec_u64),
-            preceded(space1, instance),
-            preceded(space1, dec_i32),
-            preceded(space1, map_res(dec_u64, u32::try_from)),
-            preceded(space1, strict),
-            preceded(space1, rule),
+            preceded(sp, addr),
+            preceded(sp, dec_u64),
+            preceded(sp, instance),
+            preceded(sp, dec_i32),
+            preceded(sp, map_res(dec_u64, u32::try_from)),
+            preceded(sp, strict),
+            preceded(sp, rule),
         ),
         |(kind, addr, started_unix_ms, instance, priority, quorum, strict, rule)| Hello {
             kind,
@@ -322,7 +322,7 @@ fn state(i: &str) -> IResult<&str, State> {
         value(Role::None, tag("none")),
     ));
     map(
-        (role, preceded(space1, dec_u64), preceded(space1, opt_addr)),
+        (role, preceded(sp, dec_u64), preceded(sp, opt_addr)),
         |(role, epoch, epoch_master)| State {
             role,
             epoch,
@@ -330,6 +330,11 @@ fn state(i: &str) -> IResult<&str, State> {
         },
     )
     .parse(i)
+}
+
+/// Exactly one space separates words.
+fn sp(i: &str) -> IResult<&str, char> {
+    char(' ').parse(i)
 }
 
 fn opt_addr(i: &str) -> IResult<&str, Option<SocketAddr>> {

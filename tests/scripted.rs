@@ -1,0 +1,362 @@
+//! Scripted scenarios of the seed (../shared/seed) and SPEC §3-4, run on
+//! the pure election core over the in-memory network of `sim`.
+//!
+//! Each scenario runs over many seeds, so message delays and interleavings
+//! vary; no scenario advances virtual time past a timeout unless it says so,
+//! which shows that joins and crash failover need no timer.
+
+mod sim;
+
+use bossd::core::{Cause, ConnectError};
+use bossd::protocol::Role;
+use sim::{Cluster, Spec, addr};
+
+const SEEDS: u64 = 200;
+
+/// Lets every line in flight arrive; no timer may be needed for this.
+fn quiet(c: &mut Cluster) {
+    c.settle();
+}
+
+/// Forms a group of nodes 0..n by joining each to node 0.
+fn group(seed: u64, n: usize) -> Cluster {
+    group_of(seed, n, n)
+}
+
+/// `total` nodes of which 0..n form a group joined through node 0.
+fn group_of(seed: u64, total: usize, n: usize) -> Cluster {
+    let mut c = Cluster::oldest_first(seed, total);
+    for i in 1..n {
+        c.connect(i, 0).unwrap();
+    }
+    quiet(&mut c);
+    c
+}
+
+// Seed: "two connected servers are equal at first; the rule picks the
+// master; the other only notes who the master is". SPEC §3, guarantee 1.
+#[test]
+fn two_nodes_elect_the_oldest() {
+    for seed in 0..SEEDS {
+        let mut c = Cluster::oldest_first(seed, 2);
+        c.connect(1, 0).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1]), addr(0));
+        // The younger node joining the older one, or the other way round,
+        // makes no difference.
+        let mut c = Cluster::oldest_first(seed, 2);
+        c.connect(0, 1).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1]), addr(0));
+        assert_eq!(c.view(0).2, c.view(1).2);
+    }
+}
+
+// Seed: "a third server connects to the master; the master sends its data
+// to all members; all connect to the newcomer". SPEC §3, guarantee 3.
+#[test]
+fn newcomer_at_the_master_is_meshed_with_everyone() {
+    for seed in 0..SEEDS {
+        let mut c = group_of(seed, 3, 2);
+        let epoch = c.view(0).2;
+        c.connect(2, 0).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0));
+        assert_eq!(
+            c.view(2).2,
+            epoch,
+            "a newcomer that does not win keeps the epoch"
+        );
+        assert!(
+            c.dials[1].contains(&addr(2)),
+            "the member connects to the newcomer"
+        );
+    }
+}
+
+// Seed: "if the newcomer connects to a non-master, that server gives it
+// the master's data; it connects to the master". SPEC §3.
+#[test]
+fn newcomer_at_a_follower_is_sent_to_the_master() {
+    for seed in 0..SEEDS {
+        let mut c = group_of(seed, 4, 3);
+        c.connect(3, 2).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(0));
+        assert!(c.dials[3].contains(&addr(0)), "redirected to the master");
+    }
+}
+
+// Seed: "after a join the rule is applied again: the newcomer becomes
+// master if it ranks first". SPEC §3, guarantee 9.
+#[test]
+fn newcomer_that_ranks_first_becomes_master_with_a_new_epoch() {
+    for seed in 0..SEEDS {
+        let mut specs: Vec<Spec> = (0..4).map(|i| Spec::started(2000 + i)).collect();
+        specs[3].started_unix_ms = 1000; // the oldest arrives last
+        let mut c = Cluster::new(seed, specs);
+        for i in 1..3 {
+            c.connect(i, 0).unwrap();
+        }
+        quiet(&mut c);
+        let before = c.view(0).2;
+        c.connect(3, 1).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(3));
+        assert!(c.view(0).2 > before, "a new master gets a larger epoch");
+    }
+}
+
+// Seed: "if any server is removed, nothing changes". SPEC guarantee 1.
+#[test]
+fn follower_crash_changes_nothing() {
+    for seed in 0..SEEDS {
+        let mut c = group(seed, 4);
+        let before = c.view(0);
+        c.crash(2);
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 3]), addr(0));
+        assert_eq!(c.view(0), before, "master and epoch unchanged");
+    }
+}
+
+// Seed: "if the master is removed, a new one is determined; the notes of
+// the old master are deleted once the lost connection is noticed".
+// SPEC guarantees 4 and 9: no timer needed, and a larger epoch.
+#[test]
+fn master_crash_fails_over_without_a_timer() {
+    for seed in 0..SEEDS {
+        let mut c = group(seed, 5);
+        let old_epoch = c.view(1).2;
+        c.crash(0);
+        quiet(&mut c);
+        assert_eq!(
+            c.assert_agreement(&[1, 2, 3, 4]),
+            addr(1),
+            "the next oldest"
+        );
+        assert!(c.view(1).2 > old_epoch);
+        let last = c.journals[2].last().unwrap();
+        assert_eq!(last.cause, Cause::MasterLost);
+        assert_eq!(last.master, Some(addr(1)));
+    }
+}
+
+// Seed: "if all servers but the master are removed, the master loses its
+// status". SPEC guarantee 2 with the default quorum of 2.
+#[test]
+fn master_alone_loses_its_status() {
+    for seed in 0..SEEDS {
+        let mut c = group(seed, 3);
+        let epoch = c.view(0).2;
+        c.crash(1);
+        quiet(&mut c);
+        assert_eq!(c.view(0).0, Role::Master);
+        c.crash(2);
+        quiet(&mut c);
+        assert_eq!(
+            c.view(0),
+            (Role::None, None, epoch),
+            "no lone master, epoch kept"
+        );
+        assert_eq!(c.journals[0].last().unwrap().cause, Cause::QuorumLost);
+    }
+}
+
+// SPEC guarantee 6: LEAVE makes the survivors agree at once and they do
+// not try to reconnect to the leaver.
+#[test]
+fn graceful_leave_of_the_master() {
+    for seed in 0..SEEDS {
+        let mut c = group(seed, 4);
+        let old = c.view(1).2;
+        c.leave(0);
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[1, 2, 3]), addr(1));
+        assert!(c.view(1).2 > old);
+        assert_eq!(c.journals[2].last().unwrap().cause, Cause::MasterLeft);
+        let dials_before: Vec<usize> = (1..4).map(|i| c.dials[i].len()).collect();
+        c.run_for(60_000);
+        for i in 1..4 {
+            assert!(
+                !c.dials[i][dials_before[i - 1]..].contains(&addr(0)),
+                "node {i} redialled the node that left"
+            );
+        }
+    }
+}
+
+// SPEC guarantee 7's groundwork: a peer lost without LEAVE is retried, so
+// a restarted node is found again even without --join.
+#[test]
+fn crashed_peer_is_retried_and_found_after_restart() {
+    for seed in 0..SEEDS / 4 {
+        let mut c = group(seed, 3);
+        c.crash(2);
+        quiet(&mut c);
+        c.run_for(1_000);
+        c.start(2);
+        c.run_for(20_000);
+        assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0));
+    }
+}
+
+// SPEC §1 `--join`: a restarted node (new instance, same address) joins
+// again through any member.
+#[test]
+fn restart_with_join_rejoins_the_mesh() {
+    for seed in 0..SEEDS {
+        let mut c = group(seed, 4);
+        c.crash(3);
+        quiet(&mut c);
+        c.start(3);
+        c.connect(3, 2).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(0));
+    }
+}
+
+// SPEC §3: "connecting two groups merges them into one group with one
+// master"; guarantee 9 for the group whose master lost.
+#[test]
+fn two_groups_merge_into_one() {
+    for seed in 0..SEEDS {
+        let specs = (0..6).map(|i| Spec::started(1000 + i)).collect();
+        let mut c = Cluster::new(seed, specs);
+        // Group A = {0, 1, 2}, group B = {3, 4, 5}.
+        c.connect(1, 0).unwrap();
+        c.connect(2, 0).unwrap();
+        c.connect(4, 3).unwrap();
+        c.connect(5, 3).unwrap();
+        quiet(&mut c);
+        let epoch_b = c.view(4).2;
+        // A follower of B joins a follower of A.
+        c.connect(5, 2).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2, 3, 4, 5]), addr(0));
+        assert!(
+            c.view(4).2 > epoch_b,
+            "B's members see a new master with a larger epoch"
+        );
+    }
+}
+
+// SPEC §1: peers with another rule or quorum are refused.
+#[test]
+fn rule_or_quorum_mismatch_is_refused() {
+    for (field, seed) in [("rule", 1), ("quorum", 2), ("strict", 3)] {
+        let mut specs = vec![Spec::started(1000), Spec::started(2000)];
+        match field {
+            "rule" => specs[1].rule = "youngest".parse().unwrap(),
+            "quorum" => specs[1].quorum = 3,
+            _ => specs[1].strict = true,
+        }
+        let mut c = Cluster::new(seed, specs);
+        c.connect(1, 0).unwrap();
+        c.run_for(30_000);
+        assert_eq!(c.peer_count(0), 0, "{field}");
+        assert_eq!(c.peer_count(1), 0, "{field}");
+        assert_eq!(c.dials[1].len(), 1, "{field}: a refusal is not retried");
+    }
+}
+
+// Issue 2: connecting to itself or to a present peer gets a clear answer,
+// not a second link.
+#[test]
+fn self_and_duplicate_connects_are_refused() {
+    let mut c = group(7, 2);
+    assert_eq!(c.connect(0, 0), Err(ConnectError::ThisNode(addr(0))));
+    assert_eq!(c.connect(0, 1), Err(ConnectError::AlreadyPeer(addr(1))));
+    quiet(&mut c);
+    assert_eq!(c.peer_count(0), 1);
+}
+
+// Full mesh with one link per pair even when both sides dial at once.
+#[test]
+fn simultaneous_dials_leave_one_link() {
+    for seed in 0..SEEDS {
+        let mut c = Cluster::oldest_first(seed, 2);
+        c.connect(0, 1).unwrap();
+        c.connect(1, 0).unwrap();
+        quiet(&mut c);
+        c.run_for(10_000);
+        assert_eq!(c.assert_agreement(&[0, 1]), addr(0));
+    }
+}
+
+// Many nodes joining at once through different members converge.
+#[test]
+fn concurrent_joins_converge() {
+    for seed in 0..SEEDS {
+        let mut c = Cluster::oldest_first(seed, 7);
+        c.connect(1, 0).unwrap();
+        for i in 2..7 {
+            c.connect(i, i - 1).unwrap();
+        }
+        c.run_for(30_000);
+        assert_eq!(c.assert_agreement(&[0, 1, 2, 3, 4, 5, 6]), addr(0));
+    }
+}
+
+// SPEC §1 rules applied by the whole group.
+#[test]
+fn each_rule_elects_its_first() {
+    let cases: [(&str, usize); 5] = [
+        ("youngest", 2),
+        ("priority", 1),
+        ("priority,youngest", 1),
+        ("lowest-addr", 0),
+        ("highest-addr", 2),
+    ];
+    for (rule, winner) in cases {
+        for seed in 0..20 {
+            let specs = (0..3)
+                .map(|i| Spec {
+                    started_unix_ms: 1000 + i as u64,
+                    priority: [0, 9, 0][i],
+                    quorum: 2,
+                    strict: false,
+                    rule: rule.parse().unwrap(),
+                })
+                .collect();
+            let mut c = Cluster::new(seed, specs);
+            c.connect(1, 0).unwrap();
+            c.connect(2, 1).unwrap();
+            c.run_for(10_000);
+            assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(winner), "rule {rule}");
+        }
+    }
+}
+
+// SPEC §2 `-msg`: every peer gets the text once.
+#[test]
+fn text_reaches_every_peer() {
+    let mut c = group(3, 3);
+    assert_eq!(c.send_text(1, "hello all"), 2);
+    quiet(&mut c);
+    for i in [0, 2] {
+        assert_eq!(c.delivered[i], vec![(addr(1), "hello all".to_string())]);
+    }
+    assert!(c.delivered[1].is_empty());
+}
+
+// A quorum of 3: two nodes alone hold no master; the third makes one.
+#[test]
+fn quorum_three_needs_three() {
+    for seed in 0..SEEDS {
+        let specs = (0..3)
+            .map(|i| Spec {
+                quorum: 3,
+                ..Spec::started(1000 + i)
+            })
+            .collect();
+        let mut c = Cluster::new(seed, specs);
+        c.connect(1, 0).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.view(0).0, Role::None);
+        assert_eq!(c.view(1).0, Role::None);
+        c.connect(2, 1).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0));
+    }
+}

@@ -1,0 +1,485 @@
+//! A deterministic in-memory cluster: N election cores over a virtual
+//! network, driven from one `u64` seed.
+//!
+//! The network models TCP as the core sees it: a dial to a live node opens
+//! a link, lines arrive in order per link after a random delay, a close
+//! arrives after the lines sent before it, and a crashed node's links close
+//! for its peers after what it already sent. Time jumps to the next event.
+//! After every step the harness checks that no node's epoch goes back.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use bossd::core::{Action, Config, JournalEntry, LinkId, Millis, Node};
+use bossd::protocol::{Message, Role};
+use bossd::rule::Rule;
+
+/// A node's settings in the cluster under test.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub started_unix_ms: u64,
+    pub priority: i32,
+    pub quorum: u32,
+    pub strict: bool,
+    pub rule: Rule,
+}
+
+impl Spec {
+    /// A node started at `started`, default settings otherwise.
+    pub fn started(started: u64) -> Spec {
+        Spec {
+            started_unix_ms: started,
+            priority: 0,
+            quorum: 2,
+            strict: false,
+            rule: Rule::default(),
+        }
+    }
+}
+
+pub struct Cluster {
+    pub now: Millis,
+    slots: Vec<Slot>,
+    /// Pending deliveries, ordered by (time, sequence number).
+    queue: BTreeMap<(Millis, u64), Event>,
+    seq: u64,
+    /// Each link end: (node, link) -> the other end.
+    ends: BTreeMap<(usize, LinkId), End>,
+    next_link: LinkId,
+    rng: u64,
+    /// Most delivery delay on a link, in ms.
+    pub max_delay_ms: Millis,
+    /// Every role change, per node, in order.
+    pub journals: Vec<Vec<JournalEntry>>,
+    /// Text delivered by `-msg`, per node.
+    pub delivered: Vec<Vec<(SocketAddr, String)>>,
+    /// Every Connect action, per node, for checking who dials whom.
+    pub dials: Vec<Vec<SocketAddr>>,
+    /// The highest epoch each node has reported, to check it never falls.
+    reported: Vec<u64>,
+    next_instance: u64,
+}
+
+struct Slot {
+    addr: SocketAddr,
+    spec: Spec,
+    node: Option<Node>,
+}
+
+#[derive(Clone, Copy)]
+struct End {
+    node: usize,
+    link: LinkId,
+    /// The far side has been told about this link (its first line arrived).
+    accepted: bool,
+    /// When the last line on this direction is delivered, for FIFO order.
+    last_delivery: Millis,
+}
+
+enum Event {
+    Line {
+        to: usize,
+        link: LinkId,
+        msg: Message,
+    },
+    Closed {
+        to: usize,
+        link: LinkId,
+    },
+}
+
+/// The address of node `i`.
+pub fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
+}
+
+impl Cluster {
+    /// A cluster of nodes from `specs`, all started and alone.
+    pub fn new(seed: u64, specs: Vec<Spec>) -> Cluster {
+        let n = specs.len();
+        let mut c = Cluster {
+            now: 0,
+            slots: Vec::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            ends: BTreeMap::new(),
+            next_link: 1,
+            rng: seed ^ 0x5eed,
+            max_delay_ms: 2,
+            journals: vec![Vec::new(); n],
+            delivered: vec![Vec::new(); n],
+            dials: vec![Vec::new(); n],
+            reported: vec![0; n],
+            next_instance: 1,
+        };
+        for (i, spec) in specs.into_iter().enumerate() {
+            c.slots.push(Slot {
+                addr: addr(i),
+                spec,
+                node: None,
+            });
+            c.start(i);
+        }
+        c
+    }
+
+    /// `n` nodes with default settings, node 0 the oldest.
+    pub fn oldest_first(seed: u64, n: usize) -> Cluster {
+        Cluster::new(
+            seed,
+            (0..n).map(|i| Spec::started(1000 + i as u64)).collect(),
+        )
+    }
+
+    /// (Re)starts node `i` as a fresh process: new instance, alone.
+    pub fn start(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        let cfg = Config {
+            addr: slot.addr,
+            started_unix_ms: slot.spec.started_unix_ms,
+            instance: self.next_instance,
+            priority: slot.spec.priority,
+            quorum: slot.spec.quorum,
+            strict: slot.spec.strict,
+            rule: slot.spec.rule.clone(),
+            heartbeat_ms: 100,
+            timeout_ms: 500,
+            seed: self.next_instance,
+        };
+        self.next_instance += 1;
+        // A new process starts from epoch 0: the guarantee is per process.
+        self.reported[i] = 0;
+        self.slots[i].node = Some(Node::new(cfg));
+        self.pump(i);
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        self.slots[i].node.as_ref().expect("node is running")
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.slots[i].node.is_some()
+    }
+
+    /// Operator `-c`: node `i` joins the node at `addr(j)`.
+    pub fn connect(&mut self, i: usize, j: usize) -> Result<(), bossd::core::ConnectError> {
+        let now = self.now;
+        let r = self.slots[i]
+            .node
+            .as_mut()
+            .expect("up")
+            .connect(addr(j), now);
+        self.pump(i);
+        r
+    }
+
+    /// `-msg` from node `i`.
+    pub fn send_text(&mut self, i: usize, text: &str) -> usize {
+        let n = self.slots[i].node.as_mut().expect("up").send_text(text);
+        self.pump(i);
+        n
+    }
+
+    /// Graceful leave (`-q`, SIGTERM): node `i` says LEAVE and exits.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.now;
+        self.slots[i].node.as_mut().expect("up").leave(now);
+        self.pump(i);
+        self.slots[i].node = None;
+    }
+
+    /// SIGKILL: node `i` is gone; its peers see its links close after what
+    /// it already sent.
+    pub fn crash(&mut self, i: usize) {
+        self.slots[i].node = None;
+        let mine: Vec<(usize, LinkId)> =
+            self.ends.keys().copied().filter(|(n, _)| *n == i).collect();
+        for key in mine {
+            let end = self.ends.remove(&key).expect("listed");
+            self.ends.remove(&(end.node, end.link));
+            let t = end.last_delivery.max(self.now);
+            self.push(
+                t,
+                Event::Closed {
+                    to: end.node,
+                    link: end.link,
+                },
+            );
+        }
+    }
+
+    /// Delivers everything due up to `now + ms`, firing timers on the way.
+    pub fn run_for(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        loop {
+            let next_event = self.queue.keys().next().map(|(t, _)| *t);
+            let next_timer = self.next_timer();
+            let next = match (next_event, next_timer) {
+                (Some(a), Some((b, _))) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some((b, _))) => b,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = next;
+            if next_event == Some(next) {
+                let key = *self.queue.keys().next().expect("non-empty");
+                let ev = self.queue.remove(&key).expect("present");
+                self.deliver(ev);
+            } else if let Some((_, i)) = next_timer {
+                let now = self.now;
+                self.slots[i].node.as_mut().expect("up").handle_timeout(now);
+                self.pump(i);
+            }
+        }
+        self.now = end;
+    }
+
+    /// Runs until no line is in flight (timers may still be pending).
+    pub fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let Some((&(t, _), _)) = self.queue.iter().next() else {
+                return;
+            };
+            self.run_for(t.saturating_sub(self.now));
+        }
+        panic!("the network never went quiet");
+    }
+
+    /// Role, master and epoch of node `i`.
+    pub fn view(&self, i: usize) -> (Role, Option<SocketAddr>, u64) {
+        let n = self.node(i);
+        (n.role(), n.master(), n.epoch())
+    }
+
+    pub fn peer_count(&self, i: usize) -> usize {
+        self.node(i).peers().count()
+    }
+
+    /// Running nodes.
+    pub fn up(&self) -> Vec<usize> {
+        (0..self.slots.len()).filter(|&i| self.is_up(i)).collect()
+    }
+
+    /// Asserts SPEC guarantees 1 and 3 over the running nodes `members`:
+    /// full mesh, one master agreed by all, at one epoch. Returns the master.
+    pub fn assert_agreement(&self, members: &[usize]) -> SocketAddr {
+        let first = self.view(members[0]);
+        let master = first
+            .1
+            .unwrap_or_else(|| panic!("node {} has no master: {}", members[0], self.dump()));
+        for &i in members {
+            assert_eq!(
+                self.view(i).1,
+                Some(master),
+                "master differs on node {i}: {}",
+                self.dump()
+            );
+            assert_eq!(
+                self.view(i).2,
+                first.2,
+                "epoch differs on node {i}: {}",
+                self.dump()
+            );
+            assert_eq!(
+                self.peer_count(i),
+                members.len() - 1,
+                "not a full mesh at {i}: {}",
+                self.dump()
+            );
+            let expected = if addr(i) == master {
+                Role::Master
+            } else {
+                Role::Follower
+            };
+            assert_eq!(
+                self.view(i).0,
+                expected,
+                "role of node {i}: {}",
+                self.dump()
+            );
+        }
+        master
+    }
+
+    /// Every running node's status line, for failure messages.
+    pub fn dump(&self) -> String {
+        let mut s = format!("\nt={}ms\n", self.now);
+        for i in self.up() {
+            s.push_str(&bossd::console::status_line(self.node(i)));
+            s.push('\n');
+        }
+        s
+    }
+
+    fn next_timer(&self) -> Option<(Millis, usize)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.node
+                    .as_ref()?
+                    .next_deadline()
+                    .map(|d| (d.max(self.now), i))
+            })
+            .min()
+    }
+
+    fn deliver(&mut self, ev: Event) {
+        match ev {
+            Event::Line { to, link, msg } => {
+                let now = self.now;
+                let Some(node) = self.slots[to].node.as_mut() else {
+                    return;
+                };
+                let key = (to, link);
+                // The far end's first line makes the link known to it, as
+                // the loop does on accepting a connection.
+                if let Some(end) = self.ends.get(&key).copied()
+                    && !end.accepted
+                {
+                    node.handle_accepted(link, now);
+                    if let Some(e) = self.ends.get_mut(&key) {
+                        e.accepted = true;
+                    }
+                }
+                node.handle_message(link, msg, now);
+                self.pump(to);
+            }
+            Event::Closed { to, link } => {
+                let now = self.now;
+                if let Some(node) = self.slots[to].node.as_mut() {
+                    node.handle_link_closed(link, now);
+                    self.pump(to);
+                }
+            }
+        }
+    }
+
+    /// Carries out node `i`'s actions.
+    fn pump(&mut self, i: usize) {
+        loop {
+            let Some(node) = self.slots[i].node.as_mut() else {
+                return;
+            };
+            let Some(action) = node.poll_action() else {
+                break;
+            };
+            match action {
+                Action::Send(link, msg) => self.send(i, link, msg),
+                Action::Connect { addr: to, kind } => {
+                    self.dials[i].push(to);
+                    let target = self
+                        .slots
+                        .iter()
+                        .position(|s| s.addr == to && s.node.is_some());
+                    let now = self.now;
+                    match target {
+                        Some(j) => {
+                            let (la, lb) = (self.next_link, self.next_link + 1);
+                            self.next_link += 2;
+                            self.ends.insert(
+                                (i, la),
+                                End {
+                                    node: j,
+                                    link: lb,
+                                    accepted: true,
+                                    last_delivery: now,
+                                },
+                            );
+                            self.ends.insert(
+                                (j, lb),
+                                End {
+                                    node: i,
+                                    link: la,
+                                    accepted: false,
+                                    last_delivery: now,
+                                },
+                            );
+                            self.slots[i]
+                                .node
+                                .as_mut()
+                                .expect("up")
+                                .handle_dialed(la, to, kind, now);
+                        }
+                        None => self.slots[i].node.as_mut().expect("up").handle_dial_failed(
+                            to,
+                            "connection refused",
+                            now,
+                        ),
+                    }
+                }
+                Action::Close(link) => {
+                    if let Some(end) = self.ends.remove(&(i, link)) {
+                        self.ends.remove(&(end.node, end.link));
+                        let t = end.last_delivery.max(self.now);
+                        self.push(
+                            t,
+                            Event::Closed {
+                                to: end.node,
+                                link: end.link,
+                            },
+                        );
+                    }
+                    let now = self.now;
+                    self.slots[i]
+                        .node
+                        .as_mut()
+                        .expect("up")
+                        .handle_link_closed(link, now);
+                }
+                Action::Log(..) => {}
+                Action::Deliver { from, text } => self.delivered[i].push((from, text)),
+                Action::RoleChanged(e) => self.journals[i].push(e),
+            }
+        }
+        let epoch = self.node(i).epoch();
+        assert!(
+            epoch >= self.reported[i],
+            "node {i}'s epoch went back from {} to {epoch}",
+            self.reported[i]
+        );
+        self.reported[i] = epoch;
+    }
+
+    fn send(&mut self, from: usize, link: LinkId, msg: Message) {
+        let Some(end) = self.ends.get(&(from, link)).copied() else {
+            return;
+        };
+        let delay = self.below(self.max_delay_ms + 1);
+        let t = (self.now + delay).max(end.last_delivery);
+        if let Some(e) = self.ends.get_mut(&(from, link)) {
+            e.last_delivery = t;
+        }
+        self.push(
+            t,
+            Event::Line {
+                to: end.node,
+                link: end.link,
+                msg,
+            },
+        );
+    }
+
+    fn push(&mut self, t: Millis, ev: Event) {
+        self.seq += 1;
+        self.queue.insert((t, self.seq), ev);
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+/// The set of running nodes' addresses.
+pub fn addrs(ids: &[usize]) -> BTreeSet<SocketAddr> {
+    ids.iter().map(|&i| addr(i)).collect()
+}
