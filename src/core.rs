@@ -172,6 +172,10 @@ pub struct Node {
     /// Why the last master was lost, while no new one is known: the next
     /// election's journal entry names it rather than the claim that ended it.
     lost_master: Option<Cause>,
+    /// When heartbeats go out next; `None` while there are no peers.
+    next_heartbeat_ms: Option<Millis>,
+    /// Number of the last heartbeat sent.
+    heartbeat_seq: u64,
 }
 
 struct Link {
@@ -190,6 +194,8 @@ struct Peer {
     link: LinkId,
     hello: Hello,
     state: State,
+    /// When any line from the peer last arrived: silence past `timeout_ms`
+    /// drops it from the view.
     last_heard_ms: Millis,
 }
 
@@ -220,6 +226,8 @@ impl Node {
             rng,
             left: false,
             lost_master: None,
+            next_heartbeat_ms: None,
+            heartbeat_seq: 0,
         }
     }
 
@@ -234,7 +242,17 @@ impl Node {
 
     /// When `handle_timeout` must be called next, if ever.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.wants.values().filter_map(|w| w.next_try_ms).min()
+        let silence = self
+            .peers
+            .values()
+            .map(|p| p.last_heard_ms + self.cfg.timeout_ms)
+            .min();
+        self.wants
+            .values()
+            .filter_map(|w| w.next_try_ms)
+            .chain(self.next_heartbeat_ms)
+            .chain(silence)
+            .min()
     }
 
     /// Starts joining the cluster at `addr` (`--join`, `-c`); retried until reached.
@@ -353,6 +371,35 @@ impl Node {
 
     /// Time passed; due reconnects start.
     pub fn handle_timeout(&mut self, now: Millis) {
+        let silent: Vec<(SocketAddr, LinkId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now >= p.last_heard_ms + self.cfg.timeout_ms)
+            .map(|(a, p)| (*a, p.link))
+            .collect();
+        for (addr, link) in silent {
+            self.log(
+                Level::Warn,
+                format!(
+                    "peer {addr} silent for {} ms; dropping it",
+                    self.cfg.timeout_ms
+                ),
+            );
+            self.handle_link_closed(link, now);
+            self.actions.push_back(Action::Close(link));
+        }
+        if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
+            self.heartbeat_seq += 1;
+            let ping = Message::Ping(self.heartbeat_seq);
+            let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+            for link in links {
+                self.send(link, ping.clone());
+            }
+            self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
+        }
+        if self.peers.is_empty() {
+            self.next_heartbeat_ms = None;
+        }
         let due: Vec<SocketAddr> = self
             .wants
             .iter()
@@ -626,6 +673,9 @@ impl Node {
             },
         );
         self.log(Level::Info, format!("peer {addr} joined"));
+        if self.next_heartbeat_ms.is_none() {
+            self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
+        }
         let state = self.state_msg();
         self.send(link, state);
         self.decide(Cause::PeerJoined, None, now);
@@ -653,6 +703,8 @@ impl Node {
                 }
             }
             Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
+            Message::Ping(n) => self.send(link, Message::Pong(n)),
+            Message::Pong(_) => {}
             Message::Leave => {
                 self.log(Level::Info, format!("peer {addr} left"));
                 self.links.remove(&link);
@@ -915,6 +967,8 @@ fn name(msg: &Message) -> &'static str {
         Message::Meet(_) => "MEET",
         Message::Msg(_) => "MSG",
         Message::Leave => "LEAVE",
+        Message::Ping(_) => "PING",
+        Message::Pong(_) => "PONG",
     }
 }
 

@@ -83,6 +83,10 @@ pub enum Message {
     Msg(String),
     /// The sender leaves the cluster for good.
     Leave,
+    /// Heartbeat; answered with `Pong` carrying the same number.
+    Ping(u64),
+    /// Answer to `Ping`.
+    Pong(u64),
 }
 
 /// Why a line is not a valid peer message.
@@ -135,6 +139,8 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
         "MSG" => Some(Message::Msg(args.to_owned())),
         "LEAVE" if args.is_empty() => Some(Message::Leave),
         "LEAVE" => None,
+        "PING" => number(args).map(Message::Ping),
+        "PONG" => number(args).map(Message::Pong),
         _ => return Err(DecodeError::UnknownMessage(truncate(name, 32).to_owned())),
     };
     parsed.ok_or(DecodeError::Malformed(message_name(name)))
@@ -171,6 +177,8 @@ pub fn encode(msg: &Message, out: &mut String) {
         Message::Meet(a) => writeln!(out, "MEET {a}"),
         Message::Msg(text) => writeln!(out, "MSG {}", one_line(text)),
         Message::Leave => writeln!(out, "LEAVE"),
+        Message::Ping(n) => writeln!(out, "PING {n}"),
+        Message::Pong(n) => writeln!(out, "PONG {n}"),
     };
 }
 
@@ -332,6 +340,14 @@ fn state(i: &str) -> IResult<&str, State> {
     .parse(i)
 }
 
+/// A whole argument that is one unsigned decimal number.
+fn number(args: &str) -> Option<u64> {
+    all_consuming(dec_u64::<&str, nom::error::Error<&str>>)
+        .parse(args)
+        .ok()
+        .map(|(_, n)| n)
+}
+
 /// Exactly one space separates words.
 fn sp(i: &str) -> IResult<&str, char> {
     char(' ').parse(i)
@@ -356,6 +372,8 @@ fn message_name(name: &str) -> &'static str {
         "STATE" => "STATE",
         "MEET" => "MEET",
         "LEAVE" => "LEAVE",
+        "PING" => "PING",
+        "PONG" => "PONG",
         _ => "message",
     }
 }

@@ -80,6 +80,8 @@ fn message() -> impl Strategy<Value = Message> {
         addr().prop_map(Message::Meet),
         text().prop_map(Message::Msg),
         Just(Message::Leave),
+        any::<u64>().prop_map(Message::Ping),
+        any::<u64>().prop_map(Message::Pong),
     ]
 }
 
@@ -215,6 +217,9 @@ fn malformed_lines_are_refused() {
         ("MEET ::1:7000", "IPv6 without brackets"),
         ("REDIRECT nowhere", "REDIRECT to a name"),
         ("LEAVE now", "LEAVE with an argument"),
+        ("PING", "PING without a number"),
+        ("PING -1", "negative PING"),
+        ("PONG 1 2", "PONG two numbers"),
     ];
     for (line, why) in table {
         assert!(decode(line).is_err(), "{why}: {line:?} was accepted");

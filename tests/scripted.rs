@@ -176,7 +176,7 @@ fn graceful_leave_of_the_master() {
         assert!(c.view(1).2 > old);
         assert_eq!(c.journals[2].last().unwrap().cause, Cause::MasterLeft);
         let dials_before: Vec<usize> = (1..4).map(|i| c.dials[i].len()).collect();
-        c.run_for(60_000);
+        c.run_for(10_000);
         for i in 1..4 {
             assert!(
                 !c.dials[i][dials_before[i - 1]..].contains(&addr(0)),
@@ -357,6 +357,59 @@ fn quorum_three_needs_three() {
         assert_eq!(c.view(1).0, Role::None);
         c.connect(2, 1).unwrap();
         quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0));
+    }
+}
+
+// SPEC guarantee 5 (issue 3): a frozen master is replaced within timeout +
+// 2 x heartbeat; after it thaws it finds itself deposed, journals it, and
+// rejoins as a follower.
+#[test]
+fn frozen_master_is_replaced_and_rejoins() {
+    for seed in 0..SEEDS / 4 {
+        let mut c = group(seed, 4);
+        let old_epoch = c.view(1).2;
+        c.freeze(0);
+        // timeout 500 + 2 x heartbeat 100, as the sim configures every node.
+        c.run_for(700);
+        assert_eq!(
+            c.view(1),
+            (Role::Master, Some(addr(1)), c.view(1).2),
+            "{}",
+            c.dump()
+        );
+        assert!(c.view(1).2 > old_epoch);
+        for i in [2, 3] {
+            assert_eq!(c.view(i).1, Some(addr(1)), "{}", c.dump());
+        }
+        c.thaw(0);
+        c.run_for(20_000);
+        assert_eq!(
+            c.assert_agreement(&[0, 1, 2, 3]),
+            addr(0),
+            "the oldest wins again once back"
+        );
+        let causes: Vec<Cause> = c.journals[0].iter().map(|e| e.cause).collect();
+        assert!(
+            causes.contains(&Cause::QuorumLost) || causes.contains(&Cause::Outranked),
+            "the thawed master journals that it was deposed: {causes:?}"
+        );
+    }
+}
+
+// SPEC guarantee 5 for a follower: a silent follower is dropped, the
+// master stays.
+#[test]
+fn frozen_follower_is_dropped_master_stays() {
+    for seed in 0..SEEDS / 4 {
+        let mut c = group(seed, 3);
+        let before = c.view(0);
+        c.freeze(2);
+        c.run_for(700);
+        assert_eq!(c.peer_count(0), 1, "{}", c.dump());
+        assert_eq!(c.view(0), before);
+        c.thaw(2);
+        c.run_for(20_000);
         assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0));
     }
 }

@@ -60,6 +60,9 @@ pub struct Cluster {
     /// The highest epoch each node has reported, to check it never falls.
     reported: Vec<u64>,
     next_instance: u64,
+    /// Events for frozen nodes, delivered in order when they thaw.
+    held: Vec<Vec<Event>>,
+    frozen: Vec<bool>,
 }
 
 struct Slot {
@@ -113,6 +116,8 @@ impl Cluster {
             dials: vec![Vec::new(); n],
             reported: vec![0; n],
             next_instance: 1,
+            held: (0..n).map(|_| Vec::new()).collect(),
+            frozen: vec![false; n],
         };
         for (i, spec) in specs.into_iter().enumerate() {
             c.slots.push(Slot {
@@ -207,6 +212,21 @@ impl Cluster {
                     link: end.link,
                 },
             );
+        }
+    }
+
+    /// SIGSTOP: node `i` handles nothing (no lines, no timers) until thawed;
+    /// its links stay open, so only silence can tell.
+    pub fn freeze(&mut self, i: usize) {
+        self.frozen[i] = true;
+    }
+
+    /// SIGCONT: node `i` gets what arrived meanwhile, in order.
+    pub fn thaw(&mut self, i: usize) {
+        self.frozen[i] = false;
+        for ev in std::mem::take(&mut self.held[i]) {
+            let t = self.now;
+            self.push(t, ev);
         }
     }
 
@@ -320,6 +340,7 @@ impl Cluster {
         self.slots
             .iter()
             .enumerate()
+            .filter(|(i, _)| !self.frozen[*i])
             .filter_map(|(i, s)| {
                 s.node
                     .as_ref()?
@@ -330,6 +351,13 @@ impl Cluster {
     }
 
     fn deliver(&mut self, ev: Event) {
+        let to = match &ev {
+            Event::Line { to, .. } | Event::Closed { to, .. } => *to,
+        };
+        if self.frozen[to] {
+            self.held[to].push(ev);
+            return;
+        }
         match ev {
             Event::Line { to, link, msg } => {
                 let now = self.now;
