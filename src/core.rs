@@ -182,6 +182,9 @@ struct Link {
     origin: Origin,
     /// The peer's address once the handshake finished on this link.
     peer: Option<SocketAddr>,
+    /// When the link opened: a dial not through its handshake within
+    /// `timeout_ms` (a cut network answers nothing) counts as failed.
+    opened_ms: Millis,
 }
 
 #[derive(Clone, Copy)]
@@ -197,6 +200,9 @@ struct Peer {
     /// When any line from the peer last arrived: silence past `timeout_ms`
     /// drops it from the view.
     last_heard_ms: Millis,
+    /// Earliest time to send this peer our members again when its view
+    /// digest differs from ours.
+    next_sync_ms: Millis,
 }
 
 /// An address this node keeps trying to reach.
@@ -247,11 +253,18 @@ impl Node {
             .values()
             .map(|p| p.last_heard_ms + self.cfg.timeout_ms)
             .min();
+        let handshake = self
+            .links
+            .values()
+            .filter(|l| l.peer.is_none())
+            .map(|l| l.opened_ms + self.cfg.timeout_ms)
+            .min();
         self.wants
             .values()
             .filter_map(|w| w.next_try_ms)
             .chain(self.next_heartbeat_ms)
             .chain(silence)
+            .chain(handshake)
             .min()
     }
 
@@ -300,7 +313,7 @@ impl Node {
     }
 
     /// The dial for `addr` opened as `link`; the handshake starts.
-    pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, _now: Millis) {
+    pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, now: Millis) {
         if self.left {
             self.actions.push_back(Action::Close(link));
             return;
@@ -310,6 +323,7 @@ impl Node {
             Link {
                 origin: Origin::Outbound { addr },
                 peer: None,
+                opened_ms: now,
             },
         );
         let hello = self.hello(kind);
@@ -323,7 +337,7 @@ impl Node {
     }
 
     /// A connection arrived whose first line was a peer message.
-    pub fn handle_accepted(&mut self, link: LinkId, _now: Millis) {
+    pub fn handle_accepted(&mut self, link: LinkId, now: Millis) {
         if self.left {
             self.actions.push_back(Action::Close(link));
             return;
@@ -333,6 +347,7 @@ impl Node {
             Link {
                 origin: Origin::Inbound,
                 peer: None,
+                opened_ms: now,
             },
         );
     }
@@ -388,9 +403,25 @@ impl Node {
             self.handle_link_closed(link, now);
             self.actions.push_back(Action::Close(link));
         }
+        let stuck: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.peer.is_none() && now >= l.opened_ms + self.cfg.timeout_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for link in stuck {
+            self.log(
+                Level::Debug,
+                format!("link {link}: no handshake within the timeout"),
+            );
+            self.close(link, now);
+        }
         if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
             self.heartbeat_seq += 1;
-            let ping = Message::Ping(self.heartbeat_seq);
+            let ping = Message::Ping {
+                seq: self.heartbeat_seq,
+                view: self.view_digest(),
+            };
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
             for link in links {
                 self.send(link, ping.clone());
@@ -670,6 +701,7 @@ impl Node {
                     epoch_master: None,
                 },
                 last_heard_ms: now,
+                next_sync_ms: now,
             },
         );
         self.log(Level::Info, format!("peer {addr} joined"));
@@ -703,7 +735,10 @@ impl Node {
                 }
             }
             Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
-            Message::Ping(n) => self.send(link, Message::Pong(n)),
+            Message::Ping { seq, view } => {
+                self.send(link, Message::Pong(seq));
+                self.sync_view(addr, view, now);
+            }
             Message::Pong(_) => {}
             Message::Leave => {
                 self.log(Level::Info, format!("peer {addr} left"));
@@ -724,6 +759,45 @@ impl Node {
                 self.handle_link_closed(link, now);
                 self.actions.push_back(Action::Close(link));
             }
+        }
+    }
+
+    /// A digest of the view's addresses: equal on every member of a full mesh.
+    fn view_digest(&self) -> u64 {
+        std::iter::once(&self.cfg.addr)
+            .chain(self.peers.keys())
+            .map(|a| {
+                let mut r = Rng(match a {
+                    SocketAddr::V4(v4) => u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()),
+                    SocketAddr::V6(v6) => {
+                        (v6.ip().to_bits() as u64) << 16
+                            ^ u64::from(v6.port())
+                            ^ (v6.ip().to_bits() >> 64) as u64
+                    }
+                });
+                r.next()
+            })
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Repairs the mesh: a peer whose view differs from ours is sent our
+    /// members (it ignores those it has), at most once per two timeouts.
+    fn sync_view(&mut self, addr: SocketAddr, their_view: u64, now: Millis) {
+        if their_view == self.view_digest() {
+            return;
+        }
+        let interval = 2 * self.cfg.timeout_ms;
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if now < p.next_sync_ms {
+            return;
+        }
+        p.next_sync_ms = now + interval;
+        let link = p.link;
+        let members: Vec<SocketAddr> = self.peers.keys().copied().filter(|a| *a != addr).collect();
+        for m in members {
+            self.send(link, Message::Meet(m));
         }
     }
 
@@ -967,7 +1041,7 @@ fn name(msg: &Message) -> &'static str {
         Message::Meet(_) => "MEET",
         Message::Msg(_) => "MSG",
         Message::Leave => "LEAVE",
-        Message::Ping(_) => "PING",
+        Message::Ping { .. } => "PING",
         Message::Pong(_) => "PONG",
     }
 }

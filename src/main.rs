@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Invocation::Node(args) => match run_node(args, start) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                log::write(Level::Error, &format!("{e:#}"));
+                // One clear line (SPEC §1), not a log line and a repeat.
                 eprintln!("bossd: {e:#}");
                 ExitCode::from(1)
             }

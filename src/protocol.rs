@@ -83,8 +83,12 @@ pub enum Message {
     Msg(String),
     /// The sender leaves the cluster for good.
     Leave,
-    /// Heartbeat; answered with `Pong` carrying the same number.
-    Ping(u64),
+    /// Heartbeat, answered with `Pong` carrying the same number, with a
+    /// digest of the sender's view so members can notice a missing link.
+    Ping {
+        seq: u64,
+        view: u64,
+    },
     /// Answer to `Ping`.
     Pong(u64),
 }
@@ -139,7 +143,10 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
         "MSG" => Some(Message::Msg(args.to_owned())),
         "LEAVE" if args.is_empty() => Some(Message::Leave),
         "LEAVE" => None,
-        "PING" => number(args).map(Message::Ping),
+        "PING" => all_consuming((dec_u64, preceded(sp, hex16)))
+            .parse(args)
+            .ok()
+            .map(|(_, (seq, view))| Message::Ping { seq, view }),
         "PONG" => number(args).map(Message::Pong),
         _ => return Err(DecodeError::UnknownMessage(truncate(name, 32).to_owned())),
     };
@@ -177,7 +184,7 @@ pub fn encode(msg: &Message, out: &mut String) {
         Message::Meet(a) => writeln!(out, "MEET {a}"),
         Message::Msg(text) => writeln!(out, "MSG {}", one_line(text)),
         Message::Leave => writeln!(out, "LEAVE"),
-        Message::Ping(n) => writeln!(out, "PING {n}"),
+        Message::Ping { seq, view } => writeln!(out, "PING {seq} {view:016x}"),
         Message::Pong(n) => writeln!(out, "PONG {n}"),
     };
 }
@@ -336,6 +343,15 @@ fn state(i: &str) -> IResult<&str, State> {
             epoch,
             epoch_master,
         },
+    )
+    .parse(i)
+}
+
+/// Exactly 16 hex digits: instance ids and view digests.
+fn hex16(i: &str) -> IResult<&str, u64> {
+    map_res(
+        take_while_m_n(16, 16, |c: char| c.is_ascii_hexdigit()),
+        |s| u64::from_str_radix(s, 16),
     )
     .parse(i)
 }

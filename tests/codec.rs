@@ -80,7 +80,7 @@ fn message() -> impl Strategy<Value = Message> {
         addr().prop_map(Message::Meet),
         text().prop_map(Message::Msg),
         Just(Message::Leave),
-        any::<u64>().prop_map(Message::Ping),
+        (any::<u64>(), any::<u64>()).prop_map(|(seq, view)| Message::Ping { seq, view }),
         any::<u64>().prop_map(Message::Pong),
     ]
 }
@@ -218,7 +218,9 @@ fn malformed_lines_are_refused() {
         ("REDIRECT nowhere", "REDIRECT to a name"),
         ("LEAVE now", "LEAVE with an argument"),
         ("PING", "PING without a number"),
-        ("PING -1", "negative PING"),
+        ("PING -1 0000000000000000", "negative PING"),
+        ("PING 1", "PING without a digest"),
+        ("PING 1 abc", "PING with a short digest"),
         ("PONG 1 2", "PONG two numbers"),
     ];
     for (line, why) in table {
