@@ -306,9 +306,45 @@ impl Node {
                 }
             }
         }
+        Node::launch(cmd, BOSSD, name, addr, full)
+    }
+
+    /// Starts `ip netns exec NETNS bossd IP PORT [args]` with stdin
+    /// `/dev/null`, without waiting for anything: a node inside the network
+    /// namespace `NETNS`, which this process may not be able to reach (ask
+    /// it from inside the namespace, not with [`Node::status`]).
+    /// `ip netns exec` execs bossd in place, so the child is bossd itself
+    /// and dropping the `Node` kills it.
+    pub fn spawn_in_netns(netns: &str, name: &str, addr: SocketAddr, args: &[&str]) -> Node {
+        let mut full = vec![addr.ip().to_string(), addr.port().to_string()];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, BOSSD])
+            .args(&full)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Node::launch(
+            cmd,
+            &format!("ip netns exec {netns} {BOSSD}"),
+            name,
+            addr,
+            full,
+        )
+    }
+
+    /// Spawns `cmd` (described as `what` in errors) with piped stdout and
+    /// stderr, drained on threads.
+    fn launch(
+        mut cmd: Command,
+        what: &str,
+        name: &str,
+        addr: SocketAddr,
+        full: Vec<String>,
+    ) -> Node {
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BOSSD}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         let stdout = drain(child.stdout.take().expect("stdout is piped"));
         let stderr = drain(child.stderr.take().expect("stderr is piped"));
         let stdin = child.stdin.take();
