@@ -39,6 +39,11 @@ pub const MAX_BACKOFF_MS: Millis = 5_000;
 /// tries suffice; a dead one is reported by others leaving it out.
 const MESH_ATTEMPTS: u32 = 3;
 
+/// Heartbeat send times kept to date acknowledgements: an answer older
+/// than this many heartbeats could not extend a lease anyway, since the
+/// timeout is far shorter than 64 heartbeats in any sane setting.
+const MAX_PINGS_KEPT: usize = 64;
+
 /// What a node is and the settings it must share with its cluster.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -53,6 +58,11 @@ pub struct Config {
     pub timeout_ms: Millis,
     /// Seeds the generator for backoff jitter.
     pub seed: u64,
+    /// Unix milliseconds at `now` = 0. With `--strict`, a new epoch is at
+    /// least the wall clock in milliseconds, so an epoch a restarted node
+    /// forgot is never used twice (clocks agreeing to better than the time
+    /// between two elections).
+    pub wall_at_zero_ms: u64,
 }
 
 /// Something the caller must do, drained with [`Node::poll_action`].
@@ -172,6 +182,16 @@ pub struct Node {
     /// Why the last master was lost, while no new one is known: the next
     /// election's journal entry names it rather than the claim that ended it.
     lost_master: Option<Cause>,
+    /// This node claims mastership of `epoch` (the STATE it sends says
+    /// master); without `--strict` that is the same as being master.
+    claimed: bool,
+    /// When the current claim was sent.
+    claim_sent_ms: Millis,
+    /// With `--strict`, this node follows no master but `epoch_master`
+    /// before this time (SPEC guarantee 8).
+    bound_until_ms: Option<Millis>,
+    /// Send times of recent heartbeats, to date the acknowledgements.
+    pings: VecDeque<(u64, Millis)>,
     /// When heartbeats go out next; `None` while there are no peers.
     next_heartbeat_ms: Option<Millis>,
     /// Number of the last heartbeat sent.
@@ -203,6 +223,11 @@ struct Peer {
     /// Earliest time to send this peer our members again when its view
     /// digest differs from ours.
     next_sync_ms: Millis,
+    /// Send time of the latest heartbeat this peer acknowledged.
+    acked_sent_ms: Millis,
+    /// Whether `state` came from the peer (its STATE follows its HELLO):
+    /// until then its epoch is unknown, and no claim may be made above it.
+    state_known: bool,
 }
 
 /// An address this node keeps trying to reach.
@@ -234,6 +259,10 @@ impl Node {
             lost_master: None,
             next_heartbeat_ms: None,
             heartbeat_seq: 0,
+            claimed: false,
+            claim_sent_ms: 0,
+            bound_until_ms: None,
+            pings: VecDeque::new(),
         }
     }
 
@@ -253,6 +282,16 @@ impl Node {
             .values()
             .map(|p| p.last_heard_ms + self.cfg.timeout_ms)
             .min();
+        // With --strict: the end of a binding that keeps this node waiting,
+        // and the end of this master's lease.
+        let strict = self.cfg.strict.then(|| {
+            let waiting = self.bound_until_ms.filter(|_| self.role != Role::Follower);
+            let lease = (self.role == Role::Master)
+                .then(|| self.lease_until(0))
+                .flatten()
+                .filter(|t| *t != Millis::MAX);
+            waiting.into_iter().chain(lease).min()
+        });
         let handshake = self
             .links
             .values()
@@ -265,6 +304,7 @@ impl Node {
             .chain(self.next_heartbeat_ms)
             .chain(silence)
             .chain(handshake)
+            .chain(strict.flatten())
             .min()
     }
 
@@ -309,6 +349,7 @@ impl Node {
         self.peers.clear();
         self.wants.clear();
         self.left = true;
+        self.claimed = false;
         self.set_state(Role::None, self.epoch, self.epoch_master, Cause::Leave, now);
     }
 
@@ -418,6 +459,10 @@ impl Node {
         }
         if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
             self.heartbeat_seq += 1;
+            if self.pings.len() == MAX_PINGS_KEPT {
+                self.pings.pop_front();
+            }
+            self.pings.push_back((self.heartbeat_seq, now));
             let ping = Message::Ping {
                 seq: self.heartbeat_seq,
                 view: self.view_digest(),
@@ -430,6 +475,17 @@ impl Node {
         }
         if self.peers.is_empty() {
             self.next_heartbeat_ms = None;
+        }
+        if self.cfg.strict {
+            let unbound = self.bound_until_ms.is_some_and(|t| now >= t);
+            if unbound {
+                self.bound_until_ms = None;
+            }
+            let lease_over =
+                self.role == Role::Master && self.lease_until(now).is_none_or(|t| now >= t);
+            if unbound || lease_over {
+                self.decide(Cause::QuorumLost, None, now);
+            }
         }
         let due: Vec<SocketAddr> = self
             .wants
@@ -515,7 +571,11 @@ impl Node {
 
     fn state_msg(&self) -> Message {
         Message::State(State {
-            role: self.role,
+            role: if self.claimed {
+                Role::Master
+            } else {
+                self.role
+            },
             epoch: self.epoch,
             epoch_master: self.epoch_master,
         })
@@ -551,7 +611,14 @@ impl Node {
                     Level::Info,
                     format!("{addr} is not the master; joining the master {master}"),
                 );
-                self.wants.remove(&addr);
+                // The join stays wanted, retried with backoff, until this
+                // node is meshed with the redirecting member: the master it
+                // names may be dead and the group about to elect another.
+                if self.peers.contains_key(&master)
+                    && let Some(w) = self.wants.get_mut(&addr)
+                {
+                    w.kind = LinkKind::Mesh;
+                }
                 self.close(link, now);
                 if master != self.cfg.addr && !self.peers.contains_key(&master) {
                     self.want(master, LinkKind::Join, None);
@@ -702,6 +769,8 @@ impl Node {
                 },
                 last_heard_ms: now,
                 next_sync_ms: now,
+                acked_sent_ms: 0,
+                state_known: false,
             },
         );
         self.log(Level::Info, format!("peer {addr} joined"));
@@ -717,10 +786,30 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&addr) {
             p.last_heard_ms = now;
         }
+        let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
+        if from_my_master && self.role == Role::Follower {
+            self.bound_until_ms = Some(now + self.cfg.timeout_ms);
+        }
         match msg {
             Message::State(s) => {
+                if s.epoch == u64::MAX {
+                    // No epoch can follow it: a peer sending it is broken or hostile.
+                    self.log(
+                        Level::Warn,
+                        format!("protocol violation by {addr}: epoch {}; closing", s.epoch),
+                    );
+                    self.handle_link_closed(link, now);
+                    self.wants.remove(&addr);
+                    self.actions.push_back(Action::Close(link));
+                    return;
+                }
                 if let Some(p) = self.peers.get_mut(&addr) {
                     p.state = s;
+                    p.state_known = true;
+                }
+                if from_my_master && s.role != Role::Master {
+                    // The master gave up its claim: it releases us.
+                    self.bound_until_ms = None;
                 }
                 self.decide(Cause::Claim, None, now);
             }
@@ -730,6 +819,8 @@ impl Node {
                     // retry waiting out its backoff starts over now.
                     if let Some(w) = self.wants.get_mut(&other) {
                         w.failures = 0;
+                        // A member of our group: never to be redirected.
+                        w.kind = LinkKind::Mesh;
                     }
                     self.want(other, LinkKind::Mesh, Some(MESH_ATTEMPTS));
                 }
@@ -739,9 +830,21 @@ impl Node {
                 self.send(link, Message::Pong(seq));
                 self.sync_view(addr, view, now);
             }
-            Message::Pong(_) => {}
+            Message::Pong(seq) => {
+                if let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq)
+                    && let Some(p) = self.peers.get_mut(&addr)
+                {
+                    p.acked_sent_ms = p.acked_sent_ms.max(sent);
+                    if self.cfg.strict && self.claimed {
+                        self.decide(Cause::Claim, None, now);
+                    }
+                }
+            }
             Message::Leave => {
                 self.log(Level::Info, format!("peer {addr} left"));
+                if from_my_master {
+                    self.bound_until_ms = None;
+                }
                 self.links.remove(&link);
                 self.peers.remove(&addr);
                 self.wants.remove(&addr);
@@ -757,6 +860,8 @@ impl Node {
                     ),
                 );
                 self.handle_link_closed(link, now);
+                // A peer that breaks the protocol is not called back.
+                self.wants.remove(&addr);
                 self.actions.push_back(Action::Close(link));
             }
         }
@@ -812,14 +917,26 @@ impl Node {
         let old_master = self.master();
         let master_gone = departed.is_some() && departed == old_master && old_master != Some(me);
         let best = self.ranking()[0].addr;
-        let (role, epoch, epoch_master) = if view < self.cfg.quorum as usize {
+        // With --strict a node bound to one master takes no other until the
+        // binding runs out or that master releases it.
+        let free_for = |who: SocketAddr| {
+            !self.cfg.strict
+                || self.epoch_master == Some(who)
+                || self.bound_until_ms.is_none_or(|t| now >= t)
+        };
+        let mut claimed = false;
+        let (mut role, epoch, epoch_master) = if view < self.cfg.quorum as usize {
             (Role::None, self.epoch, self.epoch_master)
         } else if best == me {
             let contested = self.peers.values().any(|p| {
                 p.state.epoch > self.epoch
                     || (p.state.epoch == self.epoch && p.state.epoch_master != Some(me))
             });
-            if self.role == Role::Master && !contested {
+            let unknown = self.peers.values().any(|p| !p.state_known);
+            if !free_for(me) || (!self.claimed && unknown) {
+                (Role::None, self.epoch, self.epoch_master)
+            } else if self.claimed && !contested {
+                claimed = true;
                 (Role::Master, self.epoch, self.epoch_master)
             } else {
                 let highest = self
@@ -828,19 +945,33 @@ impl Node {
                     .map(|p| p.state.epoch)
                     .max()
                     .unwrap_or(0);
-                (Role::Master, self.epoch.max(highest) + 1, Some(me))
+                let mut epoch = self.epoch.max(highest) + 1;
+                if self.cfg.strict {
+                    epoch = epoch.max(self.cfg.wall_at_zero_ms.saturating_add(now));
+                }
+                claimed = true;
+                self.claim_sent_ms = now;
+                (Role::Master, epoch, Some(me))
             }
         } else {
             let s = self.peers[&best].state;
             let claims = s.role == Role::Master && s.epoch_master == Some(best);
             let acceptable =
                 s.epoch > self.epoch || (s.epoch == self.epoch && self.epoch_master == Some(best));
-            if claims && acceptable {
+            if claims && acceptable && free_for(best) {
+                if self.epoch_master != Some(best) || self.role != Role::Follower {
+                    self.bound_until_ms = Some(now + self.cfg.timeout_ms);
+                }
                 (Role::Follower, s.epoch, Some(best))
             } else {
                 (Role::None, self.epoch, self.epoch_master)
             }
         };
+        self.claimed = claimed;
+        if claimed && self.cfg.strict && self.lease_until(now).is_none_or(|t| now >= t) {
+            // A strict claimant is master only while a quorum is bound to it.
+            role = Role::None;
+        }
         let cause = if view < self.cfg.quorum as usize {
             Cause::QuorumLost
         } else if master_gone {
@@ -849,7 +980,11 @@ impl Node {
                 _ => Cause::MasterLost,
             }
         } else if self.role == Role::Master && role != Role::Master {
-            Cause::Outranked
+            if best == me {
+                Cause::QuorumLost
+            } else {
+                Cause::Outranked
+            }
         } else if role != Role::None
             && let Some(lost) = self.lost_master.take()
         {
@@ -861,6 +996,32 @@ impl Node {
             self.lost_master = Some(cause);
         }
         self.set_state(role, epoch, epoch_master, cause, now);
+    }
+
+    /// Until when a quorum is surely bound to this claimant (`--strict`):
+    /// each follower is bound at least until the last heartbeat it
+    /// acknowledged, or the claim, was sent, plus `timeout`; the lease
+    /// ends a heartbeat before that, as a margin for clock rates.
+    /// `None` when fewer than quorum - 1 peers follow.
+    fn lease_until(&self, _now: Millis) -> Option<Millis> {
+        let need = self.cfg.quorum.saturating_sub(1) as usize;
+        if need == 0 {
+            // A quorum of one is this node alone: it is never unbound.
+            return Some(Millis::MAX);
+        }
+        let me = Some(self.cfg.addr);
+        let lease = self.cfg.timeout_ms - self.cfg.heartbeat_ms;
+        let mut bound: Vec<Millis> = self
+            .peers
+            .values()
+            .filter(|p| p.state.role == Role::Follower && p.state.epoch_master == me)
+            .map(|p| p.acked_sent_ms.max(self.claim_sent_ms) + lease)
+            .collect();
+        if bound.len() < need {
+            return None;
+        }
+        bound.sort_unstable_by(|a, b| b.cmp(a));
+        Some(bound[need - 1])
     }
 
     fn set_state(
@@ -877,6 +1038,7 @@ impl Node {
             "a master's epoch names itself"
         );
         let old_master = self.master();
+        let old_epoch = self.epoch;
         let changed_role = role != self.role;
         let changed = changed_role || epoch != self.epoch || epoch_master != self.epoch_master;
         let from = self.role;
@@ -887,7 +1049,9 @@ impl Node {
             return;
         }
         let master = self.master();
-        if changed_role || master != old_master {
+        // A new epoch under the same master is a new fencing token: the
+        // journal and the hook hear of it too.
+        if changed_role || master != old_master || (role != Role::None && epoch != old_epoch) {
             let entry = JournalEntry {
                 at_ms: now,
                 epoch,

@@ -77,6 +77,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         heartbeat_ms: args.opts.heartbeat,
         timeout_ms: args.opts.timeout,
         seed: random_u64(),
+        wall_at_zero_ms,
     };
     let opts = net::Options {
         join: args.opts.join.clone(),

@@ -155,6 +155,10 @@ impl Server {
                 }
                 return Err(e).context("poll failed");
             }
+            // Time first: after a stall (SIGSTOP, a loaded machine) a lease
+            // or a silent peer must be seen to before any command is answered.
+            let now = self.now_ms();
+            self.node.handle_timeout(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),

@@ -104,6 +104,14 @@ fn newcomer_that_ranks_first_becomes_master_with_a_new_epoch() {
         quiet(&mut c);
         assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(3));
         assert!(c.view(0).2 > before, "a new master gets a larger epoch");
+        // It never claimed before it knew the group's epoch (review finding).
+        for e in &c.journals[3] {
+            assert!(
+                e.epoch > before,
+                "stale claim at epoch {} <= {before}",
+                e.epoch
+            );
+        }
     }
 }
 
@@ -412,4 +420,65 @@ fn frozen_follower_is_dropped_master_stays() {
         c.run_for(20_000);
         assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0));
     }
+}
+
+// SPEC §1 "--join retried until reached" and §3: a follower redirects to
+// a master that has just gone silent; the joiner keeps its join and ends
+// up in the group once it has elected another master.
+#[test]
+fn join_redirected_to_a_silent_master_still_joins() {
+    for seed in 0..SEEDS / 4 {
+        let mut c = group_of(seed, 4, 3);
+        c.freeze(0);
+        c.connect(3, 1).unwrap();
+        c.run_for(30_000);
+        assert_eq!(c.assert_agreement(&[1, 2, 3]), addr(1));
+    }
+}
+
+// SPEC §6: an epoch no claim can follow closes that link; nothing panics.
+#[test]
+fn an_epoch_at_the_end_of_the_range_is_refused() {
+    use bossd::core::{Config, Node};
+    use bossd::protocol::{Hello, LinkKind, Message, State};
+    let cfg = |port: u16, instance: u64| Config {
+        addr: addr(port as usize),
+        started_unix_ms: 1000 + u64::from(port),
+        instance,
+        priority: 0,
+        quorum: 2,
+        strict: false,
+        rule: "oldest".parse().unwrap(),
+        heartbeat_ms: 100,
+        timeout_ms: 500,
+        seed: 1,
+        wall_at_zero_ms: 0,
+    };
+    let mut node = Node::new(cfg(0, 1));
+    node.handle_accepted(9, 0);
+    let peer = cfg(1, 2);
+    node.handle_message(
+        9,
+        Message::Hello(Hello {
+            kind: LinkKind::Join,
+            addr: peer.addr,
+            started_unix_ms: peer.started_unix_ms,
+            instance: peer.instance,
+            priority: 0,
+            quorum: 2,
+            strict: false,
+            rule: peer.rule.clone(),
+        }),
+        1,
+    );
+    assert_eq!(node.peers().count(), 1);
+    let hostile = State {
+        role: Role::Follower,
+        epoch: u64::MAX,
+        epoch_master: None,
+    };
+    node.handle_message(9, Message::State(hostile), 2);
+    assert_eq!(node.peers().count(), 0, "the link is dropped");
+    assert!(node.epoch() < u64::MAX);
+    while node.poll_action().is_some() {}
 }

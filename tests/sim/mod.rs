@@ -63,6 +63,14 @@ pub struct Cluster {
     /// Events for frozen nodes, delivered in order when they thaw.
     held: Vec<Vec<Event>>,
     frozen: Vec<bool>,
+    /// Directed cuts (from, to): nothing gets through until healed.
+    cuts: BTreeSet<(usize, usize)>,
+    /// What waits behind a cut, in order.
+    behind_cut: Vec<Event>,
+    /// Which node reported master for each epoch, to check one per epoch.
+    epoch_masters: BTreeMap<u64, SocketAddr>,
+    /// Check guarantee 8 (strict, majority quorum) after every step.
+    pub check_strict: bool,
 }
 
 struct Slot {
@@ -83,11 +91,13 @@ struct End {
 
 enum Event {
     Line {
+        from: usize,
         to: usize,
         link: LinkId,
         msg: Message,
     },
     Closed {
+        from: usize,
         to: usize,
         link: LinkId,
     },
@@ -118,6 +128,10 @@ impl Cluster {
             next_instance: 1,
             held: (0..n).map(|_| Vec::new()).collect(),
             frozen: vec![false; n],
+            cuts: BTreeSet::new(),
+            behind_cut: Vec::new(),
+            epoch_masters: BTreeMap::new(),
+            check_strict: false,
         };
         for (i, spec) in specs.into_iter().enumerate() {
             c.slots.push(Slot {
@@ -152,6 +166,8 @@ impl Cluster {
             heartbeat_ms: 100,
             timeout_ms: 500,
             seed: self.next_instance,
+            // Every simulated clock agrees.
+            wall_at_zero_ms: 1_000_000,
         };
         self.next_instance += 1;
         // A new process starts from epoch 0: the guarantee is per process.
@@ -208,6 +224,7 @@ impl Cluster {
             self.push(
                 t,
                 Event::Closed {
+                    from: i,
                     to: end.node,
                     link: end.link,
                 },
@@ -224,10 +241,55 @@ impl Cluster {
     /// SIGCONT: node `i` gets what arrived meanwhile, in order.
     pub fn thaw(&mut self, i: usize) {
         self.frozen[i] = false;
+        // The loop asks the core for the time before any event, as
+        // src/net.rs does after every poll.
+        let now = self.now;
+        if let Some(node) = self.slots[i].node.as_mut() {
+            node.handle_timeout(now);
+            self.pump(i);
+        }
         for ev in std::mem::take(&mut self.held[i]) {
             let t = self.now;
             self.push(t, ev);
         }
+    }
+
+    /// Cuts the network from every node of `a` to every node of `b`
+    /// (one way); call twice for a two-way cut.
+    pub fn cut(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                if x != y {
+                    self.cuts.insert((x, y));
+                }
+            }
+        }
+    }
+
+    /// Heals every cut; what waited behind them arrives, in order.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+        for ev in std::mem::take(&mut self.behind_cut) {
+            let t = self.now;
+            self.push(t, ev);
+        }
+    }
+
+    /// Thaws every frozen node.
+    pub fn thaw_all(&mut self) {
+        for i in 0..self.frozen.len() {
+            if self.frozen[i] {
+                self.thaw(i);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_frozen(&self, i: usize) -> bool {
+        self.frozen[i]
     }
 
     /// Delivers everything due up to `now + ms`, firing timers on the way.
@@ -351,15 +413,19 @@ impl Cluster {
     }
 
     fn deliver(&mut self, ev: Event) {
-        let to = match &ev {
-            Event::Line { to, .. } | Event::Closed { to, .. } => *to,
+        let (from, to) = match &ev {
+            Event::Line { from, to, .. } | Event::Closed { from, to, .. } => (*from, *to),
         };
+        if self.cuts.contains(&(from, to)) {
+            self.behind_cut.push(ev);
+            return;
+        }
         if self.frozen[to] {
             self.held[to].push(ev);
             return;
         }
         match ev {
-            Event::Line { to, link, msg } => {
+            Event::Line { to, link, msg, .. } => {
                 let now = self.now;
                 let Some(node) = self.slots[to].node.as_mut() else {
                     return;
@@ -378,7 +444,7 @@ impl Cluster {
                 node.handle_message(link, msg, now);
                 self.pump(to);
             }
-            Event::Closed { to, link } => {
+            Event::Closed { to, link, .. } => {
                 let now = self.now;
                 if let Some(node) = self.slots[to].node.as_mut() {
                     node.handle_link_closed(link, now);
@@ -448,6 +514,7 @@ impl Cluster {
                         self.push(
                             t,
                             Event::Closed {
+                                from: i,
                                 to: end.node,
                                 link: end.link,
                             },
@@ -460,7 +527,11 @@ impl Cluster {
                         .expect("up")
                         .handle_link_closed(link, now);
                 }
-                Action::Log(..) => {}
+                Action::Log(_, text) => {
+                    if std::env::var_os("SIM_TRACE").is_some() {
+                        eprintln!("t={} n{i}: {text}", self.now);
+                    }
+                }
                 Action::Deliver { from, text } => self.delivered[i].push((from, text)),
                 Action::RoleChanged(e) => self.journals[i].push(e),
             }
@@ -472,6 +543,36 @@ impl Cluster {
             self.reported[i]
         );
         self.reported[i] = epoch;
+        self.check_masters();
+    }
+
+    /// SPEC guarantee 8 at this instant: one master per epoch and, when
+    /// strict checking is on, never two masters at once.
+    fn check_masters(&mut self) {
+        // A frozen process answers nothing, so it reports nothing.
+        let masters: Vec<(usize, u64)> = (0..self.slots.len())
+            .filter(|&i| !self.frozen[i])
+            .filter(|&i| {
+                self.slots[i]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.role() == Role::Master)
+            })
+            .map(|i| (i, self.node(i).epoch()))
+            .collect();
+        if !self.check_strict {
+            return;
+        }
+        assert!(
+            masters.len() <= 1,
+            "two masters at once: {masters:?}{}",
+            self.dump()
+        );
+        for (i, epoch) in masters {
+            let a = addr(i);
+            let known = *self.epoch_masters.entry(epoch).or_insert(a);
+            assert_eq!(known, a, "epoch {epoch} had two masters{}", self.dump());
+        }
     }
 
     fn send(&mut self, from: usize, link: LinkId, msg: Message) {
@@ -486,6 +587,7 @@ impl Cluster {
         self.push(
             t,
             Event::Line {
+                from,
                 to: end.node,
                 link: end.link,
                 msg,
