@@ -190,6 +190,10 @@ pub struct Node {
     /// With `--strict`, this node follows no master but `epoch_master`
     /// before this time (SPEC guarantee 8).
     bound_until_ms: Option<Millis>,
+    /// Peers that left gracefully, until when an introduction naming them
+    /// is ignored: a member that has not yet seen the LEAVE may still name
+    /// them (SPEC guarantee 6: no reconnecting to a node that left).
+    departed: BTreeMap<SocketAddr, Millis>,
     /// Send times of recent heartbeats, to date the acknowledgements.
     pings: VecDeque<(u64, Millis)>,
     /// When heartbeats go out next; `None` while there are no peers.
@@ -263,6 +267,7 @@ impl Node {
             claim_sent_ms: 0,
             bound_until_ms: None,
             pings: VecDeque::new(),
+            departed: BTreeMap::new(),
         }
     }
 
@@ -476,6 +481,7 @@ impl Node {
         if self.peers.is_empty() {
             self.next_heartbeat_ms = None;
         }
+        self.departed.retain(|_, until| now < *until);
         if self.cfg.strict {
             let unbound = self.bound_until_ms.is_some_and(|t| now >= t);
             if unbound {
@@ -814,7 +820,8 @@ impl Node {
                 self.decide(Cause::Claim, None, now);
             }
             Message::Meet(other) => {
-                if other != self.cfg.addr && !self.peers.contains_key(&other) {
+                let left_lately = self.departed.get(&other).is_some_and(|t| now < *t);
+                if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately {
                     // An introduction is news that the node is alive: a
                     // retry waiting out its backoff starts over now.
                     if let Some(w) = self.wants.get_mut(&other) {
@@ -845,6 +852,7 @@ impl Node {
                 if from_my_master {
                     self.bound_until_ms = None;
                 }
+                self.departed.insert(addr, now + 2 * self.cfg.timeout_ms);
                 self.links.remove(&link);
                 self.peers.remove(&addr);
                 self.wants.remove(&addr);

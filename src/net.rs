@@ -23,7 +23,7 @@ use slab::Slab;
 use crate::console::{self, Clock};
 use crate::core::{Action, Config, Millis, Node};
 use crate::log::Level;
-use crate::protocol::{self, FrameError, LineBuffer, Message};
+use crate::protocol::{self, FrameError, LineBuffer, Message, OptAddr};
 
 /// Events taken per poll: enough to drain a busy moment in a few rounds
 /// without an unbounded buffer.
@@ -366,7 +366,11 @@ impl Server {
                 Ok(true) => c.connecting = false,
                 Ok(false) => return,
                 Err(e) => {
-                    crate::log!(Level::Debug, "connect to {:?} failed: {e}", c.peer_addr);
+                    crate::log!(
+                        Level::Debug,
+                        "connect to {} failed: {e}",
+                        OptAddr(c.peer_addr)
+                    );
                     c.dead = true;
                     return;
                 }
@@ -398,7 +402,7 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    crate::log!(Level::Debug, "read from {:?}: {e}", c.peer_addr);
+                    crate::log!(Level::Debug, "read from {}: {e}", OptAddr(c.peer_addr));
                     c.dead = true;
                     return;
                 }
@@ -433,7 +437,7 @@ impl Server {
                             self.node.handle_message(key, msg, now);
                         }
                         Err(e) => {
-                            crate::log!(Level::Warn, "refused {:?}: {e}", c.peer_addr);
+                            crate::log!(Level::Warn, "refused {}: {e}", OptAddr(c.peer_addr));
                             let refusal = protocol::encode_line(&Message::Refuse(e.to_string()));
                             self.queue(key, refusal.as_bytes());
                             if let Some(c) = self.conns.get_mut(key) {
@@ -455,8 +459,8 @@ impl Server {
                     Err(e) => {
                         crate::log!(
                             Level::Warn,
-                            "protocol violation from {:?}: {e}; closing",
-                            c.peer_addr
+                            "protocol violation from {}: {e}; closing",
+                            OptAddr(c.peer_addr)
                         );
                         c.dead = true;
                     }
@@ -469,7 +473,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        crate::log!(Level::Warn, "{:?}: {e}; closing", c.peer_addr);
+        crate::log!(Level::Warn, "{}: {e}; closing", OptAddr(c.peer_addr));
         if c.kind == ConnKind::Peer {
             c.dead = true;
         } else {
@@ -589,8 +593,8 @@ impl Server {
         if c.out.len() + bytes.len() > MAX_OUTBOX {
             crate::log!(
                 Level::Warn,
-                "{:?} reads too slowly; dropping it",
-                c.peer_addr
+                "{} reads too slowly; dropping it",
+                OptAddr(c.peer_addr)
             );
             c.dead = true;
             return;
@@ -618,7 +622,7 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    crate::log!(Level::Debug, "write to {:?}: {e}", c.peer_addr);
+                    crate::log!(Level::Debug, "write to {}: {e}", OptAddr(c.peer_addr));
                     c.dead = true;
                     break;
                 }
