@@ -209,16 +209,34 @@ impl Cluster {
         self.slots[i].node.as_mut().expect("up").leave(now);
         self.pump(i);
         self.slots[i].node = None;
+        // The process exits: links it never saw (dials in flight) reset.
+        self.close_all(i);
     }
 
     /// SIGKILL: node `i` is gone; its peers see its links close after what
     /// it already sent.
     pub fn crash(&mut self, i: usize) {
         self.slots[i].node = None;
-        let mine: Vec<(usize, LinkId)> =
-            self.ends.keys().copied().filter(|(n, _)| *n == i).collect();
-        for key in mine {
-            let end = self.ends.remove(&key).expect("listed");
+        self.close_all(i);
+    }
+
+    /// Closes every link end of node `i`, as a process exit does.
+    fn close_all(&mut self, i: usize) {
+        let mine: Vec<LinkId> = self
+            .ends
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .map(|(_, l)| *l)
+            .collect();
+        for link in mine {
+            self.close_end(i, link);
+        }
+    }
+
+    /// Node `i` closes its end of `link`: the far end hears of it after
+    /// what was sent before.
+    fn close_end(&mut self, i: usize, link: LinkId) {
+        if let Some(end) = self.ends.remove(&(i, link)) {
             self.ends.remove(&(end.node, end.link));
             let t = end.last_delivery.max(self.now);
             self.push(
@@ -508,18 +526,7 @@ impl Cluster {
                     }
                 }
                 Action::Close(link) => {
-                    if let Some(end) = self.ends.remove(&(i, link)) {
-                        self.ends.remove(&(end.node, end.link));
-                        let t = end.last_delivery.max(self.now);
-                        self.push(
-                            t,
-                            Event::Closed {
-                                from: i,
-                                to: end.node,
-                                link: end.link,
-                            },
-                        );
-                    }
+                    self.close_end(i, link);
                     let now = self.now;
                     self.slots[i]
                         .node
