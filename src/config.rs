@@ -67,8 +67,9 @@ pub struct NodeOptions {
     /// Must match across the cluster.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub quorum: u32,
-    /// Never two masters at once: a new master waits out the old one's
-    /// lease. Must match across the cluster.
+    /// Never two masters at once (with a quorum above half the cluster): a
+    /// new master waits out the old one's lease, so a crash fails over in
+    /// about --timeout. Must match across the cluster.
     #[arg(long)]
     pub strict: bool,
     /// Interval between heartbeats on each peer link, in milliseconds.
@@ -78,10 +79,12 @@ pub struct NodeOptions {
     /// exceed 2 x heartbeat.
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// File holding the shared cluster secret.
+    /// File holding the shared cluster secret. Not in this build yet: a
+    /// node given it refuses to start rather than run unprotected.
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
-    /// Shell command run with `sh -c` on every role change.
+    /// Shell command run with `sh -c` on every role change. Not in this
+    /// build yet: a node given it refuses to start.
     #[arg(long, value_name = "CMD")]
     pub notify: Option<String>,
     /// Most open connections, peers and console clients together.
