@@ -1022,7 +1022,13 @@ impl Node {
         let mut bound: Vec<Millis> = self
             .peers
             .values()
-            .filter(|p| p.state.role == Role::Follower && p.state.epoch_master == me)
+            // Only followers of this claim: a STATE from before it (this node
+            // may have stopped and claimed again) proves no binding now.
+            .filter(|p| {
+                p.state.role == Role::Follower
+                    && p.state.epoch_master == me
+                    && p.state.epoch == self.epoch
+            })
             .map(|p| p.acked_sent_ms.max(self.claim_sent_ms) + lease)
             .collect();
         if bound.len() < need {
