@@ -40,6 +40,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// the one second SPEC guarantee 6 allows.
 const LEAVE_FLUSH: Duration = Duration::from_millis(300);
 
+/// A connection that neither finished a peer handshake nor sent a command
+/// within this many timeouts is closed (SPEC §2): a silent socket holds a
+/// descriptor and a slot of `--max-conns` for nothing.
+const IDLE_TIMEOUTS: u64 = 10;
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const STDIN: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
@@ -112,6 +117,8 @@ struct Server {
 
 struct Conn {
     stream: TcpStream,
+    /// When the connection opened, for the idle limit.
+    opened_ms: Millis,
     lines: LineBuffer,
     out: Vec<u8>,
     kind: ConnKind,
@@ -172,6 +179,7 @@ impl Server {
             }
             let now = self.now_ms();
             self.node.handle_timeout(now);
+            self.close_idle();
         }
     }
 
@@ -194,9 +202,38 @@ impl Server {
             return Some(Duration::from_millis(10));
         }
         let now = self.now_ms();
+        let idle = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.kind == ConnKind::Unknown && !c.dead && !c.closing)
+            .map(|(_, c)| c.opened_ms + self.idle_limit_ms())
+            .min();
         self.node
             .next_deadline()
+            .into_iter()
+            .chain(idle)
+            .min()
             .map(|d| Duration::from_millis(d.saturating_sub(now)))
+    }
+
+    fn idle_limit_ms(&self) -> Millis {
+        IDLE_TIMEOUTS * self.node.config().timeout_ms
+    }
+
+    /// Closes connections that said nothing useful within the idle limit.
+    fn close_idle(&mut self) {
+        let now = self.now_ms();
+        let limit = self.idle_limit_ms();
+        for (_, c) in self.conns.iter_mut() {
+            if c.kind == ConnKind::Unknown && !c.dead && now >= c.opened_ms + limit {
+                crate::log!(
+                    Level::Info,
+                    "closing {}: idle for {limit} ms",
+                    OptAddr(c.peer_addr)
+                );
+                c.dead = true;
+            }
+        }
     }
 
     /// Drains the core's actions, flushes output and removes closed
@@ -281,6 +318,7 @@ impl Server {
             stream,
             lines: LineBuffer::default(),
             out: Vec::new(),
+            opened_ms: now,
             kind: ConnKind::Peer,
             connecting: true,
             writable_registered: true,
@@ -313,6 +351,7 @@ impl Server {
                 let _ = stream.write(b"ERR busy\n");
                 continue;
             }
+            let now = self.now_ms();
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if let Err(e) =
@@ -327,6 +366,7 @@ impl Server {
                 stream,
                 lines: LineBuffer::default(),
                 out: Vec::new(),
+                opened_ms: now,
                 kind: ConnKind::Unknown,
                 connecting: false,
                 writable_registered: false,

@@ -719,3 +719,26 @@ fn ipv6_two_nodes() {
     let (lines, result) = b.ctl(&format!("-c ::1 {}", a_addr.port()));
     assert!(result.is_err(), "{lines:?}");
 }
+
+// SPEC §2: a connection that neither finishes a peer handshake nor sends a
+// command within timeout x 10 is closed; one that spoke stays open.
+#[test]
+fn idle_connections_are_closed_after_ten_timeouts() {
+    use std::io::Read;
+    let net = TestNet::new();
+    // heartbeat 20 ms, timeout 50 ms: the idle limit is 500 ms.
+    let a = Node::start("A", net.addr(), &["--heartbeat", "20", "--timeout", "50"]);
+    let mut idle = std::net::TcpStream::connect(a.addr).unwrap();
+    let mut talker = Console::open(a.addr);
+    assert_eq!(talker.ask("-m"), ["false", "OK"]);
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("unexpected bytes from the node: {:?}", &buf[..n]),
+        Err(e) => panic!("the idle connection was not closed: {e}"),
+    }
+    // The one that sent a command is still served.
+    assert_eq!(talker.ask("-m"), ["false", "OK"]);
+}
