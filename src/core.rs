@@ -635,7 +635,7 @@ impl Node {
                     Level::Warn,
                     format!(
                         "protocol violation: {} before the handshake; closing",
-                        name(&other)
+                        other.name()
                     ),
                 );
                 self.close(link, now);
@@ -864,7 +864,7 @@ impl Node {
                     Level::Warn,
                     format!(
                         "protocol violation by {addr}: {} after the handshake; closing",
-                        name(&other)
+                        other.name()
                     ),
                 );
                 self.handle_link_closed(link, now);
@@ -1207,20 +1207,6 @@ pub fn candidate(h: &Hello) -> Candidate {
         started_unix_ms: h.started_unix_ms,
         priority: h.priority,
         instance: h.instance,
-    }
-}
-
-fn name(msg: &Message) -> &'static str {
-    match msg {
-        Message::Hello(_) => "HELLO",
-        Message::Refuse(_) => "REFUSE",
-        Message::Redirect(_) => "REDIRECT",
-        Message::State(_) => "STATE",
-        Message::Meet(_) => "MEET",
-        Message::Msg(_) => "MSG",
-        Message::Leave => "LEAVE",
-        Message::Ping { .. } => "PING",
-        Message::Pong(_) => "PONG",
     }
 }
 

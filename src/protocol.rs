@@ -93,6 +93,23 @@ pub enum Message {
     Pong(u64),
 }
 
+impl Message {
+    /// The first word of the message's line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "HELLO",
+            Message::Refuse(_) => "REFUSE",
+            Message::Redirect(_) => "REDIRECT",
+            Message::State(_) => "STATE",
+            Message::Meet(_) => "MEET",
+            Message::Msg(_) => "MSG",
+            Message::Leave => "LEAVE",
+            Message::Ping { .. } => "PING",
+            Message::Pong(_) => "PONG",
+        }
+    }
+}
+
 /// Why a line is not a valid peer message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecodeError {

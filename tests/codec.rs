@@ -235,3 +235,16 @@ fn malformed_lines_are_refused() {
         Err(DecodeError::UnknownMessage(_))
     ));
 }
+
+// Message::name is the first word its encoding starts with.
+#[test]
+fn names_match_the_encoding() {
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&message(), |msg| {
+            let line = encode_line(&msg);
+            prop_assert_eq!(line.split([' ', '\n']).next(), Some(msg.name()));
+            Ok(())
+        })
+        .unwrap();
+}
