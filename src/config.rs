@@ -79,8 +79,10 @@ pub struct NodeOptions {
     /// exceed 2 x heartbeat.
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// File holding the shared cluster secret. Not in this build yet: a
-    /// node given it refuses to start rather than run unprotected.
+    /// File holding the shared cluster secret (trailing newlines ignored;
+    /// keep it mode 600). Peers must prove they know it before they join,
+    /// every peer line is then authenticated, and only console clients that
+    /// authenticated (`bossd ctl --secret-file`) may run mutating commands.
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
     /// Shell command run with `sh -c` on every role change. Not in this

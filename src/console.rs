@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::core::{Millis, Node};
-use crate::protocol::{OptAddr, Role};
+use crate::protocol::{self, OptAddr, Role};
 
 /// One console command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +28,18 @@ pub enum Command {
     Msg(String),
     Quit,
 }
+
+impl Command {
+    /// Whether the command changes the cluster (SPEC §2): with a secret,
+    /// only an authenticated TCP client may run it.
+    pub fn is_mutating(&self) -> bool {
+        matches!(self, Command::Connect(_) | Command::Msg(_) | Command::Quit)
+    }
+}
+
+/// Longest `-msg` text: its MSG line, with an authentication tag in front,
+/// must still fit the peers' line limit.
+pub const MAX_MSG_TEXT: usize = protocol::MAX_LINE - 64;
 
 /// What running a command produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +109,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "-j" => no_args(Command::Journal),
         "-q" => no_args(Command::Quit),
         "-msg" if rest.is_empty() => Err("usage: -msg TEXT".into()),
+        "-msg" if rest.len() > MAX_MSG_TEXT => Err(format!(
+            "message too long ({} bytes, at most {MAX_MSG_TEXT})",
+            rest.len()
+        )),
         "-msg" => Ok(Some(Command::Msg(rest.to_owned()))),
         "-c" => parse_target(rest).map(|a| Some(Command::Connect(a))),
         _ => Err("unknown command".into()),

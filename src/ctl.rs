@@ -1,7 +1,8 @@
 //! `bossd ctl`: sends one console command to a node and prints the answer.
 //!
-//! A plain blocking client: connect, write one line, read lines until `OK`
-//! or `ERR`. It shares nothing with the loop but the console's framing.
+//! A plain blocking client: connect, authenticate if given the secret, write
+//! one line, read lines until `OK` or `ERR`. It shares nothing with the loop
+//! but the console's framing and the handshake of [`crate::auth`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::auth::{self, AuthError, Handshake, Secret, Session, Step};
 use crate::config::CtlArgs;
 
 /// How long ctl waits to connect and for each answer line: a live node
@@ -23,34 +25,65 @@ pub struct Answer {
 
 /// Runs the command; `Ok` carries the node's answer, `Err` a failure to ask.
 pub fn run(args: &CtlArgs) -> Result<Answer> {
-    if args.secret_file.is_some() {
-        bail!("--secret-file is not supported by this build yet");
-    }
+    let secret = match &args.secret_file {
+        Some(path) => {
+            let loaded = Secret::load(path)?;
+            if let Some(warning) = loaded.warning {
+                eprintln!("bossd ctl: warning: {warning}");
+            }
+            Some(loaded.secret)
+        }
+        None => None,
+    };
     let addr = SocketAddr::new(args.ip, args.port);
     let line = args.command.join(" ");
-    ask(addr, &line)
+    ask_with(addr, &line, secret.as_ref())
 }
 
-/// Sends one command line to the node at `addr` and reads its framed answer.
+/// Sends one command line to the node at `addr` and reads its framed answer,
+/// without authenticating: enough for read-only commands, and for every
+/// command on a node without a secret.
 pub fn ask(addr: SocketAddr, command: &str) -> Result<Answer> {
+    ask_with(addr, command, None)
+}
+
+/// Sends one command line, first authenticating with `secret` if given; then
+/// the command and every line of the answer carry tags, so nobody on the
+/// path can change either.
+pub fn ask_with(addr: SocketAddr, command: &str, secret: Option<&Secret>) -> Result<Answer> {
     let stream = TcpStream::connect_timeout(&addr, CTL_TIMEOUT)
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(CTL_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
-    writer
-        .write_all(format!("{command}\n").as_bytes())
-        .with_context(|| format!("cannot send to {addr}"))?;
     let mut reader = BufReader::new(stream);
+    let mut session = match secret {
+        Some(secret) => Some(authenticate(addr, secret, &mut reader, &mut writer)?),
+        None => None,
+    };
+    let mut out = String::new();
+    match &mut session {
+        Some(s) => s.seal(command, &mut out),
+        None => {
+            out.push_str(command);
+            out.push('\n');
+        }
+    }
+    writer
+        .write_all(out.as_bytes())
+        .with_context(|| format!("cannot send to {addr}"))?;
     let mut lines = Vec::new();
     loop {
-        let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
-            .with_context(|| format!("no answer from {addr}"))?;
-        if n == 0 {
-            bail!("{addr} closed the connection without an answer");
-        }
-        let line = line.trim_end_matches(['\n', '\r']).to_owned();
+        let raw = read_line(addr, &mut reader)?;
+        let line = match &mut session {
+            Some(s) => match s.open(&raw) {
+                Ok(line) => line.to_owned(),
+                Err(_) if raw.starts_with("ERR ") || raw.starts_with("REFUSE ") => {
+                    bail!("{addr} answered: {raw}")
+                }
+                Err(e) => bail!("{addr}: {e}; the answer cannot be trusted"),
+            },
+            None => raw,
+        };
         if line == "OK" {
             return Ok(Answer {
                 lines,
@@ -65,4 +98,52 @@ pub fn ask(addr: SocketAddr, command: &str) -> Result<Answer> {
         }
         lines.push(line);
     }
+}
+
+/// Runs the handshake as the dialer; see [`crate::auth`].
+fn authenticate(
+    addr: SocketAddr,
+    secret: &Secret,
+    reader: &mut impl BufRead,
+    writer: &mut impl Write,
+) -> Result<Session> {
+    let mut nonce = [0u8; auth::NONCE_LEN];
+    getrandom::fill(&mut nonce).context("cannot draw a random nonce")?;
+    let (mut hs, first) = Handshake::dial(nonce);
+    writer
+        .write_all(format!("{first}\n").as_bytes())
+        .with_context(|| format!("cannot send to {addr}"))?;
+    loop {
+        let line = read_line(addr, reader)?;
+        match hs.step(secret, &line) {
+            Ok(Step::Reply(reply)) => writer.write_all(format!("{reply}\n").as_bytes())?,
+            Ok(Step::Done { reply, session }) => {
+                if let Some(reply) = reply {
+                    writer
+                        .write_all(format!("{reply}\n").as_bytes())
+                        .with_context(|| format!("cannot send to {addr}"))?;
+                }
+                return Ok(session);
+            }
+            Err(AuthError::Refused(why)) => bail!("{addr} refused to authenticate us: {why}"),
+            Err(AuthError::WrongSecret) => {
+                // Tell the node why we hang up; best effort.
+                let _ = writer.write_all(b"REFUSE wrong secret\n");
+                bail!("{addr} has another secret: authentication failed")
+            }
+            Err(e) => bail!("cannot authenticate with {addr}: {e}"),
+        }
+    }
+}
+
+/// One line without its line end; end of stream is an error.
+fn read_line(addr: SocketAddr, reader: &mut impl BufRead) -> Result<String> {
+    let mut line = String::new();
+    let n = reader
+        .read_line(&mut line)
+        .with_context(|| format!("no answer from {addr}"))?;
+    if n == 0 {
+        bail!("{addr} closed the connection without an answer");
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }

@@ -4,6 +4,7 @@
 //! [`protocol`] frames and parses the peer lines, [`console`] the operator
 //! commands, [`config`] the command line. `ARCHITECTURE.md` maps it.
 
+pub mod auth;
 pub mod config;
 pub mod console;
 pub mod core;

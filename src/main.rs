@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use bossd::auth::Secret;
 use bossd::config::{self, Invocation, NodeArgs};
 use bossd::core::Config;
 use bossd::log::{self, Level};
@@ -52,14 +53,21 @@ fn main() -> ExitCode {
 
 fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
     log::set_level(args.opts.log);
-    if args.opts.secret_file.is_some() {
-        anyhow::bail!("--secret-file is not supported by this build yet");
-    }
     if args.opts.notify.is_some() {
         anyhow::bail!("--notify is not supported by this build yet");
     }
     let addr = args.addr();
-    if !addr.ip().is_loopback() {
+    let secret = match &args.opts.secret_file {
+        Some(path) => {
+            let loaded = Secret::load(path)?;
+            if let Some(warning) = loaded.warning {
+                log::write(Level::Warn, &warning);
+            }
+            Some(loaded.secret)
+        }
+        None => None,
+    };
+    if secret.is_none() && !addr.ip().is_loopback() {
         log::write(
             Level::Warn,
             &format!("listening on {addr} without a secret: anyone who can reach it can join"),
@@ -83,21 +91,18 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         join: args.opts.join.clone(),
         max_conns: args.opts.max_conns as usize,
         console: !args.opts.no_console,
+        secret,
     };
     net::run(cfg, opts, wall_at_zero_ms, start)
 }
 
-/// A random number from the OS, through std's randomly keyed hasher.
+/// A random number from the OS.
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(start_nanos());
-    h.finish()
-}
-
-fn start_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    // Linux's getrandom(2) does not fail once the pool is initialised at
+    // boot; a clock-derived value would do for an instance id regardless.
+    getrandom::u64().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    })
 }

@@ -20,6 +20,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::auth::{self, AuthError, Handshake, NONCE_LEN, Secret, Session, Step};
 use crate::console::{self, Clock};
 use crate::core::{Action, Config, Millis, Node};
 use crate::log::Level;
@@ -54,6 +55,9 @@ pub struct Options {
     pub join: Vec<SocketAddr>,
     pub max_conns: usize,
     pub console: bool,
+    /// With a secret, every peer must prove it knows it, and only clients
+    /// that did may run mutating commands.
+    pub secret: Option<Secret>,
 }
 
 /// Runs a node until it leaves; `Ok` means a graceful leave (exit 0).
@@ -84,6 +88,7 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
         start,
         wall_at_zero_ms,
         max_conns: opts.max_conns,
+        secret: opts.secret,
         accept_paused: false,
         leaving_since: None,
         scratch: String::new(),
@@ -108,6 +113,7 @@ struct Server {
     start: Instant,
     wall_at_zero_ms: u64,
     max_conns: usize,
+    secret: Option<Secret>,
     /// Accepting stopped because descriptors ran out; retried when one frees.
     accept_paused: bool,
     /// Set once the node leaves; the loop ends when output drained or time is up.
@@ -130,6 +136,21 @@ struct Conn {
     /// Remove at the end of this iteration, queued output or not.
     dead: bool,
     peer_addr: Option<SocketAddr>,
+    auth: LinkAuth,
+    /// Lines the core sent on a dialed link before its handshake finished,
+    /// without line ends: sealed and sent once it does.
+    held: Vec<String>,
+}
+
+/// Where a connection stands with the shared secret.
+enum LinkAuth {
+    /// No handshake: there is no secret, or a client chose not to
+    /// authenticate and may only read.
+    Plain,
+    /// A handshake is under way; nothing but its lines is exchanged.
+    Handshake(Handshake),
+    /// Authenticated: every line in both directions carries a tag.
+    Sealed(Session),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -273,7 +294,7 @@ impl Server {
                 protocol::encode(&msg, &mut self.scratch);
                 crate::log!(Level::Debug, "send {link}: {}", self.scratch.trim_end());
                 let line = std::mem::take(&mut self.scratch);
-                self.queue(link, line.as_bytes());
+                self.send_line(link, line.trim_end_matches('\n'));
                 self.scratch = line;
             }
             Action::Connect { addr, kind } => self.dial(addr, kind),
@@ -314,6 +335,13 @@ impl Server {
             self.node.handle_dial_failed(addr, &e.to_string(), now);
             return;
         }
+        let (auth, first) = match &self.secret {
+            Some(_) => {
+                let (hs, line) = Handshake::dial(nonce());
+                (LinkAuth::Handshake(hs), Some(line))
+            }
+            None => (LinkAuth::Plain, None),
+        };
         entry.insert(Conn {
             stream,
             lines: LineBuffer::default(),
@@ -325,7 +353,12 @@ impl Server {
             closing: false,
             dead: false,
             peer_addr: Some(addr),
+            auth,
+            held: Vec::new(),
         });
+        if let Some(line) = first {
+            self.queue(key, format!("{line}\n").as_bytes());
+        }
         self.node.handle_dialed(key, addr, kind, now);
     }
 
@@ -373,6 +406,8 @@ impl Server {
                 closing: false,
                 dead: false,
                 peer_addr: Some(peer),
+                auth: LinkAuth::Plain,
+                held: Vec::new(),
             });
         }
     }
@@ -459,7 +494,7 @@ impl Server {
             if c.dead || c.closing {
                 return;
             }
-            let line = match c.lines.next_line() {
+            let raw = match c.lines.next_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => return,
                 Err(e) => {
@@ -467,8 +502,42 @@ impl Server {
                     return;
                 }
             };
+            // The secret's layer first: a handshake line goes to the
+            // handshake, a sealed line must carry its tag.
+            let line = match &mut c.auth {
+                LinkAuth::Handshake(_) => {
+                    self.handshake_line(key, &raw);
+                    continue;
+                }
+                LinkAuth::Sealed(session) => match session.open(&raw) {
+                    Ok(line) => line.to_owned(),
+                    Err(e) => {
+                        crate::log!(
+                            Level::Warn,
+                            "{}: {e} (injected, replayed or altered); closing",
+                            OptAddr(c.peer_addr)
+                        );
+                        c.dead = true;
+                        return;
+                    }
+                },
+                LinkAuth::Plain => raw,
+            };
+            let plain = matches!(c.auth, LinkAuth::Plain);
             match c.kind {
+                ConnKind::Unknown if plain && auth::is_auth_line(&line) => {
+                    self.accept_handshake(key, &line);
+                }
                 ConnKind::Unknown if line == "HELLO" || line.starts_with("HELLO ") => {
+                    if plain && self.secret.is_some() {
+                        crate::log!(
+                            Level::Warn,
+                            "refused {}: HELLO without authentication (does it lack the secret?)",
+                            OptAddr(c.peer_addr)
+                        );
+                        self.refuse(key, "authentication required");
+                        continue;
+                    }
                     c.kind = ConnKind::Peer;
                     match protocol::decode(&line) {
                         Ok(msg) => {
@@ -478,11 +547,7 @@ impl Server {
                         }
                         Err(e) => {
                             crate::log!(Level::Warn, "refused {}: {e}", OptAddr(c.peer_addr));
-                            let refusal = protocol::encode_line(&Message::Refuse(e.to_string()));
-                            self.queue(key, refusal.as_bytes());
-                            if let Some(c) = self.conns.get_mut(key) {
-                                c.closing = true;
-                            }
+                            self.refuse(key, &e.to_string());
                         }
                     }
                 }
@@ -509,6 +574,83 @@ impl Server {
         }
     }
 
+    /// Sends `REFUSE <reason>` and closes once it is written.
+    fn refuse(&mut self, key: usize, reason: &str) {
+        let refusal = protocol::encode_line(&Message::Refuse(reason.to_owned()));
+        self.send_line(key, refusal.trim_end_matches('\n'));
+        if let Some(c) = self.conns.get_mut(key) {
+            c.closing = true;
+        }
+    }
+
+    /// An accepted connection opened with `AUTH`: answer the challenge.
+    fn accept_handshake(&mut self, key: usize, line: &str) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(secret) = &self.secret else {
+            crate::log!(
+                Level::Warn,
+                "refused {}: it authenticates, but this node has no secret",
+                OptAddr(c.peer_addr)
+            );
+            self.refuse(key, "this node has no secret");
+            return;
+        };
+        match Handshake::accept(secret, line, nonce()) {
+            Ok((hs, reply)) => {
+                c.auth = LinkAuth::Handshake(hs);
+                self.queue(key, format!("{reply}\n").as_bytes());
+            }
+            Err(e) => self.auth_failed(key, e),
+        }
+    }
+
+    /// Takes one line of a handshake under way.
+    fn handshake_line(&mut self, key: usize, line: &str) {
+        let (Some(c), Some(secret)) = (self.conns.get_mut(key), &self.secret) else {
+            return;
+        };
+        let LinkAuth::Handshake(hs) = &mut c.auth else {
+            return;
+        };
+        match hs.step(secret, line) {
+            Ok(Step::Reply(reply)) => self.queue(key, format!("{reply}\n").as_bytes()),
+            Ok(Step::Done { reply, session }) => {
+                crate::log!(Level::Debug, "{} authenticated", OptAddr(c.peer_addr));
+                c.auth = LinkAuth::Sealed(session);
+                let held = std::mem::take(&mut c.held);
+                if let Some(reply) = reply {
+                    self.queue(key, format!("{reply}\n").as_bytes());
+                }
+                for line in held {
+                    self.send_line(key, &line);
+                }
+            }
+            Err(e) => self.auth_failed(key, e),
+        }
+    }
+
+    /// Logs why a handshake failed, tells the other side unless it was the
+    /// one refusing, and closes the connection.
+    fn auth_failed(&mut self, key: usize, e: AuthError) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let who = OptAddr(c.peer_addr);
+        match e {
+            AuthError::Refused(why) => {
+                crate::log!(Level::Warn, "{who} broke off authentication: {why}");
+                c.dead = true;
+            }
+            e => {
+                crate::log!(Level::Warn, "{who} failed authentication: {e}");
+                c.auth = LinkAuth::Plain;
+                self.refuse(key, &e.to_string());
+            }
+        }
+    }
+
     fn frame_error(&mut self, key: usize, e: FrameError) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
@@ -517,7 +659,7 @@ impl Server {
         if c.kind == ConnKind::Peer {
             c.dead = true;
         } else {
-            self.queue(key, format!("ERR {e}\n").as_bytes());
+            self.send_line(key, &format!("ERR {e}"));
             if let Some(c) = self.conns.get_mut(key) {
                 c.closing = true;
             }
@@ -526,34 +668,30 @@ impl Server {
 
     /// Runs one command from a TCP client and queues the framed answer.
     fn console_line(&mut self, key: usize, line: &str) {
-        let mut out = String::new();
-        let quit = match console::parse(line) {
+        let permitted = self.secret.is_none()
+            || self
+                .conns
+                .get(key)
+                .is_some_and(|c| matches!(c.auth, LinkAuth::Sealed(_)));
+        let (lines, quit) = match console::parse(line) {
             Ok(None) => return,
+            Ok(Some(cmd)) if cmd.is_mutating() && !permitted => {
+                (vec!["ERR not permitted".to_owned()], false)
+            }
             Ok(Some(cmd)) => {
                 let clock = self.clock();
-                let reply = console::execute(cmd, &mut self.node, clock);
-                for l in &reply.lines {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-                match &reply.result {
-                    Ok(()) => out.push_str("OK\n"),
-                    Err(reason) => {
-                        out.push_str("ERR ");
-                        out.push_str(reason);
-                        out.push('\n');
-                    }
-                }
-                reply.quit
+                let mut reply = console::execute(cmd, &mut self.node, clock);
+                reply.lines.push(match reply.result {
+                    Ok(()) => "OK".to_owned(),
+                    Err(reason) => format!("ERR {reason}"),
+                });
+                (reply.lines, reply.quit)
             }
-            Err(reason) => {
-                out.push_str("ERR ");
-                out.push_str(&reason);
-                out.push('\n');
-                false
-            }
+            Err(reason) => (vec![format!("ERR {reason}")], false),
         };
-        self.queue(key, out.as_bytes());
+        for l in &lines {
+            self.send_line(key, l);
+        }
         if quit {
             self.begin_leave();
         }
@@ -620,6 +758,38 @@ impl Server {
                 }
             }
             Err(reason) => print_console(&format!("ERR {reason}")),
+        }
+    }
+
+    /// Queues one line (without its line end), sealed if the connection is
+    /// authenticated, held back if its handshake is still under way.
+    fn send_line(&mut self, key: usize, line: &str) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        match &mut c.auth {
+            LinkAuth::Plain => {
+                self.queue(key, line.as_bytes());
+                self.queue(key, b"\n");
+            }
+            LinkAuth::Handshake(_) => {
+                let held: usize = c.held.iter().map(String::len).sum();
+                if held + line.len() > MAX_OUTBOX {
+                    crate::log!(
+                        Level::Warn,
+                        "{}: handshake stalled with output waiting; dropping it",
+                        OptAddr(c.peer_addr)
+                    );
+                    c.dead = true;
+                } else {
+                    c.held.push(line.to_owned());
+                }
+            }
+            LinkAuth::Sealed(session) => {
+                let mut sealed = String::with_capacity(line.len() + auth::SEAL_OVERHEAD + 1);
+                session.seal(line, &mut sealed);
+                self.queue(key, sealed.as_bytes());
+            }
         }
     }
 
@@ -697,6 +867,15 @@ impl Server {
         let now = self.now_ms();
         self.node.handle_link_closed(key, now);
     }
+}
+
+/// Fresh random bytes for a handshake, from the operating system.
+fn nonce() -> [u8; NONCE_LEN] {
+    let mut bytes = [0u8; NONCE_LEN];
+    // Without the OS generator there is no safe nonce; Linux's getrandom
+    // does not fail once the pool is initialised at boot.
+    getrandom::fill(&mut bytes).expect("the OS random generator failed");
+    bytes
 }
 
 /// The console on standard input.
