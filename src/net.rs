@@ -46,6 +46,10 @@ const LEAVE_FLUSH: Duration = Duration::from_millis(300);
 /// descriptor and a slot of `--max-conns` for nothing.
 const IDLE_TIMEOUTS: u64 = 10;
 
+/// A connection told to close gets this long to take its last lines; one
+/// that does not read them is dropped rather than held open forever.
+const CLOSE_GRACE_MS: Millis = 1_000;
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const STDIN: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
@@ -65,6 +69,7 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
     let addr = cfg.addr;
     let mut listener =
         TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    widen_backlog(&listener);
     let poll = Poll::new().context("cannot create the event poll")?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
@@ -89,6 +94,7 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
         wall_at_zero_ms,
         max_conns: opts.max_conns,
         secret: opts.secret,
+        refused_while_full: 0,
         accept_paused: false,
         leaving_since: None,
         scratch: String::new(),
@@ -114,6 +120,9 @@ struct Server {
     wall_at_zero_ms: u64,
     max_conns: usize,
     secret: Option<Secret>,
+    /// Connections refused since the limit was reached; 0 below it. One
+    /// line is logged when a flood starts and one when it ends.
+    refused_while_full: u64,
     /// Accepting stopped because descriptors ran out; retried when one frees.
     accept_paused: bool,
     /// Set once the node leaves; the loop ends when output drained or time is up.
@@ -133,6 +142,8 @@ struct Conn {
     writable_registered: bool,
     /// Write what is queued, then close; read nothing more.
     closing: bool,
+    /// When the loop first saw `closing`, for [`CLOSE_GRACE_MS`].
+    closing_seen_ms: Option<Millis>,
     /// Remove at the end of this iteration, queued output or not.
     dead: bool,
     peer_addr: Option<SocketAddr>,
@@ -226,8 +237,13 @@ impl Server {
         let idle = self
             .conns
             .iter()
-            .filter(|(_, c)| c.kind == ConnKind::Unknown && !c.dead && !c.closing)
-            .map(|(_, c)| c.opened_ms + self.idle_limit_ms())
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(_, c)| match c.closing_seen_ms {
+                Some(seen) => Some(seen + CLOSE_GRACE_MS),
+                // Seen by close_idle at the end of this iteration.
+                None if c.closing => Some(now),
+                None => (c.kind == ConnKind::Unknown).then(|| c.opened_ms + self.idle_limit_ms()),
+            })
             .min();
         self.node
             .next_deadline()
@@ -246,6 +262,17 @@ impl Server {
         let now = self.now_ms();
         let limit = self.idle_limit_ms();
         for (_, c) in self.conns.iter_mut() {
+            if c.closing && !c.dead {
+                let seen = *c.closing_seen_ms.get_or_insert(now);
+                if now >= seen + CLOSE_GRACE_MS {
+                    crate::log!(
+                        Level::Debug,
+                        "dropping {}: it did not take its last lines",
+                        OptAddr(c.peer_addr)
+                    );
+                    c.dead = true;
+                }
+            }
             if c.kind == ConnKind::Unknown && !c.dead && now >= c.opened_ms + limit {
                 crate::log!(
                     Level::Info,
@@ -279,6 +306,14 @@ impl Server {
             }
             for key in done {
                 self.remove(key);
+            }
+            if self.refused_while_full > 0 && self.conns.len() < self.max_conns {
+                crate::log!(
+                    Level::Info,
+                    "below the connection limit again; refused {} meanwhile",
+                    self.refused_while_full
+                );
+                self.refused_while_full = 0;
             }
             if self.accept_paused {
                 self.accept_paused = false;
@@ -351,6 +386,7 @@ impl Server {
             connecting: true,
             writable_registered: true,
             closing: false,
+            closing_seen_ms: None,
             dead: false,
             peer_addr: Some(addr),
             auth,
@@ -379,7 +415,16 @@ impl Server {
                 }
             };
             if self.conns.len() >= self.max_conns {
-                crate::log!(Level::Warn, "refused {peer}: too many connections");
+                if self.refused_while_full == 0 {
+                    crate::log!(
+                        Level::Warn,
+                        "connection limit reached ({}); refusing new connections, {peer} first",
+                        self.max_conns
+                    );
+                } else {
+                    crate::log!(Level::Debug, "refused {peer}: too many connections");
+                }
+                self.refused_while_full += 1;
                 // Best effort: the socket is new and its buffer empty.
                 let _ = stream.write(b"ERR busy\n");
                 continue;
@@ -404,6 +449,7 @@ impl Server {
                 connecting: false,
                 writable_registered: false,
                 closing: false,
+                closing_seen_ms: None,
                 dead: false,
                 peer_addr: Some(peer),
                 auth: LinkAuth::Plain,
@@ -467,7 +513,12 @@ impl Server {
             }
             match c.stream.read(&mut buf) {
                 Ok(0) => {
-                    c.dead = true;
+                    // A client that half-closed still gets its answers.
+                    if c.kind == ConnKind::Peer {
+                        c.dead = true;
+                    } else {
+                        c.closing = true;
+                    }
                     return;
                 }
                 Ok(n) => {
@@ -517,7 +568,12 @@ impl Server {
                             "{}: {e} (injected, replayed or altered); closing",
                             OptAddr(c.peer_addr)
                         );
-                        c.dead = true;
+                        // Answers to the lines that were genuine still go out.
+                        if c.kind == ConnKind::Peer {
+                            c.dead = true;
+                        } else {
+                            c.closing = true;
+                        }
                         return;
                     }
                 },
@@ -866,6 +922,27 @@ impl Server {
         drop(c);
         let now = self.now_ms();
         self.node.handle_link_closed(key, now);
+    }
+}
+
+/// Connections the kernel completes before the loop accepts them. mio (like
+/// std) listens with 128; a burst of 100 joining nodes, or a flood, would
+/// overflow that and each dropped SYN costs its sender a 1 s retransmit.
+/// The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Raises the listen backlog from mio's 128 to [`LISTEN_BACKLOG`]: Linux
+/// takes a second `listen(2)` on a listening socket as a new backlog.
+fn widen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own; it only changes the backlog.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+    if rc != 0 {
+        crate::log!(
+            Level::Debug,
+            "cannot widen the listen backlog: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
