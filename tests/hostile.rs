@@ -820,3 +820,45 @@ fn secret_file_start_up_rules() {
     });
     assert!(!n.stderr_text().contains(SECRET));
 }
+
+// docs/PROTOCOL.md "Authentication" is implementable from the text alone:
+// contrib/bossd_auth.py, which shares no code with bossd, authenticates
+// and runs a mutating command; with the wrong secret it is refused.
+#[test]
+fn an_independent_client_follows_the_documented_handshake() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: no python3 on this machine");
+        return;
+    }
+    let mut cl = Cluster::start("python");
+    let other = cl.dir.secret("other", OTHER_SECRET);
+    let a = cl.a().addr;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/bossd_auth.py");
+    let run = |secret: &str| {
+        std::process::Command::new("python3")
+            .args([script, &a.ip().to_string(), &a.port().to_string(), secret])
+            .args(["-msg", "from python"])
+            .output()
+            .unwrap()
+    };
+    let out = run(&cl.secret_file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" sent to 2 peers\n"), "{stdout}");
+    let b = &cl.nodes[1];
+    wait_until("B prints the message", &[b], || {
+        b.stdout_text().contains("from python")
+    });
+    let out = run(&other);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another secret"));
+    cl.assert_unharmed("an independent client");
+}
