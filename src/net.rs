@@ -23,6 +23,7 @@ use slab::Slab;
 use crate::auth::{self, AuthError, Handshake, NONCE_LEN, Secret, Session, Step};
 use crate::console::{self, Clock};
 use crate::core::{Action, Config, Millis, Node};
+use crate::http::{self, Counters, Direction, Request};
 use crate::log::Level;
 use crate::protocol::{self, FrameError, LineBuffer, Message, OptAddr};
 
@@ -95,6 +96,7 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
         max_conns: opts.max_conns,
         secret: opts.secret,
         refused_while_full: 0,
+        counters: Counters::default(),
         accept_paused: false,
         leaving_since: None,
         scratch: String::new(),
@@ -123,6 +125,8 @@ struct Server {
     /// Connections refused since the limit was reached; 0 below it. One
     /// line is logged when a flood starts and one when it ends.
     refused_while_full: u64,
+    /// What `/metrics` reports beyond the core's state.
+    counters: Counters,
     /// Accepting stopped because descriptors ran out; retried when one frees.
     accept_paused: bool,
     /// Set once the node leaves; the loop ends when output drained or time is up.
@@ -153,6 +157,13 @@ struct Conn {
     held: Vec<String>,
 }
 
+impl Conn {
+    /// Whether the idle limit applies: nothing useful was said yet.
+    fn awaits_request(&self) -> bool {
+        matches!(self.kind, ConnKind::Unknown | ConnKind::Http { .. })
+    }
+}
+
 /// Where a connection stands with the shared secret.
 enum LinkAuth {
     /// No handshake: there is no secret, or a client chose not to
@@ -170,6 +181,12 @@ enum ConnKind {
     Unknown,
     Peer,
     Client,
+    /// An HTTP request: its headers are read, then it is answered and closed.
+    Http {
+        req: Request,
+        head: bool,
+        headers: usize,
+    },
 }
 
 impl Server {
@@ -242,7 +259,9 @@ impl Server {
                 Some(seen) => Some(seen + CLOSE_GRACE_MS),
                 // Seen by close_idle at the end of this iteration.
                 None if c.closing => Some(now),
-                None => (c.kind == ConnKind::Unknown).then(|| c.opened_ms + self.idle_limit_ms()),
+                None => c
+                    .awaits_request()
+                    .then(|| c.opened_ms + self.idle_limit_ms()),
             })
             .min();
         self.node
@@ -273,7 +292,7 @@ impl Server {
                     c.dead = true;
                 }
             }
-            if c.kind == ConnKind::Unknown && !c.dead && now >= c.opened_ms + limit {
+            if c.awaits_request() && !c.dead && now >= c.opened_ms + limit {
                 crate::log!(
                     Level::Info,
                     "closing {}: idle for {limit} ms",
@@ -328,6 +347,7 @@ impl Server {
                 self.scratch.clear();
                 protocol::encode(&msg, &mut self.scratch);
                 crate::log!(Level::Debug, "send {link}: {}", self.scratch.trim_end());
+                self.counters.message(msg.name(), Direction::Out);
                 let line = std::mem::take(&mut self.scratch);
                 self.send_line(link, line.trim_end_matches('\n'));
                 self.scratch = line;
@@ -342,7 +362,7 @@ impl Server {
             Action::Deliver { from, text } => {
                 print_console(&format!("message from {from}: {text}"))
             }
-            Action::RoleChanged(_) => {}
+            Action::RoleChanged(_) => self.counters.role_changes += 1,
         }
     }
 
@@ -425,10 +445,12 @@ impl Server {
                     crate::log!(Level::Debug, "refused {peer}: too many connections");
                 }
                 self.refused_while_full += 1;
+                self.counters.refused_busy += 1;
                 // Best effort: the socket is new and its buffer empty.
                 let _ = stream.write(b"ERR busy\n");
                 continue;
             }
+            self.counters.accepted += 1;
             let now = self.now_ms();
             let entry = self.conns.vacant_entry();
             let key = entry.key();
@@ -568,6 +590,7 @@ impl Server {
                             "{}: {e} (injected, replayed or altered); closing",
                             OptAddr(c.peer_addr)
                         );
+                        self.counters.auth_failures += 1;
                         // Answers to the lines that were genuine still go out.
                         if c.kind == ConnKind::Peer {
                             c.dead = true;
@@ -584,6 +607,18 @@ impl Server {
                 ConnKind::Unknown if plain && auth::is_auth_line(&line) => {
                     self.accept_handshake(key, &line);
                 }
+                ConnKind::Unknown if plain && http::request_line(&line).is_some() => {
+                    if let Some((req, head)) = http::request_line(&line) {
+                        c.kind = ConnKind::Http {
+                            req,
+                            head,
+                            headers: 0,
+                        };
+                    }
+                }
+                ConnKind::Http { req, head, headers } => {
+                    self.http_header(key, req, head, headers, &line);
+                }
                 ConnKind::Unknown if line == "HELLO" || line.starts_with("HELLO ") => {
                     if plain && self.secret.is_some() {
                         crate::log!(
@@ -591,12 +626,15 @@ impl Server {
                             "refused {}: HELLO without authentication (does it lack the secret?)",
                             OptAddr(c.peer_addr)
                         );
+                        self.counters.auth_failures += 1;
+                        self.counters.refused_auth += 1;
                         self.refuse(key, "authentication required");
                         continue;
                     }
                     c.kind = ConnKind::Peer;
                     match protocol::decode(&line) {
                         Ok(msg) => {
+                            self.counters.message(msg.name(), Direction::In);
                             let now = self.now_ms();
                             self.node.handle_accepted(key, now);
                             self.node.handle_message(key, msg, now);
@@ -613,6 +651,7 @@ impl Server {
                 }
                 ConnKind::Peer => match protocol::decode(&line) {
                     Ok(msg) => {
+                        self.counters.message(msg.name(), Direction::In);
                         crate::log!(Level::Debug, "recv {key}: {line}");
                         let now = self.now_ms();
                         self.node.handle_message(key, msg, now);
@@ -650,6 +689,7 @@ impl Server {
                 "refused {}: it authenticates, but this node has no secret",
                 OptAddr(c.peer_addr)
             );
+            self.counters.refused_auth += 1;
             self.refuse(key, "this node has no secret");
             return;
         };
@@ -694,6 +734,8 @@ impl Server {
             return;
         };
         let who = OptAddr(c.peer_addr);
+        self.counters.auth_failures += 1;
+        self.counters.refused_auth += 1;
         match e {
             AuthError::Refused(why) => {
                 crate::log!(Level::Warn, "{who} broke off authentication: {why}");
@@ -705,6 +747,42 @@ impl Server {
                 self.refuse(key, &e.to_string());
             }
         }
+    }
+
+    /// Takes one header line of an HTTP request; the blank line ends them
+    /// and the answer goes out.
+    fn http_header(&mut self, key: usize, req: Request, head: bool, headers: usize, line: &str) {
+        let answer = if line.is_empty() {
+            let open = self.open_connections();
+            http::answer(req, head, &self.node, &self.counters, open, self.clock())
+        } else if headers >= http::MAX_HEADERS {
+            http::response(431, "text/plain", "too many header lines\n", false)
+        } else {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.kind = ConnKind::Http {
+                    req,
+                    head,
+                    headers: headers + 1,
+                };
+            }
+            return;
+        };
+        self.queue(key, answer.as_bytes());
+        if let Some(c) = self.conns.get_mut(key) {
+            c.closing = true;
+        }
+    }
+
+    fn open_connections(&self) -> http::Open {
+        let mut open = http::Open::default();
+        for (_, c) in &self.conns {
+            match c.kind {
+                ConnKind::Peer => open.peers += 1,
+                ConnKind::Client => open.clients += 1,
+                ConnKind::Unknown | ConnKind::Http { .. } => open.unknown += 1,
+            }
+        }
+        open
     }
 
     fn frame_error(&mut self, key: usize, e: FrameError) {
