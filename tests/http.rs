@@ -110,6 +110,11 @@ print(json.dumps(out))
 }
 
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    find(samples, name, labels)
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?} in {samples:#?}"))
+}
+
+fn find(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| {
@@ -118,8 +123,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
                     .iter()
                     .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
-        .unwrap_or_else(|| panic!("no sample {name} {labels:?} in {samples:#?}"))
-        .value
+        .map(|s| s.value)
 }
 
 fn metrics_of(n: &Node) -> Vec<Sample> {
