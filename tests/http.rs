@@ -157,11 +157,12 @@ fn metrics_match_the_status_line() {
     wait_agreed(&[&a, &b, &c], Some(&a));
     // Let heartbeats flow, so the message counters have something to count.
     wait_until("heartbeats counted", &[&a], || {
-        value(
+        find(
             &metrics_of(&a),
             "bossd_messages_total",
             &[("type", "PING"), ("direction", "in")],
-        ) >= 4.0
+        )
+        .is_some_and(|n| n >= 4.0)
     });
     for n in [&a, &b, &c] {
         let st = n.status();
