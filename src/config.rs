@@ -83,10 +83,16 @@ pub struct NodeOptions {
     /// node given it refuses to start rather than run unprotected.
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
-    /// Shell command run with `sh -c` on every role change. Not in this
-    /// build yet: a node given it refuses to start.
+    /// Shell command run with `sh -c` on every role change of this node,
+    /// one at a time and in order, with BOSSD_ROLE and BOSSD_PREV_ROLE
+    /// (master, follower or none), BOSSD_MASTER (IP:PORT or -),
+    /// BOSSD_EPOCH, BOSSD_ID (this node's IP:PORT) and BOSSD_CAUSE (as in
+    /// -j) set. Its output goes to stderr; it is killed after 30 s.
     #[arg(long, value_name = "CMD")]
     pub notify: Option<String>,
+    /// The --notify time limit in milliseconds instead of 30 s; for tests.
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notify_time_limit: Option<u64>,
     /// Most open connections, peers and console clients together.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: u32,

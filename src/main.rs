@@ -2,10 +2,11 @@
 //! maps the outcome to the exit code (SPEC §1: 0 left, 1 error, 2 usage).
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bossd::config::{self, Invocation, NodeArgs};
 use bossd::core::Config;
+use bossd::hooks::{HOOK_TIME_LIMIT, Hooks};
 use bossd::log::{self, Level};
 use bossd::net;
 
@@ -55,9 +56,6 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
     if args.opts.secret_file.is_some() {
         anyhow::bail!("--secret-file is not supported by this build yet");
     }
-    if args.opts.notify.is_some() {
-        anyhow::bail!("--notify is not supported by this build yet");
-    }
     let addr = args.addr();
     if !addr.ip().is_loopback() {
         log::write(
@@ -83,6 +81,11 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         join: args.opts.join.clone(),
         max_conns: args.opts.max_conns as usize,
         console: !args.opts.no_console,
+        hooks: Hooks::new(args.opts.notify.clone(), addr).with_time_limit(
+            args.opts
+                .notify_time_limit
+                .map_or(HOOK_TIME_LIMIT, Duration::from_millis),
+        ),
     };
     net::run(cfg, opts, wall_at_zero_ms, start)
 }
