@@ -444,12 +444,25 @@ mod tests {
         }
     }
 
-    fn temp_file(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("bossd-hooks-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the temp dir");
-        let path = dir.join(name);
-        let _ = std::fs::remove_file(&path);
-        path
+    /// A file in a directory of its own, removed with it when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str) -> TempFile {
+            let dir = std::env::temp_dir()
+                .join(format!("bossd-hooks-unit-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create the temp dir");
+            TempFile(dir.join(name))
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     #[test]
@@ -492,11 +505,11 @@ mod tests {
     // change in the environment, logged with the exit status.
     #[test]
     fn hooks_run_one_at_a_time_in_order() {
-        let file = temp_file("order");
+        let file = TempFile::new("order");
         let cmd = format!(
             "echo \"start $BOSSD_EPOCH $BOSSD_PREV_ROLE $BOSSD_ROLE $BOSSD_MASTER $BOSSD_ID $BOSSD_CAUSE\" >> {f}; \
              sleep 0.1; echo \"end $BOSSD_EPOCH\" >> {f}; exit $((BOSSD_EPOCH % 2 * 3))",
-            f = file.display()
+            f = file.0.display()
         );
         let mut hooks = Hooks::new(Some(cmd), id());
         hooks.push(entry(1, Role::None, Role::Master));
@@ -507,7 +520,7 @@ mod tests {
             .map(|o| o.end)
             .collect();
         assert_eq!(ends, [End::Exited(3), End::Exited(0), End::Exited(3)]);
-        let text = std::fs::read_to_string(&file).expect("the hooks wrote");
+        let text = std::fs::read_to_string(&file.0).expect("the hooks wrote");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
@@ -526,10 +539,10 @@ mod tests {
     // everything it started, and the next hook runs.
     #[test]
     fn a_hook_past_its_limit_is_killed_with_its_children() {
-        let file = temp_file("killed");
+        let file = TempFile::new("killed");
         let cmd = format!(
             "if [ $BOSSD_EPOCH = 1 ]; then sleep 30 & echo $! > {f}; wait; fi",
-            f = file.display()
+            f = file.0.display()
         );
         let mut hooks = Hooks::new(Some(cmd), id()).with_time_limit(Duration::from_millis(200));
         hooks.push(entry(1, Role::None, Role::Master));
@@ -543,7 +556,7 @@ mod tests {
             .map(|o| (o.entry.epoch, o.end))
             .collect();
         assert_eq!(ends, [(1, End::TimedOut), (2, End::Exited(0))]);
-        let pid: i32 = std::fs::read_to_string(&file)
+        let pid: i32 = std::fs::read_to_string(&file.0)
             .expect("the hook wrote its child's pid")
             .trim()
             .parse()
@@ -564,10 +577,10 @@ mod tests {
     // earlier hook that holds it back is killed.
     #[test]
     fn leaving_runs_the_final_change_next() {
-        let file = temp_file("leave");
+        let file = TempFile::new("leave");
         let cmd = format!(
             "echo \"$BOSSD_PREV_ROLE $BOSSD_ROLE\" >> {f}; [ $BOSSD_ROLE = none ] || sleep 30",
-            f = file.display()
+            f = file.0.display()
         );
         let mut hooks = Hooks::new(Some(cmd), id());
         hooks.push(entry(1, Role::None, Role::Follower));
@@ -590,7 +603,7 @@ mod tests {
             ]
         );
         assert!(hooks.exit_ready(Instant::now()));
-        let text = std::fs::read_to_string(&file).expect("the hooks wrote");
+        let text = std::fs::read_to_string(&file.0).expect("the hooks wrote");
         assert_eq!(text, "none follower\nfollower none\n");
     }
 
