@@ -153,9 +153,9 @@ impl Hooks {
     /// ended or could not start, and returns the same outcomes.
     pub fn poll(&mut self, now: Instant) -> Vec<Outcome> {
         let mut ended = Vec::new();
-        let Some(cmd) = self.cmd.clone() else {
+        if self.cmd.is_none() {
             return ended;
-        };
+        }
         let leave_kill_due = self.leave_kill_due(now);
         if let Some(r) = self.running.as_mut() {
             match r.child.try_wait() {
@@ -209,10 +209,10 @@ impl Hooks {
             self.pending.push_back(merged);
         }
         while self.running.is_none() {
-            let Some(entry) = self.pending.pop_front() else {
+            let (Some(cmd), Some(entry)) = (self.cmd.as_deref(), self.pending.pop_front()) else {
                 break;
             };
-            match self.spawn(&cmd, &entry) {
+            match spawn(cmd, self.id, &entry) {
                 Ok(child) => {
                     crate::log!(
                         Level::Debug,
@@ -301,29 +301,31 @@ impl Hooks {
                 .leaving_since
                 .is_some_and(|t| now >= t + LEAVE_KILL_AFTER)
     }
+}
 
-    fn spawn(&self, cmd: &str, e: &JournalEntry) -> std::io::Result<Child> {
-        // The hook's stdout goes where the log goes: stdout carries console
-        // answers. If stderr cannot be duplicated, the output is dropped.
-        let stdout = std::io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_or_else(|_| Stdio::null(), Stdio::from);
-        Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .env("BOSSD_ROLE", e.to.to_string())
-            .env("BOSSD_PREV_ROLE", e.from.to_string())
-            .env("BOSSD_MASTER", OptAddr(e.master).to_string())
-            .env("BOSSD_EPOCH", e.epoch.to_string())
-            .env("BOSSD_ID", self.id.to_string())
-            .env("BOSSD_CAUSE", e.cause.to_string())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-    }
+/// Starts `sh -c cmd` for one change (see the module comment for its
+/// descriptors and process group).
+fn spawn(cmd: &str, id: SocketAddr, e: &JournalEntry) -> std::io::Result<Child> {
+    // The hook's stdout goes where the log goes: stdout carries console
+    // answers. If stderr cannot be duplicated, the output is dropped.
+    let stdout = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from);
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("BOSSD_ROLE", e.to.to_string())
+        .env("BOSSD_PREV_ROLE", e.from.to_string())
+        .env("BOSSD_MASTER", OptAddr(e.master).to_string())
+        .env("BOSSD_EPOCH", e.epoch.to_string())
+        .env("BOSSD_ID", id.to_string())
+        .env("BOSSD_CAUSE", e.cause.to_string())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
 }
 
 /// Two consecutive changes as one: from the first's old role to the
