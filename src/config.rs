@@ -83,11 +83,16 @@ pub struct NodeOptions {
     /// node given it refuses to start rather than run unprotected.
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
-    /// Shell command run with `sh -c` on every role change of this node,
-    /// one at a time and in order, with BOSSD_ROLE and BOSSD_PREV_ROLE
-    /// (master, follower or none), BOSSD_MASTER (IP:PORT or -),
-    /// BOSSD_EPOCH, BOSSD_ID (this node's IP:PORT) and BOSSD_CAUSE (as in
-    /// -j) set. Its output goes to stderr; it is killed after 30 s.
+    /// Shell command run with `sh -c` on every role change, one at a time
+    /// and in order; killed after 30 s.
+    ///
+    /// It gets BOSSD_ROLE and BOSSD_PREV_ROLE (master, follower or none),
+    /// BOSSD_MASTER (IP:PORT or -), BOSSD_EPOCH, BOSSD_ID (this node's
+    /// IP:PORT) and BOSSD_CAUSE (as -j writes it). Its stdin is /dev/null,
+    /// its output goes to stderr, and the node never waits for it: later
+    /// changes queue behind it. On a graceful leave the final change to
+    /// none runs its hook before the node exits, if it ends within the
+    /// second the exit may take.
     #[arg(long, value_name = "CMD")]
     pub notify: Option<String>,
     /// The --notify time limit in milliseconds instead of 30 s; for tests.
@@ -204,6 +209,20 @@ mod tests {
         assert_eq!(n.opts.join.len(), 2);
         assert_eq!(n.opts.priority, -3);
         assert_eq!(n.opts.rule.to_string(), "priority,youngest");
+    }
+
+    // SPEC §5: --notify takes one shell command; the time limit is a
+    // hidden option for tests, absent from --help.
+    #[test]
+    fn notify_parses_and_its_time_limit_is_hidden() {
+        let n = node(&["127.0.0.1", "7000", "--notify", "logger \"$BOSSD_ROLE\""]).unwrap();
+        assert_eq!(n.opts.notify.as_deref(), Some("logger \"$BOSSD_ROLE\""));
+        assert_eq!(n.opts.notify_time_limit, None);
+        let n = node(&["127.0.0.1", "7000", "--notify-time-limit", "250"]).unwrap();
+        assert_eq!(n.opts.notify_time_limit, Some(250));
+        assert!(node(&["127.0.0.1", "7000", "--notify-time-limit", "0"]).is_err());
+        let help = node(&["--help"]).unwrap_err().to_string();
+        assert!(help.contains("--notify <CMD>") && !help.contains("notify-time-limit"));
     }
 
     #[test]
