@@ -85,10 +85,21 @@ pub struct NodeOptions {
     /// authenticated (`bossd ctl --secret-file`) may run mutating commands.
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
-    /// Shell command run with `sh -c` on every role change. Not in this
-    /// build yet: a node given it refuses to start.
+    /// Shell command run with `sh -c` on every role change, one at a time
+    /// and in order; killed after 30 s.
+    ///
+    /// It gets BOSSD_ROLE and BOSSD_PREV_ROLE (master, follower or none),
+    /// BOSSD_MASTER (IP:PORT or -), BOSSD_EPOCH, BOSSD_ID (this node's
+    /// IP:PORT) and BOSSD_CAUSE (as -j writes it). Its stdin is /dev/null,
+    /// its output goes to stderr, and the node never waits for it: later
+    /// changes queue behind it. On a graceful leave the final change to
+    /// none runs its hook before the node exits, if it ends within the
+    /// second the exit may take.
     #[arg(long, value_name = "CMD")]
     pub notify: Option<String>,
+    /// The --notify time limit in milliseconds instead of 30 s; for tests.
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub notify_time_limit: Option<u64>,
     /// Most open connections, peers and console clients together.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: u32,
@@ -200,6 +211,20 @@ mod tests {
         assert_eq!(n.opts.join.len(), 2);
         assert_eq!(n.opts.priority, -3);
         assert_eq!(n.opts.rule.to_string(), "priority,youngest");
+    }
+
+    // SPEC §5: --notify takes one shell command; the time limit is a
+    // hidden option for tests, absent from --help.
+    #[test]
+    fn notify_parses_and_its_time_limit_is_hidden() {
+        let n = node(&["127.0.0.1", "7000", "--notify", "logger \"$BOSSD_ROLE\""]).unwrap();
+        assert_eq!(n.opts.notify.as_deref(), Some("logger \"$BOSSD_ROLE\""));
+        assert_eq!(n.opts.notify_time_limit, None);
+        let n = node(&["127.0.0.1", "7000", "--notify-time-limit", "250"]).unwrap();
+        assert_eq!(n.opts.notify_time_limit, Some(250));
+        assert!(node(&["127.0.0.1", "7000", "--notify-time-limit", "0"]).is_err());
+        let help = node(&["--help"]).unwrap_err().to_string();
+        assert!(help.contains("--notify <CMD>") && !help.contains("notify-time-limit"));
     }
 
     #[test]

@@ -245,10 +245,12 @@ struct Want {
 }
 
 impl Node {
-    /// A node alone: no peers, no master, epoch 0.
+    /// A node alone at time 0: no peers, epoch 0, and no master unless
+    /// its quorum is 1, when it is its own master at once (SPEC guarantee
+    /// 1 for a group of one), with the `start` change queued as an action.
     pub fn new(cfg: Config) -> Node {
         let rng = Rng(cfg.seed);
-        Node {
+        let mut node = Node {
             cfg,
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -268,7 +270,9 @@ impl Node {
             bound_until_ms: None,
             pings: VecDeque::new(),
             departed: BTreeMap::new(),
-        }
+        };
+        node.decide(Cause::Start, None, 0);
+        node
     }
 
     pub fn config(&self) -> &Config {

@@ -2,13 +2,14 @@
 //!
 //! The crate is a pure election [`core`] inside a thin mio [`net`] loop;
 //! [`protocol`] frames and parses the peer lines, [`console`] the operator
-//! commands, [`config`] the command line. `ARCHITECTURE.md` maps it.
+//! commands, [`config`] the command line, [`hooks`] the `--notify` hook. `ARCHITECTURE.md` maps it.
 
 pub mod auth;
 pub mod config;
 pub mod console;
 pub mod core;
 pub mod ctl;
+pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod net;

@@ -2,11 +2,12 @@
 //! maps the outcome to the exit code (SPEC §1: 0 left, 1 error, 2 usage).
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bossd::auth::Secret;
 use bossd::config::{self, Invocation, NodeArgs};
 use bossd::core::Config;
+use bossd::hooks::{HOOK_TIME_LIMIT, Hooks};
 use bossd::log::{self, Level};
 use bossd::net;
 
@@ -53,9 +54,6 @@ fn main() -> ExitCode {
 
 fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
     log::set_level(args.opts.log);
-    if args.opts.notify.is_some() {
-        anyhow::bail!("--notify is not supported by this build yet");
-    }
     let addr = args.addr();
     let secret = match &args.opts.secret_file {
         Some(path) => {
@@ -92,6 +90,11 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         max_conns: args.opts.max_conns as usize,
         console: !args.opts.no_console,
         secret,
+        hooks: Hooks::new(args.opts.notify.clone(), addr).with_time_limit(
+            args.opts
+                .notify_time_limit
+                .map_or(HOOK_TIME_LIMIT, Duration::from_millis),
+        ),
     };
     net::run(cfg, opts, wall_at_zero_ms, start)
 }

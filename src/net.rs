@@ -16,13 +16,14 @@ use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::auth::{self, AuthError, Handshake, NONCE_LEN, Secret, Session, Step};
 use crate::console::{self, Clock};
 use crate::core::{Action, Config, Millis, Node};
+use crate::hooks::Hooks;
 use crate::http::{self, Counters, Direction, Request};
 use crate::log::Level;
 use crate::protocol::{self, FrameError, LineBuffer, Message, OptAddr};
@@ -63,6 +64,8 @@ pub struct Options {
     /// With a secret, every peer must prove it knows it, and only clients
     /// that did may run mutating commands.
     pub secret: Option<Secret>,
+    /// The `--notify` hook; does nothing without a command.
+    pub hooks: Hooks,
 }
 
 /// Runs a node until it leaves; `Ok` means a graceful leave (exit 0).
@@ -75,7 +78,9 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
         .context("cannot register the listener")?;
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    // SIGCHLD only wakes the loop: a hook ended and is reaped in `run`.
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGCHLD]).context("cannot install signal handlers")?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .context("cannot register the signal handlers")?;
@@ -100,6 +105,7 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
         accept_paused: false,
         leaving_since: None,
         scratch: String::new(),
+        hooks: opts.hooks,
     };
     crate::log!(Level::Info, "listening on {addr}");
     for target in opts.join {
@@ -129,9 +135,11 @@ struct Server {
     counters: Counters,
     /// Accepting stopped because descriptors ran out; retried when one frees.
     accept_paused: bool,
-    /// Set once the node leaves; the loop ends when output drained or time is up.
+    /// Set once the node leaves; the loop ends when output drained and
+    /// hooks ended, or time is up.
     leaving_since: Option<Instant>,
     scratch: String,
+    hooks: Hooks,
 }
 
 struct Conn {
@@ -194,12 +202,16 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             self.settle();
+            self.hooks.poll(Instant::now());
             if let Some(since) = self.leaving_since {
                 let drained = self
                     .conns
                     .iter()
                     .all(|(_, c)| c.out.is_empty() || c.connecting);
-                if drained || since.elapsed() >= LEAVE_FLUSH {
+                if (drained || since.elapsed() >= LEAVE_FLUSH)
+                    && self.hooks.exit_ready(Instant::now())
+                {
+                    self.hooks.abandon();
                     crate::log!(Level::Info, "left the cluster");
                     return Ok(());
                 }
@@ -264,12 +276,19 @@ impl Server {
                     .then(|| c.opened_ms + self.idle_limit_ms()),
             })
             .min();
+        let hook = self
+            .hooks
+            .next_deadline()
+            .map(|t| t.saturating_duration_since(Instant::now()));
         self.node
             .next_deadline()
             .into_iter()
             .chain(idle)
             .min()
             .map(|d| Duration::from_millis(d.saturating_sub(now)))
+            .into_iter()
+            .chain(hook)
+            .min()
     }
 
     fn idle_limit_ms(&self) -> Millis {
@@ -362,7 +381,10 @@ impl Server {
             Action::Deliver { from, text } => {
                 print_console(&format!("message from {from}: {text}"))
             }
-            Action::RoleChanged(_) => self.counters.role_changes += 1,
+            Action::RoleChanged(entry) => {
+                self.counters.role_changes += 1;
+                self.hooks.push(entry);
+            }
         }
     }
 
@@ -481,7 +503,7 @@ impl Server {
     }
 
     fn on_signals(&mut self) {
-        let got: Vec<i32> = self.signals.pending().collect();
+        let got: Vec<i32> = self.signals.pending().filter(|s| *s != SIGCHLD).collect();
         if !got.is_empty() {
             crate::log!(Level::Info, "signal {}; leaving", got[0]);
             self.begin_leave();
@@ -494,6 +516,7 @@ impl Server {
         }
         let now = self.now_ms();
         self.node.leave(now);
+        self.hooks.leave(Instant::now());
         for (_, c) in self.conns.iter_mut() {
             c.closing = true;
         }

@@ -369,6 +369,32 @@ fn quorum_three_needs_three() {
     }
 }
 
+// SPEC guarantee 1 for a group of one: with a quorum of 1 a node alone is
+// its own master from the start, journals it (the hook's `start` change),
+// and two such nodes merge under one master with a larger epoch.
+#[test]
+fn quorum_one_alone_is_master() {
+    for seed in 0..SEEDS {
+        let specs = (0..2)
+            .map(|i| Spec {
+                quorum: 1,
+                ..Spec::started(1000 + i)
+            })
+            .collect();
+        let mut c = Cluster::new(seed, specs);
+        for i in 0..2 {
+            assert_eq!(c.view(i), (Role::Master, Some(addr(i)), 1));
+            let start = &c.journals[i][0];
+            assert_eq!((start.from, start.to), (Role::None, Role::Master));
+            assert_eq!(start.cause.to_string(), "start");
+        }
+        c.connect(1, 0).unwrap();
+        quiet(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1]), addr(0));
+        assert!(c.view(1).2 > 1);
+    }
+}
+
 // SPEC guarantee 5 (issue 3): a frozen master is replaced within timeout +
 // 2 x heartbeat; after it thaws it finds itself deposed, journals it, and
 // rejoins as a follower.
