@@ -2,12 +2,14 @@
 //!
 //! The crate is a pure election [`core`] inside a thin mio [`net`] loop;
 //! [`protocol`] frames and parses the peer lines, [`console`] the operator
-//! commands, [`config`] the command line. `ARCHITECTURE.md` maps it.
+//! commands, [`config`] the command line; [`ctl`] and [`demo`] are clients
+//! of running nodes. `ARCHITECTURE.md` maps it.
 
 pub mod config;
 pub mod console;
 pub mod core;
 pub mod ctl;
+pub mod demo;
 pub mod log;
 pub mod net;
 pub mod protocol;
