@@ -128,8 +128,15 @@ pub struct CtlArgs {
 pub struct DemoArgs {
     /// How many nodes to start, 3 to 20: with the default --quorum 2, the
     /// master's crash must leave two nodes to elect the next one.
-    #[arg(value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=20))]
+    #[arg(value_name = "N", default_value_t = 3, value_parser = demo_nodes)]
     pub nodes: u8,
+}
+
+fn demo_nodes(s: &str) -> Result<u8, String> {
+    match s.parse() {
+        Ok(n @ 3..=20) => Ok(n),
+        _ => Err("the demo runs 3 to 20 nodes".to_owned()),
+    }
 }
 
 const DEMO_AFTER: &str = "\

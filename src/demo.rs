@@ -298,6 +298,9 @@ struct Proc {
 impl Nodes {
     /// Starts `bossd IP PORT --no-console [--join JOIN]`.
     fn spawn(&mut self, exe: &Path, addr: SocketAddr, join: Option<SocketAddr>) -> Result<()> {
+        if self.interrupted() {
+            bail!("interrupted");
+        }
         let mut cmd = Command::new(exe);
         cmd.arg(addr.ip().to_string())
             .arg(addr.port().to_string())
