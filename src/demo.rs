@@ -3,7 +3,7 @@
 //! Starts N nodes as child processes of this binary on loopback, waits
 //! until they agree on a master, kills the master with SIGKILL, times how
 //! long the survivors take to agree on the next one, and stops every
-//! child: at the end, on an error or a panic (the [`Nodes`] guard's
+//! child: at the end, on an error or a panic (the `Nodes` guard's
 //! `Drop`), and on SIGINT or SIGTERM (a flag every wait checks). It is a
 //! client of the nodes, like `bossd ctl`, asking `-s` over the TCP
 //! console; it never touches the core or the loop.
