@@ -2,8 +2,7 @@
 //!
 //! The crate is a pure election [`core`] inside a thin mio [`net`] loop;
 //! [`protocol`] frames and parses the peer lines, [`console`] the operator
-//! commands, [`config`] the command line; [`ctl`] and [`demo`] are clients
-//! of running nodes. `ARCHITECTURE.md` maps it.
+//! commands, [`config`] the command line. `ARCHITECTURE.md` maps it.
 
 pub mod config;
 pub mod console;
