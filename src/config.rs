@@ -1,4 +1,5 @@
-//! The command line: `bossd IP PORT [OPTIONS]` and `bossd ctl IP PORT COMMAND...`.
+//! The command line: `bossd IP PORT [OPTIONS]`, `bossd ctl IP PORT COMMAND...`
+//! and `bossd demo [N]`.
 //!
 //! Parsing and checking live here; nothing here opens a socket. Every
 //! usage mistake becomes one clear line and exit code 2 (SPEC §1), which
@@ -17,6 +18,7 @@ use crate::rule::Rule;
 pub enum Invocation {
     Node(NodeArgs),
     Ctl(CtlArgs),
+    Demo(DemoArgs),
 }
 
 /// bossd: who is the boss? Joins equal servers into a full TCP mesh that
@@ -40,6 +42,7 @@ Examples:
   bossd 127.0.0.1 7000                          first node
   bossd 127.0.0.1 7001 --join 127.0.0.1:7000    second node joins the first
   bossd ctl 127.0.0.1 7000 -s                   ask a node for its status line
+  bossd demo [N]                                start N (3) local nodes, kill the master, time the failover
 
 Exit codes: 0 after a graceful leave, 1 on a start-up or runtime error, 2 on a usage error.";
 
@@ -132,6 +135,37 @@ pub struct CtlArgs {
     pub command: Vec<String>,
 }
 
+/// Start a cluster on this machine, kill its master, and time the failover.
+#[derive(Parser, Debug)]
+#[command(name = "bossd demo", version, after_help = DEMO_AFTER)]
+pub struct DemoArgs {
+    /// How many nodes to start, 3 to 20: with the default --quorum 2, the
+    /// master's crash must leave two nodes to elect the next one.
+    #[arg(value_name = "N", default_value_t = 3, value_parser = demo_nodes)]
+    pub nodes: u8,
+}
+
+fn demo_nodes(s: &str) -> Result<u8, String> {
+    match s.parse() {
+        Ok(n @ 3..=20) => Ok(n),
+        _ => Err("the demo runs 3 to 20 nodes".to_owned()),
+    }
+}
+
+const DEMO_AFTER: &str = "\
+Starts N nodes of this binary on consecutive free ports of 127.0.0.1 from 7000
+up (bossd 127.0.0.1 PORT --no-console, the others with --join to the first),
+waits until they agree on a master and prints each node's -s status line.
+Then it kills the master with SIGKILL, as a crash would, and prints how long
+the survivors took to agree on the next master: from the kill until every
+survivor's -s names the same new master, asked back to back over console
+connections opened before the kill. Last it stops every node, also on an
+error or Ctrl-C.
+
+Exit codes: 0 after a failover was shown and every node stopped, 1 when the
+nodes did not agree within 10 s or something else failed (said in one line),
+2 on a usage error.";
+
 /// Parses the whole command line, `args[0]` being the program name.
 pub fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
 where
@@ -143,6 +177,11 @@ where
         let rest =
             std::iter::once(std::ffi::OsString::from("bossd ctl")).chain(args[2..].iter().cloned());
         return CtlArgs::try_parse_from(rest).map(Invocation::Ctl);
+    }
+    if args.get(1).is_some_and(|a| a == "demo") {
+        let rest = std::iter::once(std::ffi::OsString::from("bossd demo"))
+            .chain(args[2..].iter().cloned());
+        return DemoArgs::try_parse_from(rest).map(Invocation::Demo);
     }
     let node = NodeArgs::try_parse_from(args)?;
     if node.opts.timeout <= 2 * node.opts.heartbeat {
@@ -171,7 +210,7 @@ mod tests {
     fn node(args: &[&str]) -> Result<NodeArgs, clap::Error> {
         match parse(std::iter::once("bossd").chain(args.iter().copied()))? {
             Invocation::Node(n) => Ok(n),
-            Invocation::Ctl(_) => panic!("expected a node"),
+            _ => panic!("expected a node"),
         }
     }
 
@@ -262,5 +301,20 @@ mod tests {
             panic!("expected ctl")
         };
         assert_eq!(c.command, ["-c", "127.0.0.1", "7001"]);
+    }
+
+    #[test]
+    fn demo_takes_3_to_20_nodes() {
+        let demo = |args: &[&str]| match parse(["bossd", "demo"].iter().chain(args)) {
+            Ok(Invocation::Demo(d)) => Ok(d.nodes),
+            Ok(_) => panic!("expected demo"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(demo(&[]), Ok(3));
+        assert_eq!(demo(&["20"]), Ok(20));
+        for bad in ["2", "21", "x", "-1"] {
+            assert!(demo(&[bad]).is_err(), "demo {bad}");
+        }
+        assert!(demo(&["3", "4"]).is_err());
     }
 }

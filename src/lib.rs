@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod core;
 pub mod ctl;
+pub mod demo;
 pub mod hooks;
 pub mod http;
 pub mod log;

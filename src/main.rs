@@ -1,4 +1,4 @@
-//! The `bossd` binary: parses the command line, runs a node or `ctl`, and
+//! The `bossd` binary: parses the command line, runs a node, `ctl` or `demo`, and
 //! maps the outcome to the exit code (SPEC §1: 0 left, 1 error, 2 usage).
 
 use std::process::ExitCode;
@@ -38,6 +38,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("bossd ctl: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Invocation::Demo(args) => match bossd::demo::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bossd demo: {e:#}");
                 ExitCode::from(1)
             }
         },
