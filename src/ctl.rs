@@ -30,21 +30,35 @@ pub struct Client {
     addr: SocketAddr,
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// Set once authenticated: every command and answer line carries a tag.
+    session: Option<Session>,
 }
 
 impl Client {
     /// Connects to the node's console; waits at most `CTL_TIMEOUT`.
     pub fn connect(addr: SocketAddr) -> Result<Client> {
+        Client::connect_with(addr, None)
+    }
+
+    /// Connects and, given the secret, authenticates; then commands may
+    /// mutate, and nobody on the path can change a command or an answer.
+    pub fn connect_with(addr: SocketAddr, secret: Option<&Secret>) -> Result<Client> {
         let stream = TcpStream::connect_timeout(&addr, CTL_TIMEOUT)
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_read_timeout(Some(CTL_TIMEOUT))?;
         // Questions are small and answered at once; Nagle must not hold one back.
         stream.set_nodelay(true)?;
-        let writer = stream.try_clone()?;
+        let mut writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        let session = match secret {
+            Some(secret) => Some(authenticate(addr, secret, &mut reader, &mut writer)?),
+            None => None,
+        };
         Ok(Client {
             addr,
-            reader: BufReader::new(stream),
+            reader,
             writer,
+            session,
         })
     }
 
@@ -56,20 +70,30 @@ impl Client {
     /// Sends one command line and reads its answer up to `OK` or `ERR`.
     pub fn ask(&mut self, command: &str) -> Result<Answer> {
         let addr = self.addr;
+        let mut out = String::new();
+        match &mut self.session {
+            Some(s) => s.seal(command, &mut out),
+            None => {
+                out.push_str(command);
+                out.push('\n');
+            }
+        }
         self.writer
-            .write_all(format!("{command}\n").as_bytes())
+            .write_all(out.as_bytes())
             .with_context(|| format!("cannot send to {addr}"))?;
         let mut lines = Vec::new();
         loop {
-            let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .with_context(|| format!("no answer from {addr}"))?;
-            if n == 0 {
-                bail!("{addr} closed the connection without an answer");
-            }
-            let line = line.trim_end_matches(['\n', '\r']);
+            let raw = read_line(addr, &mut self.reader)?;
+            let line = match &mut self.session {
+                Some(s) => match s.open(&raw) {
+                    Ok(line) => line.to_owned(),
+                    Err(_) if raw.starts_with("ERR ") || raw.starts_with("REFUSE ") => {
+                        bail!("{addr} answered: {raw}")
+                    }
+                    Err(e) => bail!("{addr}: {e}; the answer cannot be trusted"),
+                },
+                None => raw,
+            };
             if line == "OK" {
                 return Ok(Answer {
                     lines,
@@ -82,7 +106,7 @@ impl Client {
                     result: Err(reason.trim_start().to_owned()),
                 });
             }
-            lines.push(line.to_owned());
+            lines.push(line);
         }
     }
 }
@@ -115,53 +139,7 @@ pub fn ask(addr: SocketAddr, command: &str) -> Result<Answer> {
 /// the command and every line of the answer carry tags, so nobody on the
 /// path can change either.
 pub fn ask_with(addr: SocketAddr, command: &str, secret: Option<&Secret>) -> Result<Answer> {
-    let stream = TcpStream::connect_timeout(&addr, CTL_TIMEOUT)
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_read_timeout(Some(CTL_TIMEOUT))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut session = match secret {
-        Some(secret) => Some(authenticate(addr, secret, &mut reader, &mut writer)?),
-        None => None,
-    };
-    let mut out = String::new();
-    match &mut session {
-        Some(s) => s.seal(command, &mut out),
-        None => {
-            out.push_str(command);
-            out.push('\n');
-        }
-    }
-    writer
-        .write_all(out.as_bytes())
-        .with_context(|| format!("cannot send to {addr}"))?;
-    let mut lines = Vec::new();
-    loop {
-        let raw = read_line(addr, &mut reader)?;
-        let line = match &mut session {
-            Some(s) => match s.open(&raw) {
-                Ok(line) => line.to_owned(),
-                Err(_) if raw.starts_with("ERR ") || raw.starts_with("REFUSE ") => {
-                    bail!("{addr} answered: {raw}")
-                }
-                Err(e) => bail!("{addr}: {e}; the answer cannot be trusted"),
-            },
-            None => raw,
-        };
-        if line == "OK" {
-            return Ok(Answer {
-                lines,
-                result: Ok(()),
-            });
-        }
-        if let Some(reason) = line.strip_prefix("ERR") {
-            return Ok(Answer {
-                lines,
-                result: Err(reason.trim_start().to_owned()),
-            });
-        }
-        lines.push(line);
-    }
+    Client::connect_with(addr, secret)?.ask(command)
 }
 
 /// Runs the handshake as the dialer; see [`crate::auth`].
