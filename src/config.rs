@@ -25,7 +25,8 @@ pub enum Invocation {
 /// elects one master by a rule and elects a new one the moment it fails.
 ///
 /// Type console commands on stdin (-h lists them) or send them over TCP:
-/// `nc IP PORT`, or `bossd ctl IP PORT -s`.
+/// `nc IP PORT`, or `bossd ctl IP PORT -s`. The same port answers HTTP:
+/// GET /metrics (Prometheus text) and GET /status (JSON).
 #[derive(Parser, Debug)]
 #[command(name = "bossd", version, after_help = NODE_EXAMPLES)]
 pub struct NodeArgs {
@@ -50,7 +51,7 @@ Exit codes: 0 after a graceful leave, 1 on a start-up or runtime error, 2 on a u
 #[derive(Args, Debug, Clone)]
 pub struct NodeOptions {
     /// Peer to join at start, IP:PORT or [IPv6]:PORT; repeatable. Retried
-    /// with backoff until reached.
+    /// with backoff until reached. Default: none (wait to be joined).
     #[arg(long = "join", value_name = "IP:PORT")]
     pub join: Vec<SocketAddr>,
     /// Election rule: a comma list of oldest, youngest, priority (higher
@@ -72,7 +73,7 @@ pub struct NodeOptions {
     pub quorum: u32,
     /// Never two masters at once (with a quorum above half the cluster): a
     /// new master waits out the old one's lease, so a crash fails over in
-    /// about --timeout. Must match across the cluster.
+    /// about --timeout. Must match across the cluster. Default: off.
     #[arg(long)]
     pub strict: bool,
     /// Interval between heartbeats on each peer link, in milliseconds.
@@ -86,10 +87,11 @@ pub struct NodeOptions {
     /// keep it mode 600). Peers must prove they know it before they join,
     /// every peer line is then authenticated, and only console clients that
     /// authenticated (`bossd ctl --secret-file`) may run mutating commands.
+    /// Default: none (anyone who reaches the port may join).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
     /// Shell command run with `sh -c` on every role change, one at a time
-    /// and in order; killed after 30 s.
+    /// and in order; killed after 30 s. Default: none.
     ///
     /// It gets BOSSD_ROLE and BOSSD_PREV_ROLE (master, follower or none),
     /// BOSSD_MASTER (IP:PORT or -), BOSSD_EPOCH, BOSSD_ID (this node's
@@ -109,7 +111,8 @@ pub struct NodeOptions {
     /// Log level on stderr: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log: Level,
-    /// Do not read console commands from stdin.
+    /// Do not read console commands from stdin. Default: off (stdin is a
+    /// console).
     #[arg(long)]
     pub no_console: bool,
 }

@@ -589,6 +589,60 @@ fn usage_errors_exit_2() {
     }
 }
 
+// Issue 5: `--help` lists every option with its meaning and default, and
+// `--version` prints the version.
+#[test]
+fn help_lists_every_option_with_its_default() {
+    let out = run_to_exit(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = out.stdout;
+    for opt in [
+        "--join",
+        "--rule",
+        "--priority",
+        "--quorum",
+        "--strict",
+        "--heartbeat",
+        "--timeout",
+        "--secret-file",
+        "--notify",
+        "--max-conns",
+        "--log",
+        "--no-console",
+    ] {
+        // The option's entry runs from its name to the next option's.
+        let at = help
+            .find(&format!("      {opt} "))
+            .or_else(|| help.find(&format!("      {opt}\n")))
+            .unwrap_or_else(|| panic!("--help does not list {opt}:\n{help}"));
+        let rest = &help[at + opt.len() + 6..];
+        let end = rest
+            .find("\n      --")
+            .or_else(|| rest.find("\n  -h"))
+            .unwrap_or(rest.len());
+        let entry = &rest[..end];
+        assert!(
+            entry.contains("[default: ") || entry.contains("Default: "),
+            "--help gives no default for {opt}: {entry}"
+        );
+    }
+    for word in [
+        "/metrics",
+        "/status",
+        "bossd demo",
+        "bossd ctl",
+        "Exit codes",
+    ] {
+        assert!(help.contains(word), "--help does not mention {word}");
+    }
+    let out = run_to_exit(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.stdout.trim(),
+        format!("bossd {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Standard input
 // ---------------------------------------------------------------------------
