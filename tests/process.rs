@@ -774,6 +774,55 @@ fn ipv6_two_nodes() {
     assert!(result.is_err(), "{lines:?}");
 }
 
+// Issue 5: three nodes on [::1] with a secret form a cluster, fail over
+// when the master is killed, and answer ctl and HTTP over IPv6.
+#[test]
+fn ipv6_three_nodes_with_a_secret_fail_over() {
+    let Some(a_addr) = common::free_ipv6_addr() else {
+        println!("SKIPPED: [::1] cannot be bound on this machine");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("bossd-v6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "v6 secret\n").unwrap();
+    let secret = secret.to_string_lossy().into_owned();
+    let a = Node::start("A", a_addr, &["--secret-file", &secret]);
+    let join = join_arg(&a);
+    let b_addr = common::free_ipv6_addr().unwrap();
+    let b = Node::start("B", b_addr, &["--secret-file", &secret, "--join", &join]);
+    let c_addr = common::free_ipv6_addr().unwrap();
+    let c = Node::start("C", c_addr, &["--secret-file", &secret, "--join", &join]);
+    let st = wait_agreed(&[&a, &b, &c], Some(&a));
+    assert!(st.iter().all(|s| s.id.starts_with("[::1]:")), "{st:?}");
+    // An authenticated mutating command over IPv6.
+    let out = run_to_exit(&[
+        "ctl",
+        "::1",
+        &b_addr.port().to_string(),
+        "--secret-file",
+        &secret,
+        "-msg",
+        "v6",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "sent to 2 peers\n");
+    // HTTP over IPv6.
+    let mut s = std::net::TcpStream::connect(c_addr).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(
+        page.contains(&format!("\"master\": \"{}\"", a.id())),
+        "{page}"
+    );
+    let mut a = a;
+    a.sigkill();
+    wait_agreed(&[&b, &c], Some(&b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // SPEC §2: a connection that neither finishes a peer handshake nor sends a
 // command within timeout x 10 is closed; one that spoke stays open.
 #[test]
