@@ -44,6 +44,12 @@ const MESH_ATTEMPTS: u32 = 3;
 /// timeout is far shorter than 64 heartbeats in any sane setting.
 const MAX_PINGS_KEPT: usize = 64;
 
+/// Round trips kept per peer to estimate its clock offset. The estimate is
+/// the tightest of the last 8, as NTP's clock filter keeps (RFC 5905
+/// §10.1): enough to ride out a few delayed answers, few enough that
+/// clocks drifting apart are followed within 8 heartbeats.
+const SKEW_SAMPLES: usize = 8;
+
 /// What a node is and the settings it must share with its cluster.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -149,6 +155,27 @@ pub struct PeerInfo<'a> {
     pub hello: &'a Hello,
     pub state: State,
     pub last_heard_ms: Millis,
+    /// The peer's clock against ours; `None` until its first PONG.
+    pub skew: Option<Skew>,
+}
+
+/// How far another node's wall clock is from this node's, measured by a
+/// heartbeat's round trip (NTP-style, from three timestamps).
+///
+/// A PING leaves at `t1` and its PONG arrives at `t4`, both on our clock;
+/// the peer stamps the PONG with its clock, `t2`, at some moment between.
+/// So the peer's clock minus ours lies within `t2 - t4 .. t2 - t1`,
+/// widened by 1 ms because every timestamp is truncated to whole
+/// milliseconds: the estimate is the middle, `t2 - (t1 + t4) / 2`, and the
+/// error half the round trip plus that millisecond. However the delay is
+/// split between the two directions, the true offset lies within the
+/// error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skew {
+    /// The other clock minus ours, in ms: positive when it is ahead.
+    pub offset_ms: i64,
+    /// The true offset lies within `offset_ms ± error_ms`.
+    pub error_ms: u64,
 }
 
 /// The status line's values (SPEC §2).
@@ -232,6 +259,8 @@ struct Peer {
     /// Whether `state` came from the peer (its STATE follows its HELLO):
     /// until then its epoch is unknown, and no claim may be made above it.
     state_known: bool,
+    /// The last few clock offsets measured by heartbeats, oldest first.
+    skew_samples: VecDeque<Skew>,
 }
 
 /// An address this node keeps trying to reach.
@@ -463,19 +492,8 @@ impl Node {
             self.close(link, now);
         }
         if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
-            self.heartbeat_seq += 1;
-            if self.pings.len() == MAX_PINGS_KEPT {
-                self.pings.pop_front();
-            }
-            self.pings.push_back((self.heartbeat_seq, now));
-            let ping = Message::Ping {
-                seq: self.heartbeat_seq,
-                view: self.view_digest(),
-            };
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
-            for link in links {
-                self.send(link, ping.clone());
-            }
+            self.ping(&links, now);
             self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
         }
         if self.peers.is_empty() {
@@ -540,7 +558,17 @@ impl Node {
             hello: &p.hello,
             state: p.state,
             last_heard_ms: p.last_heard_ms,
+            skew: best_skew(&p.skew_samples),
         })
+    }
+
+    /// The clock of the member at `addr` against this node's: zero for
+    /// this node, `None` for a peer not yet measured or not a peer.
+    pub fn skew(&self, addr: SocketAddr) -> Option<Skew> {
+        if addr == self.cfg.addr {
+            return Some(Skew::ZERO);
+        }
+        best_skew(&self.peers.get(&addr)?.skew_samples)
     }
 
     /// Every member of the view, best first under the rule.
@@ -774,9 +802,13 @@ impl Node {
                     epoch_master: None,
                 },
                 last_heard_ms: now,
-                next_sync_ms: now,
+                // The introductions sent just now are still in flight: view
+                // digests differ until they land, so the mesh is not
+                // repaired by digest before the next heartbeat.
+                next_sync_ms: now + self.cfg.heartbeat_ms,
                 acked_sent_ms: 0,
                 state_known: false,
+                skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
             },
         );
         self.log(Level::Info, format!("peer {addr} joined"));
@@ -785,6 +817,9 @@ impl Node {
         }
         let state = self.state_msg();
         self.send(link, state);
+        // A first heartbeat at once, so the peer's clock offset is known
+        // one round trip after the handshake.
+        self.ping(&[link], now);
         self.decide(Cause::PeerJoined, None, now);
     }
 
@@ -834,14 +869,33 @@ impl Node {
             }
             Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
             Message::Ping { seq, view } => {
-                self.send(link, Message::Pong(seq));
+                let replied_unix_ms = self.wall_ms(now);
+                self.send(
+                    link,
+                    Message::Pong {
+                        seq,
+                        replied_unix_ms,
+                    },
+                );
                 self.sync_view(addr, view, now);
             }
-            Message::Pong(seq) => {
+            Message::Pong {
+                seq,
+                replied_unix_ms,
+            } => {
+                let wall_at_zero_ms = self.cfg.wall_at_zero_ms;
                 if let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq)
                     && let Some(p) = self.peers.get_mut(&addr)
                 {
                     p.acked_sent_ms = p.acked_sent_ms.max(sent);
+                    if p.skew_samples.len() == SKEW_SAMPLES {
+                        p.skew_samples.pop_front();
+                    }
+                    p.skew_samples.push_back(Skew::from_round_trip(
+                        wall_at_zero_ms.saturating_add(sent),
+                        replied_unix_ms,
+                        wall_at_zero_ms.saturating_add(now),
+                    ));
                     if self.cfg.strict && self.claimed {
                         self.decide(Cause::Claim, None, now);
                     }
@@ -873,6 +927,27 @@ impl Node {
                 self.actions.push_back(Action::Close(link));
             }
         }
+    }
+
+    /// Sends a heartbeat on `links`, remembering when it left.
+    fn ping(&mut self, links: &[LinkId], now: Millis) {
+        self.heartbeat_seq += 1;
+        if self.pings.len() == MAX_PINGS_KEPT {
+            self.pings.pop_front();
+        }
+        self.pings.push_back((self.heartbeat_seq, now));
+        let ping = Message::Ping {
+            seq: self.heartbeat_seq,
+            view: self.view_digest(),
+        };
+        for &link in links {
+            self.send(link, ping.clone());
+        }
+    }
+
+    /// This node's wall clock at `now`, in unix ms.
+    fn wall_ms(&self, now: Millis) -> u64 {
+        self.cfg.wall_at_zero_ms.saturating_add(now)
     }
 
     /// A digest of the view's addresses: equal on every member of a full mesh.
@@ -1198,6 +1273,55 @@ impl Node {
     fn log(&mut self, level: Level, text: String) {
         self.actions.push_back(Action::Log(level, text));
     }
+}
+
+impl Skew {
+    /// This node's own clock.
+    pub const ZERO: Skew = Skew {
+        offset_ms: 0,
+        error_ms: 0,
+    };
+
+    /// The estimate from one round trip: a PING sent at `sent_unix_ms` and
+    /// its PONG received at `received_unix_ms` on our clock, answered at
+    /// `replied_unix_ms` on the peer's. Saturates rather than overflows on
+    /// absurd times.
+    pub fn from_round_trip(sent_unix_ms: u64, replied_unix_ms: u64, received_unix_ms: u64) -> Skew {
+        let (t1, t2, t4) = (
+            i128::from(sent_unix_ms),
+            i128::from(replied_unix_ms),
+            i128::from(received_unix_ms),
+        );
+        let offset = (2 * t2 - t1 - t4).div_euclid(2);
+        let round_trip_ms = received_unix_ms.saturating_sub(sent_unix_ms);
+        Skew {
+            offset_ms: offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+            // Half the round trip, rounded up for the halved millisecond the
+            // offset drops, plus the millisecond timestamps truncate.
+            error_ms: round_trip_ms.div_ceil(2).saturating_add(1),
+        }
+    }
+
+    /// `to`'s clock against `from`'s, both measured against this node's:
+    /// the offsets subtract and the errors add.
+    pub fn between(from: Skew, to: Skew) -> Skew {
+        Skew {
+            offset_ms: to.offset_ms.saturating_sub(from.offset_ms),
+            error_ms: to.error_ms.saturating_add(from.error_ms),
+        }
+    }
+}
+
+/// `+3±1ms`: the offset with its sign, then the error.
+impl fmt::Display for Skew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:+}±{}ms", self.offset_ms, self.error_ms)
+    }
+}
+
+/// The tightest of a peer's recent samples; the newest among equals.
+fn best_skew(samples: &VecDeque<Skew>) -> Option<Skew> {
+    samples.iter().rev().min_by_key(|s| s.error_ms).copied()
 }
 
 /// What the rule looks at in a peer's HELLO.
