@@ -147,6 +147,11 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
                     rule.deciding_values(c),
                     OptSkew(node.skew(c.addr))
                 );
+                // Its place below the member above rests on start times
+                // within the two clocks' skew.
+                if i > 0 && node.start_doubt(&ranking[i - 1], c).is_some() {
+                    line.push_str(" within-skew");
+                }
                 if master == Some(c.addr) {
                     line.push_str(" master");
                 }

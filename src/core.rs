@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use crate::log::Level;
 use crate::protocol::{Hello, LinkKind, Message, Role, State};
-use crate::rule::{Candidate, Rule};
+use crate::rule::{Candidate, Criterion, Rule};
 
 /// Identifies one connection; the caller chooses the numbers.
 pub type LinkId = usize;
@@ -178,6 +178,23 @@ pub struct Skew {
     pub error_ms: u64,
 }
 
+/// A place in the ranking that start times decide by no more than the
+/// clock skew between the two nodes, so the order may be their clocks'
+/// doing rather than when they started. Each node's `started` is read from
+/// its own wall clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartDoubt {
+    /// `Oldest` or `Youngest`: the criterion that ordered the two.
+    pub criterion: Criterion,
+    /// The member ranked first of the two.
+    pub winner: SocketAddr,
+    pub loser: SocketAddr,
+    /// How far apart the two start times are, as each node read its clock.
+    pub start_gap_ms: u64,
+    /// The loser's clock against the winner's.
+    pub skew: Skew,
+}
+
 /// The status line's values (SPEC §2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -227,7 +244,14 @@ pub struct Node {
     next_heartbeat_ms: Option<Millis>,
     /// Number of the last heartbeat sent.
     heartbeat_seq: u64,
+    /// The ranking's first two members (address and instance each) when
+    /// their order was last checked against the clock skew, and whether a
+    /// warning was logged for them: one warning per decision.
+    start_doubt_checked: Option<(MemberId, MemberId, bool)>,
 }
+
+/// A member of one process's life: address and instance.
+type MemberId = (SocketAddr, u64);
 
 struct Link {
     origin: Origin,
@@ -297,6 +321,7 @@ impl Node {
             bound_until_ms: None,
             pings: VecDeque::new(),
             departed: BTreeMap::new(),
+            start_doubt_checked: None,
         }
     }
 
@@ -569,6 +594,32 @@ impl Node {
             return Some(Skew::ZERO);
         }
         best_skew(&self.peers.get(&addr)?.skew_samples)
+    }
+
+    /// Whether the order of `winner` before `loser` (adjacent in the
+    /// ranking) rests on start times no further apart than the clock skew
+    /// between the two nodes, counted in the direction that could reverse
+    /// it. Only when `oldest` or `youngest` is the criterion that orders
+    /// them, and only once both clocks are measured.
+    pub fn start_doubt(&self, winner: &Candidate, loser: &Candidate) -> Option<StartDoubt> {
+        let criterion = self.cfg.rule.deciding_criterion(winner, loser)?;
+        let skew = Skew::between(self.skew(winner.addr)?, self.skew(loser.addr)?);
+        let start_gap_ms = winner.started_unix_ms.abs_diff(loser.started_unix_ms);
+        // On the winner's clock the loser started at its own reading minus
+        // the offset. With `oldest` a positive offset (the loser's clock
+        // ahead) eats into the gap, with `youngest` a negative one does.
+        let toward = match criterion {
+            Criterion::Oldest => i128::from(skew.offset_ms),
+            Criterion::Youngest => -i128::from(skew.offset_ms),
+            Criterion::Priority | Criterion::LowestAddr | Criterion::HighestAddr => return None,
+        };
+        (i128::from(start_gap_ms) <= toward + i128::from(skew.error_ms)).then_some(StartDoubt {
+            criterion,
+            winner: winner.addr,
+            loser: loser.addr,
+            start_gap_ms,
+            skew,
+        })
     }
 
     /// Every member of the view, best first under the rule.
@@ -899,6 +950,7 @@ impl Node {
                     if self.cfg.strict && self.claimed {
                         self.decide(Cause::Claim, None, now);
                     }
+                    self.check_start_doubt();
                 }
             }
             Message::Leave => {
@@ -948,6 +1000,41 @@ impl Node {
     /// This node's wall clock at `now`, in unix ms.
     fn wall_ms(&self, now: Millis) -> u64 {
         self.cfg.wall_at_zero_ms.saturating_add(now)
+    }
+
+    /// Warns once per decision when the master's place before the
+    /// runner-up rests on start times within their clocks' skew.
+    fn check_start_doubt(&mut self) {
+        let ranking = self.ranking();
+        let (Some(first), Some(second)) = (ranking.first(), ranking.get(1)) else {
+            self.start_doubt_checked = None;
+            return;
+        };
+        let pair = ((first.addr, first.instance), (second.addr, second.instance));
+        let warned = match self.start_doubt_checked {
+            Some((a, b, warned)) if (a, b) == pair => warned,
+            _ => false,
+        };
+        self.start_doubt_checked = Some((pair.0, pair.1, warned));
+        if warned {
+            return;
+        }
+        if let Some(d) = self.start_doubt(first, second) {
+            self.start_doubt_checked = Some((pair.0, pair.1, true));
+            self.log(
+                Level::Warn,
+                format!(
+                    "{crit} decision between {w} and {l} rests on {gap} ms of start time, \
+                     no more than the clock skew measured between them ({l}'s clock is \
+                     {skew} off {w}'s); {w} may not be the {crit} of the two",
+                    crit = d.criterion,
+                    w = d.winner,
+                    l = d.loser,
+                    gap = d.start_gap_ms,
+                    skew = d.skew,
+                ),
+            );
+        }
     }
 
     /// A digest of the view's addresses: equal on every member of a full mesh.
@@ -1079,6 +1166,7 @@ impl Node {
             self.lost_master = Some(cause);
         }
         self.set_state(role, epoch, epoch_master, cause, now);
+        self.check_start_doubt();
     }
 
     /// Until when a quorum is surely bound to this claimant (`--strict`):
@@ -1349,5 +1437,98 @@ impl Rng {
     /// A number in `0..n`, or 0 when `n` is 0.
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_trip_brackets_the_offset() {
+        // Sent at 1000, answered at 5010 on a clock 4000 ahead, back at 1020:
+        // the answer could have been stamped anywhere in 1000..=1020 of ours.
+        let s = Skew::from_round_trip(1000, 5010, 1020);
+        assert_eq!(
+            s,
+            Skew {
+                offset_ms: 4000,
+                error_ms: 11
+            }
+        );
+        // An odd round trip: the middle is 4000.5, kept as 4000, error 2.
+        assert_eq!(
+            Skew::from_round_trip(1000, 5003, 1005),
+            Skew {
+                offset_ms: 4000,
+                error_ms: 4
+            }
+        );
+        assert_eq!(
+            Skew::from_round_trip(1000, 1000, 1000),
+            Skew {
+                offset_ms: 0,
+                error_ms: 1
+            }
+        );
+        assert_eq!(Skew::from_round_trip(1000, 900, 1000).offset_ms, -100);
+    }
+
+    // SPEC §6: absurd times from a peer saturate, never panic.
+    #[test]
+    fn absurd_times_saturate() {
+        assert_eq!(Skew::from_round_trip(0, u64::MAX, 0).offset_ms, i64::MAX);
+        assert_eq!(
+            Skew::from_round_trip(u64::MAX, 0, u64::MAX).offset_ms,
+            i64::MIN
+        );
+        assert_eq!(
+            Skew::from_round_trip(5, 5, 0).error_ms,
+            1,
+            "a clock going back"
+        );
+        let far = Skew {
+            offset_ms: i64::MAX,
+            error_ms: u64::MAX,
+        };
+        let near = Skew {
+            offset_ms: i64::MIN,
+            error_ms: 1,
+        };
+        assert_eq!(Skew::between(near, far).offset_ms, i64::MAX);
+        assert_eq!(Skew::between(near, far).error_ms, u64::MAX);
+    }
+
+    #[test]
+    fn skews_compose_and_print_with_sign() {
+        let a = Skew {
+            offset_ms: 5,
+            error_ms: 1,
+        };
+        let b = Skew {
+            offset_ms: -7,
+            error_ms: 2,
+        };
+        assert_eq!(
+            Skew::between(a, b),
+            Skew {
+                offset_ms: -12,
+                error_ms: 3
+            }
+        );
+        assert_eq!(Skew::between(a, b).to_string(), "-12±3ms");
+        assert_eq!(a.to_string(), "+5±1ms");
+        assert_eq!(Skew::ZERO.to_string(), "+0±0ms");
+    }
+
+    #[test]
+    fn the_tightest_recent_sample_wins() {
+        let s = |offset_ms, error_ms| Skew {
+            offset_ms,
+            error_ms,
+        };
+        let samples = VecDeque::from([s(10, 3), s(12, 1), s(9, 5), s(11, 1)]);
+        assert_eq!(best_skew(&samples), Some(s(11, 1)), "the newest of equals");
+        assert_eq!(best_skew(&VecDeque::new()), None);
     }
 }
