@@ -1456,7 +1456,8 @@ mod tests {
                 error_ms: 11
             }
         );
-        // An odd round trip: the middle is 4000.5, kept as 4000, error 2.
+        // An odd round trip: the middle, 4000.5, is kept as 4000, and the
+        // error is half the 5 ms rounded up, plus 1 ms of truncation.
         assert_eq!(
             Skew::from_round_trip(1000, 5003, 1005),
             Skew {

@@ -457,6 +457,23 @@ mod tests {
         assert_eq!(decode(line.trim_end()), Ok(Message::Hello(hello())));
     }
 
+    // docs/PROTOCOL.md: a heartbeat and its answer, with the responder's
+    // wall clock.
+    #[test]
+    fn ping_and_pong_read_like_the_docs() {
+        for s in ["PING 2 73d88d856a78f3de", "PONG 2 1795551169301"] {
+            let m = decode(s).unwrap();
+            assert_eq!(encode_line(&m).trim_end(), s);
+        }
+        assert_eq!(
+            decode("PONG 2 1795551169301"),
+            Ok(Message::Pong {
+                seq: 2,
+                replied_unix_ms: 1_795_551_169_301
+            })
+        );
+    }
+
     #[test]
     fn state_with_and_without_master() {
         for s in [
