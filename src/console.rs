@@ -6,11 +6,11 @@
 //! framing for TCP clients and carries out a requested exit. It owns no
 //! sockets and reads no clock: the caller passes [`Clock`].
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::core::{Millis, Node};
+use crate::core::{Millis, Node, Skew};
 use crate::protocol::{self, OptAddr, Role};
 
 /// One console command.
@@ -73,9 +73,9 @@ pub const HELP: &[&str] = &[
     "-m              true if this node is the master, else false",
     "-t              start time: ISO-8601 UTC, then unix milliseconds",
     "-cn             number of live peer connections",
-    "-cl             one line per peer: address, start time, master, ms since last heard",
+    "-cl             one line per peer: address, start time, master, ms since last heard, clock skew",
     "-s              status line: id role master epoch peers quorum started rule",
-    "-r              ranking of the view under the rule, best first, with deciding values",
+    "-r              ranking of the view under the rule, best first, with deciding values and clock skew",
     "-j              journal of the last 100 role changes",
     "-msg TEXT       send TEXT to every peer's console",
     "-q              leave the cluster gracefully and exit",
@@ -140,11 +140,12 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
             let master = node.master();
             for p in node.peers() {
                 lines.push(format!(
-                    "{} started={} master={} last_heard_ms={}",
+                    "{} started={} master={} last_heard_ms={} skew={}",
                     p.hello.addr,
                     iso_ms(p.hello.started_unix_ms),
                     master == Some(p.hello.addr),
-                    clock.now_ms.saturating_sub(p.last_heard_ms)
+                    clock.now_ms.saturating_sub(p.last_heard_ms),
+                    OptSkew(p.skew)
                 ));
             }
         }
@@ -153,8 +154,20 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
             let me = node.config().addr;
             let master = node.master();
             let rule = node.config().rule.clone();
-            for (i, c) in node.ranking().iter().enumerate() {
-                let mut line = format!("{} {} {}", i + 1, c.addr, rule.deciding_values(c));
+            let ranking = node.ranking();
+            for (i, c) in ranking.iter().enumerate() {
+                let mut line = format!(
+                    "{} {} {} skew={}",
+                    i + 1,
+                    c.addr,
+                    rule.deciding_values(c),
+                    OptSkew(node.skew(c.addr))
+                );
+                // Its place below the member above rests on start times
+                // within the two clocks' skew.
+                if i > 0 && node.start_doubt(&ranking[i - 1], c).is_some() {
+                    line.push_str(" within-skew");
+                }
                 if master == Some(c.addr) {
                     line.push_str(" master");
                 }
@@ -211,6 +224,18 @@ pub fn status_line(node: &Node) -> String {
         s.rule
     );
     line
+}
+
+/// A measured clock skew, or `-` before the first round trip.
+struct OptSkew(Option<Skew>);
+
+impl fmt::Display for OptSkew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(s) => s.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// Unix milliseconds as ISO-8601 UTC with milliseconds.

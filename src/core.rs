@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use crate::log::Level;
 use crate::protocol::{Hello, LinkKind, Message, Role, State};
-use crate::rule::{Candidate, Rule};
+use crate::rule::{Candidate, Criterion, Rule};
 
 /// Identifies one connection; the caller chooses the numbers.
 pub type LinkId = usize;
@@ -43,6 +43,12 @@ const MESH_ATTEMPTS: u32 = 3;
 /// than this many heartbeats could not extend a lease anyway, since the
 /// timeout is far shorter than 64 heartbeats in any sane setting.
 const MAX_PINGS_KEPT: usize = 64;
+
+/// Round trips kept per peer to estimate its clock offset. The estimate is
+/// the tightest of the last 8, as NTP's clock filter keeps (RFC 5905
+/// §10.1): enough to ride out a few delayed answers, few enough that
+/// clocks drifting apart are followed within 8 heartbeats.
+const SKEW_SAMPLES: usize = 8;
 
 /// What a node is and the settings it must share with its cluster.
 #[derive(Clone, Debug)]
@@ -149,6 +155,44 @@ pub struct PeerInfo<'a> {
     pub hello: &'a Hello,
     pub state: State,
     pub last_heard_ms: Millis,
+    /// The peer's clock against ours; `None` until its first PONG.
+    pub skew: Option<Skew>,
+}
+
+/// How far another node's wall clock is from this node's, measured by a
+/// heartbeat's round trip (NTP-style, from three timestamps).
+///
+/// A PING leaves at `t1` and its PONG arrives at `t4`, both on our clock;
+/// the peer stamps the PONG with its clock, `t2`, at some moment between.
+/// So the peer's clock minus ours lies within `t2 - t4 .. t2 - t1`,
+/// widened by 1 ms because every timestamp is truncated to whole
+/// milliseconds: the estimate is the middle, `t2 - (t1 + t4) / 2`, and the
+/// error half the round trip plus that millisecond. However the delay is
+/// split between the two directions, the true offset lies within the
+/// error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skew {
+    /// The other clock minus ours, in ms: positive when it is ahead.
+    pub offset_ms: i64,
+    /// The true offset lies within `offset_ms ± error_ms`.
+    pub error_ms: u64,
+}
+
+/// A place in the ranking that start times decide by no more than the
+/// clock skew between the two nodes, so the order may be their clocks'
+/// doing rather than when they started. Each node's `started` is read from
+/// its own wall clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartDoubt {
+    /// `Oldest` or `Youngest`: the criterion that ordered the two.
+    pub criterion: Criterion,
+    /// The member ranked first of the two.
+    pub winner: SocketAddr,
+    pub loser: SocketAddr,
+    /// How far apart the two start times are, as each node read its clock.
+    pub start_gap_ms: u64,
+    /// The loser's clock against the winner's.
+    pub skew: Skew,
 }
 
 /// The status line's values (SPEC §2).
@@ -200,7 +244,14 @@ pub struct Node {
     next_heartbeat_ms: Option<Millis>,
     /// Number of the last heartbeat sent.
     heartbeat_seq: u64,
+    /// The ranking's first two members (address and instance each) when
+    /// their order was last checked against the clock skew, and whether a
+    /// warning was logged for them: one warning per decision.
+    start_doubt_checked: Option<(MemberId, MemberId, bool)>,
 }
+
+/// A member of one process's life: address and instance.
+type MemberId = (SocketAddr, u64);
 
 struct Link {
     origin: Origin,
@@ -232,6 +283,8 @@ struct Peer {
     /// Whether `state` came from the peer (its STATE follows its HELLO):
     /// until then its epoch is unknown, and no claim may be made above it.
     state_known: bool,
+    /// The last few clock offsets measured by heartbeats, oldest first.
+    skew_samples: VecDeque<Skew>,
 }
 
 /// An address this node keeps trying to reach.
@@ -270,6 +323,7 @@ impl Node {
             bound_until_ms: None,
             pings: VecDeque::new(),
             departed: BTreeMap::new(),
+            start_doubt_checked: None,
         };
         node.decide(Cause::Start, None, 0);
         node
@@ -467,19 +521,8 @@ impl Node {
             self.close(link, now);
         }
         if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
-            self.heartbeat_seq += 1;
-            if self.pings.len() == MAX_PINGS_KEPT {
-                self.pings.pop_front();
-            }
-            self.pings.push_back((self.heartbeat_seq, now));
-            let ping = Message::Ping {
-                seq: self.heartbeat_seq,
-                view: self.view_digest(),
-            };
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
-            for link in links {
-                self.send(link, ping.clone());
-            }
+            self.ping(&links, now);
             self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
         }
         if self.peers.is_empty() {
@@ -544,6 +587,42 @@ impl Node {
             hello: &p.hello,
             state: p.state,
             last_heard_ms: p.last_heard_ms,
+            skew: best_skew(&p.skew_samples),
+        })
+    }
+
+    /// The clock of the member at `addr` against this node's: zero for
+    /// this node, `None` for a peer not yet measured or not a peer.
+    pub fn skew(&self, addr: SocketAddr) -> Option<Skew> {
+        if addr == self.cfg.addr {
+            return Some(Skew::ZERO);
+        }
+        best_skew(&self.peers.get(&addr)?.skew_samples)
+    }
+
+    /// Whether the order of `winner` before `loser` (adjacent in the
+    /// ranking) rests on start times no further apart than the clock skew
+    /// between the two nodes, counted in the direction that could reverse
+    /// it. Only when `oldest` or `youngest` is the criterion that orders
+    /// them, and only once both clocks are measured.
+    pub fn start_doubt(&self, winner: &Candidate, loser: &Candidate) -> Option<StartDoubt> {
+        let criterion = self.cfg.rule.deciding_criterion(winner, loser)?;
+        let skew = Skew::between(self.skew(winner.addr)?, self.skew(loser.addr)?);
+        let start_gap_ms = winner.started_unix_ms.abs_diff(loser.started_unix_ms);
+        // On the winner's clock the loser started at its own reading minus
+        // the offset. With `oldest` a positive offset (the loser's clock
+        // ahead) eats into the gap, with `youngest` a negative one does.
+        let toward = match criterion {
+            Criterion::Oldest => i128::from(skew.offset_ms),
+            Criterion::Youngest => -i128::from(skew.offset_ms),
+            Criterion::Priority | Criterion::LowestAddr | Criterion::HighestAddr => return None,
+        };
+        (i128::from(start_gap_ms) <= toward + i128::from(skew.error_ms)).then_some(StartDoubt {
+            criterion,
+            winner: winner.addr,
+            loser: loser.addr,
+            start_gap_ms,
+            skew,
         })
     }
 
@@ -778,9 +857,13 @@ impl Node {
                     epoch_master: None,
                 },
                 last_heard_ms: now,
-                next_sync_ms: now,
+                // The introductions sent just now are still in flight: view
+                // digests differ until they land, so the mesh is not
+                // repaired by digest before the next heartbeat.
+                next_sync_ms: now + self.cfg.heartbeat_ms,
                 acked_sent_ms: 0,
                 state_known: false,
+                skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
             },
         );
         self.log(Level::Info, format!("peer {addr} joined"));
@@ -789,6 +872,9 @@ impl Node {
         }
         let state = self.state_msg();
         self.send(link, state);
+        // A first heartbeat at once, so the peer's clock offset is known
+        // one round trip after the handshake.
+        self.ping(&[link], now);
         self.decide(Cause::PeerJoined, None, now);
     }
 
@@ -838,17 +924,37 @@ impl Node {
             }
             Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
             Message::Ping { seq, view } => {
-                self.send(link, Message::Pong(seq));
+                let replied_unix_ms = self.wall_ms(now);
+                self.send(
+                    link,
+                    Message::Pong {
+                        seq,
+                        replied_unix_ms,
+                    },
+                );
                 self.sync_view(addr, view, now);
             }
-            Message::Pong(seq) => {
+            Message::Pong {
+                seq,
+                replied_unix_ms,
+            } => {
+                let wall_at_zero_ms = self.cfg.wall_at_zero_ms;
                 if let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq)
                     && let Some(p) = self.peers.get_mut(&addr)
                 {
                     p.acked_sent_ms = p.acked_sent_ms.max(sent);
+                    if p.skew_samples.len() == SKEW_SAMPLES {
+                        p.skew_samples.pop_front();
+                    }
+                    p.skew_samples.push_back(Skew::from_round_trip(
+                        wall_at_zero_ms.saturating_add(sent),
+                        replied_unix_ms,
+                        wall_at_zero_ms.saturating_add(now),
+                    ));
                     if self.cfg.strict && self.claimed {
                         self.decide(Cause::Claim, None, now);
                     }
+                    self.check_start_doubt();
                 }
             }
             Message::Leave => {
@@ -876,6 +982,62 @@ impl Node {
                 self.wants.remove(&addr);
                 self.actions.push_back(Action::Close(link));
             }
+        }
+    }
+
+    /// Sends a heartbeat on `links`, remembering when it left.
+    fn ping(&mut self, links: &[LinkId], now: Millis) {
+        self.heartbeat_seq += 1;
+        if self.pings.len() == MAX_PINGS_KEPT {
+            self.pings.pop_front();
+        }
+        self.pings.push_back((self.heartbeat_seq, now));
+        let ping = Message::Ping {
+            seq: self.heartbeat_seq,
+            view: self.view_digest(),
+        };
+        for &link in links {
+            self.send(link, ping.clone());
+        }
+    }
+
+    /// This node's wall clock at `now`, in unix ms.
+    fn wall_ms(&self, now: Millis) -> u64 {
+        self.cfg.wall_at_zero_ms.saturating_add(now)
+    }
+
+    /// Warns once per decision when the master's place before the
+    /// runner-up rests on start times within their clocks' skew.
+    fn check_start_doubt(&mut self) {
+        let ranking = self.ranking();
+        let (Some(first), Some(second)) = (ranking.first(), ranking.get(1)) else {
+            self.start_doubt_checked = None;
+            return;
+        };
+        let pair = ((first.addr, first.instance), (second.addr, second.instance));
+        let warned = match self.start_doubt_checked {
+            Some((a, b, warned)) if (a, b) == pair => warned,
+            _ => false,
+        };
+        self.start_doubt_checked = Some((pair.0, pair.1, warned));
+        if warned {
+            return;
+        }
+        if let Some(d) = self.start_doubt(first, second) {
+            self.start_doubt_checked = Some((pair.0, pair.1, true));
+            self.log(
+                Level::Warn,
+                format!(
+                    "{crit} decision between {w} and {l} rests on {gap} ms of start time, \
+                     no more than the clock skew measured between them ({l}'s clock is \
+                     {skew} off {w}'s); {w} may not be the {crit} of the two",
+                    crit = d.criterion,
+                    w = d.winner,
+                    l = d.loser,
+                    gap = d.start_gap_ms,
+                    skew = d.skew,
+                ),
+            );
         }
     }
 
@@ -1008,6 +1170,7 @@ impl Node {
             self.lost_master = Some(cause);
         }
         self.set_state(role, epoch, epoch_master, cause, now);
+        self.check_start_doubt();
     }
 
     /// Until when a quorum is surely bound to this claimant (`--strict`):
@@ -1204,6 +1367,55 @@ impl Node {
     }
 }
 
+impl Skew {
+    /// This node's own clock.
+    pub const ZERO: Skew = Skew {
+        offset_ms: 0,
+        error_ms: 0,
+    };
+
+    /// The estimate from one round trip: a PING sent at `sent_unix_ms` and
+    /// its PONG received at `received_unix_ms` on our clock, answered at
+    /// `replied_unix_ms` on the peer's. Saturates rather than overflows on
+    /// absurd times.
+    pub fn from_round_trip(sent_unix_ms: u64, replied_unix_ms: u64, received_unix_ms: u64) -> Skew {
+        let (t1, t2, t4) = (
+            i128::from(sent_unix_ms),
+            i128::from(replied_unix_ms),
+            i128::from(received_unix_ms),
+        );
+        let offset = (2 * t2 - t1 - t4).div_euclid(2);
+        let round_trip_ms = received_unix_ms.saturating_sub(sent_unix_ms);
+        Skew {
+            offset_ms: offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+            // Half the round trip, rounded up for the halved millisecond the
+            // offset drops, plus the millisecond timestamps truncate.
+            error_ms: round_trip_ms.div_ceil(2).saturating_add(1),
+        }
+    }
+
+    /// `to`'s clock against `from`'s, both measured against this node's:
+    /// the offsets subtract and the errors add.
+    pub fn between(from: Skew, to: Skew) -> Skew {
+        Skew {
+            offset_ms: to.offset_ms.saturating_sub(from.offset_ms),
+            error_ms: to.error_ms.saturating_add(from.error_ms),
+        }
+    }
+}
+
+/// `+3±1ms`: the offset with its sign, then the error.
+impl fmt::Display for Skew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:+}±{}ms", self.offset_ms, self.error_ms)
+    }
+}
+
+/// The tightest of a peer's recent samples; the newest among equals.
+fn best_skew(samples: &VecDeque<Skew>) -> Option<Skew> {
+    samples.iter().rev().min_by_key(|s| s.error_ms).copied()
+}
+
 /// What the rule looks at in a peer's HELLO.
 pub fn candidate(h: &Hello) -> Candidate {
     Candidate {
@@ -1229,5 +1441,99 @@ impl Rng {
     /// A number in `0..n`, or 0 when `n` is 0.
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_trip_brackets_the_offset() {
+        // Sent at 1000, answered at 5010 on a clock 4000 ahead, back at 1020:
+        // the answer could have been stamped anywhere in 1000..=1020 of ours.
+        let s = Skew::from_round_trip(1000, 5010, 1020);
+        assert_eq!(
+            s,
+            Skew {
+                offset_ms: 4000,
+                error_ms: 11
+            }
+        );
+        // An odd round trip: the middle, 4000.5, is kept as 4000, and the
+        // error is half the 5 ms rounded up, plus 1 ms of truncation.
+        assert_eq!(
+            Skew::from_round_trip(1000, 5003, 1005),
+            Skew {
+                offset_ms: 4000,
+                error_ms: 4
+            }
+        );
+        assert_eq!(
+            Skew::from_round_trip(1000, 1000, 1000),
+            Skew {
+                offset_ms: 0,
+                error_ms: 1
+            }
+        );
+        assert_eq!(Skew::from_round_trip(1000, 900, 1000).offset_ms, -100);
+    }
+
+    // SPEC §6: absurd times from a peer saturate, never panic.
+    #[test]
+    fn absurd_times_saturate() {
+        assert_eq!(Skew::from_round_trip(0, u64::MAX, 0).offset_ms, i64::MAX);
+        assert_eq!(
+            Skew::from_round_trip(u64::MAX, 0, u64::MAX).offset_ms,
+            i64::MIN
+        );
+        assert_eq!(
+            Skew::from_round_trip(5, 5, 0).error_ms,
+            1,
+            "a clock going back"
+        );
+        let far = Skew {
+            offset_ms: i64::MAX,
+            error_ms: u64::MAX,
+        };
+        let near = Skew {
+            offset_ms: i64::MIN,
+            error_ms: 1,
+        };
+        assert_eq!(Skew::between(near, far).offset_ms, i64::MAX);
+        assert_eq!(Skew::between(near, far).error_ms, u64::MAX);
+    }
+
+    #[test]
+    fn skews_compose_and_print_with_sign() {
+        let a = Skew {
+            offset_ms: 5,
+            error_ms: 1,
+        };
+        let b = Skew {
+            offset_ms: -7,
+            error_ms: 2,
+        };
+        assert_eq!(
+            Skew::between(a, b),
+            Skew {
+                offset_ms: -12,
+                error_ms: 3
+            }
+        );
+        assert_eq!(Skew::between(a, b).to_string(), "-12±3ms");
+        assert_eq!(a.to_string(), "+5±1ms");
+        assert_eq!(Skew::ZERO.to_string(), "+0±0ms");
+    }
+
+    #[test]
+    fn the_tightest_recent_sample_wins() {
+        let s = |offset_ms, error_ms| Skew {
+            offset_ms,
+            error_ms,
+        };
+        let samples = VecDeque::from([s(10, 3), s(12, 1), s(9, 5), s(11, 1)]);
+        assert_eq!(best_skew(&samples), Some(s(11, 1)), "the newest of equals");
+        assert_eq!(best_skew(&VecDeque::new()), None);
     }
 }

@@ -258,6 +258,8 @@ pub fn status(node: &Node, clock: Clock) -> String {
                 "master": master == Some(p.hello.addr),
                 "last_heard_ms": clock.now_ms.saturating_sub(p.last_heard_ms),
                 "priority": p.hello.priority,
+                "skew_ms": p.skew.map(|k| k.offset_ms),
+                "skew_error_ms": p.skew.map(|k| k.error_ms),
             })
         })
         .collect();

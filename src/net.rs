@@ -402,6 +402,11 @@ impl Server {
                 return;
             }
         };
+        // Lines are small and answered at once: Nagle's algorithm would hold
+        // a PONG behind an unacknowledged PING for a delayed ACK (40 ms on
+        // Linux), blurring round trips and so the clock-skew estimate.
+        // Failing to set it only costs latency.
+        let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -473,6 +478,8 @@ impl Server {
                 continue;
             }
             self.counters.accepted += 1;
+            // As for a dial: no Nagle delay on small lines.
+            let _ = stream.set_nodelay(true);
             let now = self.now_ms();
             let entry = self.conns.vacant_entry();
             let key = entry.key();

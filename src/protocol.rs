@@ -89,8 +89,14 @@ pub enum Message {
         seq: u64,
         view: u64,
     },
-    /// Answer to `Ping`.
-    Pong(u64),
+    /// Answer to `Ping`, carrying its number and the responder's wall
+    /// clock (unix ms) when it answered. With the send and receive times
+    /// of the PING it answers, the pinger estimates the offset between the
+    /// two clocks (NTP-style; see `core::Skew`).
+    Pong {
+        seq: u64,
+        replied_unix_ms: u64,
+    },
 }
 
 impl Message {
@@ -105,7 +111,7 @@ impl Message {
             Message::Msg(_) => "MSG",
             Message::Leave => "LEAVE",
             Message::Ping { .. } => "PING",
-            Message::Pong(_) => "PONG",
+            Message::Pong { .. } => "PONG",
         }
     }
 }
@@ -164,7 +170,13 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
             .parse(args)
             .ok()
             .map(|(_, (seq, view))| Message::Ping { seq, view }),
-        "PONG" => number(args).map(Message::Pong),
+        "PONG" => all_consuming((dec_u64, preceded(sp, dec_u64)))
+            .parse(args)
+            .ok()
+            .map(|(_, (seq, replied_unix_ms))| Message::Pong {
+                seq,
+                replied_unix_ms,
+            }),
         _ => return Err(DecodeError::UnknownMessage(truncate(name, 32).to_owned())),
     };
     parsed.ok_or(DecodeError::Malformed(message_name(name)))
@@ -202,7 +214,10 @@ pub fn encode(msg: &Message, out: &mut String) {
         Message::Msg(text) => writeln!(out, "MSG {}", one_line(text)),
         Message::Leave => writeln!(out, "LEAVE"),
         Message::Ping { seq, view } => writeln!(out, "PING {seq} {view:016x}"),
-        Message::Pong(n) => writeln!(out, "PONG {n}"),
+        Message::Pong {
+            seq,
+            replied_unix_ms,
+        } => writeln!(out, "PONG {seq} {replied_unix_ms}"),
     };
 }
 
@@ -373,14 +388,6 @@ fn hex16(i: &str) -> IResult<&str, u64> {
     .parse(i)
 }
 
-/// A whole argument that is one unsigned decimal number.
-fn number(args: &str) -> Option<u64> {
-    all_consuming(dec_u64::<&str, nom::error::Error<&str>>)
-        .parse(args)
-        .ok()
-        .map(|(_, n)| n)
-}
-
 /// Exactly one space separates words.
 fn sp(i: &str) -> IResult<&str, char> {
     char(' ').parse(i)
@@ -448,6 +455,23 @@ mod tests {
             "HELLO bossd/1 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest\n"
         );
         assert_eq!(decode(line.trim_end()), Ok(Message::Hello(hello())));
+    }
+
+    // docs/PROTOCOL.md: a heartbeat and its answer, with the responder's
+    // wall clock.
+    #[test]
+    fn ping_and_pong_read_like_the_docs() {
+        for s in ["PING 2 73d88d856a78f3de", "PONG 2 1795551169301"] {
+            let m = decode(s).unwrap();
+            assert_eq!(encode_line(&m).trim_end(), s);
+        }
+        assert_eq!(
+            decode("PONG 2 1795551169301"),
+            Ok(Message::Pong {
+                seq: 2,
+                replied_unix_ms: 1_795_551_169_301
+            })
+        );
     }
 
     #[test]

@@ -65,17 +65,18 @@ impl Rule {
     pub fn compare(&self, a: &Candidate, b: &Candidate) -> Ordering {
         self.0
             .iter()
-            .map(|c| match c {
-                Criterion::Oldest => a.started_unix_ms.cmp(&b.started_unix_ms),
-                Criterion::Youngest => b.started_unix_ms.cmp(&a.started_unix_ms),
-                Criterion::Priority => b.priority.cmp(&a.priority),
-                Criterion::LowestAddr => a.addr.cmp(&b.addr),
-                Criterion::HighestAddr => b.addr.cmp(&a.addr),
-            })
+            .map(|c| c.compare(a, b))
             .find(|o| o.is_ne())
             .unwrap_or(Ordering::Equal)
             .then_with(|| a.addr.cmp(&b.addr))
             .then_with(|| a.instance.cmp(&b.instance))
+    }
+
+    /// The criterion that orders `a` and `b`: the first on which they
+    /// differ. `None` when they tie on every one and the final tie-break
+    /// (address, then instance) decides.
+    pub fn deciding_criterion(&self, a: &Candidate, b: &Candidate) -> Option<Criterion> {
+        self.0.iter().copied().find(|c| c.compare(a, b).is_ne())
     }
 
     /// The values of `c` this rule looks at, as `key=value` words, for `-r`.
@@ -93,6 +94,19 @@ impl Rule {
         }
         words.push(format!("instance={:016x}", c.instance));
         words.join(" ")
+    }
+}
+
+impl Criterion {
+    /// Orders two candidates by this criterion alone: `Less` means `a` is better.
+    fn compare(self, a: &Candidate, b: &Candidate) -> Ordering {
+        match self {
+            Criterion::Oldest => a.started_unix_ms.cmp(&b.started_unix_ms),
+            Criterion::Youngest => b.started_unix_ms.cmp(&a.started_unix_ms),
+            Criterion::Priority => b.priority.cmp(&a.priority),
+            Criterion::LowestAddr => a.addr.cmp(&b.addr),
+            Criterion::HighestAddr => b.addr.cmp(&a.addr),
+        }
     }
 }
 
@@ -202,6 +216,26 @@ mod tests {
         a2.instance = 1;
         a.instance = 2;
         assert_eq!(rule.compare(&a2, &a), Ordering::Less);
+    }
+
+    #[test]
+    fn the_deciding_criterion_is_the_first_that_differs() {
+        let rule: Rule = "priority,oldest".parse().unwrap();
+        let (a, b, c) = (cand(7000, 100, 1), cand(7001, 200, 1), cand(7002, 100, 1));
+        assert_eq!(
+            rule.deciding_criterion(&a, &b),
+            Some(Criterion::Oldest),
+            "equal priority: start time decides"
+        );
+        assert_eq!(
+            rule.deciding_criterion(&a, &cand(7001, 200, 0)),
+            Some(Criterion::Priority)
+        );
+        assert_eq!(
+            rule.deciding_criterion(&a, &c),
+            None,
+            "a tie: the address decides"
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ fn message() -> impl Strategy<Value = Message> {
         text().prop_map(Message::Msg),
         Just(Message::Leave),
         (any::<u64>(), any::<u64>()).prop_map(|(seq, view)| Message::Ping { seq, view }),
-        any::<u64>().prop_map(Message::Pong),
+        (any::<u64>(), any::<u64>()).prop_map(|(seq, replied_unix_ms)| Message::Pong {
+            seq,
+            replied_unix_ms
+        }),
     ]
 }
 
@@ -221,7 +224,12 @@ fn malformed_lines_are_refused() {
         ("PING -1 0000000000000000", "negative PING"),
         ("PING 1", "PING without a digest"),
         ("PING 1 abc", "PING with a short digest"),
-        ("PONG 1 2", "PONG two numbers"),
+        ("PONG", "PONG without a number"),
+        ("PONG 1", "PONG without a time"),
+        ("PONG 1 2 3", "PONG three numbers"),
+        ("PONG 1 -2", "PONG with a negative time"),
+        ("PONG 1 18446744073709551616", "PONG time overflow"),
+        ("PONG 1  2", "PONG double space"),
     ];
     for (line, why) in table {
         assert!(decode(line).is_err(), "{why}: {line:?} was accepted");

@@ -274,6 +274,15 @@ fn status_json_matches_the_status_line() {
         let other = if n.id() == a.id() { &b } else { &a };
         assert_eq!(members[0]["id"], other.id());
         assert_eq!(members[0]["master"], other.id() == a.id());
+        // A skew measured on one machine: near zero, within its error.
+        let skew = members[0]["skew_ms"]
+            .as_i64()
+            .expect("a skew after heartbeats");
+        let error = members[0]["skew_error_ms"].as_i64().unwrap();
+        assert!(
+            skew.abs() <= error.max(5),
+            "skew {skew}±{error} on one machine"
+        );
         let journal = doc["journal"].as_array().unwrap();
         let last = journal.last().expect("a role change");
         assert_eq!(last["to"], st.role);

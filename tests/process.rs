@@ -528,6 +528,78 @@ fn status_line_matches_the_format() {
     );
 }
 
+// SPEC §2 `-cl` and `-r`, with issue 5's clock skew: each `-cl` line gives
+// the peer's address, start time, whether it is master and ms since last
+// heard, in that order, then its clock's offset from this node's with the
+// error; `-r` gives the skew of every member, this node's own +0±0ms. Both
+// nodes read one machine's clock, so the offset is near 0.
+#[test]
+fn cl_and_r_show_the_clock_skew() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    let b = start_joined("B", &net, &a, &[]);
+    wait_agreed(&[&a, &b], Some(&a));
+    for (n, peer, peer_is_master) in [(&a, &b, false), (&b, &a, true)] {
+        let mut line = String::new();
+        wait_until(
+            &format!("{} has measured {}'s clock", n.name, peer.name),
+            &[n],
+            || {
+                let (lines, result) = n.ctl("-cl");
+                assert_eq!(result, Ok(()));
+                assert_eq!(lines.len(), 1, "one line per peer: {lines:?}");
+                line = lines[0].clone();
+                !line.ends_with(" skew=-")
+            },
+        );
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!(words.len(), 5, "{line:?}");
+        assert_eq!(words[0], peer.id());
+        let started = words[1].strip_prefix("started=").expect("started=");
+        assert_eq!(started, iso_utc_ms(peer.status().started), "{line:?}");
+        assert_eq!(words[2], format!("master={peer_is_master}"));
+        assert!(
+            words[3]
+                .strip_prefix("last_heard_ms=")
+                .is_some_and(|v| v.parse::<u64>().is_ok()),
+            "{line:?}"
+        );
+        let (offset, error) = parse_skew(words[4].strip_prefix("skew=").expect("skew="))
+            .unwrap_or_else(|| panic!("skew=<+-n>±<n>ms: {line:?}"));
+        // One clock: the offset is within the error, give or take the
+        // millisecond each node loses dating its start against its
+        // monotonic clock; 50 ms is slack for a loaded machine, far below
+        // any unit mistake.
+        assert!(offset.unsigned_abs() <= error + 50, "{line:?}");
+
+        let (ranking, result) = n.ctl("-r");
+        assert_eq!(result, Ok(()));
+        assert_eq!(ranking.len(), 2, "{ranking:?}");
+        for (i, r) in ranking.iter().enumerate() {
+            let skew = r
+                .split(' ')
+                .find_map(|w| w.strip_prefix("skew="))
+                .unwrap_or_else(|| panic!("no skew= in {r:?}"));
+            assert!(r.starts_with(&format!("{} ", i + 1)), "{r:?}");
+            if r.ends_with(" self") {
+                assert_eq!(skew, "+0±0ms", "{r:?}");
+            } else {
+                let (offset, error) = parse_skew(skew).unwrap_or_else(|| panic!("skew in {r:?}"));
+                assert!(offset.unsigned_abs() <= error + 50, "{r:?}");
+            }
+        }
+    }
+}
+
+/// `+3±1ms` as (3, 1).
+fn parse_skew(s: &str) -> Option<(i64, u64)> {
+    let (offset, error) = s.strip_suffix("ms")?.split_once('±')?;
+    if !offset.starts_with(['+', '-']) {
+        return None;
+    }
+    Some((offset.parse().ok()?, error.parse().ok()?))
+}
+
 // ---------------------------------------------------------------------------
 // Start-up and exit codes
 // ---------------------------------------------------------------------------

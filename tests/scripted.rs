@@ -325,6 +325,7 @@ fn each_rule_elects_its_first() {
                     quorum: 2,
                     strict: false,
                     rule: rule.parse().unwrap(),
+                    wall_at_zero_ms: sim::WALL_AT_ZERO_MS,
                 })
                 .collect();
             let mut c = Cluster::new(seed, specs);
@@ -544,4 +545,192 @@ fn a_fresh_strict_claim_ignores_stale_follower_states() {
         // The harness panics on two masters at one instant.
         c.run_for(1500);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Clock skew (issue 5): each node measures its peers' clocks from heartbeat
+// round trips, shows the offsets in -cl and -r, and warns when the master
+// was picked by start times closer than the skew between the two clocks.
+// ---------------------------------------------------------------------------
+
+/// Nodes started at `started` (each read from its own clock) whose wall
+/// clocks are `clock_ms` off the common one, under `rule`.
+fn skewed(started: &[u64], clock_ms: &[i64], rule: &str) -> Vec<Spec> {
+    started
+        .iter()
+        .zip(clock_ms)
+        .map(|(&s, &off)| Spec {
+            rule: rule.parse().unwrap(),
+            wall_at_zero_ms: sim::WALL_AT_ZERO_MS.checked_add_signed(off).unwrap(),
+            ..Spec::started(s)
+        })
+        .collect()
+}
+
+/// Asserts that every node of `members` has measured every other's clock
+/// offset, holding the true one within its error, and that error within
+/// `max_error_ms`.
+fn assert_skews_hold(c: &Cluster, members: &[usize], clock_ms: &[i64], max_error_ms: u64) {
+    for &i in members {
+        for &j in members {
+            if i == j {
+                continue;
+            }
+            let skew = c
+                .node(i)
+                .peers()
+                .find(|p| p.hello.addr == addr(j))
+                .and_then(|p| p.skew)
+                .unwrap_or_else(|| panic!("node {i} has not measured {j}'s clock{}", c.dump()));
+            let truth = clock_ms[j] - clock_ms[i];
+            assert!(
+                skew.offset_ms.abs_diff(truth) <= skew.error_ms,
+                "node {i} measured {j}'s clock {skew} off, truly {truth:+}ms"
+            );
+            assert!(
+                skew.error_ms <= max_error_ms,
+                "node {i}'s error for {j} is {skew}, above {max_error_ms} ms"
+            );
+        }
+    }
+}
+
+/// Node `i`'s warnings about decisions resting on clock skew.
+fn skew_warnings(c: &Cluster, i: usize) -> Vec<&String> {
+    c.warnings[i]
+        .iter()
+        .filter(|w| w.contains("clock skew"))
+        .collect()
+}
+
+// The estimate is there one round trip after the handshake, before the
+// first heartbeat is due, and always holds the truth within its error:
+// half the round trip plus a millisecond, so at most the longest one-way
+// delay plus one. It stays within it as heartbeats go on.
+#[test]
+fn skew_is_measured_within_its_error_right_after_the_handshake() {
+    let clock_ms = [0, 250, -40];
+    for seed in 0..SEEDS {
+        let mut c = Cluster::new(seed, skewed(&[1000, 1001, 1002], &clock_ms, "oldest"));
+        c.max_delay_ms = 10;
+        c.connect(1, 0).unwrap();
+        quiet(&mut c);
+        assert!(
+            c.now < 100,
+            "measured before the first heartbeat, at {}",
+            c.now
+        );
+        assert_skews_hold(&c, &[0, 1], &clock_ms, 11);
+        c.connect(2, 1).unwrap();
+        quiet(&mut c);
+        assert_skews_hold(&c, &[0, 1, 2], &clock_ms, 11);
+        c.run_for(3_000);
+        assert_skews_hold(&c, &[0, 1, 2], &clock_ms, 11);
+    }
+}
+
+// Over links without delay the estimate is exact, give or take the
+// millisecond that whole-millisecond timestamps lose; -cl and -r show it
+// (this node itself at +0±0ms).
+#[test]
+fn skew_over_instant_links_is_exact_and_shown_in_cl_and_r() {
+    let mut c = Cluster::new(7, skewed(&[1000, 1001], &[0, 7], "oldest"));
+    c.max_delay_ms = 0;
+    c.connect(1, 0).unwrap();
+    quiet(&mut c);
+    let skew = c.node(0).skew(addr(1)).unwrap();
+    assert_eq!((skew.offset_ms, skew.error_ms), (7, 1));
+    assert_eq!(c.node(1).skew(addr(0)).unwrap().to_string(), "-7±1ms");
+    let cl = c.console(0, "-cl");
+    assert_eq!(cl.len(), 1);
+    assert!(
+        cl[0].starts_with(
+            "127.0.0.1:7001 started=1970-01-01T00:00:01.001Z master=false last_heard_ms="
+        ) && cl[0].ends_with(" skew=+7±1ms"),
+        "{cl:?}"
+    );
+    let r = c.console(1, "-r");
+    assert_eq!(
+        r,
+        [
+            "1 127.0.0.1:7000 started=1000 instance=0000000000000001 skew=-7±1ms master",
+            "2 127.0.0.1:7001 started=1001 instance=0000000000000002 skew=+0±0ms within-skew self",
+        ]
+    );
+}
+
+// Node 1 reports starting 5 ms after node 0, but its clock runs 20 ms
+// ahead: it truly started 15 ms earlier. The rule goes by the reported
+// times and picks node 0; both nodes warn, once for this decision, and
+// again once a restarted node 1 makes it a new one.
+#[test]
+fn start_times_closer_than_the_skew_warn_once_per_decision() {
+    for seed in 0..SEEDS {
+        let mut c = Cluster::new(seed, skewed(&[1000, 1005], &[0, 20], "oldest"));
+        c.connect(1, 0).unwrap();
+        c.run_for(3_000);
+        assert_eq!(c.assert_agreement(&[0, 1]), addr(0));
+        for i in 0..2 {
+            let w = skew_warnings(&c, i);
+            assert_eq!(w.len(), 1, "node {i}: {w:?}");
+            assert!(
+                w[0].starts_with(
+                    "oldest decision between 127.0.0.1:7000 and 127.0.0.1:7001 rests on \
+                     5 ms of start time, no more than the clock skew measured between them \
+                     (127.0.0.1:7001's clock is +"
+                ) && w[0].ends_with(
+                    "ms off 127.0.0.1:7000's); 127.0.0.1:7000 may not be the oldest of the two"
+                ),
+                "node {i}: {}",
+                w[0]
+            );
+        }
+        c.crash(1);
+        c.start(1);
+        c.connect(1, 0).unwrap();
+        c.run_for(3_000);
+        assert_eq!(
+            skew_warnings(&c, 0).len(),
+            2,
+            "a new instance, a new decision"
+        );
+    }
+}
+
+// No warning where the skew cannot have reversed the order: start times
+// further apart than the skew, a skew that only widens the gap (oldest
+// with the runner-up's clock behind, youngest with it ahead), or a rule
+// that does not look at start times.
+#[test]
+fn start_times_the_skew_cannot_reverse_do_not_warn() {
+    let cases: [(&[u64], &[i64], &str); 4] = [
+        (&[1000, 1100], &[0, 20], "oldest"),
+        (&[1000, 1005], &[0, -20], "oldest"),
+        (&[1005, 1000], &[0, 20], "youngest"),
+        (&[1000, 1001], &[0, 20], "lowest-addr"),
+    ];
+    for (started, clock_ms, rule) in cases {
+        for seed in 0..20 {
+            let mut c = Cluster::new(seed, skewed(started, clock_ms, rule));
+            c.connect(1, 0).unwrap();
+            c.run_for(3_000);
+            assert_eq!(c.assert_agreement(&[0, 1]), addr(0), "{rule}");
+            for i in 0..2 {
+                assert_eq!(
+                    skew_warnings(&c, i),
+                    Vec::<&String>::new(),
+                    "{rule} {started:?}"
+                );
+            }
+            assert!(!c.console(0, "-r").concat().contains("within-skew"));
+        }
+    }
+    // The mirror image with youngest does warn.
+    let mut c = Cluster::new(1, skewed(&[1005, 1000], &[0, -20], "youngest"));
+    c.connect(1, 0).unwrap();
+    c.run_for(3_000);
+    assert_eq!(c.assert_agreement(&[0, 1]), addr(0));
+    let w = skew_warnings(&c, 0);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("youngest decision"), "{}", w[0]);
 }

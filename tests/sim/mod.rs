@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use bossd::core::{Action, Config, JournalEntry, LinkId, Millis, Node};
+use bossd::log::Level;
 use bossd::protocol::{Message, Role};
 use bossd::rule::Rule;
 
@@ -24,7 +25,13 @@ pub struct Spec {
     pub quorum: u32,
     pub strict: bool,
     pub rule: Rule,
+    /// The node's wall clock at virtual time 0, unix ms: nodes whose
+    /// values differ have clocks that disagree by the difference.
+    pub wall_at_zero_ms: u64,
 }
+
+/// The wall clock of every node unless a test skews it.
+pub const WALL_AT_ZERO_MS: u64 = 1_000_000;
 
 impl Spec {
     /// A node started at `started`, default settings otherwise.
@@ -35,6 +42,7 @@ impl Spec {
             quorum: 2,
             strict: false,
             rule: Rule::default(),
+            wall_at_zero_ms: WALL_AT_ZERO_MS,
         }
     }
 }
@@ -57,6 +65,8 @@ pub struct Cluster {
     pub delivered: Vec<Vec<(SocketAddr, String)>>,
     /// Every Connect action, per node, for checking who dials whom.
     pub dials: Vec<Vec<SocketAddr>>,
+    /// Every warning a node logged, in order.
+    pub warnings: Vec<Vec<String>>,
     /// The highest epoch each node has reported, to check it never falls.
     reported: Vec<u64>,
     next_instance: u64,
@@ -124,6 +134,7 @@ impl Cluster {
             journals: vec![Vec::new(); n],
             delivered: vec![Vec::new(); n],
             dials: vec![Vec::new(); n],
+            warnings: vec![Vec::new(); n],
             reported: vec![0; n],
             next_instance: 1,
             held: (0..n).map(|_| Vec::new()).collect(),
@@ -166,8 +177,7 @@ impl Cluster {
             heartbeat_ms: 100,
             timeout_ms: 500,
             seed: self.next_instance,
-            // Every simulated clock agrees.
-            wall_at_zero_ms: 1_000_000,
+            wall_at_zero_ms: slot.spec.wall_at_zero_ms,
         };
         self.next_instance += 1;
         // A new process starts from epoch 0: the guarantee is per process.
@@ -348,6 +358,23 @@ impl Cluster {
             self.run_for(t.saturating_sub(self.now));
         }
         panic!("the network never went quiet");
+    }
+
+    /// Runs a console command on node `i`, as an operator would, and
+    /// returns its answer lines.
+    pub fn console(&mut self, i: usize, line: &str) -> Vec<String> {
+        let cmd = bossd::console::parse(line)
+            .expect("a valid command")
+            .expect("not blank");
+        let now = self.now;
+        let node = self.slots[i].node.as_mut().expect("up");
+        let clock = bossd::console::Clock {
+            now_ms: now,
+            wall_at_zero_ms: node.config().wall_at_zero_ms,
+        };
+        let reply = bossd::console::execute(cmd, node, clock);
+        self.pump(i);
+        reply.lines
     }
 
     /// Role, master and epoch of node `i`.
@@ -534,9 +561,12 @@ impl Cluster {
                         .expect("up")
                         .handle_link_closed(link, now);
                 }
-                Action::Log(_, text) => {
+                Action::Log(level, text) => {
                     if std::env::var_os("SIM_TRACE").is_some() {
                         eprintln!("t={} n{i}: {text}", self.now);
+                    }
+                    if level == Level::Warn {
+                        self.warnings[i].push(text);
                     }
                 }
                 Action::Deliver { from, text } => self.delivered[i].push((from, text)),
