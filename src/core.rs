@@ -74,7 +74,8 @@ pub enum Action {
     Connect { addr: SocketAddr, kind: LinkKind },
     /// Close the link once what was queued on it is written.
     Close(LinkId),
-    /// Write a log line.
+    /// Write a log line: the text is `event=<name> key=value ...`, made by
+    /// [`crate::event_text!`]; the loop adds the time and level.
     Log(Level, String),
     /// A peer's `-msg` text for this node's console.
     Deliver { from: SocketAddr, text: String },
@@ -382,7 +383,10 @@ impl Node {
 
     /// The dial for `addr` could not even start.
     pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: &str, now: Millis) {
-        self.log(Level::Debug, format!("cannot connect to {addr}: {reason}"));
+        self.log(
+            Level::Debug,
+            crate::event_text!("dial-failed", peer = addr, reason = reason),
+        );
         self.dial_failed(addr, now);
     }
 
@@ -423,7 +427,7 @@ impl Node {
             (Some(addr), _) => {
                 if self.peers.get(&addr).is_some_and(|p| p.link == link) {
                     self.peers.remove(&addr);
-                    self.log(Level::Info, format!("lost peer {addr}"));
+                    self.log(Level::Info, crate::event_text!("peer-lost", peer = addr));
                     // A peer lost without LEAVE may come back: keep trying.
                     self.want(addr, LinkKind::Mesh, None);
                     self.decide(Cause::PeerLost, Some(addr), now);
@@ -445,10 +449,7 @@ impl Node {
         for (addr, link) in silent {
             self.log(
                 Level::Warn,
-                format!(
-                    "peer {addr} silent for {} ms; dropping it",
-                    self.cfg.timeout_ms
-                ),
+                crate::event_text!("peer-silent", peer = addr, timeout_ms = self.cfg.timeout_ms),
             );
             self.handle_link_closed(link, now);
             self.actions.push_back(Action::Close(link));
@@ -462,7 +463,7 @@ impl Node {
         for link in stuck {
             self.log(
                 Level::Debug,
-                format!("link {link}: no handshake within the timeout"),
+                crate::event_text!("handshake-timeout", link = link),
             );
             self.close(link, now);
         }
@@ -609,7 +610,7 @@ impl Node {
             (Origin::Outbound { addr, .. }, Message::Refuse(reason)) => {
                 self.log(
                     Level::Warn,
-                    format!("{addr} refused the connection: {reason}"),
+                    crate::event_text!("refused-by-peer", peer = addr, reason = reason),
                 );
                 // A refusal is the other side's considered answer: retrying
                 // would get the same one.
@@ -619,7 +620,7 @@ impl Node {
             (Origin::Outbound { addr, .. }, Message::Redirect(master)) => {
                 self.log(
                     Level::Info,
-                    format!("{addr} is not the master; joining the master {master}"),
+                    crate::event_text!("redirect-followed", peer = addr, master = master),
                 );
                 // The join stays wanted, retried with backoff, until this
                 // node is meshed with the redirecting member: the master it
@@ -637,9 +638,10 @@ impl Node {
             (_, other) => {
                 self.log(
                     Level::Warn,
-                    format!(
-                        "protocol violation: {} before the handshake; closing",
-                        other.name()
+                    crate::event_text!(
+                        "protocol-violation",
+                        message = other.name(),
+                        reason = "before the handshake",
                     ),
                 );
                 self.close(link, now);
@@ -649,14 +651,20 @@ impl Node {
 
     fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
         if let Some(reason) = self.mismatch(&h) {
-            self.log(Level::Warn, format!("refused peer {}: {reason}", h.addr));
+            self.log(
+                Level::Warn,
+                crate::event_text!("peer-refused", peer = h.addr, reason = reason),
+            );
             self.refuse(link, reason, now);
             return;
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
                 let reason = format!("already connected to {}", self.cfg.addr);
-                self.log(Level::Info, format!("refused {}: already a peer", h.addr));
+                self.log(
+                    Level::Info,
+                    crate::event_text!("duplicate-refused", peer = h.addr),
+                );
                 self.refuse(link, reason, now);
                 return;
             }
@@ -664,7 +672,7 @@ impl Node {
             let old = existing.link;
             self.log(
                 Level::Info,
-                format!("{} restarted; replacing its old link", h.addr),
+                crate::event_text!("peer-restarted", peer = h.addr),
             );
             self.close(old, now);
             self.peers.remove(&h.addr);
@@ -687,7 +695,7 @@ impl Node {
         {
             self.log(
                 Level::Info,
-                format!("redirecting {} to the master {master}", h.addr),
+                crate::event_text!("redirect-sent", peer = h.addr, master = master),
             );
             self.send(link, Message::Redirect(master));
             self.close(link, now);
@@ -700,7 +708,10 @@ impl Node {
 
     fn on_outbound_hello(&mut self, link: LinkId, dialed: SocketAddr, h: Hello, now: Millis) {
         if let Some(reason) = self.mismatch(&h) {
-            self.log(Level::Warn, format!("not joining {dialed}: {reason}"));
+            self.log(
+                Level::Warn,
+                crate::event_text!("join-declined", peer = dialed, reason = reason),
+            );
             self.wants.remove(&dialed);
             self.close(link, now);
             return;
@@ -708,13 +719,16 @@ impl Node {
         if h.addr != dialed {
             self.log(
                 Level::Debug,
-                format!("{dialed} calls itself {}; using that", h.addr),
+                crate::event_text!("peer-renamed", dialed = dialed, peer = h.addr),
             );
             self.wants.remove(&dialed);
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
-                self.log(Level::Debug, format!("already connected to {}", h.addr));
+                self.log(
+                    Level::Debug,
+                    crate::event_text!("duplicate-closed", peer = h.addr),
+                );
                 self.close(link, now);
                 return;
             }
@@ -783,7 +797,7 @@ impl Node {
                 state_known: false,
             },
         );
-        self.log(Level::Info, format!("peer {addr} joined"));
+        self.log(Level::Info, crate::event_text!("peer-joined", peer = addr));
         if self.next_heartbeat_ms.is_none() {
             self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
         }
@@ -806,7 +820,13 @@ impl Node {
                     // No epoch can follow it: a peer sending it is broken or hostile.
                     self.log(
                         Level::Warn,
-                        format!("protocol violation by {addr}: epoch {}; closing", s.epoch),
+                        crate::event_text!(
+                            "protocol-violation",
+                            peer = addr,
+                            message = "STATE",
+                            epoch = s.epoch,
+                            reason = "no epoch can follow it",
+                        ),
                     );
                     self.handle_link_closed(link, now);
                     self.wants.remove(&addr);
@@ -852,7 +872,7 @@ impl Node {
                 }
             }
             Message::Leave => {
-                self.log(Level::Info, format!("peer {addr} left"));
+                self.log(Level::Info, crate::event_text!("peer-left", peer = addr));
                 if from_my_master {
                     self.bound_until_ms = None;
                 }
@@ -866,9 +886,11 @@ impl Node {
             other => {
                 self.log(
                     Level::Warn,
-                    format!(
-                        "protocol violation by {addr}: {} after the handshake; closing",
-                        other.name()
+                    crate::event_text!(
+                        "protocol-violation",
+                        peer = addr,
+                        message = other.name(),
+                        reason = "after the handshake",
                     ),
                 );
                 self.handle_link_closed(link, now);
@@ -1080,9 +1102,13 @@ impl Node {
             };
             self.log(
                 Level::Info,
-                format!(
-                    "role {from} -> {role} epoch={epoch} master={} cause={cause}",
-                    crate::protocol::OptAddr(master)
+                crate::event_text!(
+                    "role-change",
+                    from = from,
+                    to = role,
+                    epoch = epoch,
+                    master = crate::protocol::OptAddr(master),
+                    cause = cause,
                 ),
             );
             if self.journal.len() == JOURNAL_LEN {
@@ -1093,7 +1119,11 @@ impl Node {
         } else {
             self.log(
                 Level::Debug,
-                format!("epoch {epoch} master={}", crate::protocol::OptAddr(master)),
+                crate::event_text!(
+                    "epoch-change",
+                    epoch = epoch,
+                    master = crate::protocol::OptAddr(master),
+                ),
             );
         }
         if !self.left {
@@ -1156,8 +1186,12 @@ impl Node {
         };
         w.failures += 1;
         if w.max_failures.is_some_and(|m| w.failures >= m) {
+            let attempts = w.failures;
             self.wants.remove(&addr);
-            self.log(Level::Info, format!("giving up on {addr}"));
+            self.log(
+                Level::Info,
+                crate::event_text!("gave-up", peer = addr, attempts = attempts),
+            );
             return;
         }
         let base = self

@@ -354,9 +354,13 @@ fn rule_mismatch_is_refused() {
     let a = Node::start("A", net.addr(), &["--rule", "oldest"]);
     let b = start_joined("B", &net, &a, &["--rule", "youngest"]);
     wait_until("A logs the refusal naming both rules", &[&a, &b], || {
-        a.stderr_text()
-            .lines()
-            .any(|l| l.contains("mismatch") && l.contains("oldest") && l.contains("youngest"))
+        a.events().iter().any(|e| {
+            let reason = e.field("reason").unwrap_or_default();
+            e.name == "peer-refused"
+                && reason.contains("rule mismatch")
+                && reason.contains("oldest")
+                && reason.contains("youngest")
+        })
     });
     holds_for("A and B never become peers", WATCH, &[&a, &b], || {
         let (sa, sb) = (a.status(), b.status());
@@ -371,12 +375,16 @@ fn quorum_mismatch_is_refused() {
     let a = Node::start("A", net.addr(), &["--quorum", "2"]);
     let b = start_joined("B", &net, &a, &["--quorum", "3"]);
     wait_until("A logs the refusal naming both quorums", &[&a, &b], || {
-        a.stderr_text().lines().any(|l| {
-            let words: Vec<&str> = l
+        a.events().iter().any(|e| {
+            let reason = e.field("reason").unwrap_or_default();
+            let words: Vec<&str> = reason
                 .split_whitespace()
                 .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric()))
                 .collect();
-            l.contains("quorum") && words.contains(&"2") && words.contains(&"3")
+            e.name == "peer-refused"
+                && reason.contains("quorum mismatch")
+                && words.contains(&"2")
+                && words.contains(&"3")
         })
     });
     holds_for("A and B never become peers", WATCH, &[&a, &b], || {
