@@ -100,8 +100,12 @@ pub fn write(level: Level, event: &str) {
         return;
     }
     let now = humantime::format_rfc3339_millis(SystemTime::now());
+    // One write(2) for the whole line: a hook writing to the same stderr,
+    // or a SIGKILL, cannot cut it in half (pipes keep writes of up to 4 KiB
+    // whole).
+    let line = format!("{now} {level} {event}\n");
     // A closed stderr must not take the node down: the line is lost.
-    let _ = writeln!(std::io::stderr().lock(), "{now} {level} {event}");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// `event=<event>` and then ` key=value` for each field, in order: the text
