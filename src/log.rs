@@ -62,16 +62,6 @@ macro_rules! event_text {
     };
 }
 
-/// Logs free text with `format!` arguments; being replaced by [`event!`](crate::event).
-#[macro_export]
-macro_rules! log {
-    ($level:expr, $($arg:tt)*) => {
-        if $crate::log::enabled($level) {
-            $crate::log::write($level, &format!($($arg)*));
-        }
-    };
-}
-
 /// Severity, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
