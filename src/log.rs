@@ -8,7 +8,7 @@
 //!
 //! Every event starts with `event=<name>`, a kebab-case name, followed by
 //! `key=value` fields with lowercase, underscore-separated keys. A value is
-//! written bare unless it is empty or holds a space, `"`, `=` or a control
+//! written bare unless it is empty or holds whitespace, `"`, `=` or a control
 //! character; then it is double-quoted, with `"`, `\` and control
 //! characters escaped ([`format_event`] has the rules). So a line always
 //! splits on spaces outside quotes into `key=value` pairs, whatever text a
@@ -16,7 +16,7 @@
 //!
 //! [`event!`](crate::event) writes an event when its level is enabled. The
 //! core does no IO: it formats with [`event_text!`](crate::event_text) and
-//! hands the text to the loop as `Action::Log`, which calls [`write`].
+//! hands the text to the loop as `Action::Log`, which calls [`write()`].
 //! The level is set once at start. `docs/OPERATIONS.md` lists the events.
 
 use std::fmt::{self, Write as _};
