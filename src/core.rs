@@ -80,7 +80,8 @@ pub enum Action {
     Connect { addr: SocketAddr, kind: LinkKind },
     /// Close the link once what was queued on it is written.
     Close(LinkId),
-    /// Write a log line.
+    /// Write a log line: the text is `event=<name> key=value ...`, made by
+    /// [`crate::event_text!`]; the loop adds the time and level.
     Log(Level, String),
     /// A peer's `-msg` text for this node's console.
     Deliver { from: SocketAddr, text: String },
@@ -436,7 +437,10 @@ impl Node {
 
     /// The dial for `addr` could not even start.
     pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: &str, now: Millis) {
-        self.log(Level::Debug, format!("cannot connect to {addr}: {reason}"));
+        self.log(
+            Level::Debug,
+            crate::event_text!("dial-failed", peer = addr, reason = reason),
+        );
         self.dial_failed(addr, now);
     }
 
@@ -477,7 +481,7 @@ impl Node {
             (Some(addr), _) => {
                 if self.peers.get(&addr).is_some_and(|p| p.link == link) {
                     self.peers.remove(&addr);
-                    self.log(Level::Info, format!("lost peer {addr}"));
+                    self.log(Level::Info, crate::event_text!("peer-lost", peer = addr));
                     // A peer lost without LEAVE may come back: keep trying.
                     self.want(addr, LinkKind::Mesh, None);
                     self.decide(Cause::PeerLost, Some(addr), now);
@@ -499,10 +503,7 @@ impl Node {
         for (addr, link) in silent {
             self.log(
                 Level::Warn,
-                format!(
-                    "peer {addr} silent for {} ms; dropping it",
-                    self.cfg.timeout_ms
-                ),
+                crate::event_text!("peer-silent", peer = addr, timeout_ms = self.cfg.timeout_ms),
             );
             self.handle_link_closed(link, now);
             self.actions.push_back(Action::Close(link));
@@ -516,7 +517,7 @@ impl Node {
         for link in stuck {
             self.log(
                 Level::Debug,
-                format!("link {link}: no handshake within the timeout"),
+                crate::event_text!("handshake-timeout", link = link),
             );
             self.close(link, now);
         }
@@ -688,7 +689,7 @@ impl Node {
             (Origin::Outbound { addr, .. }, Message::Refuse(reason)) => {
                 self.log(
                     Level::Warn,
-                    format!("{addr} refused the connection: {reason}"),
+                    crate::event_text!("refused-by-peer", peer = addr, reason = reason),
                 );
                 // A refusal is the other side's considered answer: retrying
                 // would get the same one.
@@ -698,7 +699,7 @@ impl Node {
             (Origin::Outbound { addr, .. }, Message::Redirect(master)) => {
                 self.log(
                     Level::Info,
-                    format!("{addr} is not the master; joining the master {master}"),
+                    crate::event_text!("redirect-followed", peer = addr, master = master),
                 );
                 // The join stays wanted, retried with backoff, until this
                 // node is meshed with the redirecting member: the master it
@@ -716,9 +717,10 @@ impl Node {
             (_, other) => {
                 self.log(
                     Level::Warn,
-                    format!(
-                        "protocol violation: {} before the handshake; closing",
-                        other.name()
+                    crate::event_text!(
+                        "protocol-violation",
+                        message = other.name(),
+                        reason = "before the handshake",
                     ),
                 );
                 self.close(link, now);
@@ -728,14 +730,20 @@ impl Node {
 
     fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
         if let Some(reason) = self.mismatch(&h) {
-            self.log(Level::Warn, format!("refused peer {}: {reason}", h.addr));
+            self.log(
+                Level::Warn,
+                crate::event_text!("peer-refused", peer = h.addr, reason = reason),
+            );
             self.refuse(link, reason, now);
             return;
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
                 let reason = format!("already connected to {}", self.cfg.addr);
-                self.log(Level::Info, format!("refused {}: already a peer", h.addr));
+                self.log(
+                    Level::Info,
+                    crate::event_text!("duplicate-refused", peer = h.addr),
+                );
                 self.refuse(link, reason, now);
                 return;
             }
@@ -743,7 +751,7 @@ impl Node {
             let old = existing.link;
             self.log(
                 Level::Info,
-                format!("{} restarted; replacing its old link", h.addr),
+                crate::event_text!("peer-restarted", peer = h.addr),
             );
             self.close(old, now);
             self.peers.remove(&h.addr);
@@ -766,7 +774,7 @@ impl Node {
         {
             self.log(
                 Level::Info,
-                format!("redirecting {} to the master {master}", h.addr),
+                crate::event_text!("redirect-sent", peer = h.addr, master = master),
             );
             self.send(link, Message::Redirect(master));
             self.close(link, now);
@@ -779,7 +787,10 @@ impl Node {
 
     fn on_outbound_hello(&mut self, link: LinkId, dialed: SocketAddr, h: Hello, now: Millis) {
         if let Some(reason) = self.mismatch(&h) {
-            self.log(Level::Warn, format!("not joining {dialed}: {reason}"));
+            self.log(
+                Level::Warn,
+                crate::event_text!("join-declined", peer = dialed, reason = reason),
+            );
             self.wants.remove(&dialed);
             self.close(link, now);
             return;
@@ -787,13 +798,16 @@ impl Node {
         if h.addr != dialed {
             self.log(
                 Level::Debug,
-                format!("{dialed} calls itself {}; using that", h.addr),
+                crate::event_text!("peer-renamed", dialed = dialed, peer = h.addr),
             );
             self.wants.remove(&dialed);
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
-                self.log(Level::Debug, format!("already connected to {}", h.addr));
+                self.log(
+                    Level::Debug,
+                    crate::event_text!("duplicate-closed", peer = h.addr),
+                );
                 self.close(link, now);
                 return;
             }
@@ -866,7 +880,7 @@ impl Node {
                 skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
             },
         );
-        self.log(Level::Info, format!("peer {addr} joined"));
+        self.log(Level::Info, crate::event_text!("peer-joined", peer = addr));
         if self.next_heartbeat_ms.is_none() {
             self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
         }
@@ -892,7 +906,13 @@ impl Node {
                     // No epoch can follow it: a peer sending it is broken or hostile.
                     self.log(
                         Level::Warn,
-                        format!("protocol violation by {addr}: epoch {}; closing", s.epoch),
+                        crate::event_text!(
+                            "protocol-violation",
+                            peer = addr,
+                            message = "STATE",
+                            epoch = s.epoch,
+                            reason = "no epoch can follow it",
+                        ),
                     );
                     self.handle_link_closed(link, now);
                     self.wants.remove(&addr);
@@ -958,7 +978,7 @@ impl Node {
                 }
             }
             Message::Leave => {
-                self.log(Level::Info, format!("peer {addr} left"));
+                self.log(Level::Info, crate::event_text!("peer-left", peer = addr));
                 if from_my_master {
                     self.bound_until_ms = None;
                 }
@@ -972,9 +992,11 @@ impl Node {
             other => {
                 self.log(
                     Level::Warn,
-                    format!(
-                        "protocol violation by {addr}: {} after the handshake; closing",
-                        other.name()
+                    crate::event_text!(
+                        "protocol-violation",
+                        peer = addr,
+                        message = other.name(),
+                        reason = "after the handshake",
                     ),
                 );
                 self.handle_link_closed(link, now);
@@ -1027,15 +1049,17 @@ impl Node {
             self.start_doubt_checked = Some((pair.0, pair.1, true));
             self.log(
                 Level::Warn,
-                format!(
-                    "{crit} decision between {w} and {l} rests on {gap} ms of start time, \
-                     no more than the clock skew measured between them ({l}'s clock is \
-                     {skew} off {w}'s); {w} may not be the {crit} of the two",
-                    crit = d.criterion,
-                    w = d.winner,
-                    l = d.loser,
-                    gap = d.start_gap_ms,
+                crate::event_text!(
+                    "start-within-skew",
+                    criterion = d.criterion,
+                    winner = d.winner,
+                    loser = d.loser,
+                    start_gap_ms = d.start_gap_ms,
                     skew = d.skew,
+                    reason = format!(
+                        "{} may not be the {} of the two: their start times differ by no more than their clocks",
+                        d.winner, d.criterion
+                    ),
                 ),
             );
         }
@@ -1243,9 +1267,13 @@ impl Node {
             };
             self.log(
                 Level::Info,
-                format!(
-                    "role {from} -> {role} epoch={epoch} master={} cause={cause}",
-                    crate::protocol::OptAddr(master)
+                crate::event_text!(
+                    "role-change",
+                    from = from,
+                    to = role,
+                    epoch = epoch,
+                    master = crate::protocol::OptAddr(master),
+                    cause = cause,
                 ),
             );
             if self.journal.len() == JOURNAL_LEN {
@@ -1256,7 +1284,11 @@ impl Node {
         } else {
             self.log(
                 Level::Debug,
-                format!("epoch {epoch} master={}", crate::protocol::OptAddr(master)),
+                crate::event_text!(
+                    "epoch-change",
+                    epoch = epoch,
+                    master = crate::protocol::OptAddr(master),
+                ),
             );
         }
         if !self.left {
@@ -1319,8 +1351,12 @@ impl Node {
         };
         w.failures += 1;
         if w.max_failures.is_some_and(|m| w.failures >= m) {
+            let attempts = w.failures;
             self.wants.remove(&addr);
-            self.log(Level::Info, format!("giving up on {addr}"));
+            self.log(
+                Level::Info,
+                crate::event_text!("gave-up", peer = addr, attempts = attempts),
+            );
             return;
         }
         let base = self

@@ -138,10 +138,11 @@ impl Hooks {
             let first = self.pending.pop_front().expect("queue is full");
             let second = self.pending.pop_front().expect("queue is full");
             let merged = merge(first, second);
-            crate::log!(
+            log_hook(
                 Level::Warn,
-                "hook queue full ({MAX_PENDING_HOOKS} changes wait); the two oldest run as one hook ({})",
-                Change(&merged)
+                "hook-queue-full",
+                &[("waiting", &MAX_PENDING_HOOKS)],
+                &merged,
             );
             self.pending.push_front(merged);
         }
@@ -183,10 +184,11 @@ impl Hooks {
                 Err(e) => {
                     // The child cannot be waited for (it never should): give
                     // up on it rather than hold every later hook back.
-                    crate::log!(
+                    log_hook(
                         Level::Error,
-                        "cannot wait for the hook ({}): {e}",
-                        Change(&r.entry)
+                        "hook-wait-failed",
+                        &[("pid", &r.child.id()), ("reason", &e)],
+                        &r.entry,
                     );
                     self.running = None;
                 }
@@ -201,11 +203,7 @@ impl Hooks {
                 .drain(..)
                 .reduce(merge)
                 .expect("more than one waits");
-            crate::log!(
-                Level::Info,
-                "leaving: {n} waiting role changes run as one hook ({})",
-                Change(&merged)
-            );
+            log_hook(Level::Info, "hook-leave-merged", &[("count", &n)], &merged);
             self.pending.push_back(merged);
         }
         while self.running.is_none() {
@@ -214,11 +212,11 @@ impl Hooks {
             };
             match spawn(cmd, self.id, &entry) {
                 Ok(child) => {
-                    crate::log!(
+                    log_hook(
                         Level::Debug,
-                        "hook started, pid {} ({})",
-                        child.id(),
-                        Change(&entry)
+                        "hook-started",
+                        &[("pid", &child.id())],
+                        &entry,
                     );
                     self.running = Some(Running {
                         child,
@@ -278,19 +276,15 @@ impl Hooks {
     /// and changes never announced are logged.
     pub fn abandon(&mut self) {
         if let Some(r) = self.running.take() {
-            crate::log!(
+            log_hook(
                 Level::Warn,
-                "hook still running at exit, pid {}; left to finish ({})",
-                r.child.id(),
-                Change(&r.entry)
+                "hook-abandoned",
+                &[("pid", &r.child.id())],
+                &r.entry,
             );
         }
         if !self.pending.is_empty() {
-            crate::log!(
-                Level::Warn,
-                "{} role changes never announced: the node exits",
-                self.pending.len()
-            );
+            crate::event!(Level::Warn, "hook-dropped", count = self.pending.len());
             self.pending.clear();
         }
     }
@@ -359,56 +353,64 @@ fn kill_group(child: &Child) {
 }
 
 fn log_outcome(o: &Outcome, limit: Duration) {
-    let change = Change(&o.entry);
-    let ms = o.elapsed.as_millis();
+    let (entry, ms) = (&o.entry, o.elapsed.as_millis());
     match &o.end {
-        End::Exited(0) => crate::log!(Level::Info, "hook exited 0 ({change}, {ms} ms)"),
-        End::Exited(code) => crate::log!(
-            Level::Warn,
-            "hook failed: exit status {code} ({change}, {ms} ms)"
+        End::Exited(0) => log_hook(
+            Level::Info,
+            "hook-exited",
+            &[("status", &0), ("elapsed_ms", &ms)],
+            entry,
         ),
-        End::Signalled(sig) => crate::log!(
+        End::Exited(code) => log_hook(
             Level::Warn,
-            "hook failed: killed by signal {sig} ({change}, {ms} ms)"
+            "hook-failed",
+            &[("status", code), ("elapsed_ms", &ms)],
+            entry,
         ),
-        End::TimedOut => crate::log!(Level::Warn, "hook killed after {} ({change})", Span(limit)),
-        End::KilledOnLeave => crate::log!(
+        End::Signalled(sig) => log_hook(
             Level::Warn,
-            "hook killed after {ms} ms: the node leaves and its final change waits ({change})"
+            "hook-failed",
+            &[("signal", sig), ("elapsed_ms", &ms)],
+            entry,
         ),
-        End::NotStarted(e) => crate::log!(Level::Error, "hook failed to start: {e} ({change})"),
+        End::TimedOut => log_hook(
+            Level::Warn,
+            "hook-killed",
+            &[("after_ms", &limit.as_millis()), ("reason", &"time-limit")],
+            entry,
+        ),
+        End::KilledOnLeave => log_hook(
+            Level::Warn,
+            "hook-killed",
+            &[("after_ms", &ms), ("reason", &"leaving")],
+            entry,
+        ),
+        End::NotStarted(e) => log_hook(Level::Error, "hook-not-started", &[("reason", e)], entry),
     }
 }
 
-/// A change as log lines name it: `none -> master epoch=1 master=ADDR cause=claim`.
-struct Change<'a>(&'a JournalEntry);
-
-impl fmt::Display for Change<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = self.0;
-        write!(
-            f,
-            "{} -> {} epoch={} master={} cause={}",
-            e.from,
-            e.to,
-            e.epoch,
-            OptAddr(e.master),
-            e.cause
-        )
+/// Logs the hook event `event` with `fields`, followed by the change the
+/// hook announces in the fields of `role-change`: `from= to= epoch=
+/// master= cause=`.
+fn log_hook(
+    level: Level,
+    event: &str,
+    fields: &[(&str, &dyn fmt::Display)],
+    change: &JournalEntry,
+) {
+    if !crate::log::enabled(level) {
+        return;
     }
-}
-
-/// A duration in whole seconds when it is one, else in milliseconds.
-struct Span(Duration);
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.subsec_millis() == 0 && self.0.as_secs() > 0 {
-            write!(f, "{} s", self.0.as_secs())
-        } else {
-            write!(f, "{} ms", self.0.as_millis())
-        }
-    }
+    let master = OptAddr(change.master);
+    let mut all = fields.to_vec();
+    all.extend_from_slice(&[
+        ("from", &change.from as &dyn fmt::Display),
+        ("to", &change.to),
+        ("epoch", &change.epoch),
+        ("master", &master),
+        ("cause", &change.cause),
+    ]);
+    crate::log::write(level, &crate::log::format_event(event, &all));
 }
 
 #[cfg(test)]

@@ -66,16 +66,18 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         Some(path) => {
             let loaded = Secret::load(path)?;
             if let Some(warning) = loaded.warning {
-                log::write(Level::Warn, &warning);
+                bossd::event!(Level::Warn, "secret-file-warning", reason = warning);
             }
             Some(loaded.secret)
         }
         None => None,
     };
     if secret.is_none() && !addr.ip().is_loopback() {
-        log::write(
+        bossd::event!(
             Level::Warn,
-            &format!("listening on {addr} without a secret: anyone who can reach it can join"),
+            "no-secret",
+            addr = addr,
+            reason = "anyone who can reach it can join",
         );
     }
     let wall_at_zero_ms = net::unix_ms_now().saturating_sub(start.elapsed().as_millis() as u64);

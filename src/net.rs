@@ -107,11 +107,11 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
         scratch: String::new(),
         hooks: opts.hooks,
     };
-    crate::log!(Level::Info, "listening on {addr}");
+    crate::event!(Level::Info, "listening", addr = addr);
     for target in opts.join {
         let now = server.now_ms();
         if let Err(e) = server.node.connect(target, now) {
-            crate::log!(Level::Warn, "--join {target}: {e}");
+            crate::event!(Level::Warn, "join-failed", peer = target, reason = e);
         }
     }
     server.run()
@@ -212,7 +212,7 @@ impl Server {
                     && self.hooks.exit_ready(Instant::now())
                 {
                     self.hooks.abandon();
-                    crate::log!(Level::Info, "left the cluster");
+                    crate::event!(Level::Info, "left");
                     return Ok(());
                 }
             }
@@ -303,19 +303,16 @@ impl Server {
             if c.closing && !c.dead {
                 let seen = *c.closing_seen_ms.get_or_insert(now);
                 if now >= seen + CLOSE_GRACE_MS {
-                    crate::log!(
-                        Level::Debug,
-                        "dropping {}: it did not take its last lines",
-                        OptAddr(c.peer_addr)
-                    );
+                    crate::event!(Level::Debug, "close-timeout", peer = OptAddr(c.peer_addr));
                     c.dead = true;
                 }
             }
             if c.awaits_request() && !c.dead && now >= c.opened_ms + limit {
-                crate::log!(
+                crate::event!(
                     Level::Info,
-                    "closing {}: idle for {limit} ms",
-                    OptAddr(c.peer_addr)
+                    "conn-idle",
+                    peer = OptAddr(c.peer_addr),
+                    idle_ms = limit,
                 );
                 c.dead = true;
             }
@@ -346,10 +343,10 @@ impl Server {
                 self.remove(key);
             }
             if self.refused_while_full > 0 && self.conns.len() < self.max_conns {
-                crate::log!(
+                crate::event!(
                     Level::Info,
-                    "below the connection limit again; refused {} meanwhile",
-                    self.refused_while_full
+                    "conn-limit-cleared",
+                    refused = self.refused_while_full,
                 );
                 self.refused_while_full = 0;
             }
@@ -365,7 +362,12 @@ impl Server {
             Action::Send(link, msg) => {
                 self.scratch.clear();
                 protocol::encode(&msg, &mut self.scratch);
-                crate::log!(Level::Debug, "send {link}: {}", self.scratch.trim_end());
+                crate::event!(
+                    Level::Debug,
+                    "send",
+                    link = link,
+                    line = self.scratch.trim_end()
+                );
                 self.counters.message(msg.name(), Direction::Out);
                 let line = std::mem::take(&mut self.scratch);
                 self.send_line(link, line.trim_end_matches('\n'));
@@ -452,24 +454,34 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    crate::log!(Level::Warn, "out of file descriptors; accepting paused");
+                    crate::event!(
+                        Level::Warn,
+                        "accept-paused",
+                        reason = "out of file descriptors",
+                    );
                     self.accept_paused = true;
                     return;
                 }
                 Err(e) => {
-                    crate::log!(Level::Debug, "accept failed: {e}");
+                    crate::event!(Level::Debug, "accept-failed", reason = e);
                     continue;
                 }
             };
             if self.conns.len() >= self.max_conns {
                 if self.refused_while_full == 0 {
-                    crate::log!(
+                    crate::event!(
                         Level::Warn,
-                        "connection limit reached ({}); refusing new connections, {peer} first",
-                        self.max_conns
+                        "conn-limit-reached",
+                        limit = self.max_conns,
+                        peer = peer,
                     );
                 } else {
-                    crate::log!(Level::Debug, "refused {peer}: too many connections");
+                    crate::event!(
+                        Level::Debug,
+                        "conn-refused",
+                        peer = peer,
+                        reason = "too many connections",
+                    );
                 }
                 self.refused_while_full += 1;
                 self.counters.refused_busy += 1;
@@ -488,7 +500,7 @@ impl Server {
                     .registry()
                     .register(&mut stream, Token(key), Interest::READABLE)
             {
-                crate::log!(Level::Warn, "cannot register {peer}: {e}");
+                crate::event!(Level::Warn, "register-failed", peer = peer, reason = e);
                 continue;
             }
             entry.insert(Conn {
@@ -512,11 +524,18 @@ impl Server {
     fn on_signals(&mut self) {
         let got: Vec<i32> = self.signals.pending().filter(|s| *s != SIGCHLD).collect();
         if !got.is_empty() {
-            crate::log!(Level::Info, "signal {}; leaving", got[0]);
+            crate::event!(
+                Level::Info,
+                "leaving",
+                cause = "signal",
+                signal = signal_name(got[0]),
+            );
             self.begin_leave();
         }
     }
 
+    /// Tells the core and the hooks the node leaves, and closes every
+    /// connection once its output is written. The caller logs why.
     fn begin_leave(&mut self) {
         if self.leaving_since.is_some() {
             return;
@@ -539,10 +558,11 @@ impl Server {
                 Ok(true) => c.connecting = false,
                 Ok(false) => return,
                 Err(e) => {
-                    crate::log!(
+                    crate::event!(
                         Level::Debug,
-                        "connect to {} failed: {e}",
-                        OptAddr(c.peer_addr)
+                        "dial-failed",
+                        peer = OptAddr(c.peer_addr),
+                        reason = e,
                     );
                     c.dead = true;
                     return;
@@ -580,7 +600,12 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    crate::log!(Level::Debug, "read from {}: {e}", OptAddr(c.peer_addr));
+                    crate::event!(
+                        Level::Debug,
+                        "read-failed",
+                        peer = OptAddr(c.peer_addr),
+                        reason = e,
+                    );
                     c.dead = true;
                     return;
                 }
@@ -615,10 +640,11 @@ impl Server {
                 LinkAuth::Sealed(session) => match session.open(&raw) {
                     Ok(line) => line.to_owned(),
                     Err(e) => {
-                        crate::log!(
+                        crate::event!(
                             Level::Warn,
-                            "{}: {e} (injected, replayed or altered); closing",
-                            OptAddr(c.peer_addr)
+                            "line-auth-failed",
+                            peer = OptAddr(c.peer_addr),
+                            reason = format_args!("{e} (injected, replayed or altered)"),
                         );
                         self.counters.auth_failures += 1;
                         // Answers to the lines that were genuine still go out.
@@ -651,10 +677,11 @@ impl Server {
                 }
                 ConnKind::Unknown if line == "HELLO" || line.starts_with("HELLO ") => {
                     if plain && self.secret.is_some() {
-                        crate::log!(
+                        crate::event!(
                             Level::Warn,
-                            "refused {}: HELLO without authentication (does it lack the secret?)",
-                            OptAddr(c.peer_addr)
+                            "auth-failed",
+                            peer = OptAddr(c.peer_addr),
+                            reason = "HELLO without authentication (does it lack the secret?)",
                         );
                         self.counters.auth_failures += 1;
                         self.counters.refused_auth += 1;
@@ -670,7 +697,12 @@ impl Server {
                             self.node.handle_message(key, msg, now);
                         }
                         Err(e) => {
-                            crate::log!(Level::Warn, "refused {}: {e}", OptAddr(c.peer_addr));
+                            crate::event!(
+                                Level::Warn,
+                                "peer-refused",
+                                peer = OptAddr(c.peer_addr),
+                                reason = e,
+                            );
                             self.refuse(key, &e.to_string());
                         }
                     }
@@ -682,15 +714,16 @@ impl Server {
                 ConnKind::Peer => match protocol::decode(&line) {
                     Ok(msg) => {
                         self.counters.message(msg.name(), Direction::In);
-                        crate::log!(Level::Debug, "recv {key}: {line}");
+                        crate::event!(Level::Debug, "recv", link = key, line = line);
                         let now = self.now_ms();
                         self.node.handle_message(key, msg, now);
                     }
                     Err(e) => {
-                        crate::log!(
+                        crate::event!(
                             Level::Warn,
-                            "protocol violation from {}: {e}; closing",
-                            OptAddr(c.peer_addr)
+                            "protocol-violation",
+                            peer = OptAddr(c.peer_addr),
+                            reason = e,
                         );
                         c.dead = true;
                     }
@@ -714,10 +747,11 @@ impl Server {
             return;
         };
         let Some(secret) = &self.secret else {
-            crate::log!(
+            crate::event!(
                 Level::Warn,
-                "refused {}: it authenticates, but this node has no secret",
-                OptAddr(c.peer_addr)
+                "auth-failed",
+                peer = OptAddr(c.peer_addr),
+                reason = "it authenticates, but this node has no secret",
             );
             self.counters.refused_auth += 1;
             self.refuse(key, "this node has no secret");
@@ -743,7 +777,7 @@ impl Server {
         match hs.step(secret, line) {
             Ok(Step::Reply(reply)) => self.queue(key, format!("{reply}\n").as_bytes()),
             Ok(Step::Done { reply, session }) => {
-                crate::log!(Level::Debug, "{} authenticated", OptAddr(c.peer_addr));
+                crate::event!(Level::Debug, "authenticated", peer = OptAddr(c.peer_addr));
                 c.auth = LinkAuth::Sealed(session);
                 let held = std::mem::take(&mut c.held);
                 if let Some(reply) = reply {
@@ -768,11 +802,16 @@ impl Server {
         self.counters.refused_auth += 1;
         match e {
             AuthError::Refused(why) => {
-                crate::log!(Level::Warn, "{who} broke off authentication: {why}");
+                crate::event!(
+                    Level::Warn,
+                    "auth-refused-by-peer",
+                    peer = who,
+                    reason = why
+                );
                 c.dead = true;
             }
             e => {
-                crate::log!(Level::Warn, "{who} failed authentication: {e}");
+                crate::event!(Level::Warn, "auth-failed", peer = who, reason = e);
                 c.auth = LinkAuth::Plain;
                 self.refuse(key, &e.to_string());
             }
@@ -819,7 +858,12 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        crate::log!(Level::Warn, "{}: {e}; closing", OptAddr(c.peer_addr));
+        crate::event!(
+            Level::Warn,
+            "bad-line",
+            peer = OptAddr(c.peer_addr),
+            reason = e
+        );
         if c.kind == ConnKind::Peer {
             c.dead = true;
         } else {
@@ -857,6 +901,8 @@ impl Server {
             self.send_line(key, l);
         }
         if quit {
+            let peer = OptAddr(self.conns.get(key).and_then(|c| c.peer_addr));
+            crate::event!(Level::Info, "leaving", cause = "console", peer = peer);
             self.begin_leave();
         }
     }
@@ -869,10 +915,7 @@ impl Server {
             }
             let n = match read_fd0(&mut buf) {
                 Ok(0) => {
-                    crate::log!(
-                        Level::Debug,
-                        "stdin closed; the console stays open over TCP"
-                    );
+                    crate::event!(Level::Debug, "stdin-closed");
                     self.stdin.close(&self.poll);
                     return;
                 }
@@ -880,7 +923,7 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    crate::log!(Level::Warn, "cannot read stdin: {e}; console over TCP only");
+                    crate::event!(Level::Warn, "stdin-failed", op = "read", reason = e);
                     self.stdin.close(&self.poll);
                     return;
                 }
@@ -918,6 +961,7 @@ impl Server {
                     print_console(&format!("ERR {reason}"));
                 }
                 if reply.quit {
+                    crate::event!(Level::Info, "leaving", cause = "console", peer = "stdin");
                     self.begin_leave();
                 }
             }
@@ -939,10 +983,10 @@ impl Server {
             LinkAuth::Handshake(_) => {
                 let held: usize = c.held.iter().map(String::len).sum();
                 if held + line.len() > MAX_OUTBOX {
-                    crate::log!(
+                    crate::event!(
                         Level::Warn,
-                        "{}: handshake stalled with output waiting; dropping it",
-                        OptAddr(c.peer_addr)
+                        "handshake-stalled",
+                        peer = OptAddr(c.peer_addr),
                     );
                     c.dead = true;
                 } else {
@@ -965,11 +1009,7 @@ impl Server {
             return;
         }
         if c.out.len() + bytes.len() > MAX_OUTBOX {
-            crate::log!(
-                Level::Warn,
-                "{} reads too slowly; dropping it",
-                OptAddr(c.peer_addr)
-            );
+            crate::event!(Level::Warn, "slow-reader", peer = OptAddr(c.peer_addr));
             c.dead = true;
             return;
         }
@@ -996,7 +1036,12 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    crate::log!(Level::Debug, "write to {}: {e}", OptAddr(c.peer_addr));
+                    crate::event!(
+                        Level::Debug,
+                        "write-failed",
+                        peer = OptAddr(c.peer_addr),
+                        reason = e,
+                    );
                     c.dead = true;
                     break;
                 }
@@ -1046,10 +1091,10 @@ fn widen_backlog(listener: &TcpListener) {
     // SAFETY: listen(2) on a socket we own; it only changes the backlog.
     let rc = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
     if rc != 0 {
-        crate::log!(
+        crate::event!(
             Level::Debug,
-            "cannot widen the listen backlog: {}",
-            io::Error::last_os_error()
+            "backlog-failed",
+            reason = io::Error::last_os_error(),
         );
     }
 }
@@ -1105,10 +1150,7 @@ impl Stdin {
         let background = unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) != libc::getpgrp() };
         if background {
             // Reading the terminal from the background would stop us (SIGTTIN).
-            crate::log!(
-                Level::Info,
-                "running in the background; console over TCP only"
-            );
+            crate::event!(Level::Info, "stdin-background");
             return StdinMode::Off;
         }
         match poll
@@ -1118,10 +1160,7 @@ impl Stdin {
             Ok(()) => StdinMode::Poll,
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => StdinMode::File,
             Err(e) => {
-                crate::log!(
-                    Level::Warn,
-                    "cannot watch stdin: {e}; console over TCP only"
-                );
+                crate::event!(Level::Warn, "stdin-failed", op = "watch", reason = e);
                 StdinMode::Off
             }
         }
@@ -1175,6 +1214,15 @@ fn fd_ready(fd: i32, events: libc::c_short) -> bool {
     // SAFETY: p is one valid pollfd; a zero timeout never blocks.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n == 1 && p.revents != 0
+}
+
+/// A signal's name for the log: `SIGTERM`, `SIGINT`, else its number.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        SIGTERM => "SIGTERM".to_owned(),
+        SIGINT => "SIGINT".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Prints a console line on stdout without ever blocking the loop: when

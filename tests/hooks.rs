@@ -297,7 +297,7 @@ fn every_role_change_runs_the_hook_in_order() {
         calls(&fc) == c_calls
     });
     assert!(
-        c.stderr_text().contains("hook exited 0"),
+        c.logged("hook-exited", &[("status", "0")]),
         "hooks are logged with their exit status:\n{}",
         c.stderr_text()
     );
@@ -401,7 +401,10 @@ fn a_hook_past_its_time_limit_is_killed_and_the_next_runs() {
     let mut b = Node::start("B", net.addr(), &["--join", &a.addr.to_string()]);
     wait_agreed(&[&a, &b], Some(&a));
     wait_until("A's master hook is killed", &[&a], || {
-        a.stderr_text().contains("hook killed after 300 ms")
+        a.logged(
+            "hook-killed",
+            &[("after_ms", "300"), ("reason", "time-limit")],
+        )
     });
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .expect("the hook wrote its child's pid")
@@ -413,7 +416,10 @@ fn a_hook_past_its_time_limit_is_killed_and_the_next_runs() {
     });
     b.sigkill();
     wait_until("A's next hook ran and was logged", &[&a], || {
-        a.stderr_text().contains("hook exited 0 (master -> none")
+        a.logged(
+            "hook-exited",
+            &[("status", "0"), ("from", "master"), ("to", "none")],
+        )
     });
     let text = std::fs::read_to_string(&file).expect("hook lines");
     assert_eq!(text, "none master\nmaster none\n");
@@ -445,7 +451,7 @@ fn leave_kills_an_earlier_slow_hook_and_runs_the_final_one() {
     assert!(exit.success(), "a graceful leave exits 0: {exit:?}");
     let log = a.stderr_text();
     assert!(
-        log.contains("the node leaves and its final change waits"),
+        a.logged("hook-killed", &[("reason", "leaving"), ("to", "master")]),
         "the killed hook is logged:\n{log}"
     );
     let want = "none master claim\nmaster none leave\n";
@@ -475,7 +481,7 @@ fn leave_does_not_wait_for_a_slow_final_hook() {
     assert!(exit.success(), "a graceful leave exits 0: {exit:?}");
     assert!(!done.exists(), "the final hook was still waiting");
     assert!(
-        a.stderr_text().contains("left to finish"),
+        a.logged("hook-abandoned", &[("to", "none"), ("cause", "leave")]),
         "{}",
         a.stderr_text()
     );

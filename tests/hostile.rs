@@ -299,7 +299,7 @@ fn fifteen_hundred_idle_connections() {
     );
     let a = &cl.nodes[0];
     wait_until("A logs the limit", &[a], || {
-        a.stderr_text().contains("connection limit reached (1024)")
+        a.logged("conn-limit-reached", &[("limit", "1024")])
     });
     // While the node is full, its peers still see it: the links were open
     // before the flood and heartbeats continue.
@@ -322,7 +322,7 @@ fn fifteen_hundred_idle_connections() {
     }
     drop(socks);
     wait_until("A logs the end of the flood", &[a], || {
-        a.stderr_text().contains("below the connection limit again")
+        a.logged("conn-limit-cleared", &[])
     });
     cl.assert_unharmed("1,500 idle connections");
 }
@@ -448,9 +448,21 @@ fn fake_hello_and_master_claims_are_refused() {
     let rest = read_to_close(&mut s);
     assert_eq!(rest, "REFUSE wrong secret\n");
     cl.assert_unharmed("fake HELLOs and master claims");
-    let log = cl.a().stderr_text();
-    assert!(log.contains("HELLO without authentication"), "{log}");
-    assert!(log.contains("failed authentication: wrong secret"), "{log}");
+    let (a, log) = (cl.a(), cl.a().stderr_text());
+    assert!(
+        a.logged(
+            "auth-failed",
+            &[(
+                "reason",
+                "HELLO without authentication (does it lack the secret?)"
+            )]
+        ),
+        "{log}"
+    );
+    assert!(
+        a.logged("auth-failed", &[("reason", "wrong secret")]),
+        "{log}"
+    );
 }
 
 // Issue 4: two nodes with different secrets never join, and both say why;
@@ -487,13 +499,16 @@ fn wrong_secret_and_no_secret_peers_never_join() {
             && cl.a().try_status().is_ok_and(|s| s.peers == 2)
     });
     wait_until("both sides log why", &all, || {
-        let dl = d.stderr_text();
-        let el = e.stderr_text();
-        let al = cl.a().stderr_text();
-        dl.contains("failed authentication: wrong secret")
-            && al.contains("broke off authentication: wrong secret")
-            && el.contains("authentication required")
-            && al.contains("HELLO without authentication")
+        let a = cl.a();
+        d.logged("auth-failed", &[("reason", "wrong secret")])
+            && a.logged("auth-refused-by-peer", &[("reason", "wrong secret")])
+            && e.logged("refused-by-peer", &[("reason", "authentication required")])
+            && a.events().iter().any(|ev| {
+                ev.name == "auth-failed"
+                    && ev
+                        .field("reason")
+                        .is_some_and(|r| r.starts_with("HELLO without authentication"))
+            })
     });
     for n in [&d, &e] {
         assert!(!n.stderr_text().contains(SECRET) && !n.stderr_text().contains(OTHER_SECRET));
@@ -688,9 +703,11 @@ fn replayed_and_injected_bytes_are_rejected() {
         .to_owned();
     relay.inject(format!("{sealed_ping}\n").as_bytes());
     wait_until("A logs the replayed line", &cl.refs(), || {
-        cl.a()
-            .stderr_text()
-            .contains("a line failed authentication")
+        cl.a().events().iter().any(|e| {
+            e.name == "line-auth-failed"
+                && e.field("reason")
+                    .is_some_and(|r| r.starts_with("a line failed authentication"))
+        })
     });
     cl.assert_unharmed("a replayed sealed line");
 
@@ -816,7 +833,10 @@ fn secret_file_start_up_rules() {
     }
     let n = Node::start("A", net.addr(), &["--secret-file", &open]);
     wait_until("a warning about the mode", &[&n], || {
-        n.stderr_text().contains("chmod 600")
+        n.events().iter().any(|e| {
+            e.name == "secret-file-warning"
+                && e.field("reason").is_some_and(|r| r.contains("chmod 600"))
+        })
     });
     assert!(!n.stderr_text().contains(SECRET));
 }

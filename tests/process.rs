@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Console, Node, StdinKind, TestNet, agreed, holds_for, iso_utc_ms, run_to_exit, unix_ms_now,
-    wait_agreed, wait_until,
+    Console, DEADLINE, Node, StdinKind, TestNet, agreed, holds_for, iso_utc_ms, logfmt,
+    run_to_exit, unix_ms_now, wait_agreed, wait_until,
 };
 
 /// How long a property that must stay true is watched: long enough for
@@ -354,9 +354,13 @@ fn rule_mismatch_is_refused() {
     let a = Node::start("A", net.addr(), &["--rule", "oldest"]);
     let b = start_joined("B", &net, &a, &["--rule", "youngest"]);
     wait_until("A logs the refusal naming both rules", &[&a, &b], || {
-        a.stderr_text()
-            .lines()
-            .any(|l| l.contains("mismatch") && l.contains("oldest") && l.contains("youngest"))
+        a.events().iter().any(|e| {
+            let reason = e.field("reason").unwrap_or_default();
+            e.name == "peer-refused"
+                && reason.contains("rule mismatch")
+                && reason.contains("oldest")
+                && reason.contains("youngest")
+        })
     });
     holds_for("A and B never become peers", WATCH, &[&a, &b], || {
         let (sa, sb) = (a.status(), b.status());
@@ -371,12 +375,16 @@ fn quorum_mismatch_is_refused() {
     let a = Node::start("A", net.addr(), &["--quorum", "2"]);
     let b = start_joined("B", &net, &a, &["--quorum", "3"]);
     wait_until("A logs the refusal naming both quorums", &[&a, &b], || {
-        a.stderr_text().lines().any(|l| {
-            let words: Vec<&str> = l
+        a.events().iter().any(|e| {
+            let reason = e.field("reason").unwrap_or_default();
+            let words: Vec<&str> = reason
                 .split_whitespace()
                 .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric()))
                 .collect();
-            l.contains("quorum") && words.contains(&"2") && words.contains(&"3")
+            e.name == "peer-refused"
+                && reason.contains("quorum mismatch")
+                && words.contains(&"2")
+                && words.contains(&"3")
         })
     });
     holds_for("A and B never become peers", WATCH, &[&a, &b], || {
@@ -916,4 +924,98 @@ fn idle_connections_are_closed_after_ten_timeouts() {
     }
     // The one that sent a command is still served.
     assert_eq!(talker.ask("-m"), ["false", "OK"]);
+}
+
+// ---------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------
+
+// Issue 5: every line a node writes to stderr is one event, in logfmt after
+// the RFC 3339 time and the level (docs/OPERATIONS.md, "Logs"), debug lines
+// included, through joins, a redirect, a refused HELLO, a `-q`, a crash and
+// a SIGTERM; role changes are at INFO with epoch and cause. No `--notify`:
+// a hook's own output would share stderr.
+#[test]
+fn every_log_line_is_logfmt() {
+    let net = TestNet::new();
+    let debug = ["--log", "debug"];
+    let mut a = Node::start("A", net.addr(), &debug);
+    let mut b = start_joined("B", &net, &a, &debug);
+    wait_agreed(&[&a, &b], Some(&a));
+    // B follows A, so it redirects C there.
+    let mut c = start_joined("C", &net, &b, &debug);
+    wait_agreed(&[&a, &b, &c], Some(&a));
+    // A HELLO whose refusal quotes `"`, `=` and a tab back.
+    let mut hello = Console::open(a.addr);
+    hello.send("HELLO bossd/2 join \"x=y\"\t1\n");
+    let answer = hello.read_line().unwrap_or_default();
+    assert!(answer.starts_with("REFUSE "), "{answer:?}");
+    wait_until("A logs the refused HELLO", &[&a], || {
+        a.logged("peer-refused", &[])
+    });
+    let (lines, result) = c.ctl("-q");
+    assert_eq!(result, Ok(()), "-q answered {lines:?}");
+    let status = c.wait_exit(DEADLINE).expect("C exits after -q");
+    assert_eq!(status.code(), Some(0), "{}", c.describe());
+    wait_agreed(&[&a, &b], Some(&a));
+    b.sigkill();
+    wait_until("A loses B", &[&a], || {
+        a.logged("peer-lost", &[("peer", &b.id())])
+    });
+    a.sigterm();
+    let status = a.wait_exit(DEADLINE).expect("A exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", a.describe());
+    // Each line is one write(2), so once the last one arrived every line is
+    // whole, also for B, killed at any point.
+    wait_until("the logs are read to their end", &[&a, &b, &c], || {
+        [&a, &b, &c].iter().all(|n| n.stderr_text().ends_with('\n'))
+    });
+
+    for n in [&a, &b, &c] {
+        let text = n.stderr_text();
+        let events: Vec<logfmt::Event> = text
+            .lines()
+            .map(|l| logfmt::parse_line(l).unwrap_or_else(|e| panic!("{}: {e}\n{text}", n.name)))
+            .collect();
+        let has = |name: &str, fields: &[(&str, &str)]| events.iter().any(|e| e.is(name, fields));
+        assert!(
+            has("listening", &[("addr", &n.id())]),
+            "{}:\n{text}",
+            n.name
+        );
+        assert!(
+            has("send", &[]) && has("recv", &[]),
+            "{}: debug lines\n{text}",
+            n.name
+        );
+        let changes: Vec<&logfmt::Event> =
+            events.iter().filter(|e| e.name == "role-change").collect();
+        assert!(!changes.is_empty(), "{}: no role change\n{text}", n.name);
+        for e in changes {
+            assert_eq!(e.level, "INFO", "{}: {e:?}", n.name);
+            let keys: Vec<&str> = e.fields.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(keys, ["from", "to", "epoch", "master", "cause"], "{e:?}");
+            assert!(
+                e.field("epoch").is_some_and(|v| v.parse::<u64>().is_ok()),
+                "{e:?}"
+            );
+        }
+    }
+    let (a_id, b_id, c_id) = (a.id(), b.id(), c.id());
+    assert!(a.logged("role-change", &[("to", "master"), ("master", &a_id)]));
+    assert!(a.logged("peer-joined", &[("peer", &b_id)]));
+    assert!(a.logged("peer-left", &[("peer", &c_id)]));
+    assert!(a.logged("leaving", &[("cause", "signal"), ("signal", "SIGTERM")]));
+    assert!(a.logged("left", &[]));
+    let refused = a.events().into_iter().find(|e| e.name == "peer-refused");
+    let reason = refused.as_ref().and_then(|e| e.field("reason"));
+    assert!(
+        reason.is_some_and(|r| r.contains("\"bossd/2\"")),
+        "{refused:?}"
+    );
+    assert!(b.logged("redirect-sent", &[("peer", &c_id), ("master", &a_id)]));
+    assert!(c.logged("redirect-followed", &[("peer", &b_id), ("master", &a_id)]));
+    assert!(c.logged("role-change", &[("to", "follower"), ("master", &a_id)]));
+    assert!(c.logged("leaving", &[("cause", "console")]));
+    assert!(c.logged("left", &[]));
 }

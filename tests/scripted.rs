@@ -599,7 +599,7 @@ fn assert_skews_hold(c: &Cluster, members: &[usize], clock_ms: &[i64], max_error
 fn skew_warnings(c: &Cluster, i: usize) -> Vec<&String> {
     c.warnings[i]
         .iter()
-        .filter(|w| w.contains("clock skew"))
+        .filter(|w| w.starts_with("event=start-within-skew "))
         .collect()
 }
 
@@ -675,11 +675,11 @@ fn start_times_closer_than_the_skew_warn_once_per_decision() {
             assert_eq!(w.len(), 1, "node {i}: {w:?}");
             assert!(
                 w[0].starts_with(
-                    "oldest decision between 127.0.0.1:7000 and 127.0.0.1:7001 rests on \
-                     5 ms of start time, no more than the clock skew measured between them \
-                     (127.0.0.1:7001's clock is +"
-                ) && w[0].ends_with(
-                    "ms off 127.0.0.1:7000's); 127.0.0.1:7000 may not be the oldest of the two"
+                    "event=start-within-skew criterion=oldest winner=127.0.0.1:7000 \
+                     loser=127.0.0.1:7001 start_gap_ms=5 skew=+"
+                ) && w[0].contains(
+                    "reason=\"127.0.0.1:7000 may not be the oldest of the two: their start \
+                     times differ by no more than their clocks\""
                 ),
                 "node {i}: {}",
                 w[0]
@@ -732,5 +732,5 @@ fn start_times_the_skew_cannot_reverse_do_not_warn() {
     assert_eq!(c.assert_agreement(&[0, 1]), addr(0));
     let w = skew_warnings(&c, 0);
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].starts_with("youngest decision"), "{}", w[0]);
+    assert!(w[0].contains(" criterion=youngest "), "{}", w[0]);
 }

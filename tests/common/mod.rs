@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod logfmt;
+
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -499,6 +501,21 @@ impl Node {
     /// Everything the node wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().expect("stderr buffer").clone()
+    }
+
+    /// The log lines the node wrote to stderr so far, parsed; lines that
+    /// are not bossd's log lines (a hook's output) are skipped.
+    pub fn events(&self) -> Vec<logfmt::Event> {
+        self.stderr_text()
+            .lines()
+            .filter_map(|l| logfmt::parse_line(l).ok())
+            .collect()
+    }
+
+    /// Whether the node logged event `name` with these fields (and maybe
+    /// more), e.g. `logged("auth-failed", &[("reason", "wrong secret")])`.
+    pub fn logged(&self, name: &str, fields: &[(&str, &str)]) -> bool {
+        self.events().iter().any(|e| e.is(name, fields))
     }
 
     /// Everything the node wrote to stdout so far.

@@ -5,9 +5,13 @@
 //! a link, lines arrive in order per link after a random delay, a close
 //! arrives after the lines sent before it, and a crashed node's links close
 //! for its peers after what it already sent. Time jumps to the next event.
-//! After every step the harness checks that no node's epoch goes back.
+//! After every step the harness checks that no node's epoch goes back,
+//! and every log line a core hands over is logfmt (`common/logfmt.rs`).
 
 #![allow(dead_code)]
+
+#[path = "../common/logfmt.rs"]
+mod logfmt;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -562,6 +566,9 @@ impl Cluster {
                         .handle_link_closed(link, now);
                 }
                 Action::Log(level, text) => {
+                    if let Err(e) = logfmt::parse_event(&text) {
+                        panic!("node {i} logged a line that is not logfmt: {e}");
+                    }
                     if std::env::var_os("SIM_TRACE").is_some() {
                         eprintln!("t={} n{i}: {text}", self.now);
                     }
