@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An authenticated bossd console client in 40 lines of standard Python.
+"""An authenticated bossd console client in 50 lines of standard Python.
 
     python3 contrib/bossd_auth.py IP PORT SECRET_FILE COMMAND...
 
@@ -35,16 +35,18 @@ def main(ip, port, secret_file, *command):
         return line
 
     nd = os.urandom(32)
-    send("AUTH bossd/1 " + nd.hex())
+    # The node we mean, as IP:PORT ([v6]:port); the proofs cover it.
+    target = ("[%s]:%s" if ":" in ip else "%s:%s") % (ip, port)
+    send("AUTH bossd/1 " + nd.hex() + " " + target)
     words = recv().split(" ")
     if words[0] != "AUTH":
         sys.exit("refused: " + " ".join(words[1:]))
     na = bytes.fromhex(words[2])
-    if not hmac.compare_digest(h(secret, b"bossd/1 acceptor" + nd + na).hex(), words[3]):
+    if not hmac.compare_digest(h(secret, b"bossd/1 acceptor" + nd + na + target.encode()).hex(), words[3]):
         send("REFUSE wrong secret")
         sys.exit("the node has another secret")
-    send("PROOF " + h(secret, b"bossd/1 dialer" + nd + na).hex())
-    key = h(secret, b"bossd/1 session" + nd + na)
+    send("PROOF " + h(secret, b"bossd/1 dialer" + nd + na + target.encode()).hex())
+    key = h(secret, b"bossd/1 session" + nd + na + target.encode())
     seq = {"d": 0, "a": 0}
 
     def tag(direction, line):

@@ -11,15 +11,18 @@
 //! random bytes from each side, `H(k, ...)` HMAC-SHA256:
 //!
 //! ```text
-//! D -> A  AUTH bossd/1 <nd>
-//! A -> D  AUTH bossd/1 <na> <H(s, "bossd/1 acceptor" nd na)>
-//! D -> A  PROOF <H(s, "bossd/1 dialer" nd na)>
+//! D -> A  AUTH bossd/1 <nd> <t>
+//! A -> D  AUTH bossd/1 <na> <H(s, "bossd/1 acceptor" nd na t)>
+//! D -> A  PROOF <H(s, "bossd/1 dialer" nd na t)>
 //! ```
 //!
-//! Each side proves knowledge of `s` over a nonce the other side just drew,
-//! so a recorded handshake proves nothing on a new connection, and the two
-//! labels keep one side's proof from being reflected as the other's. Both
-//! then derive `k = H(s, "bossd/1 session" nd na)`, and every later line in
+//! `t` is the address the dialer meant to reach, `IP:PORT`; the acceptor
+//! refuses one that is not its own, and both proofs cover it, so a relay
+//! cannot hand a session meant for one node to another. Each side proves
+//! knowledge of `s` over a nonce the other side just drew, so a recorded
+//! handshake proves nothing on a new connection, and the two labels keep
+//! one side's proof from being reflected as the other's. Both then derive
+//! `k = H(s, "bossd/1 session" nd na t)`, and every later line in
 //! either direction is sent as `<tag> <line>`, where `tag` is the first 16
 //! bytes of `H(k, direction seq line)` in hex, `direction` is `d` or `a` (who
 //! sent it) and `seq` counts that sender's lines from 0. A line injected into
@@ -27,6 +30,7 @@
 //! back fails its tag. Contents are authenticated, not encrypted.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -94,24 +98,26 @@ impl Secret {
         HmacSha256::new_from_slice(&self.0).expect("HMAC accepts any key length")
     }
 
-    fn proof(&self, role: Role, nd: &[u8; NONCE_LEN], na: &[u8; NONCE_LEN]) -> HmacSha256 {
+    fn proof(&self, role: Role, hs: &Handshake) -> HmacSha256 {
         let mut mac = self.mac();
         mac.update(VERSION.as_bytes());
         mac.update(match role {
             Role::Dialer => b" dialer",
             Role::Acceptor => b" acceptor",
         });
-        mac.update(nd);
-        mac.update(na);
+        mac.update(&hs.nd);
+        mac.update(&hs.na);
+        mac.update(hs.target.as_bytes());
         mac
     }
 
-    fn session(&self, role: Role, nd: &[u8; NONCE_LEN], na: &[u8; NONCE_LEN]) -> Session {
+    fn session(&self, role: Role, hs: &Handshake) -> Session {
         let mut mac = self.mac();
         mac.update(VERSION.as_bytes());
         mac.update(b" session");
-        mac.update(nd);
-        mac.update(na);
+        mac.update(&hs.nd);
+        mac.update(&hs.na);
+        mac.update(hs.target.as_bytes());
         let key = mac.finalize().into_bytes();
         Session {
             key: HmacSha256::new_from_slice(&key).expect("HMAC accepts any key length"),
@@ -161,6 +167,8 @@ pub enum AuthError {
     Refused(String),
     /// A line's tag does not match: injected, replayed or altered.
     BadTag,
+    /// The dialer meant another node: a relay, or a wrong address.
+    WrongNode { meant: SocketAddr, here: SocketAddr },
 }
 
 impl fmt::Display for AuthError {
@@ -170,6 +178,9 @@ impl fmt::Display for AuthError {
             AuthError::WrongSecret => f.write_str("wrong secret"),
             AuthError::Refused(why) => write!(f, "refused: {why}"),
             AuthError::BadTag => f.write_str("a line failed authentication"),
+            AuthError::WrongNode { meant, here } => {
+                write!(f, "wrong node: meant {meant}, this is {here}")
+            }
         }
     }
 }
@@ -187,6 +198,8 @@ pub struct Handshake {
     nd: [u8; NONCE_LEN],
     /// The acceptor's nonce, once drawn (acceptor) or received (dialer).
     na: [u8; NONCE_LEN],
+    /// The address the dialer meant, as it wrote it.
+    target: String,
 }
 
 /// What a handshake step produced.
@@ -202,41 +215,55 @@ pub enum Step {
 }
 
 impl Handshake {
-    /// Starts a handshake as the dialer; returns it and the line to send.
-    pub fn dial(nonce: [u8; NONCE_LEN]) -> (Handshake, String) {
-        let line = format!("AUTH {VERSION} {}", hex(&nonce));
+    /// Starts a handshake as the dialer of `target`; returns it and the
+    /// line to send.
+    pub fn dial(nonce: [u8; NONCE_LEN], target: SocketAddr) -> (Handshake, String) {
+        let target = target.to_string();
+        let line = format!("AUTH {VERSION} {} {target}", hex(&nonce));
         let hs = Handshake {
             role: Role::Dialer,
             nd: nonce,
             na: [0; NONCE_LEN],
+            target,
         };
         (hs, line)
     }
 
-    /// Answers a dialer's first line as the acceptor, with `nonce` freshly
-    /// drawn; returns the handshake and the line to send back.
+    /// Answers a dialer's first line as the acceptor listening on `here`,
+    /// with `nonce` freshly drawn; returns the handshake and the line to
+    /// send back.
     pub fn accept(
         secret: &Secret,
         line: &str,
         nonce: [u8; NONCE_LEN],
+        here: SocketAddr,
     ) -> Result<(Handshake, String), AuthError> {
         let mut words = line.split(' ');
         expect_word(&mut words, "AUTH")?;
         expect_word(&mut words, VERSION)?;
         let nd = nonce_word(words.next())?;
+        let target = words
+            .next()
+            .ok_or_else(|| malformed("AUTH names no target address"))?;
+        let meant: SocketAddr = target
+            .parse()
+            .map_err(|_| malformed("AUTH's target is not an IP:PORT"))?;
         if words.next().is_some() {
             return Err(malformed("AUTH has too many words"));
         }
-        let proof = secret
-            .proof(Role::Acceptor, &nd, &nonce)
-            .finalize()
-            .into_bytes();
-        let reply = format!("AUTH {VERSION} {} {}", hex(&nonce), hex(&proof));
+        // A node listening on a wildcard address answers to any of its IPs.
+        let same = meant == here || (here.ip().is_unspecified() && meant.port() == here.port());
+        if !same {
+            return Err(AuthError::WrongNode { meant, here });
+        }
         let hs = Handshake {
             role: Role::Acceptor,
             nd,
             na: nonce,
+            target: target.to_owned(),
         };
+        let proof = secret.proof(Role::Acceptor, &hs).finalize().into_bytes();
+        let reply = format!("AUTH {VERSION} {} {}", hex(&nonce), hex(&proof));
         Ok((hs, reply))
     }
 
@@ -256,13 +283,13 @@ impl Handshake {
                     return Err(malformed("AUTH has too many words"));
                 }
                 secret
-                    .proof(Role::Acceptor, &self.nd, &self.na)
+                    .proof(Role::Acceptor, self)
                     .verify_slice(&proof)
                     .map_err(|_| AuthError::WrongSecret)?;
-                let mine = secret.proof(Role::Dialer, &self.nd, &self.na).finalize();
+                let mine = secret.proof(Role::Dialer, self).finalize();
                 Ok(Step::Done {
                     reply: Some(format!("PROOF {}", hex(&mine.into_bytes()))),
-                    session: secret.session(Role::Dialer, &self.nd, &self.na),
+                    session: secret.session(Role::Dialer, self),
                 })
             }
             Role::Acceptor => {
@@ -272,12 +299,12 @@ impl Handshake {
                     return Err(malformed("PROOF has too many words"));
                 }
                 secret
-                    .proof(Role::Dialer, &self.nd, &self.na)
+                    .proof(Role::Dialer, self)
                     .verify_slice(&proof)
                     .map_err(|_| AuthError::WrongSecret)?;
                 Ok(Step::Done {
                     reply: None,
-                    session: secret.session(Role::Acceptor, &self.nd, &self.na),
+                    session: secret.session(Role::Acceptor, self),
                 })
             }
         }
@@ -409,14 +436,40 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn here() -> SocketAddr {
+        "127.0.0.1:7000".parse().unwrap()
+    }
+
+    #[test]
+    fn a_session_meant_for_another_node_is_refused() {
+        let s = secret("k");
+        let other: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let (_, first) = Handshake::dial([1; NONCE_LEN], other);
+        assert_eq!(
+            Handshake::accept(&s, &first, [2; NONCE_LEN], here()).err(),
+            Some(AuthError::WrongNode {
+                meant: other,
+                here: here()
+            })
+        );
+        // A relay rewriting the target breaks the dialer's check.
+        let (mut dial, first) = Handshake::dial([1; NONCE_LEN], other);
+        let rewritten = first.replace("127.0.0.1:7001", "127.0.0.1:7000");
+        let (_, reply) = Handshake::accept(&s, &rewritten, [2; NONCE_LEN], here()).unwrap();
+        assert_eq!(dial.step(&s, &reply).err(), Some(AuthError::WrongSecret));
+        // A wildcard listener answers for its port.
+        let any: SocketAddr = "0.0.0.0:7001".parse().unwrap();
+        assert!(Handshake::accept(&s, &first, [2; NONCE_LEN], any).is_ok());
+    }
+
     fn secret(s: &str) -> Secret {
         Secret::new(s.as_bytes()).unwrap()
     }
 
     /// Runs a whole handshake; returns both sessions.
     fn handshake(d: &Secret, a: &Secret) -> Result<(Session, Session), AuthError> {
-        let (mut dial, first) = Handshake::dial([1; NONCE_LEN]);
-        let (mut acc, reply) = Handshake::accept(a, &first, [2; NONCE_LEN])?;
+        let (mut dial, first) = Handshake::dial([1; NONCE_LEN], here());
+        let (mut acc, reply) = Handshake::accept(a, &first, [2; NONCE_LEN], here())?;
         let Step::Done {
             reply: Some(proof),
             session: ds,
@@ -452,8 +505,9 @@ mod tests {
             Some(AuthError::WrongSecret)
         );
         // A dialer that lies about having verified still cannot prove.
-        let (_, first) = Handshake::dial([1; NONCE_LEN]);
-        let (mut acc, _) = Handshake::accept(&secret("two"), &first, [2; NONCE_LEN]).unwrap();
+        let (_, first) = Handshake::dial([1; NONCE_LEN], here());
+        let (mut acc, _) =
+            Handshake::accept(&secret("two"), &first, [2; NONCE_LEN], here()).unwrap();
         let forged = format!("PROOF {}", "ab".repeat(32));
         assert_eq!(
             acc.step(&secret("two"), &forged).err(),
@@ -487,8 +541,8 @@ mod tests {
     #[test]
     fn a_recorded_handshake_proves_nothing_on_a_new_connection() {
         let s = secret("k");
-        let (mut dial, first) = Handshake::dial([1; NONCE_LEN]);
-        let (_, reply) = Handshake::accept(&s, &first, [2; NONCE_LEN]).unwrap();
+        let (mut dial, first) = Handshake::dial([1; NONCE_LEN], here());
+        let (_, reply) = Handshake::accept(&s, &first, [2; NONCE_LEN], here()).unwrap();
         let Ok(Step::Done {
             reply: Some(proof), ..
         }) = dial.step(&s, &reply)
@@ -496,13 +550,13 @@ mod tests {
             panic!("dialer not done");
         };
         // The same bytes replayed to a fresh acceptor, which draws a new nonce.
-        let (mut again, _) = Handshake::accept(&s, &first, [3; NONCE_LEN]).unwrap();
+        let (mut again, _) = Handshake::accept(&s, &first, [3; NONCE_LEN], here()).unwrap();
         assert_eq!(again.step(&s, &proof).err(), Some(AuthError::WrongSecret));
     }
 
     #[test]
     fn refusals_and_garbage_are_reported() {
-        let (mut dial, _) = Handshake::dial([1; NONCE_LEN]);
+        let (mut dial, _) = Handshake::dial([1; NONCE_LEN], here());
         let s = secret("k");
         assert_eq!(
             dial.step(&s, "REFUSE this node has no secret").err(),
@@ -513,11 +567,11 @@ mod tests {
             Some(AuthError::Malformed(_))
         ));
         assert!(matches!(
-            Handshake::accept(&s, "AUTH bossd/1 zz", [0; NONCE_LEN]).err(),
+            Handshake::accept(&s, "AUTH bossd/1 zz", [0; NONCE_LEN], here()).err(),
             Some(AuthError::Malformed(_))
         ));
         assert!(matches!(
-            Handshake::accept(&s, "AUTH bossd/2 00", [0; NONCE_LEN]).err(),
+            Handshake::accept(&s, "AUTH bossd/2 00", [0; NONCE_LEN], here()).err(),
             Some(AuthError::Malformed(_))
         ));
     }

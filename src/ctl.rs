@@ -151,7 +151,7 @@ fn authenticate(
 ) -> Result<Session> {
     let mut nonce = [0u8; auth::NONCE_LEN];
     getrandom::fill(&mut nonce).context("cannot draw a random nonce")?;
-    let (mut hs, first) = Handshake::dial(nonce);
+    let (mut hs, first) = Handshake::dial(nonce, addr);
     writer
         .write_all(format!("{first}\n").as_bytes())
         .with_context(|| format!("cannot send to {addr}"))?;

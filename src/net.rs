@@ -39,6 +39,13 @@ pub const MAX_OUTBOX: usize = 1 << 20;
 /// Bytes read from a socket per call.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes taken from one connection per loop iteration. A sender faster
+/// than the node (a flood of empty lines needs no answer, so the outbox
+/// cap never stops it) would otherwise keep the loop reading one socket
+/// while heartbeats and timeouts wait, and the cluster would take the node
+/// for dead. The rest is read in the next iteration, after the others.
+const READ_BUDGET: usize = 64 * 1024;
+
 /// How long a graceful leave waits for LEAVE lines to drain: well inside
 /// the one second SPEC guarantee 6 allows.
 const LEAVE_FLUSH: Duration = Duration::from_millis(300);
@@ -151,6 +158,9 @@ struct Conn {
     kind: ConnKind,
     /// An outbound connect that has not completed yet.
     connecting: bool,
+    /// Its read budget ran out with input left: read again next iteration
+    /// (mio is edge-triggered, so no new event would say so).
+    more_input: bool,
     writable_registered: bool,
     /// Write what is queued, then close; read nothing more.
     closing: bool,
@@ -227,6 +237,16 @@ impl Server {
             // or a silent peer must be seen to before any command is answered.
             let now = self.now_ms();
             self.node.handle_timeout(now);
+            // Connections whose read budget ran out last time go first.
+            let more: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.more_input)
+                .map(|(k, _)| k)
+                .collect();
+            for key in more {
+                self.read_conn(key);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -261,6 +281,9 @@ impl Server {
         }
         if self.leaving_since.is_some() {
             return Some(Duration::from_millis(10));
+        }
+        if self.conns.iter().any(|(_, c)| c.more_input) {
+            return Some(Duration::ZERO);
         }
         let now = self.now_ms();
         let idle = self
@@ -351,7 +374,7 @@ impl Server {
                 self.refused_while_full = 0;
             }
             if self.accept_paused {
-                self.accept_paused = false;
+                // Still paused until an accept succeeds or none waits.
                 self.accept();
             }
         }
@@ -421,7 +444,7 @@ impl Server {
         }
         let (auth, first) = match &self.secret {
             Some(_) => {
-                let (hs, line) = Handshake::dial(nonce());
+                let (hs, line) = Handshake::dial(nonce(), addr);
                 (LinkAuth::Handshake(hs), Some(line))
             }
             None => (LinkAuth::Plain, None),
@@ -433,6 +456,7 @@ impl Server {
             opened_ms: now,
             kind: ConnKind::Peer,
             connecting: true,
+            more_input: false,
             writable_registered: true,
             closing: false,
             closing_seen_ms: None,
@@ -451,14 +475,25 @@ impl Server {
         loop {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // The backlog is drained: whatever descriptors ran out for
+                // has been accepted.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if self.accept_paused {
+                        self.accept_paused = false;
+                        crate::event!(Level::Info, "accept-resumed");
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    crate::event!(
-                        Level::Warn,
-                        "accept-paused",
-                        reason = "out of file descriptors",
-                    );
+                    // Once per episode: every freed descriptor retries.
+                    if !self.accept_paused {
+                        crate::event!(
+                            Level::Warn,
+                            "accept-paused",
+                            reason = "out of file descriptors",
+                        );
+                    }
                     self.accept_paused = true;
                     return;
                 }
@@ -510,6 +545,7 @@ impl Server {
                 opened_ms: now,
                 kind: ConnKind::Unknown,
                 connecting: false,
+                more_input: false,
                 writable_registered: false,
                 closing: false,
                 closing_seen_ms: None,
@@ -576,11 +612,17 @@ impl Server {
 
     fn read_conn(&mut self, key: usize) {
         let mut buf = [0u8; READ_CHUNK];
+        let mut taken = 0;
         loop {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
+            c.more_input = false;
             if c.dead || c.closing {
+                return;
+            }
+            if taken >= READ_BUDGET {
+                c.more_input = true;
                 return;
             }
             match c.stream.read(&mut buf) {
@@ -594,6 +636,7 @@ impl Server {
                     return;
                 }
                 Ok(n) => {
+                    taken += n;
                     c.lines.extend(&buf[..n]);
                     self.take_lines(key);
                 }
@@ -707,6 +750,8 @@ impl Server {
                         }
                     }
                 }
+                // A blank line is no command: the idle limit still runs.
+                ConnKind::Unknown if line.trim().is_empty() => {}
                 ConnKind::Unknown | ConnKind::Client => {
                     c.kind = ConnKind::Client;
                     self.console_line(key, &line);
@@ -757,7 +802,8 @@ impl Server {
             self.refuse(key, "this node has no secret");
             return;
         };
-        match Handshake::accept(secret, line, nonce()) {
+        let here = self.node.config().addr;
+        match Handshake::accept(secret, line, nonce(), here) {
             Ok((hs, reply)) => {
                 c.auth = LinkAuth::Handshake(hs);
                 self.queue(key, format!("{reply}\n").as_bytes());
@@ -858,6 +904,10 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        // A handshake under way is over: the ERR goes out plain, not held.
+        if matches!(c.auth, LinkAuth::Handshake(_)) {
+            c.auth = LinkAuth::Plain;
+        }
         crate::event!(
             Level::Warn,
             "bad-line",

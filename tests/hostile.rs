@@ -10,8 +10,8 @@ mod common;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -369,6 +369,120 @@ fn slowloris_is_closed_and_starves_nobody() {
     cl.assert_unharmed("a slowloris");
 }
 
+// SPEC §6: a client sending faster than the node reads (empty lines need no
+// answer, so no outbox fills) cannot stall the loop: heartbeats go on, and
+// the peers never take the node for dead.
+#[test]
+fn a_flood_of_empty_lines_stalls_nothing() {
+    let mut cl = Cluster::start("flood");
+    let addr = cl.a().addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    for _ in 0..2 {
+        let stop = Arc::clone(&stop);
+        flooders.push(thread::spawn(move || {
+            let mut s = connect(addr);
+            let chunk = vec![b'\n'; 64 * 1024];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match s.write(&chunk) {
+                    Ok(n) => sent += n as u64,
+                    Err(_) => break,
+                }
+            }
+            sent
+        }));
+    }
+    let (master, epoch) = (cl.master.clone(), cl.epoch);
+    let others: Vec<&Node> = cl.nodes[1..].iter().collect();
+    holds_for(
+        "B and C keep A as master during the flood",
+        Duration::from_secs(3),
+        &others,
+        || {
+            others.iter().all(|n| {
+                n.try_status().is_ok_and(|s| {
+                    s.master.as_deref() == Some(master.as_str()) && s.epoch == epoch && s.peers == 2
+                })
+            })
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let sent: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    assert!(sent > 1 << 20, "the flood sent only {sent} bytes");
+    cl.assert_unharmed("a flood of empty lines");
+}
+
+// SPEC §2: blank lines are no command, so they do not lift the idle limit;
+// a too-long line during a handshake still gets its ERR line.
+#[test]
+fn blank_lines_and_long_lines_in_a_handshake() {
+    let net = TestNet::new();
+    let dir = TempDir::new("blank");
+    let secret = dir.secret("secret", SECRET);
+    // Heartbeat 20 ms, timeout 50 ms: the idle limit is 500 ms.
+    let a = Node::start(
+        "A",
+        net.addr(),
+        &[
+            "--secret-file",
+            &secret,
+            "--heartbeat",
+            "20",
+            "--timeout",
+            "50",
+        ],
+    );
+    let mut s = connect(a.addr);
+    write_best_effort(&mut s, b"\n  \n\r\n");
+    assert_eq!(
+        read_to_close(&mut s),
+        "",
+        "closed after the idle limit, unanswered"
+    );
+    let mut s = connect(a.addr);
+    write_best_effort(
+        &mut s,
+        format!("AUTH bossd/1 {} {}\n", "11".repeat(NONCE_LEN), a.addr).as_bytes(),
+    );
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("AUTH bossd/1 "), "{line:?}");
+    write_best_effort(&mut s, &[b'z'; 5000]);
+    write_best_effort(&mut s, b"\n");
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    assert_eq!(rest, "ERR line too long\n");
+}
+
+// SPEC §6: out of file descriptors, accepting pauses (said once), nothing
+// spins, and the node accepts again when descriptors free.
+#[test]
+fn out_of_descriptors_pauses_accepting_once() {
+    let net = TestNet::new();
+    let a = Node::start_with_fd_limit("A", net.addr(), &[], 40);
+    let mut socks = Vec::new();
+    for _ in 0..100 {
+        socks.push(connect(a.addr));
+    }
+    wait_until("A pauses accepting", &[&a], || {
+        a.logged("accept-paused", &[])
+    });
+    let before = a.cpu_time();
+    thread::sleep(Duration::from_secs(1));
+    let used = a.cpu_time().saturating_sub(before);
+    assert!(
+        used < Duration::from_millis(500),
+        "A spins while paused: {used:?}"
+    );
+    drop(socks);
+    wait_until("A answers again", &[&a], || a.try_status().is_ok());
+    let count = |name: &str| a.events().iter().filter(|e| e.is(name, &[])).count();
+    assert_eq!(count("accept-paused"), 1, "{}", a.stderr_text());
+    assert!(count("accept-resumed") >= 1, "{}", a.stderr_text());
+}
+
 // ---------------------------------------------------------------------------
 // Fake peers and wrong secrets
 // ---------------------------------------------------------------------------
@@ -439,7 +553,7 @@ fn fake_hello_and_master_claims_are_refused() {
     // A fake AUTH answer (a proof without the secret).
     let mut s = connect(a);
     let nonce = "11".repeat(NONCE_LEN);
-    write_best_effort(&mut s, format!("AUTH bossd/1 {nonce}\n").as_bytes());
+    write_best_effort(&mut s, format!("AUTH bossd/1 {nonce} {a}\n").as_bytes());
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -521,11 +635,16 @@ fn wrong_secret_and_no_secret_peers_never_join() {
 // Replayed and injected bytes
 // ---------------------------------------------------------------------------
 
-/// Runs the dialer's side of the handshake on `s` with `secret`.
-fn authenticate(s: &mut TcpStream, secret: &str) -> Result<bossd::auth::Session, String> {
+/// Runs the dialer's side of the handshake on `s` with `secret`, meaning
+/// the node at the other end; returns the session and the bytes it sent.
+fn authenticate_recorded(
+    s: &mut TcpStream,
+    secret: &str,
+) -> Result<(bossd::auth::Session, String), String> {
     let secret = Secret::new(secret.as_bytes()).unwrap();
-    let (mut hs, first) = Handshake::dial([7; NONCE_LEN]);
-    s.write_all(format!("{first}\n").as_bytes()).unwrap();
+    let (mut hs, first) = Handshake::dial([7; NONCE_LEN], s.peer_addr().unwrap());
+    let mut sent = format!("{first}\n");
+    s.write_all(sent.as_bytes()).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -535,19 +654,22 @@ fn authenticate(s: &mut TcpStream, secret: &str) -> Result<bossd::auth::Session,
             session,
         }) => {
             s.write_all(format!("{proof}\n").as_bytes()).unwrap();
-            Ok(session)
+            sent.push_str(&format!("{proof}\n"));
+            Ok((session, sent))
         }
         Ok(_) => Err("handshake not done".into()),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// A TCP relay in front of a node that records what clients send through
-/// it and lets the test inject whole lines into the client-to-node stream.
+/// [`authenticate_recorded`] without the record.
+fn authenticate(s: &mut TcpStream, secret: &str) -> Result<bossd::auth::Session, String> {
+    authenticate_recorded(s, secret).map(|(session, _)| session)
+}
+
+/// A TCP relay in front of a node: it forwards both ways, unchanged.
 struct Relay {
     addr: SocketAddr,
-    recorded: Arc<Mutex<Vec<u8>>>,
-    to_node: Arc<Mutex<Option<TcpStream>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -555,12 +677,9 @@ impl Relay {
     fn start(listen: SocketAddr, node: SocketAddr) -> Relay {
         let listener = TcpListener::bind(listen).unwrap();
         listener.set_nonblocking(true).unwrap();
-        let recorded = Arc::new(Mutex::new(Vec::new()));
-        let to_node: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
-        let (rec, tn, st) = (recorded.clone(), to_node.clone(), stop.clone());
+        let st = stop.clone();
         thread::spawn(move || {
-            let mut first = true;
             while !st.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
                     thread::sleep(Duration::from_millis(5));
@@ -570,150 +689,59 @@ impl Relay {
                 let Ok(upstream) = TcpStream::connect(node) else {
                     continue;
                 };
-                // Node to client: copied as is.
-                let (mut from_node, mut to_client) =
-                    (upstream.try_clone().unwrap(), client.try_clone().unwrap());
-                thread::spawn(move || {
-                    let _ = std::io::copy(&mut from_node, &mut to_client);
-                    let _ = to_client.shutdown(std::net::Shutdown::Both);
-                });
-                // Client to node: line by line, so injected lines never
-                // split one; the first connection is recorded.
-                let record = first.then(|| rec.clone());
-                first = false;
-                let writer = Arc::new(Mutex::new(Some(upstream)));
-                if record.is_some() {
-                    *tn.lock().unwrap() = writer
-                        .lock()
-                        .unwrap()
-                        .as_ref()
-                        .map(|s| s.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
+                    (client, upstream),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
                 }
-                let tn2 = tn.clone();
-                let is_recorded = record.is_some();
-                thread::spawn(move || {
-                    let mut r = BufReader::new(client);
-                    loop {
-                        let mut line = Vec::new();
-                        match r.read_until(b'\n', &mut line) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                        if let Some(rec) = &record {
-                            rec.lock().unwrap().extend_from_slice(&line);
-                        }
-                        // Share the lock the injector takes.
-                        let guard = if is_recorded {
-                            Some(tn2.lock().unwrap())
-                        } else {
-                            None
-                        };
-                        let mut w = writer.lock().unwrap();
-                        let ok = w.as_mut().is_some_and(|s| s.write_all(&line).is_ok());
-                        drop(guard);
-                        if !ok {
-                            break;
-                        }
-                    }
-                    if let Some(s) = writer.lock().unwrap().take() {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                    }
-                });
             }
         });
-        Relay {
-            addr: listen,
-            recorded,
-            to_node,
-            stop,
-        }
-    }
-
-    fn recorded(&self) -> Vec<u8> {
-        self.recorded.lock().unwrap().clone()
-    }
-
-    /// Writes `bytes` into the recorded connection towards the node,
-    /// between two of the client's lines.
-    fn inject(&self, bytes: &[u8]) {
-        let mut guard = self.to_node.lock().unwrap();
-        let s = guard.as_mut().expect("a recorded connection");
-        s.write_all(bytes).unwrap();
+        Relay { addr: listen, stop }
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(s) = self.to_node.lock().unwrap().take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
     }
 }
 
-// Issue 4: a peer's recorded handshake and lines, replayed on a new
-// connection, are refused (the node draws a fresh nonce each time); lines
-// injected into or replayed on the authenticated connection close it
-// without changing the master.
+// Issue 4: a recorded handshake replayed on a new connection is refused
+// (the node draws a fresh nonce each time); lines forged on or replayed
+// into an authenticated connection close it; and a session meant for one
+// node cannot be relayed to another. The master never changes.
 #[test]
-fn replayed_and_injected_bytes_are_rejected() {
+fn replayed_relayed_and_injected_bytes_are_rejected() {
     let mut cl = Cluster::start("replay");
     let a = cl.a().addr;
-    let relay = Relay::start(cl.net.addr(), a);
-    let relay_addr = relay.addr.to_string();
-    let d = Node::start(
-        "D",
-        cl.net.addr(),
-        &["--secret-file", &cl.secret_file, "--join", &relay_addr],
-    );
-    cl.nodes.push(d);
-    {
-        let refs = cl.refs();
-        wait_agreed(&refs, Some(&cl.nodes[0]));
-    }
-    // Wait until some heartbeats went through the relay.
-    wait_until("the relay recorded heartbeats", &cl.refs(), || {
-        String::from_utf8_lossy(&relay.recorded())
-            .matches("PING")
-            .count()
-            >= 3
-    });
-    let recorded = relay.recorded();
-    let text = String::from_utf8_lossy(&recorded).into_owned();
-    assert!(text.starts_with("AUTH bossd/1 "), "{text}");
-    assert!(text.contains("\nPROOF "), "{text}");
-    assert!(
-        !text.contains("\nHELLO "),
-        "HELLO must travel sealed: {text}"
-    );
 
-    // 1. The whole recording replayed on a fresh connection.
+    // 1. A genuine session, recorded, then replayed on a fresh connection.
     let mut s = connect(a);
-    write_best_effort(&mut s, &recorded);
+    let (mut session, mut recorded) =
+        authenticate_recorded(&mut s, SECRET).expect("the right secret authenticates");
+    let mut sealed = String::new();
+    session.seal("-m", &mut sealed);
+    write_best_effort(&mut s, sealed.as_bytes());
+    recorded.push_str(&sealed);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(session.open(line.trim_end()), Ok("true"));
+    drop((r, s));
+    let mut s = connect(a);
+    write_best_effort(&mut s, recorded.as_bytes());
     let said = read_to_close(&mut s);
     assert!(said.starts_with("AUTH bossd/1 "), "{said:?}");
     assert!(said.ends_with("REFUSE wrong secret\n"), "{said:?}");
     cl.assert_unharmed("a replayed handshake");
 
-    // 2. A sealed line replayed on the live connection.
-    let sealed_ping = text
-        .lines()
-        .find(|l| l.contains(" PING "))
-        .expect("a sealed PING")
-        .to_owned();
-    relay.inject(format!("{sealed_ping}\n").as_bytes());
-    wait_until("A logs the replayed line", &cl.refs(), || {
-        cl.a().events().iter().any(|e| {
-            e.name == "line-auth-failed"
-                && e.field("reason")
-                    .is_some_and(|r| r.starts_with("a line failed authentication"))
-        })
-    });
-    cl.assert_unharmed("a replayed sealed line");
-
-    // 3. On an authenticated connection of our own: a forged master claim
-    // without a valid tag, and a sealed command sent twice.
-    let d_addr = cl.nodes[3].addr;
+    // 2. On an authenticated connection: a forged master claim without a
+    // valid tag, and a sealed command sent twice.
+    let fake = cl.net.addr();
     let mut s = connect(a);
     let mut session = authenticate(&mut s, SECRET).expect("the right secret authenticates");
     let mut sealed = String::new();
@@ -721,7 +749,7 @@ fn replayed_and_injected_bytes_are_rejected() {
     write_best_effort(&mut s, sealed.as_bytes());
     write_best_effort(
         &mut s,
-        format!("{} STATE master 999999 {d_addr}\n", "ab".repeat(16)).as_bytes(),
+        format!("{} STATE master 999999 {fake}\n", "ab".repeat(16)).as_bytes(),
     );
     let said = read_to_close(&mut s);
     let lines: Vec<&str> = said.lines().collect();
@@ -739,8 +767,42 @@ fn replayed_and_injected_bytes_are_rejected() {
         2,
         "one answer (true, OK), then closed: {said:?}"
     );
+    wait_until("A logs the replayed line", &cl.refs(), || {
+        cl.a().events().iter().any(|e| e.name == "line-auth-failed")
+    });
     cl.assert_unharmed("forged and replayed lines");
-    drop(relay);
+
+    // 3. A relay: a peer joining through it, and ctl through it, meant the
+    // relay's address, so A refuses them though they hold the secret.
+    let relay = Relay::start(cl.net.addr(), a);
+    let d = Node::start(
+        "D",
+        cl.net.addr(),
+        &[
+            "--secret-file",
+            &cl.secret_file,
+            "--join",
+            &relay.addr.to_string(),
+        ],
+    );
+    let (ip, port) = (relay.addr.ip().to_string(), relay.addr.port().to_string());
+    let out = run_to_exit(&["ctl", &ip, &port, "--secret-file", &cl.secret_file, "-q"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stdout);
+    assert!(out.stderr.contains("wrong node"), "{}", out.stderr);
+    let mut all = cl.refs();
+    all.push(&d);
+    wait_until("A refuses the relayed session", &all, || {
+        cl.a().events().iter().any(|e| {
+            e.name == "auth-failed"
+                && e.field("reason")
+                    .is_some_and(|r| r == format!("wrong node: meant {}, this is {a}", relay.addr))
+        })
+    });
+    holds_for("D stays out", WATCH, &all, || {
+        d.try_status().is_ok_and(|s| s.peers == 0)
+    });
+    drop(d);
+    cl.assert_unharmed("a relay");
 }
 
 // ---------------------------------------------------------------------------

@@ -318,6 +318,35 @@ impl Node {
         Node::launch(cmd, BOSSD, name, addr, full)
     }
 
+    /// Starts `bossd IP PORT [args]` with at most `fds` open descriptors
+    /// (RLIMIT_NOFILE), stdin `/dev/null`, and waits until it answers.
+    pub fn start_with_fd_limit(name: &str, addr: SocketAddr, args: &[&str], fds: u64) -> Node {
+        let mut full = vec![addr.ip().to_string(), addr.port().to_string()];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(BOSSD);
+        cmd.args(&full)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setrlimit(2) is async-signal-safe and only changes the
+        // child's own limit, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: fds,
+                    rlim_max: fds,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut node = Node::launch(cmd, BOSSD, name, addr, full);
+        node.wait_ready();
+        node
+    }
+
     /// Starts `ip netns exec NETNS bossd IP PORT [args]` with stdin
     /// `/dev/null`, without waiting for anything: a node inside the network
     /// namespace `NETNS`, which this process may not be able to reach (ask
