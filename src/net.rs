@@ -720,15 +720,12 @@ impl Server {
                 }
                 ConnKind::Unknown if line == "HELLO" || line.starts_with("HELLO ") => {
                     if plain && self.secret.is_some() {
-                        crate::event!(
-                            Level::Warn,
-                            "auth-failed",
-                            peer = OptAddr(c.peer_addr),
-                            reason = "HELLO without authentication (does it lack the secret?)",
-                        );
                         self.counters.auth_failures += 1;
-                        self.counters.refused_auth += 1;
-                        self.refuse(key, "authentication required");
+                        self.refuse_auth(
+                            key,
+                            "HELLO without authentication (does it lack the secret?)",
+                            "authentication required",
+                        );
                         continue;
                     }
                     c.kind = ConnKind::Peer;
@@ -786,20 +783,32 @@ impl Server {
         }
     }
 
+    /// Refuses a connection whose authentication does not match this
+    /// node's: logs `why`, answers `REFUSE <answer>`, closes.
+    fn refuse_auth(&mut self, key: usize, why: &str, answer: &str) {
+        if let Some(c) = self.conns.get(key) {
+            crate::event!(
+                Level::Warn,
+                "auth-failed",
+                peer = OptAddr(c.peer_addr),
+                reason = why,
+            );
+        }
+        self.counters.refused_auth += 1;
+        self.refuse(key, answer);
+    }
+
     /// An accepted connection opened with `AUTH`: answer the challenge.
     fn accept_handshake(&mut self, key: usize, line: &str) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
         let Some(secret) = &self.secret else {
-            crate::event!(
-                Level::Warn,
-                "auth-failed",
-                peer = OptAddr(c.peer_addr),
-                reason = "it authenticates, but this node has no secret",
+            self.refuse_auth(
+                key,
+                "it authenticates, but this node has no secret",
+                "this node has no secret",
             );
-            self.counters.refused_auth += 1;
-            self.refuse(key, "this node has no secret");
             return;
         };
         let here = self.node.config().addr;
