@@ -288,7 +288,13 @@ impl LineBuffer {
     pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
         let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
             self.scanned = self.buf.len();
-            return if self.buf.len() > MAX_LINE {
+            // A line at the limit may still be waiting for the `\n` after
+            // its `\r`: the answer must not depend on where TCP split it.
+            let longest = match self.buf.last() {
+                Some(b'\r') => MAX_LINE + 1,
+                _ => MAX_LINE,
+            };
+            return if self.buf.len() > longest {
                 Err(FrameError::TooLong)
             } else {
                 Ok(None)
@@ -510,5 +516,27 @@ mod tests {
         b.extend(&vec![b'a'; MAX_LINE]);
         b.extend(b"\n");
         assert_eq!(b.next_line().unwrap().unwrap().len(), MAX_LINE);
+    }
+
+    // Found by tests/codec.rs framing_ignores_chunk_boundaries: a line of
+    // MAX_LINE bytes ending in CR LF was refused when the LF came in a later
+    // read than the CR, and accepted when both came together.
+    #[test]
+    fn framing_at_the_limit_ignores_where_crlf_is_split() {
+        for body in [
+            vec![b'a'; MAX_LINE],
+            [vec![b'a'; MAX_LINE - 1], vec![b'\r']].concat(),
+        ] {
+            let mut b = LineBuffer::default();
+            b.extend(&body);
+            b.extend(b"\r");
+            assert_eq!(b.next_line(), Ok(None));
+            b.extend(b"\n");
+            assert_eq!(b.next_line().unwrap().unwrap().len(), MAX_LINE);
+        }
+        let mut b = LineBuffer::default();
+        b.extend(&vec![b'a'; MAX_LINE]);
+        b.extend(b"\r\r");
+        assert_eq!(b.next_line(), Err(FrameError::TooLong));
     }
 }
