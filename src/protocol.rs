@@ -242,7 +242,12 @@ impl fmt::Display for Role {
 #[derive(Default, Debug)]
 pub struct LineBuffer {
     buf: Vec<u8>,
-    /// How much of `buf` is already known to hold no newline.
+    /// Where the bytes not yet returned as lines begin. Lines are taken by
+    /// moving this offset; the consumed front is dropped on the next
+    /// `extend`, so a read full of short lines costs one pass, not one
+    /// copy of the rest per line.
+    start: usize,
+    /// How much of `buf[start..]` is already known to hold no newline.
     scanned: usize,
 }
 
@@ -265,38 +270,49 @@ impl fmt::Display for FrameError {
 impl LineBuffer {
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Takes the next complete line, without `\n` or a trailing `\r`.
     /// `Ok(None)` means more bytes are needed.
     pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
-        let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
-            self.scanned = self.buf.len();
-            return if self.buf.len() > MAX_LINE {
+        let pending = &self.buf[self.start..];
+        let Some(pos) = pending[self.scanned..].iter().position(|&b| b == b'\n') else {
+            self.scanned = pending.len();
+            return if pending.len() > MAX_LINE {
                 Err(FrameError::TooLong)
             } else {
                 Ok(None)
             };
         };
         let end = self.scanned + pos;
-        self.scanned = 0;
-        let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-        line.pop();
+        let mut line = &pending[..end];
         if line.last() == Some(&b'\r') {
-            line.pop();
+            line = &line[..line.len() - 1];
         }
-        if line.len() > MAX_LINE {
-            return Err(FrameError::TooLong);
+        let result = if line.len() > MAX_LINE {
+            Err(FrameError::TooLong)
+        } else {
+            std::str::from_utf8(line)
+                .map(|s| Some(s.to_owned()))
+                .map_err(|_| FrameError::NotUtf8)
+        };
+        self.start += end + 1;
+        self.scanned = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
         }
-        String::from_utf8(line)
-            .map(Some)
-            .map_err(|_| FrameError::NotUtf8)
+        result
     }
 
     /// Bytes received but not yet returned as a line.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 
@@ -472,6 +488,26 @@ mod tests {
         assert_eq!(b.next_line(), Ok(Some("MEET 1.2.3.4:5".into())));
         assert_eq!(b.next_line(), Ok(None));
         assert_eq!(b.pending(), 2);
+    }
+
+    #[test]
+    fn framing_takes_many_lines_from_one_read() {
+        let mut b = LineBuffer::default();
+        b.extend(b"PONG 1\nPONG 2\r\nPONG 3\nPO");
+        assert_eq!(b.next_line(), Ok(Some("PONG 1".into())));
+        assert_eq!(b.pending(), 17);
+        assert_eq!(b.next_line(), Ok(Some("PONG 2".into())));
+        assert_eq!(b.next_line(), Ok(Some("PONG 3".into())));
+        assert_eq!(b.next_line(), Ok(None));
+        assert_eq!(b.pending(), 2);
+        b.extend(b"NG 4\n");
+        assert_eq!(b.next_line(), Ok(Some("PONG 4".into())));
+        assert_eq!(b.pending(), 0);
+        // Lines already taken do not count towards the next one's length.
+        b.extend(&vec![b'a'; MAX_LINE]);
+        assert_eq!(b.next_line(), Ok(None));
+        b.extend(b"\n");
+        assert_eq!(b.next_line().unwrap().unwrap().len(), MAX_LINE);
     }
 
     #[test]
