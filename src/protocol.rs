@@ -9,7 +9,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use nom::branch::alt;
-use nom::bytes::complete::{tag, take_till1, take_while, take_while_m_n};
+use nom::bytes::complete::{tag, take_till1, take_while};
 use nom::character::complete::{char, i32 as dec_i32, u8 as dec_u8, u64 as dec_u64};
 use nom::combinator::{all_consuming, map, map_res, rest, value, verify};
 use nom::sequence::preceded;
@@ -332,10 +332,6 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
         value(LinkKind::Join, tag("join")),
         value(LinkKind::Mesh, tag("mesh")),
     ));
-    let instance = map_res(
-        take_while_m_n(16, 16, |c: char| c.is_ascii_hexdigit()),
-        |s| u64::from_str_radix(s, 16),
-    );
     let strict = map(verify(dec_u8, |&b| b <= 1), |b| b == 1);
     let rule = map_res(take_till1(|c| c == ' '), |s: &str| s.parse::<Rule>());
     map(
@@ -343,7 +339,7 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
             kind,
             preceded(sp, addr),
             preceded(sp, dec_u64),
-            preceded(sp, instance),
+            preceded(sp, hex16),
             preceded(sp, dec_i32),
             preceded(sp, map_res(dec_u64, u32::try_from)),
             preceded(sp, strict),
@@ -380,13 +376,20 @@ fn state(i: &str) -> IResult<&str, State> {
     .parse(i)
 }
 
-/// Exactly 16 hex digits: instance ids and view digests.
+/// Exactly 16 hex digits: instance ids and view digests. Written by hand:
+/// nom's `take_while_m_n` made a PING's decode twice as slow (profiled in
+/// docs/BENCHMARKS.md).
 fn hex16(i: &str) -> IResult<&str, u64> {
-    map_res(
-        take_while_m_n(16, 16, |c: char| c.is_ascii_hexdigit()),
-        |s| u64::from_str_radix(s, 16),
-    )
-    .parse(i)
+    let fail = || nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::HexDigit));
+    let digits = i.bytes().take(16).take_while(u8::is_ascii_hexdigit).count();
+    if digits < 16 {
+        return Err(fail());
+    }
+    // Sixteen ASCII hex digits: a char boundary, and at most u64::MAX.
+    let (hex, rest) = i.split_at(16);
+    u64::from_str_radix(hex, 16)
+        .map(|v| (rest, v))
+        .map_err(|_| fail())
 }
 
 /// A whole argument that is one unsigned decimal number.
@@ -475,6 +478,27 @@ mod tests {
         ] {
             let m = decode(s).unwrap();
             assert_eq!(encode_line(&m).trim_end(), s);
+        }
+    }
+
+    #[test]
+    fn digests_are_exactly_sixteen_hex_digits() {
+        assert_eq!(
+            decode("PING 7 0123456789ABCdef"),
+            Ok(Message::Ping {
+                seq: 7,
+                view: 0x0123_4567_89ab_cdef
+            })
+        );
+        for bad in [
+            "PING 7 0123456789abcde",
+            "PING 7 0123456789abcdef0",
+            "PING 7 +123456789abcdef",
+            "PING 7 0123456789abcdeg",
+            "PING 7 0123456789abcdé",
+            "PING 7 ",
+        ] {
+            assert_eq!(decode(bad), Err(DecodeError::Malformed("PING")), "{bad}");
         }
     }
 
