@@ -1,0 +1,653 @@
+//! Real `bossd` processes on loopback: how fast a cluster forms, how fast
+//! it fails over, and what a node costs at rest.
+//!
+//! Every node listens on its own address `127.77.X.host` (a range the tests
+//! never use, so this runs beside them), where `X` is new for each cluster.
+//! Every process started is killed when its guard drops, even when the
+//! bench panics. Times are measured by polling the nodes' `-s` over open
+//! console connections, one pipelined round over all of them at a time;
+//! the time of one round is printed as the resolution. Nothing here
+//! asserts a timing: the numbers are printed for docs/BENCHMARKS.md.
+//!
+//! `cargo bench --bench cluster [-- --quick] [-- --only crash --runs 30 --strict]`
+//!
+//! `--only` takes `converge`, `crash`, `silent`, `idle`, `queries`; `--runs`
+//! sets the failover runs; `--strict` runs the crash failover with
+//! `--strict --quorum 3` (for compare_etcd.sh). Lines starting `RESULT`
+//! are for scripts.
+
+#[path = "util/mod.rs"]
+mod util;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::{Table, ms, percentile, rate, sorted};
+
+/// The binary under test: cargo builds it with the bench profile
+/// (`target/release/bossd`) before it runs a bench, and says where.
+const BOSSD: &str = env!("CARGO_BIN_EXE_bossd");
+
+/// The port every node listens on; each node has its own IP.
+const PORT: u16 = 7000;
+
+/// How long anything may take before the bench gives up on it: far more
+/// than any healthy run needs, so a loaded machine does not abort it.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Default heartbeat and timeout (SPEC §1), for the silent failover bound.
+const HEARTBEAT_MS: f64 = 100.0;
+const TIMEOUT_MS: f64 = 500.0;
+
+fn main() {
+    let quick = util::quick();
+    let only = util::flag_value("--only");
+    let strict = std::env::args().any(|a| a == "--strict");
+    let runs = util::flag_value("--runs").map(|r| r.parse::<usize>().expect("--runs N"));
+    let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let _logs = LogDir::create();
+    println!("# cluster bench: {}", util::machine());
+    println!("binary: {BOSSD}{}", if quick { " (--quick)" } else { "" });
+
+    let mut rss_100 = None;
+    if wants("converge") {
+        let sizes: &[usize] = if quick { &[3, 10] } else { &[3, 10, 50, 100] };
+        rss_100 = converge(sizes, if quick { 1 } else { 3 });
+    }
+    if wants("crash") {
+        failover(
+            Fault::Crash,
+            runs.unwrap_or(if quick { 3 } else { 40 }),
+            strict,
+        );
+    }
+    if wants("silent") {
+        failover(
+            Fault::Freeze,
+            runs.unwrap_or(if quick { 1 } else { 20 }),
+            false,
+        );
+    }
+    if wants("idle") {
+        idle(if quick { 2 } else { 10 }, rss_100);
+    }
+    if wants("queries") {
+        queries(if quick { 0.5 } else { 3.0 });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The measurements
+// ---------------------------------------------------------------------------
+
+/// N nodes start alone; then all but the first are told `-c` to the first
+/// at once. The time from the first `-c` until every node reports the same
+/// master and epoch with `peers=N-1`. Returns the RSS of the nodes of the
+/// last cluster of the largest size, in KiB.
+fn converge(sizes: &[usize], runs: usize) -> Option<Vec<u64>> {
+    let mut t = Table::new(&[
+        "nodes",
+        "runs",
+        "median ms",
+        "min ms",
+        "max ms",
+        "poll round ms",
+    ]);
+    let mut rss = None;
+    for &n in sizes {
+        let mut times = Vec::new();
+        let mut round = Vec::new();
+        for _ in 0..runs {
+            let mut c = Cluster::start(n, &[]);
+            let m = c.join_all();
+            times.push(m.elapsed_ms);
+            round.push(m.round_ms);
+            if n == *sizes.last().expect("sizes") {
+                rss = Some(c.nodes.iter().map(|p| p.rss_kib()).collect());
+            }
+        }
+        let s = sorted(times);
+        t.row(vec![
+            n.to_string(),
+            runs.to_string(),
+            ms(percentile(&s, 50.0)),
+            ms(s[0]),
+            ms(s[s.len() - 1]),
+            ms(median(round)),
+        ]);
+        println!("RESULT converge_{n}_median_ms={:.2}", percentile(&s, 50.0));
+    }
+    t.print("Convergence: N-1 nodes join one node at once (-c), until all agree with a full mesh");
+    rss
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL: the kernel closes the master's connections.
+    Crash,
+    /// SIGSTOP: the master goes silent with its connections open.
+    Freeze,
+}
+
+/// A fresh 5-node cluster per run; the master gets the fault, and the time
+/// until the 4 survivors agree on a new master (higher epoch, `peers=3`).
+fn failover(fault: Fault, runs: usize, strict: bool) {
+    const N: usize = 5;
+    let args: &[&str] = if strict {
+        &["--strict", "--quorum", "3"]
+    } else {
+        &[]
+    };
+    let mut times = Vec::new();
+    let mut round = Vec::new();
+    for _ in 0..runs {
+        let mut c = Cluster::start(N, args);
+        c.join_all();
+        // Let heartbeats run for a while: a steady cluster, not a fresh one.
+        thread::sleep(Duration::from_millis(300));
+        let before = c.statuses(&(0..N).collect::<Vec<_>>());
+        let master = before
+            .iter()
+            .position(|s| s.role == "master")
+            .expect("a master");
+        let survivors: Vec<usize> = (0..N).filter(|&i| i != master).collect();
+        let old_epoch = before[master].epoch;
+        let old_id = before[master].id.clone();
+        let t0 = Instant::now();
+        c.nodes[master].signal(match fault {
+            Fault::Crash => libc::SIGKILL,
+            Fault::Freeze => libc::SIGSTOP,
+        });
+        let m = c.wait(&survivors, t0, |s| {
+            agreed(s, N - 1) && s[0].epoch > old_epoch && s[0].master.as_ref() != Some(&old_id)
+        });
+        times.push(m.elapsed_ms);
+        round.push(m.round_ms);
+    }
+    let s = sorted(times);
+    let (name, key) = match (fault, strict) {
+        (Fault::Crash, false) => ("Crash failover: SIGKILL of the master, 5 nodes", "crash"),
+        (Fault::Crash, true) => (
+            "Crash failover with --strict --quorum 3: SIGKILL of the master, 5 nodes",
+            "crash_strict",
+        ),
+        (Fault::Freeze, _) => (
+            "Silent failover: SIGSTOP of the master, 5 nodes, heartbeat 100 ms, timeout 500 ms",
+            "silent",
+        ),
+    };
+    let mut t = Table::new(&[
+        "runs",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "min ms",
+        "max ms",
+        "poll round ms",
+    ]);
+    t.row(vec![
+        runs.to_string(),
+        ms(percentile(&s, 50.0)),
+        ms(percentile(&s, 90.0)),
+        ms(percentile(&s, 99.0)),
+        ms(s[0]),
+        ms(s[s.len() - 1]),
+        ms(median(round)),
+    ]);
+    t.print(name);
+    if fault == Fault::Freeze {
+        println!(
+            "(SPEC guarantee 5 allows timeout + 2 x heartbeat = {} ms; the target is timeout + 1 heartbeat = {} ms)",
+            TIMEOUT_MS + 2.0 * HEARTBEAT_MS,
+            TIMEOUT_MS + HEARTBEAT_MS
+        );
+    }
+    println!(
+        "RESULT {key}_p50_ms={:.3} {key}_p99_ms={:.3} {key}_runs={runs}",
+        percentile(&s, 50.0),
+        percentile(&s, 99.0)
+    );
+}
+
+/// CPU used by each node of an idle 5-node cluster over `secs` seconds,
+/// and the nodes' resident memory.
+fn idle(secs: u64, rss_100: Option<Vec<u64>>) {
+    const N: usize = 5;
+    let mut c = Cluster::start(N, &[]);
+    c.join_all();
+    // Drop the console connections: an idle cluster has no clients.
+    c.consoles.clear();
+    thread::sleep(Duration::from_secs(1));
+    let before: Vec<u64> = c.nodes.iter().map(|p| p.cpu_ns()).collect();
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_secs(secs));
+    let window = t0.elapsed().as_nanos() as f64;
+    let pct: Vec<f64> = c
+        .nodes
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| (p.cpu_ns() - b) as f64 / window * 100.0)
+        .collect();
+    let mut t = Table::new(&[
+        "nodes",
+        "window s",
+        "median % of a core",
+        "max %",
+        "per node %",
+    ]);
+    let s = sorted(pct.clone());
+    t.row(vec![
+        N.to_string(),
+        secs.to_string(),
+        format!("{:.3}", percentile(&s, 50.0)),
+        format!("{:.3}", s[s.len() - 1]),
+        pct.iter()
+            .map(|p| format!("{p:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    ]);
+    t.print("Idle CPU per node (heartbeat 100 ms; /proc/PID/schedstat, ns)");
+    println!("RESULT idle_cpu_median_pct={:.4}", percentile(&s, 50.0));
+
+    let mut t = Table::new(&["cluster", "median RSS KiB", "max RSS KiB"]);
+    let alone = Cluster::start(1, &[]);
+    let mut row = |name: String, v: Vec<u64>| {
+        let s = sorted(v.iter().map(|&k| k as f64).collect());
+        t.row(vec![
+            name,
+            format!("{:.0}", percentile(&s, 50.0)),
+            format!("{:.0}", s[s.len() - 1]),
+        ]);
+    };
+    row("1 node alone".into(), vec![alone.nodes[0].rss_kib()]);
+    row(
+        format!("{N} nodes, idle"),
+        c.nodes.iter().map(|p| p.rss_kib()).collect(),
+    );
+    if let Some(v) = rss_100 {
+        row(format!("{} nodes, just converged", v.len()), v);
+    }
+    t.print("Resident memory per node (VmRSS)");
+}
+
+/// `-s` queries answered per second on one TCP console connection, with
+/// many queries in flight, and one at a time for comparison.
+fn queries(secs: f64) {
+    let mut c = Cluster::start(5, &[]);
+    c.join_all();
+    let addr = c.nodes[0].addr;
+    let mut t = Table::new(&["in flight", "queries/s", "MB/s answered", "seconds"]);
+    for window in [1u64, 64, 1024] {
+        let (n, bytes, d) = pipeline(addr, window, Duration::from_secs_f64(secs));
+        let s = d.as_secs_f64();
+        t.row(vec![
+            window.to_string(),
+            rate(n as f64 / s),
+            format!("{:.1}", bytes as f64 / s / 1e6),
+            format!("{s:.1}"),
+        ]);
+        println!("RESULT queries_window_{window}_per_s={:.0}", n as f64 / s);
+    }
+    t.print("Pipelined -s queries on one connection (to the master of 5 nodes)");
+}
+
+/// Sends `-s` lines with up to `window` unanswered, for `span`; returns
+/// the queries answered, the answer bytes and the time taken.
+fn pipeline(addr: SocketAddr, window: u64, span: Duration) -> (u64, u64, Duration) {
+    /// Queries written per write call, at most.
+    const BATCH: u64 = 256;
+    let stream = TcpStream::connect(addr).expect("connect to the console");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut reader = stream.try_clone().expect("clone");
+    let mut writer = stream;
+    let answered = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let reading = {
+        let (answered, done, bytes) = (answered.clone(), done.clone(), bytes.clone());
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut lines = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let n = reader.read(&mut buf).expect("read answers");
+                assert!(n > 0, "the node closed the console connection");
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                // Each answer is the status line and `OK`.
+                answered.store(lines / 2, Ordering::Release);
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let batch = "-s\n".repeat(BATCH as usize);
+    while t0.elapsed() < span {
+        let room = window - (sent - answered.load(Ordering::Acquire));
+        if room == 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let k = room.min(BATCH);
+        writer
+            .write_all(&batch.as_bytes()[..3 * k as usize])
+            .expect("write queries");
+        sent += k;
+    }
+    // Wait for what is in flight, then stop the reader.
+    while answered.load(Ordering::Acquire) < sent {
+        thread::yield_now();
+    }
+    let d = t0.elapsed();
+    done.store(true, Ordering::Relaxed);
+    writer
+        .write_all(b"-s\n")
+        .expect("a last query wakes the reader");
+    reading.join().expect("reader");
+    (sent, bytes.load(Ordering::Relaxed), d)
+}
+
+// ---------------------------------------------------------------------------
+// Processes and clusters
+// ---------------------------------------------------------------------------
+
+/// Per-bench log directory, removed at the end unless the bench panicked.
+struct LogDir;
+
+impl LogDir {
+    fn path() -> PathBuf {
+        std::env::temp_dir().join(format!("bossd-bench-{}", std::process::id()))
+    }
+
+    fn create() -> LogDir {
+        std::fs::create_dir_all(LogDir::path()).expect("create the log directory");
+        LogDir
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("node logs kept in {}", LogDir::path().display());
+        } else {
+            let _ = std::fs::remove_dir_all(LogDir::path());
+        }
+    }
+}
+
+/// One `bossd` process, killed and reaped when dropped.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(addr: SocketAddr, args: &[&str]) -> Proc {
+        let log = LogDir::path().join(format!("{}.log", addr.ip()));
+        let child = Command::new(BOSSD)
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .args(["--no-console", "--log", "warn"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("create a log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BOSSD}: {e}"));
+        Proc { child, addr, log }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, not reaped yet (we hold it), so
+        // its pid cannot have been reused.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// CPU time used so far, in ns: the first field of /proc/PID/schedstat
+    /// (clock ticks in /proc/PID/stat are 10 ms, too coarse for an idle node).
+    fn cpu_ns(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/schedstat", self.pid()))
+            .ok()
+            .and_then(|s| s.split(' ').next().and_then(|v| v.parse().ok()))
+            .expect("read /proc/PID/schedstat")
+    }
+
+    /// Resident memory in KiB (VmRSS).
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Clusters handed out so far by this process; part of the third octet.
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh network `127.77.X.0/24`, `X` from the process id and a counter,
+/// so two bench processes rarely share one.
+fn fresh_net() -> u8 {
+    let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+    (1 + (std::process::id() * 7 + n) % 254) as u8
+}
+
+/// The `-s` line's fields the bench looks at.
+#[derive(Clone, Debug)]
+struct Status {
+    id: String,
+    role: String,
+    master: Option<String>,
+    epoch: u64,
+    peers: usize,
+}
+
+impl Status {
+    fn parse(line: &str) -> Status {
+        let field = |key: &str| {
+            line.split(' ')
+                .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        Status {
+            id: field("id").to_owned(),
+            role: field("role").to_owned(),
+            master: Some(field("master"))
+                .filter(|m| *m != "-")
+                .map(str::to_owned),
+            epoch: field("epoch").parse().expect("epoch"),
+            peers: field("peers").parse().expect("peers"),
+        }
+    }
+}
+
+/// A console connection kept open for polling.
+struct Console {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Console {
+    /// Connects, retrying until the node listens.
+    fn open(p: &mut Proc) -> Console {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(s) = TcpStream::connect_timeout(&p.addr, Duration::from_secs(1)) {
+                s.set_nodelay(true).expect("nodelay");
+                s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+                let writer = s.try_clone().expect("clone");
+                return Console {
+                    reader: BufReader::new(s),
+                    writer,
+                };
+            }
+            if let Ok(Some(st)) = p.child.try_wait() {
+                panic!("{} exited ({st}):\n{}", p.addr, p.log_tail());
+            }
+            assert!(Instant::now() < deadline, "{} never listened", p.addr);
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(line.as_bytes())
+            .expect("write a command");
+    }
+
+    /// The answer lines before `OK`; panics on `ERR`.
+    fn answer(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).expect("read an answer");
+            assert!(n > 0, "console closed");
+            let line = line.trim_end().to_owned();
+            if line == "OK" {
+                return lines;
+            }
+            assert!(!line.starts_with("ERR"), "{line}");
+            lines.push(line);
+        }
+    }
+}
+
+/// A measured wait: the time until the condition was seen, and the time
+/// one polling round took (the resolution).
+struct Measured {
+    elapsed_ms: f64,
+    round_ms: f64,
+}
+
+struct Cluster {
+    nodes: Vec<Proc>,
+    consoles: Vec<Console>,
+}
+
+impl Cluster {
+    /// `n` nodes on a fresh network, each alone and answering its console.
+    fn start(n: usize, args: &[&str]) -> Cluster {
+        let x = fresh_net();
+        let mut nodes: Vec<Proc> = (0..n)
+            .map(|i| {
+                let addr = SocketAddr::from((Ipv4Addr::new(127, 77, x, 1 + i as u8), PORT));
+                // Something else listening there would make the node fail.
+                drop(TcpListener::bind(addr).unwrap_or_else(|e| panic!("{addr} is taken: {e}")));
+                Proc::spawn(addr, args)
+            })
+            .collect();
+        let consoles = nodes.iter_mut().map(Console::open).collect();
+        Cluster { nodes, consoles }
+    }
+
+    /// Tells every node but the first to join the first, all at once, and
+    /// waits until all agree with a full mesh.
+    fn join_all(&mut self) -> Measured {
+        let first = self.nodes[0].addr;
+        let t0 = Instant::now();
+        let cmd = format!("-c {} {}\n", first.ip(), first.port());
+        for c in &mut self.consoles[1..] {
+            c.send(&cmd);
+        }
+        for c in &mut self.consoles[1..] {
+            c.answer();
+        }
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        let n = all.len();
+        self.wait(&all, t0, |s| agreed(s, n))
+    }
+
+    /// Every listed node's status, asked of all at once.
+    fn statuses(&mut self, which: &[usize]) -> Vec<Status> {
+        for &i in which {
+            self.consoles[i].send("-s\n");
+        }
+        which
+            .iter()
+            .map(|&i| {
+                let lines = self.consoles[i].answer();
+                Status::parse(lines.first().expect("a status line"))
+            })
+            .collect()
+    }
+
+    /// Polls the listed nodes until `cond` holds for their statuses;
+    /// `elapsed_ms` counts from `t0` to the end of the round that saw it.
+    fn wait(&mut self, which: &[usize], t0: Instant, cond: impl Fn(&[Status]) -> bool) -> Measured {
+        let mut rounds = 0u32;
+        let first_round = Instant::now();
+        loop {
+            let s = self.statuses(which);
+            rounds += 1;
+            if cond(&s) {
+                let now = Instant::now();
+                return Measured {
+                    elapsed_ms: (now - t0).as_secs_f64() * 1e3,
+                    round_ms: (now - first_round).as_secs_f64() * 1e3 / f64::from(rounds),
+                };
+            }
+            if t0.elapsed() > DEADLINE {
+                let tails: Vec<String> = which
+                    .iter()
+                    .map(|&i| {
+                        format!(
+                            "{}: {:?}\n{}",
+                            self.nodes[i].addr,
+                            s.first(),
+                            self.nodes[i].log_tail()
+                        )
+                    })
+                    .collect();
+                panic!("no agreement within {DEADLINE:?}:\n{}", tails.join("\n"));
+            }
+        }
+    }
+}
+
+/// One group of `n` members: the same master (one of them) and epoch
+/// everywhere, the right roles, and a full mesh (SPEC guarantees 1 and 3).
+fn agreed(s: &[Status], n: usize) -> bool {
+    let Some(m) = s[0].master.as_ref() else {
+        return false;
+    };
+    s.iter().any(|x| &x.id == m)
+        && s.iter().all(|x| {
+            x.master.as_ref() == Some(m)
+                && x.epoch == s[0].epoch
+                && x.peers == n - 1
+                && x.role == if &x.id == m { "master" } else { "follower" }
+        })
+}
+
+fn median(v: Vec<f64>) -> f64 {
+    percentile(&sorted(v), 50.0)
+}
