@@ -11,10 +11,12 @@
 //!
 //! `cargo bench --bench cluster [-- --quick] [-- --only crash --runs 30 --strict]`
 //!
-//! `--only` takes `converge`, `crash`, `silent`, `idle`, `queries`; `--runs`
-//! sets the failover runs; `--strict` runs the crash failover with
-//! `--strict --quorum 3` (for compare_etcd.sh). Lines starting `RESULT`
-//! are for scripts.
+//! `--only` takes `converge`, `crash`, `silent`, `idle`, `queries`. For
+//! failovers, `--runs` sets the runs, `--nodes N` the cluster size (5),
+//! `--timing HEARTBEAT,TIMEOUT` the flags (100,500), and `--strict` adds
+//! `--strict` with a majority quorum (compare_etcd.sh uses these). For
+//! convergence, `--nodes N [--slow]` runs N nodes only (with heartbeat
+//! 1000 / timeout 5000). Lines starting `RESULT` are for scripts.
 
 #[path = "util/mod.rs"]
 mod util;
@@ -104,7 +106,12 @@ const CONVERGE_PAUSE: Duration = Duration::from_millis(5);
 /// cluster that converged and the RSS (KiB) of each of its nodes.
 fn converge(quick: bool) -> Option<(usize, Vec<u64>)> {
     let runs = if quick { 1 } else { 3 };
-    let cases: Vec<(usize, &[&str])> = if quick {
+    // `--nodes N [--slow]` runs one case, for a profiler.
+    let one = util::flag_value("--nodes").map(|n| n.parse::<usize>().expect("--nodes N"));
+    let slow = std::env::args().any(|a| a == "--slow");
+    let cases: Vec<(usize, &[&str])> = if let Some(n) = one {
+        vec![(n, if slow { SLOW } else { &[] })]
+    } else if quick {
         vec![(3, &[]), (10, &[])]
     } else {
         vec![
@@ -195,26 +202,42 @@ enum Fault {
 /// A fresh 5-node cluster per run; the master gets the fault, and the time
 /// until the 4 survivors agree on a new master (higher epoch, `peers=3`).
 fn failover(fault: Fault, runs: usize, strict: bool) {
-    const N: usize = 5;
-    let args: &[&str] = if strict {
-        &["--strict", "--quorum", "3"]
-    } else {
-        &[]
+    // `--nodes N` and `--timing HEARTBEAT,TIMEOUT` change the cluster, for
+    // compare_etcd.sh; a strict cluster gets a majority quorum.
+    let n: usize = util::flag_value("--nodes").map_or(5, |v| v.parse().expect("--nodes N"));
+    let mut args: Vec<String> = Vec::new();
+    if strict {
+        args.extend([
+            "--strict".into(),
+            "--quorum".into(),
+            (n / 2 + 1).to_string(),
+        ]);
+    }
+    let timing = util::flag_value("--timing");
+    let (heartbeat_ms, timeout_ms) = match &timing {
+        Some(t) => {
+            let (h, o) = t.split_once(',').expect("--timing HEARTBEAT,TIMEOUT");
+            args.extend(["--heartbeat".into(), h.into(), "--timeout".into(), o.into()]);
+            (h.parse::<f64>().expect("ms"), o.parse::<f64>().expect("ms"))
+        }
+        None => (HEARTBEAT_MS, TIMEOUT_MS),
     };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = args.as_slice();
     let mut times = Vec::new();
     let mut round = Vec::new();
     for _ in 0..runs {
-        let mut c = Cluster::start(N, args);
+        let mut c = Cluster::start(n, args);
         c.join_all(Duration::ZERO, DEADLINE)
             .expect("the cluster forms");
         // Let heartbeats run for a while: a steady cluster, not a fresh one.
         thread::sleep(Duration::from_millis(300));
-        let before = c.statuses(&(0..N).collect::<Vec<_>>());
+        let before = c.statuses(&(0..n).collect::<Vec<_>>());
         let master = before
             .iter()
             .position(|s| s.role == "master")
             .expect("a master");
-        let survivors: Vec<usize> = (0..N).filter(|&i| i != master).collect();
+        let survivors: Vec<usize> = (0..n).filter(|&i| i != master).collect();
         let old_epoch = before[master].epoch;
         let old_id = before[master].id.clone();
         let t0 = Instant::now();
@@ -224,24 +247,32 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
         });
         let m = c
             .wait(&survivors, t0, Duration::ZERO, DEADLINE, |s| {
-                agreed(s, N - 1) && s[0].epoch > old_epoch && s[0].master.as_ref() != Some(&old_id)
+                agreed(s, n - 1) && s[0].epoch > old_epoch && s[0].master.as_ref() != Some(&old_id)
             })
             .unwrap_or_else(|why| panic!("no failover: {why}"));
         times.push(m.elapsed_ms);
         round.push(m.round_ms);
     }
     let s = sorted(times);
-    let (name, key) = match (fault, strict) {
-        (Fault::Crash, false) => ("Crash failover: SIGKILL of the master, 5 nodes", "crash"),
-        (Fault::Crash, true) => (
-            "Crash failover with --strict --quorum 3: SIGKILL of the master, 5 nodes",
-            "crash_strict",
-        ),
-        (Fault::Freeze, _) => (
-            "Silent failover: SIGSTOP of the master, 5 nodes, heartbeat 100 ms, timeout 500 ms",
-            "silent",
-        ),
+    let key = match (fault, strict) {
+        (Fault::Crash, false) => "crash",
+        (Fault::Crash, true) => "crash_strict",
+        (Fault::Freeze, _) => "silent",
     };
+    let name = format!(
+        "{} failover: {} of the master, {n} nodes, heartbeat {heartbeat_ms} ms, timeout {timeout_ms} ms{}",
+        if fault == Fault::Crash {
+            "Crash"
+        } else {
+            "Silent"
+        },
+        if fault == Fault::Crash {
+            "SIGKILL"
+        } else {
+            "SIGSTOP"
+        },
+        if strict { ", --strict" } else { "" }
+    );
     let mut t = Table::new(&[
         "runs",
         "p50 ms",
@@ -260,12 +291,12 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
         ms(s[s.len() - 1]),
         ms(median(round)),
     ]);
-    t.print(name);
+    t.print(&name);
     if fault == Fault::Freeze {
         println!(
             "(SPEC guarantee 5 allows timeout + 2 x heartbeat = {} ms; the target is timeout + 1 heartbeat = {} ms)",
-            TIMEOUT_MS + 2.0 * HEARTBEAT_MS,
-            TIMEOUT_MS + HEARTBEAT_MS
+            timeout_ms + 2.0 * heartbeat_ms,
+            timeout_ms + heartbeat_ms
         );
     }
     println!(
