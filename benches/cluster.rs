@@ -104,7 +104,7 @@ const CONVERGE_PAUSE: Duration = Duration::from_millis(5);
 /// at once. The time from the first `-c` until every node reports the same
 /// master and epoch with `peers=N-1`. Returns the size of the largest
 /// cluster that converged and the RSS (KiB) of each of its nodes.
-fn converge(quick: bool) -> Option<(usize, Vec<u64>)> {
+fn converge(quick: bool) -> Option<(usize, Vec<Memory>)> {
     let runs = if quick { 1 } else { 3 };
     // `--nodes N [--slow]` runs one case, for a profiler.
     let one = util::flag_value("--nodes").map(|n| n.parse::<usize>().expect("--nodes N"));
@@ -275,6 +275,7 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
     );
     let mut t = Table::new(&[
         "runs",
+        "over 10 ms",
         "p50 ms",
         "p90 ms",
         "p99 ms",
@@ -284,6 +285,7 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
     ]);
     t.row(vec![
         runs.to_string(),
+        s.iter().filter(|&&v| v > 10.0).count().to_string(),
         ms(percentile(&s, 50.0)),
         ms(percentile(&s, 90.0)),
         ms(percentile(&s, 99.0)),
@@ -308,7 +310,7 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
 
 /// CPU used by each node of idle clusters over `secs` seconds, and the
 /// nodes' resident memory.
-fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<u64>)>) {
+fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
     let mut t = Table::new(&[
         "nodes",
         "window s",
@@ -316,13 +318,29 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<u64>)>) {
         "max %",
         "all nodes %",
     ]);
-    let mut rss = Table::new(&["cluster", "median RSS KiB", "max RSS KiB"]);
-    let mut rss_row = |name: String, v: Vec<u64>| {
-        let s = sorted(v.iter().map(|&k| k as f64).collect());
+    let mut rss = Table::new(&[
+        "cluster",
+        "VmRSS KiB",
+        "max VmRSS",
+        "RssAnon KiB",
+        "max RssAnon",
+        "Pss KiB",
+    ]);
+    let mut rss_row = |name: String, v: Vec<Memory>| {
+        let med = |f: fn(&Memory) -> u64| {
+            let s = sorted(v.iter().map(|m| f(m) as f64).collect());
+            (percentile(&s, 50.0), s[s.len() - 1])
+        };
+        let (rss_med, rss_max) = med(|m| m.rss);
+        let (anon_med, anon_max) = med(|m| m.anon);
+        let (pss_med, _) = med(|m| m.pss);
         rss.row(vec![
             name,
-            format!("{:.0}", percentile(&s, 50.0)),
-            format!("{:.0}", s[s.len() - 1]),
+            format!("{rss_med:.0}"),
+            format!("{rss_max:.0}"),
+            format!("{anon_med:.0}"),
+            format!("{anon_max:.0}"),
+            format!("{pss_med:.0}"),
         ]);
     };
     let alone = Cluster::start(1, &[]);
@@ -363,7 +381,7 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<u64>)>) {
     if let Some((n, v)) = rss_big {
         rss_row(format!("{n} nodes, just converged"), v);
     }
-    rss.print("Resident memory per node (VmRSS)");
+    rss.print("Memory per node (medians unless max)");
 }
 
 /// `-s` queries answered per second on one TCP console connection, with
@@ -471,6 +489,14 @@ impl Drop for LogDir {
     }
 }
 
+/// A process's memory, in KiB.
+#[derive(Clone, Copy)]
+struct Memory {
+    rss: u64,
+    anon: u64,
+    pss: u64,
+}
+
 /// One `bossd` process, killed and reaped when dropped.
 struct Proc {
     child: Child,
@@ -515,15 +541,26 @@ impl Proc {
             .expect("read /proc/PID/schedstat")
     }
 
-    /// Resident memory in KiB (VmRSS).
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+    /// Memory in KiB: resident (VmRSS), of it private anonymous pages
+    /// (RssAnon: heap and stacks), and the proportional share (Pss), where
+    /// pages shared with other processes (libc, the binary's text) count
+    /// divided by the number of processes mapping them.
+    fn rss_kib(&self) -> Memory {
+        let read = |file: &str, key: &str| -> u64 {
+            std::fs::read_to_string(format!("/proc/{}/{file}", self.pid()))
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(key))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                })
+                .unwrap_or_else(|| panic!("no {key} in /proc/PID/{file}"))
+        };
+        Memory {
+            rss: read("status", "VmRSS:"),
+            anon: read("status", "RssAnon:"),
+            pss: read("smaps_rollup", "Pss:"),
+        }
     }
 
     fn log_tail(&self) -> String {
