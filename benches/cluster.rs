@@ -17,6 +17,8 @@
 //! `--strict` with a majority quorum (compare_etcd.sh uses these). For
 //! convergence, `--nodes N [--slow]` runs N nodes only (with heartbeat
 //! 1000 / timeout 5000). Lines starting `RESULT` are for scripts.
+//! `BOSSD_BIN=PATH` runs another build of bossd instead (before and after
+//! a change).
 
 #[path = "util/mod.rs"]
 mod util;
@@ -37,6 +39,12 @@ use util::{Table, ms, percentile, rate, sorted};
 /// (`target/release/bossd`) before it runs a bench, and says where.
 const BOSSD: &str = env!("CARGO_BIN_EXE_bossd");
 
+/// The binary to run: `BOSSD_BIN` if set (to compare a build before and
+/// after a change), else [`BOSSD`].
+fn bossd_bin() -> String {
+    std::env::var("BOSSD_BIN").unwrap_or_else(|_| BOSSD.to_owned())
+}
+
 /// The port every node listens on; each node has its own IP.
 const PORT: u16 = 7000;
 
@@ -56,7 +64,11 @@ fn main() {
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     let _logs = LogDir::create();
     println!("# cluster bench: {}", util::machine());
-    println!("binary: {BOSSD}{}", if quick { " (--quick)" } else { "" });
+    println!(
+        "binary: {}{}",
+        bossd_bin(),
+        if quick { " (--quick)" } else { "" }
+    );
 
     let mut rss_big = None;
     if wants("converge") {
@@ -507,7 +519,8 @@ struct Proc {
 impl Proc {
     fn spawn(addr: SocketAddr, args: &[&str]) -> Proc {
         let log = LogDir::path().join(format!("{}.log", addr.ip()));
-        let child = Command::new(BOSSD)
+        let bin = bossd_bin();
+        let child = Command::new(&bin)
             .arg(addr.ip().to_string())
             .arg(addr.port().to_string())
             .args(["--no-console", "--log", "warn"])
@@ -516,7 +529,7 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("create a log file"))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BOSSD}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         Proc { child, addr, log }
     }
 
