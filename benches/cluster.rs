@@ -15,8 +15,8 @@
 //! failovers, `--runs` sets the runs, `--nodes N` the cluster size (5),
 //! `--timing HEARTBEAT,TIMEOUT` the flags (100,500), and `--strict` adds
 //! `--strict` with a majority quorum (compare_etcd.sh uses these). For
-//! convergence, `--nodes N [--slow]` runs N nodes only (with heartbeat
-//! 1000 / timeout 5000). Lines starting `RESULT` are for scripts.
+//! convergence and idle CPU, `--nodes N` runs N nodes only (`--slow`:
+//! convergence with heartbeat 1000 / timeout 5000). Lines starting `RESULT` are for scripts.
 //! `BOSSD_BIN=PATH` runs another build of bossd instead (before and after
 //! a change).
 
@@ -89,8 +89,9 @@ fn main() {
         );
     }
     if wants("idle") {
-        let sizes: &[usize] = if quick { &[5] } else { &[5, 10, 20, 50] };
-        idle(sizes, if quick { 2 } else { 10 }, rss_big);
+        let one = util::flag_value("--nodes").map(|n| vec![n.parse().expect("--nodes N")]);
+        let sizes = one.unwrap_or(if quick { vec![5] } else { vec![5, 10, 20, 50] });
+        idle(&sizes, if quick { 2 } else { 10 }, rss_big);
     }
     if wants("queries") {
         queries(if quick { 0.5 } else { 3.0 });
@@ -329,6 +330,7 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
         "median % of a core",
         "max %",
         "all nodes %",
+        "still agreed",
     ]);
     let mut rss = Table::new(&[
         "cluster",
@@ -362,8 +364,7 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
         let mut c = Cluster::start(n, &[]);
         c.join_all(CONVERGE_PAUSE, DEADLINE)
             .expect("the cluster forms");
-        // Drop the console connections: an idle cluster has no clients.
-        c.consoles.clear();
+        // The console connections stay open but silent until the end.
         thread::sleep(Duration::from_secs(1));
         let before: Vec<u64> = c.nodes.iter().map(|p| p.cpu_ns()).collect();
         let t0 = Instant::now();
@@ -375,6 +376,8 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
             .zip(&before)
             .map(|(p, b)| (p.cpu_ns() - b) as f64 / window * 100.0)
             .collect();
+        let all: Vec<usize> = (0..n).collect();
+        let still = agreed(&c.statuses(&all), n);
         let s = sorted(pct.clone());
         t.row(vec![
             n.to_string(),
@@ -382,6 +385,7 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
             format!("{:.3}", percentile(&s, 50.0)),
             format!("{:.3}", s[s.len() - 1]),
             format!("{:.1}", pct.iter().sum::<f64>()),
+            if still { "yes" } else { "no" }.into(),
         ]);
         println!("RESULT idle_cpu_{n}_median_pct={:.4}", percentile(&s, 50.0));
         rss_row(
