@@ -9,7 +9,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use nom::branch::alt;
-use nom::bytes::complete::{tag, take_till1, take_while, take_while_m_n};
+use nom::bytes::complete::{tag, take_till1, take_while};
 use nom::character::complete::{char, i32 as dec_i32, u8 as dec_u8, u64 as dec_u64};
 use nom::combinator::{all_consuming, map, map_res, rest, value, verify};
 use nom::sequence::preceded;
@@ -257,7 +257,12 @@ impl fmt::Display for Role {
 #[derive(Default, Debug)]
 pub struct LineBuffer {
     buf: Vec<u8>,
-    /// How much of `buf` is already known to hold no newline.
+    /// Where the bytes not yet returned as lines begin. Lines are taken by
+    /// moving this offset; the consumed front is dropped on the next
+    /// `extend`, so a read full of short lines costs one pass, not one
+    /// copy of the rest per line.
+    start: usize,
+    /// How much of `buf[start..]` is already known to hold no newline.
     scanned: usize,
 }
 
@@ -280,44 +285,55 @@ impl fmt::Display for FrameError {
 impl LineBuffer {
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Takes the next complete line, without `\n` or a trailing `\r`.
     /// `Ok(None)` means more bytes are needed.
     pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
-        let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
-            self.scanned = self.buf.len();
+        let pending = &self.buf[self.start..];
+        let Some(pos) = pending[self.scanned..].iter().position(|&b| b == b'\n') else {
+            self.scanned = pending.len();
             // A line at the limit may still be waiting for the `\n` after
             // its `\r`: the answer must not depend on where TCP split it.
-            let longest = match self.buf.last() {
+            let longest = match pending.last() {
                 Some(b'\r') => MAX_LINE + 1,
                 _ => MAX_LINE,
             };
-            return if self.buf.len() > longest {
+            return if pending.len() > longest {
                 Err(FrameError::TooLong)
             } else {
                 Ok(None)
             };
         };
         let end = self.scanned + pos;
-        self.scanned = 0;
-        let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-        line.pop();
+        let mut line = &pending[..end];
         if line.last() == Some(&b'\r') {
-            line.pop();
+            line = &line[..line.len() - 1];
         }
-        if line.len() > MAX_LINE {
-            return Err(FrameError::TooLong);
+        let result = if line.len() > MAX_LINE {
+            Err(FrameError::TooLong)
+        } else {
+            std::str::from_utf8(line)
+                .map(|s| Some(s.to_owned()))
+                .map_err(|_| FrameError::NotUtf8)
+        };
+        self.start += end + 1;
+        self.scanned = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
         }
-        String::from_utf8(line)
-            .map(Some)
-            .map_err(|_| FrameError::NotUtf8)
+        result
     }
 
     /// Bytes received but not yet returned as a line.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 
@@ -337,10 +353,6 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
         value(LinkKind::Join, tag("join")),
         value(LinkKind::Mesh, tag("mesh")),
     ));
-    let instance = map_res(
-        take_while_m_n(16, 16, |c: char| c.is_ascii_hexdigit()),
-        |s| u64::from_str_radix(s, 16),
-    );
     let strict = map(verify(dec_u8, |&b| b <= 1), |b| b == 1);
     let rule = map_res(take_till1(|c| c == ' '), |s: &str| s.parse::<Rule>());
     map(
@@ -348,7 +360,7 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
             kind,
             preceded(sp, addr),
             preceded(sp, dec_u64),
-            preceded(sp, instance),
+            preceded(sp, hex16),
             preceded(sp, dec_i32),
             preceded(sp, map_res(dec_u64, u32::try_from)),
             preceded(sp, strict),
@@ -385,13 +397,20 @@ fn state(i: &str) -> IResult<&str, State> {
     .parse(i)
 }
 
-/// Exactly 16 hex digits: instance ids and view digests.
+/// Exactly 16 hex digits: instance ids and view digests. Written by hand:
+/// nom's `take_while_m_n` made a PING's decode twice as slow (profiled in
+/// docs/BENCHMARKS.md).
 fn hex16(i: &str) -> IResult<&str, u64> {
-    map_res(
-        take_while_m_n(16, 16, |c: char| c.is_ascii_hexdigit()),
-        |s| u64::from_str_radix(s, 16),
-    )
-    .parse(i)
+    let fail = || nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::HexDigit));
+    let digits = i.bytes().take(16).take_while(u8::is_ascii_hexdigit).count();
+    if digits < 16 {
+        return Err(fail());
+    }
+    // Sixteen ASCII hex digits: a char boundary, and at most u64::MAX.
+    let (hex, rest) = i.split_at(16);
+    u64::from_str_radix(hex, 16)
+        .map(|v| (rest, v))
+        .map_err(|_| fail())
 }
 
 /// Exactly one space separates words.
@@ -493,6 +512,27 @@ mod tests {
     }
 
     #[test]
+    fn digests_are_exactly_sixteen_hex_digits() {
+        assert_eq!(
+            decode("PING 7 0123456789ABCdef"),
+            Ok(Message::Ping {
+                seq: 7,
+                view: 0x0123_4567_89ab_cdef
+            })
+        );
+        for bad in [
+            "PING 7 0123456789abcde",
+            "PING 7 0123456789abcdef0",
+            "PING 7 +123456789abcdef",
+            "PING 7 0123456789abcdeg",
+            "PING 7 0123456789abcdé",
+            "PING 7 ",
+        ] {
+            assert_eq!(decode(bad), Err(DecodeError::Malformed("PING")), "{bad}");
+        }
+    }
+
+    #[test]
     fn framing_handles_partial_and_crlf_lines() {
         let mut b = LineBuffer::default();
         b.extend(b"LEA");
@@ -502,6 +542,26 @@ mod tests {
         assert_eq!(b.next_line(), Ok(Some("MEET 1.2.3.4:5".into())));
         assert_eq!(b.next_line(), Ok(None));
         assert_eq!(b.pending(), 2);
+    }
+
+    #[test]
+    fn framing_takes_many_lines_from_one_read() {
+        let mut b = LineBuffer::default();
+        b.extend(b"PONG 1\nPONG 2\r\nPONG 3\nPO");
+        assert_eq!(b.next_line(), Ok(Some("PONG 1".into())));
+        assert_eq!(b.pending(), 17);
+        assert_eq!(b.next_line(), Ok(Some("PONG 2".into())));
+        assert_eq!(b.next_line(), Ok(Some("PONG 3".into())));
+        assert_eq!(b.next_line(), Ok(None));
+        assert_eq!(b.pending(), 2);
+        b.extend(b"NG 4\n");
+        assert_eq!(b.next_line(), Ok(Some("PONG 4".into())));
+        assert_eq!(b.pending(), 0);
+        // Lines already taken do not count towards the next one's length.
+        b.extend(&vec![b'a'; MAX_LINE]);
+        assert_eq!(b.next_line(), Ok(None));
+        b.extend(b"\n");
+        assert_eq!(b.next_line().unwrap().unwrap().len(), MAX_LINE);
     }
 
     #[test]
