@@ -44,6 +44,10 @@ const MESH_ATTEMPTS: u32 = 3;
 /// timeout is far shorter than 64 heartbeats in any sane setting.
 const MAX_PINGS_KEPT: usize = 64;
 
+/// Capacity the action queue keeps once drained: a heartbeat round to
+/// every peer of a large cluster, not the peak of a burst.
+const ACTIONS_KEEP: usize = 256;
+
 /// Round trips kept per peer to estimate its clock offset. The estimate is
 /// the tightest of the last 8, as NTP's clock filter keeps (RFC 5905
 /// §10.1): enough to ride out a few delayed answers, few enough that
@@ -336,7 +340,14 @@ impl Node {
 
     /// The next thing to do, until `None`.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        // A mesh repair to 100 peers queues 10,000 MEETs at once; the queue
+        // must not keep that capacity for good (massif: it was most of a
+        // node's heap; docs/BENCHMARKS.md, "Memory per node").
+        if action.is_none() && self.actions.capacity() > ACTIONS_KEEP {
+            self.actions.shrink_to(ACTIONS_KEEP);
+        }
+        action
     }
 
     /// When `handle_timeout` must be called next, if ever.

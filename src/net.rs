@@ -36,6 +36,10 @@ const EVENTS_PER_POLL: usize = 1024;
 /// dropped: about 10,000 status lines, far more than a live reader lags.
 pub const MAX_OUTBOX: usize = 1 << 20;
 
+/// Outbox capacity a drained connection keeps; more is freed (massif,
+/// docs/BENCHMARKS.md). A heartbeat line is about 30 bytes.
+const OUTBOX_KEEP: usize = 1024;
+
 /// Bytes read from a socket per call.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -1102,6 +1106,10 @@ impl Server {
             }
         }
         c.out.drain(..written);
+        // A burst's buffer (a mesh repair's MEETs) is not kept for good.
+        if c.out.is_empty() && c.out.capacity() > OUTBOX_KEEP {
+            c.out = Vec::new();
+        }
         let want_writable = !c.out.is_empty() && !c.dead;
         if want_writable != c.writable_registered {
             let interest = if want_writable {

@@ -250,6 +250,9 @@ impl fmt::Display for Role {
     }
 }
 
+/// Buffer capacity a [`LineBuffer`] keeps between bursts.
+const KEEP_CAPACITY: usize = 1024;
+
 /// Splits a byte stream into lines no longer than [`MAX_LINE`].
 ///
 /// An incomplete line is an expected state: bytes wait here until their
@@ -288,6 +291,12 @@ impl LineBuffer {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
+        }
+        // One full read grows the buffer to 16 KiB; an idle link needs room
+        // for a few heartbeat lines, so a burst's capacity is not kept.
+        let needed = self.buf.len() + bytes.len();
+        if self.buf.capacity() > KEEP_CAPACITY && needed <= KEEP_CAPACITY {
+            self.buf.shrink_to(KEEP_CAPACITY);
         }
         self.buf.extend_from_slice(bytes);
     }
