@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bossd::console::StatusLine as Status;
 use util::{Table, ms, percentile, rate, sorted};
 
 /// The binary under test: cargo builds it with the bench profile
@@ -605,35 +606,6 @@ fn fresh_net() -> u8 {
     (1 + (std::process::id() * 7 + n) % 254) as u8
 }
 
-/// The `-s` line's fields the bench looks at.
-#[derive(Clone, Debug)]
-struct Status {
-    id: String,
-    role: String,
-    master: Option<String>,
-    epoch: u64,
-    peers: usize,
-}
-
-impl Status {
-    fn parse(line: &str) -> Status {
-        let field = |key: &str| {
-            line.split(' ')
-                .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        };
-        Status {
-            id: field("id").to_owned(),
-            role: field("role").to_owned(),
-            master: Some(field("master"))
-                .filter(|m| *m != "-")
-                .map(str::to_owned),
-            epoch: field("epoch").parse().expect("epoch"),
-            peers: field("peers").parse().expect("peers"),
-        }
-    }
-}
-
 /// A console connection kept open for polling.
 struct Console {
     reader: BufReader<TcpStream>,
@@ -740,6 +712,7 @@ impl Cluster {
             .map(|&i| {
                 let lines = self.consoles[i].answer();
                 Status::parse(lines.first().expect("a status line"))
+                    .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect()
     }

@@ -206,6 +206,47 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
     }
 }
 
+/// The fields of a `-s` line a program polling nodes looks at, read back
+/// from the text: the other half of [`status_line`], for `bossd demo` and
+/// the benches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusLine {
+    /// The whole line, as the node wrote it.
+    pub line: String,
+    pub id: String,
+    pub role: String,
+    /// `None` for `master=-`.
+    pub master: Option<String>,
+    pub epoch: u64,
+    pub peers: usize,
+}
+
+impl StatusLine {
+    /// Reads a `-s` line; `Err` says which field is missing or wrong.
+    pub fn parse(line: &str) -> Result<StatusLine, String> {
+        let field = |key: &str| {
+            line.split(' ')
+                .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+                .ok_or_else(|| format!("no {key}= in the status line {line:?}"))
+        };
+        let number = |key: &str| -> Result<u64, String> {
+            field(key)?
+                .parse()
+                .map_err(|_| format!("{key} is not a number in {line:?}"))
+        };
+        Ok(StatusLine {
+            line: line.to_owned(),
+            id: field("id")?.to_owned(),
+            role: field("role")?.to_owned(),
+            master: Some(field("master")?)
+                .filter(|m| *m != "-")
+                .map(str::to_owned),
+            epoch: number("epoch")?,
+            peers: number("peers")? as usize,
+        })
+    }
+}
+
 /// The `-s` line, exactly as SPEC §2 gives it.
 pub fn status_line(node: &Node) -> String {
     let s = node.status();
@@ -258,6 +299,27 @@ fn parse_target(args: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_lines_read_back() {
+        let s = StatusLine::parse(
+            "id=127.0.0.1:7001 role=follower master=127.0.0.1:7000 epoch=3 peers=2 quorum=2 started=1 rule=oldest",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.id.as_str(), s.role.as_str()),
+            ("127.0.0.1:7001", "follower")
+        );
+        assert_eq!(s.master.as_deref(), Some("127.0.0.1:7000"));
+        assert_eq!((s.epoch, s.peers), (3, 2));
+        let none = StatusLine::parse(
+            "id=127.0.0.1:7001 role=none master=- epoch=0 peers=0 quorum=2 started=1 rule=oldest",
+        )
+        .unwrap();
+        assert_eq!(none.master, None);
+        assert!(StatusLine::parse("id=127.0.0.1:7001 role=none").is_err());
+        assert!(StatusLine::parse("id=a role=b master=- epoch=x peers=0").is_err());
+    }
+
     use super::*;
 
     // SPEC §2: the command table.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::config::DemoArgs;
+use crate::console::StatusLine;
 use crate::ctl::Client;
 
 /// How long the nodes may take to start, to agree on a master and to agree
@@ -193,41 +194,8 @@ impl Out {
 // Status lines
 // ---------------------------------------------------------------------------
 
-/// The fields of a `-s` line (SPEC §2) the demo looks at.
-struct Status {
-    line: String,
-    id: String,
-    role: String,
-    /// `None` for `master=-`.
-    master: Option<String>,
-    epoch: u64,
-    peers: usize,
-}
-
-impl Status {
-    fn parse(line: &str) -> Result<Status> {
-        let field = |key: &str| {
-            line.split(' ')
-                .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
-                .with_context(|| format!("no {key}= in the status line {line:?}"))
-        };
-        let number = |key: &str| -> Result<u64> {
-            field(key)?
-                .parse()
-                .with_context(|| format!("{key} is not a number in {line:?}"))
-        };
-        Ok(Status {
-            line: line.to_owned(),
-            id: field("id")?.to_owned(),
-            role: field("role")?.to_owned(),
-            master: Some(field("master")?)
-                .filter(|m| *m != "-")
-                .map(str::to_owned),
-            epoch: number("epoch")?,
-            peers: number("peers")? as usize,
-        })
-    }
-}
+/// A `-s` line, parsed (see [`StatusLine`]).
+type Status = StatusLine;
 
 /// Asks every client for `-s`, in order. When one cannot answer, a node
 /// that exited is the better explanation, so that is checked first.
@@ -250,7 +218,7 @@ fn ask_each(clients: &mut [Client]) -> Result<Vec<Status>> {
                 bail!("{} answered -s with ERR {reason}", c.addr());
             }
             match answer.lines.as_slice() {
-                [line] => Status::parse(line),
+                [line] => Status::parse(line).map_err(anyhow::Error::msg),
                 lines => bail!("{} answered -s with {} lines", c.addr(), lines.len()),
             }
         })
@@ -477,24 +445,6 @@ mod tests {
 
     fn status(line: &str) -> Status {
         Status::parse(line).unwrap()
-    }
-
-    #[test]
-    fn status_lines_parse() {
-        let s = status(
-            "id=127.0.0.1:7001 role=follower master=127.0.0.1:7000 epoch=3 peers=2 quorum=2 started=1 rule=oldest",
-        );
-        assert_eq!(
-            (s.id.as_str(), s.role.as_str()),
-            ("127.0.0.1:7001", "follower")
-        );
-        assert_eq!(s.master.as_deref(), Some("127.0.0.1:7000"));
-        assert_eq!((s.epoch, s.peers), (3, 2));
-        let none = status(
-            "id=127.0.0.1:7001 role=none master=- epoch=0 peers=0 quorum=2 started=1 rule=oldest",
-        );
-        assert_eq!(none.master, None);
-        assert!(Status::parse("id=127.0.0.1:7001 role=none").is_err());
     }
 
     #[test]
