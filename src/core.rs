@@ -265,11 +265,19 @@ struct Link {
     /// When the link opened: a dial not through its handshake within
     /// `timeout_ms` (a cut network answers nothing) counts as failed.
     opened_ms: Millis,
+    /// A join this node dialed: its peers at the dial, its own group
+    /// (`Peer::relay_to`). Peers that link to it while the handshake runs
+    /// are mostly the acceptor's members, introduced by its flood.
+    group_at_dial: Option<Vec<SocketAddr>>,
 }
 
 #[derive(Clone, Copy)]
 enum Origin {
-    Outbound { addr: SocketAddr },
+    /// Dialed by this node to `addr`, announcing `kind` in its HELLO.
+    Outbound {
+        addr: SocketAddr,
+        kind: LinkKind,
+    },
     Inbound,
 }
 
@@ -290,6 +298,10 @@ struct Peer {
     state_known: bool,
     /// The last few clock offsets measured by heartbeats, oldest first.
     skew_samples: VecDeque<Skew>,
+    /// On a join link this node dialed, until the peer's first STATE: our
+    /// peers when we dialed it (our group), to whom the MEETs
+    /// the acceptor sends ahead of its STATE (its group) are passed on.
+    relay_to: Option<Vec<SocketAddr>>,
 }
 
 /// An address this node keeps trying to reach.
@@ -437,9 +449,11 @@ impl Node {
         self.links.insert(
             link,
             Link {
-                origin: Origin::Outbound { addr },
+                origin: Origin::Outbound { addr, kind },
                 peer: None,
                 opened_ms: now,
+                group_at_dial: (kind == LinkKind::Join)
+                    .then(|| self.peers.keys().copied().collect()),
             },
         );
         let hello = self.hello(kind);
@@ -467,6 +481,7 @@ impl Node {
                 origin: Origin::Inbound,
                 peer: None,
                 opened_ms: now,
+                group_at_dial: None,
             },
         );
     }
@@ -694,8 +709,8 @@ impl Node {
     fn on_handshake_message(&mut self, link: LinkId, origin: Origin, msg: Message, now: Millis) {
         match (origin, msg) {
             (Origin::Inbound, Message::Hello(h)) => self.on_inbound_hello(link, h, now),
-            (Origin::Outbound { addr, .. }, Message::Hello(h)) => {
-                self.on_outbound_hello(link, addr, h, now)
+            (Origin::Outbound { addr, kind }, Message::Hello(h)) => {
+                self.on_outbound_hello(link, addr, kind, h, now)
             }
             (Origin::Outbound { addr, .. }, Message::Refuse(reason)) => {
                 self.log(
@@ -793,10 +808,18 @@ impl Node {
         }
         let reply = self.hello(h.kind);
         self.send(link, reply);
-        self.establish(link, h, now);
+        let kind = h.kind;
+        self.establish(link, kind, h, now);
     }
 
-    fn on_outbound_hello(&mut self, link: LinkId, dialed: SocketAddr, h: Hello, now: Millis) {
+    fn on_outbound_hello(
+        &mut self,
+        link: LinkId,
+        dialed: SocketAddr,
+        kind: LinkKind,
+        h: Hello,
+        now: Millis,
+    ) {
         if let Some(reason) = self.mismatch(&h) {
             self.log(
                 Level::Warn,
@@ -827,7 +850,9 @@ impl Node {
             self.peers.remove(&h.addr);
             self.decide(Cause::PeerLost, Some(h.addr), now);
         }
-        self.establish(link, h, now);
+        // The kind this node announced, whatever the reply says: the
+        // acceptor answers with the same kind (`on_inbound_hello`).
+        self.establish(link, kind, h, now);
     }
 
     /// Why a peer with these settings cannot join us, naming both values.
@@ -859,17 +884,49 @@ impl Node {
         None
     }
 
-    fn establish(&mut self, link: LinkId, h: Hello, now: Millis) {
+    fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Millis) {
         let addr = h.addr;
-        self.wants.remove(&addr);
+        let retried = self.wants.remove(&addr).is_some_and(|w| w.failures > 0);
         if let Some(l) = self.links.get_mut(&link) {
             l.peer = Some(addr);
         }
-        // Introduce the newcomer to every other member and, through the
-        // same rule on its side, every member of its group to us.
-        let others: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
-        for other in others {
-            self.send(other, Message::Meet(addr));
+        // A join link (`--join`, `-c`, a REDIRECT; both ends know it from
+        // HELLO) may connect two groups, G1 of the dialer and G2 of the
+        // acceptor. Each end introduces the newcomer to every other member
+        // of its group, so G2 dials the dialer and G1 the acceptor; and
+        // the acceptor sends the dialer its members ahead of its STATE,
+        // which the dialer passes on to G1 (`on_peer_message`), so G1
+        // dials the rest of G2. One introduction per new pair, and no
+        // timer needed.
+        //
+        // A mesh link (an introduction, or a lost peer dialed again)
+        // floods nothing: its two ends were introduced by a member who
+        // told the rest of its group. Whatever is still missing (members
+        // of two groups a mesh link joined: a healed partition, a restart)
+        // the view digest in PING repairs (`sync_view`). Flooding every
+        // link cost n³/2 MEETs to form a mesh of n (docs/BENCHMARKS.md).
+        let mut relay_to = None;
+        let group_at_dial = self
+            .links
+            .get_mut(&link)
+            .and_then(|l| l.group_at_dial.take());
+        if kind == LinkKind::Join {
+            let others: Vec<(SocketAddr, LinkId)> =
+                self.peers.iter().map(|(a, p)| (*a, p.link)).collect();
+            for &(_, other) in &others {
+                self.send(other, Message::Meet(addr));
+            }
+            let accepted = self
+                .links
+                .get(&link)
+                .is_some_and(|l| matches!(l.origin, Origin::Inbound));
+            if accepted {
+                for &(member, _) in &others {
+                    self.send(link, Message::Meet(member));
+                }
+            } else {
+                relay_to = Some(group_at_dial.unwrap_or_default());
+            }
         }
         self.peers.insert(
             addr,
@@ -882,18 +939,35 @@ impl Node {
                     epoch_master: None,
                 },
                 last_heard_ms: now,
-                // The introductions sent just now are still in flight: view
-                // digests differ until they land, so the mesh is not
-                // repaired by digest before the next heartbeat.
+                // Introductions (a join's, or the one that made this mesh
+                // link) are still in flight: view digests differ until
+                // they land, so the mesh is not repaired by digest before
+                // the next heartbeat.
                 next_sync_ms: now + self.cfg.heartbeat_ms,
                 acked_sent_ms: 0,
                 state_known: false,
                 skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
+                relay_to,
             },
         );
         self.log(Level::Info, crate::event_text!("peer-joined", peer = addr));
         if self.next_heartbeat_ms.is_none() {
             self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
+        }
+        if retried {
+            // An address that failed before answers: the network (or a
+            // partition) may have healed, so the other lost peers waiting
+            // out their backoff are dialed now, not up to 5 s later. Mesh
+            // links flood no introductions, which used to start them.
+            let waiting: Vec<SocketAddr> = self
+                .wants
+                .iter()
+                .filter(|(_, w)| w.next_try_ms.is_some())
+                .map(|(a, _)| *a)
+                .collect();
+            for a in waiting {
+                self.dial(a);
+            }
         }
         let state = self.state_msg();
         self.send(link, state);
@@ -933,6 +1007,7 @@ impl Node {
                 if let Some(p) = self.peers.get_mut(&addr) {
                     p.state = s;
                     p.state_known = true;
+                    p.relay_to = None;
                 }
                 if from_my_master && s.role != Role::Master {
                     // The master gave up its claim: it releases us.
@@ -942,7 +1017,27 @@ impl Node {
             }
             Message::Meet(other) => {
                 let left_lately = self.departed.get(&other).is_some_and(|t| now < *t);
-                if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately {
+                // On a join link this node dialed, MEETs before the peer's
+                // first STATE are the acceptor's members (`establish`):
+                // they are passed on to the members we had when we dialed
+                // (those who linked to us since came mostly from the
+                // acceptor's group), and not dialed from here, since the
+                // acceptor introduced us to each of them.
+                let relay_to = self.peers.get(&addr).and_then(|p| p.relay_to.as_ref());
+                if let Some(relay_to) = relay_to {
+                    if other != self.cfg.addr && !left_lately {
+                        let links: Vec<LinkId> = relay_to
+                            .iter()
+                            .filter(|a| **a != other)
+                            .filter_map(|a| self.peers.get(a))
+                            .map(|p| p.link)
+                            .collect();
+                        for l in links {
+                            self.send(l, Message::Meet(other));
+                        }
+                    }
+                } else if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately
+                {
                     // An introduction is news that the node is alive: a
                     // retry waiting out its backoff starts over now.
                     if let Some(w) = self.wants.get_mut(&other) {
@@ -1399,7 +1494,7 @@ impl Node {
     fn close(&mut self, link: LinkId, now: Millis) {
         if let Some(l) = self.links.remove(&link) {
             self.actions.push_back(Action::Close(link));
-            if let (None, Origin::Outbound { addr }) = (l.peer, l.origin) {
+            if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
                 self.dial_failed(addr, now);
             }
         }

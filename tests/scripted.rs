@@ -249,6 +249,30 @@ fn two_groups_merge_into_one() {
     }
 }
 
+// SPEC §3 with larger groups: a join link floods introductions, the links
+// it causes do not, and still every member of one group meets every member
+// of the other with no timer (no heartbeat's mesh repair) involved.
+#[test]
+fn two_large_groups_merge_without_a_timer() {
+    for seed in 0..SEEDS {
+        let specs = (0..14).map(|i| Spec::started(1000 + i as u64)).collect();
+        let mut c = Cluster::new(seed, specs);
+        for i in 1..7 {
+            c.connect(i, 0).unwrap();
+        }
+        for i in 8..14 {
+            c.connect(i, 7).unwrap();
+        }
+        quiet(&mut c);
+        // A follower of one group joins a follower of the other (REDIRECT).
+        c.connect(3 + (seed as usize % 4), 8 + (seed as usize % 6))
+            .unwrap();
+        quiet(&mut c);
+        let all: Vec<usize> = (0..14).collect();
+        assert_eq!(c.assert_agreement(&all), addr(0));
+    }
+}
+
 // SPEC §1: peers with another rule or quorum are refused.
 #[test]
 fn rule_or_quorum_mismatch_is_refused() {
