@@ -791,6 +791,97 @@ fn stdin_dev_null_keeps_the_node_running() {
     wait_agreed(&[&a, &b], Some(&a));
 }
 
+/// Runs bossd on a pseudo-terminal (Python's `pty`, so the node is the
+/// terminal's foreground process), types `-s`, checks the node idles, types
+/// `-q`; prints what it saw as `key=value` lines. It kills bossd whatever
+/// happens, and gives up after 20 s.
+const ON_A_TERMINAL: &str = r#"
+import os, pty, select, sys, time
+bossd, ip, port = sys.argv[1:4]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(bossd, [bossd, ip, port])
+out, status = b"", None
+def read_until(token, seconds):
+    global out
+    end = time.time() + seconds
+    while token not in out and time.time() < end:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                return
+def cpu():
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+try:
+    read_until(b"listening", 10)
+    os.write(fd, b"-s\n")
+    read_until(b"id=", 10)
+    before = cpu(); time.sleep(1); used = cpu() - before
+    os.write(fd, b"-q\n")
+    end = time.time() + 5
+    while status is None and time.time() < end:
+        read_until(b"\0", 0.2)
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(st)
+finally:
+    if status is None:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+print("cpu_s=%.2f" % used)
+print("exit=%s" % status)
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+
+// SPEC §2: the console works on a terminal too: commands typed are
+// answered, the node does not spin while waiting for input, and `-q`
+// leaves with exit 0.
+#[test]
+fn stdin_terminal_takes_commands() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "python3 is missing");
+        println!("SKIPPED: no python3 for a pseudo-terminal");
+        return;
+    }
+    let net = TestNet::new();
+    let addr = net.addr();
+    let out = std::process::Command::new("python3")
+        .args(["-c", ON_A_TERMINAL, env!("CARGO_BIN_EXE_bossd")])
+        .args([addr.ip().to_string(), addr.port().to_string()])
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = format!("id={addr} role=none master=- ");
+    assert!(
+        text.contains(&want),
+        "no status line on the terminal:\n{text}"
+    );
+    let cpu: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu_s="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cpu_s line:\n{text}"));
+    assert!(
+        cpu < 0.5,
+        "the node used {cpu} s of CPU in one idle second on a terminal"
+    );
+    assert!(
+        text.contains("\nexit=0\n"),
+        "-q on the terminal must exit 0:\n{text}"
+    );
+}
+
 // SPEC §2: with stdin closed the node keeps running, answers over TCP and
 // does not spin.
 #[test]
