@@ -202,16 +202,12 @@ pub struct Handshake {
     target: String,
 }
 
-/// What a handshake step produced.
-pub enum Step {
-    /// Not done yet; send `reply`.
-    Reply(String),
-    /// Authenticated: send `reply` first if there is one (it is not sealed),
-    /// then seal every line with `session`.
-    Done {
-        reply: Option<String>,
-        session: Session,
-    },
+/// A finished handshake: send `reply` first if there is one (it is not
+/// sealed), then seal every line with `session`. Each side takes exactly
+/// one line after its first, so a step either finishes or fails.
+pub struct Done {
+    pub reply: Option<String>,
+    pub session: Session,
 }
 
 impl Handshake {
@@ -248,9 +244,7 @@ impl Handshake {
         let meant: SocketAddr = target
             .parse()
             .map_err(|_| malformed("AUTH's target is not an IP:PORT"))?;
-        if words.next().is_some() {
-            return Err(malformed("AUTH has too many words"));
-        }
+        no_more_words(&mut words, "AUTH")?;
         // A node listening on a wildcard address answers to any of its IPs.
         let same = meant == here || (here.ip().is_unspecified() && meant.port() == here.port());
         if !same {
@@ -267,47 +261,42 @@ impl Handshake {
         Ok((hs, reply))
     }
 
-    /// Takes the other side's next handshake line.
-    pub fn step(&mut self, secret: &Secret, line: &str) -> Result<Step, AuthError> {
+    /// Takes the other side's next handshake line: the acceptor's answer
+    /// for a dialer, the dialer's PROOF for an acceptor.
+    pub fn step(&mut self, secret: &Secret, line: &str) -> Result<Done, AuthError> {
         if let Some(why) = refusal(line) {
             return Err(AuthError::Refused(why.to_owned()));
         }
         let mut words = line.split(' ');
-        match self.role {
+        let (theirs, reply) = match self.role {
             Role::Dialer => {
                 expect_word(&mut words, "AUTH")?;
                 expect_word(&mut words, VERSION)?;
                 self.na = nonce_word(words.next())?;
                 let proof = bytes_word::<32>(words.next())?;
-                if words.next().is_some() {
-                    return Err(malformed("AUTH has too many words"));
-                }
-                secret
-                    .proof(Role::Acceptor, self)
-                    .verify_slice(&proof)
-                    .map_err(|_| AuthError::WrongSecret)?;
-                let mine = secret.proof(Role::Dialer, self).finalize();
-                Ok(Step::Done {
-                    reply: Some(format!("PROOF {}", hex(&mine.into_bytes()))),
-                    session: secret.session(Role::Dialer, self),
-                })
+                no_more_words(&mut words, "AUTH")?;
+                let mine = secret.proof(Role::Dialer, self).finalize().into_bytes();
+                (proof, Some(format!("PROOF {}", hex(&mine))))
             }
             Role::Acceptor => {
                 expect_word(&mut words, "PROOF")?;
                 let proof = bytes_word::<32>(words.next())?;
-                if words.next().is_some() {
-                    return Err(malformed("PROOF has too many words"));
-                }
-                secret
-                    .proof(Role::Dialer, self)
-                    .verify_slice(&proof)
-                    .map_err(|_| AuthError::WrongSecret)?;
-                Ok(Step::Done {
-                    reply: None,
-                    session: secret.session(Role::Acceptor, self),
-                })
+                no_more_words(&mut words, "PROOF")?;
+                (proof, None)
             }
-        }
+        };
+        let other = match self.role {
+            Role::Dialer => Role::Acceptor,
+            Role::Acceptor => Role::Dialer,
+        };
+        secret
+            .proof(other, self)
+            .verify_slice(&theirs)
+            .map_err(|_| AuthError::WrongSecret)?;
+        Ok(Done {
+            reply,
+            session: secret.session(self.role, self),
+        })
     }
 }
 
@@ -398,6 +387,16 @@ fn expect_word<'a>(words: &mut impl Iterator<Item = &'a str>, want: &str) -> Res
     }
 }
 
+fn no_more_words<'a>(
+    words: &mut impl Iterator<Item = &'a str>,
+    what: &str,
+) -> Result<(), AuthError> {
+    match words.next() {
+        Some(_) => Err(AuthError::Malformed(format!("{what} has too many words"))),
+        None => Ok(()),
+    }
+}
+
 fn nonce_word(word: Option<&str>) -> Result<[u8; NONCE_LEN], AuthError> {
     bytes_word::<NONCE_LEN>(word)
 }
@@ -470,14 +469,14 @@ mod tests {
     fn handshake(d: &Secret, a: &Secret) -> Result<(Session, Session), AuthError> {
         let (mut dial, first) = Handshake::dial([1; NONCE_LEN], here());
         let (mut acc, reply) = Handshake::accept(a, &first, [2; NONCE_LEN], here())?;
-        let Step::Done {
+        let Done {
             reply: Some(proof),
             session: ds,
         } = dial.step(d, &reply)?
         else {
             panic!("dialer not done");
         };
-        let Step::Done {
+        let Done {
             reply: None,
             session: acs,
         } = acc.step(a, &proof)?
@@ -543,7 +542,7 @@ mod tests {
         let s = secret("k");
         let (mut dial, first) = Handshake::dial([1; NONCE_LEN], here());
         let (_, reply) = Handshake::accept(&s, &first, [2; NONCE_LEN], here()).unwrap();
-        let Ok(Step::Done {
+        let Ok(Done {
             reply: Some(proof), ..
         }) = dial.step(&s, &reply)
         else {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::auth::{self, AuthError, Handshake, Secret, Session, Step};
+use crate::auth::{self, AuthError, Done, Handshake, Secret, Session};
 use crate::config::CtlArgs;
 
 /// How long ctl waits to connect and for each answer line: a live node
@@ -155,26 +155,23 @@ fn authenticate(
     writer
         .write_all(format!("{first}\n").as_bytes())
         .with_context(|| format!("cannot send to {addr}"))?;
-    loop {
-        let line = read_line(addr, reader)?;
-        match hs.step(secret, &line) {
-            Ok(Step::Reply(reply)) => writer.write_all(format!("{reply}\n").as_bytes())?,
-            Ok(Step::Done { reply, session }) => {
-                if let Some(reply) = reply {
-                    writer
-                        .write_all(format!("{reply}\n").as_bytes())
-                        .with_context(|| format!("cannot send to {addr}"))?;
-                }
-                return Ok(session);
+    let line = read_line(addr, reader)?;
+    match hs.step(secret, &line) {
+        Ok(Done { reply, session }) => {
+            if let Some(reply) = reply {
+                writer
+                    .write_all(format!("{reply}\n").as_bytes())
+                    .with_context(|| format!("cannot send to {addr}"))?;
             }
-            Err(AuthError::Refused(why)) => bail!("{addr} refused to authenticate us: {why}"),
-            Err(AuthError::WrongSecret) => {
-                // Tell the node why we hang up; best effort.
-                let _ = writer.write_all(b"REFUSE wrong secret\n");
-                bail!("{addr} has another secret: authentication failed")
-            }
-            Err(e) => bail!("cannot authenticate with {addr}: {e}"),
+            Ok(session)
         }
+        Err(AuthError::Refused(why)) => bail!("{addr} refused to authenticate us: {why}"),
+        Err(AuthError::WrongSecret) => {
+            // Tell the node why we hang up; best effort.
+            let _ = writer.write_all(b"REFUSE wrong secret\n");
+            bail!("{addr} has another secret: authentication failed")
+        }
+        Err(e) => bail!("cannot authenticate with {addr}: {e}"),
     }
 }
 

@@ -20,7 +20,7 @@ use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::auth::{self, AuthError, Handshake, NONCE_LEN, Secret, Session, Step};
+use crate::auth::{self, AuthError, Done, Handshake, NONCE_LEN, Secret, Session};
 use crate::console::{self, Clock};
 use crate::core::{Action, Config, Millis, Node};
 use crate::hooks::Hooks;
@@ -829,8 +829,7 @@ impl Server {
             return;
         };
         match hs.step(secret, line) {
-            Ok(Step::Reply(reply)) => self.queue(key, format!("{reply}\n").as_bytes()),
-            Ok(Step::Done { reply, session }) => {
+            Ok(Done { reply, session }) => {
                 crate::event!(Level::Debug, "authenticated", peer = OptAddr(c.peer_addr));
                 c.auth = LinkAuth::Sealed(session);
                 let held = std::mem::take(&mut c.held);

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bossd::auth::{Handshake, NONCE_LEN, Secret, Step};
+use bossd::auth::{Done, Handshake, NONCE_LEN, Secret};
 use common::{Node, TestNet, holds_for, run_to_exit, wait_agreed, wait_until};
 
 /// How long a property that must stay true is watched: several reconnect
@@ -653,7 +653,7 @@ fn authenticate_recorded(
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     match hs.step(&secret, line.trim_end()) {
-        Ok(Step::Done {
+        Ok(Done {
             reply: Some(proof),
             session,
         }) => {

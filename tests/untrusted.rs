@@ -5,7 +5,7 @@
 //! The codec has its own file, `tests/codec.rs`; `fuzz/` runs the decoder
 //! and the handshake under libFuzzer for longer (docs/FUZZING.md).
 
-use bossd::auth::{AuthError, Handshake, NONCE_LEN, SEAL_OVERHEAD, Secret, Session, Step};
+use bossd::auth::{AuthError, Done, Handshake, NONCE_LEN, SEAL_OVERHEAD, Secret, Session};
 use bossd::console::{self, Clock, Command, MAX_MSG_TEXT};
 use bossd::core::{Config, Node};
 use bossd::protocol::MAX_LINE;
@@ -56,7 +56,7 @@ proptest! {
                 None => hs = Handshake::accept(&secret, line, ACCEPTOR_NONCE, target()).ok().map(|(h, _)| h),
                 Some(h) => {
                     let step = h.step(&secret, line);
-                    prop_assert!(!matches!(step, Ok(Step::Done { .. })), "authenticated by {:?}", lines);
+                    prop_assert!(!matches!(step, Ok(Done { .. })), "authenticated by {:?}", lines);
                 }
             }
         }
@@ -69,7 +69,7 @@ proptest! {
         let (mut hs, _) = Handshake::dial(DIALER_NONCE, target());
         for line in &lines {
             let step = hs.step(&secret, line);
-            prop_assert!(!matches!(step, Ok(Step::Done { .. })), "authenticated by {:?}", lines);
+            prop_assert!(!matches!(step, Ok(Done { .. })), "authenticated by {:?}", lines);
         }
     }
 
@@ -103,7 +103,7 @@ proptest! {
             }
         };
         let (mut acc, _) = Handshake::accept(&secret, &first, na, target()).unwrap();
-        let done = matches!(acc.step(&secret, &candidate), Ok(Step::Done { .. }));
+        let done = matches!(acc.step(&secret, &candidate), Ok(Done { .. }));
         let same = candidate.strip_prefix("PROOF ")
             .is_some_and(|hex| hex.eq_ignore_ascii_case(&proof["PROOF ".len()..]));
         prop_assert_eq!(done, same, "{:?} vs genuine {:?}", candidate, proof);
@@ -262,7 +262,7 @@ fn auth_line() -> impl Strategy<Value = String> {
 fn genuine(secret: &Secret, nd: [u8; NONCE_LEN], na: [u8; NONCE_LEN]) -> (String, String, String) {
     let (mut d, first) = Handshake::dial(nd, target());
     let (_, reply) = Handshake::accept(secret, &first, na, target()).unwrap();
-    let Ok(Step::Done {
+    let Ok(Done {
         reply: Some(proof), ..
     }) = d.step(secret, &reply)
     else {
@@ -275,14 +275,14 @@ fn genuine(secret: &Secret, nd: [u8; NONCE_LEN], na: [u8; NONCE_LEN]) -> (String
 fn sessions(secret: &Secret, nd: [u8; NONCE_LEN], na: [u8; NONCE_LEN]) -> (Session, Session) {
     let (mut d, first) = Handshake::dial(nd, target());
     let (mut a, reply) = Handshake::accept(secret, &first, na, target()).unwrap();
-    let Ok(Step::Done {
+    let Ok(Done {
         reply: Some(proof),
         session: ds,
     }) = d.step(secret, &reply)
     else {
         panic!("dialer did not finish");
     };
-    let Ok(Step::Done { session: acs, .. }) = a.step(secret, &proof) else {
+    let Ok(Done { session: acs, .. }) = a.step(secret, &proof) else {
         panic!("acceptor did not finish");
     };
     (ds, acs)

@@ -25,7 +25,7 @@
 
 #![no_main]
 
-use bossd::auth::{Handshake, NONCE_LEN, Secret, Session, Step};
+use bossd::auth::{Done, Handshake, NONCE_LEN, Secret, Session};
 use bossd::protocol::LineBuffer;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -84,12 +84,11 @@ fn acceptor(lines: &[String]) {
     for line in rest {
         match &mut session {
             None => match hs.step(&secret, line) {
-                Ok(Step::Done { reply, session: s }) => {
+                Ok(Done { reply, session: s }) => {
                     assert!(reply.is_none(), "the acceptor has nothing to add");
                     assert!(same_proof(line, &proof), "authenticated by {line:?}");
                     session = Some(s);
                 }
-                Ok(Step::Reply(r)) => panic!("acceptor replied {r:?} after AUTH"),
                 Err(_) => return,
             },
             Some(s) => match s.open(line) {
@@ -119,11 +118,10 @@ fn dialer(lines: &[String]) {
         return;
     };
     let mut session = match hs.step(&secret, answer) {
-        Ok(Step::Done { reply, session }) => {
+        Ok(Done { reply, session }) => {
             assert!(reply.is_some(), "the dialer must send its PROOF");
             session
         }
-        Ok(Step::Reply(r)) => panic!("dialer replied {r:?} before finishing"),
         Err(_) => return,
     };
     let na = nonce(answer.split(' ').nth(2).expect("answer has a nonce"));
@@ -151,14 +149,14 @@ fn dialer(lines: &[String]) {
 fn genuine_acceptor(secret: &Secret, nd: [u8; NONCE_LEN], na: [u8; NONCE_LEN]) -> Session {
     let (mut d, first) = Handshake::dial(nd, target());
     let (mut a, reply) = Handshake::accept(secret, &first, na, target()).expect("a genuine AUTH");
-    let Ok(Step::Done {
+    let Ok(Done {
         reply: Some(proof), ..
     }) = d.step(secret, &reply)
     else {
         panic!("a genuine dialer did not finish");
     };
     match a.step(secret, &proof) {
-        Ok(Step::Done { session, .. }) => session,
+        Ok(Done { session, .. }) => session,
         _ => panic!("a genuine acceptor did not finish"),
     }
 }
@@ -168,7 +166,7 @@ fn genuine_dialer(secret: &Secret, nd: [u8; NONCE_LEN], na: [u8; NONCE_LEN]) -> 
     let (mut d, first) = Handshake::dial(nd, target());
     let (_, reply) = Handshake::accept(secret, &first, na, target()).expect("a genuine AUTH");
     match d.step(secret, &reply) {
-        Ok(Step::Done {
+        Ok(Done {
             reply: Some(proof),
             session,
         }) => (proof, session),
@@ -198,7 +196,7 @@ fn script(u: &mut Unstructured) -> Vec<u8> {
     let (mut dialer, auth) = Handshake::dial(DIALER_NONCE, target());
     let (_, answer) =
         Handshake::accept(&secret, &auth, ACCEPTOR_NONCE, target()).expect("a genuine AUTH line");
-    let Ok(Step::Done {
+    let Ok(Done {
         reply: Some(proof),
         session: mut sealer,
     }) = dialer.step(&secret, &answer)
