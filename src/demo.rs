@@ -173,7 +173,7 @@ fn free_ports(ip: IpAddr, n: usize) -> Result<u16> {
     bail!("found no {n} consecutive free ports on {ip} between {FIRST_PORT} and {LAST_PORT}")
 }
 
-fn print_lines(out: &mut Out, statuses: &[Status]) -> Result<()> {
+fn print_lines(out: &mut Out, statuses: &[StatusLine]) -> Result<()> {
     for s in statuses {
         out.line(format_args!("  {}", s.line))?;
     }
@@ -194,12 +194,9 @@ impl Out {
 // Status lines
 // ---------------------------------------------------------------------------
 
-/// A `-s` line, parsed (see [`StatusLine`]).
-type Status = StatusLine;
-
 /// Asks every client for `-s`, in order. When one cannot answer, a node
 /// that exited is the better explanation, so that is checked first.
-fn ask_all(nodes: &mut Nodes, clients: &mut [Client]) -> Result<Vec<Status>> {
+fn ask_all(nodes: &mut Nodes, clients: &mut [Client]) -> Result<Vec<StatusLine>> {
     match ask_each(clients) {
         Ok(statuses) => Ok(statuses),
         Err(e) => {
@@ -209,7 +206,7 @@ fn ask_all(nodes: &mut Nodes, clients: &mut [Client]) -> Result<Vec<Status>> {
     }
 }
 
-fn ask_each(clients: &mut [Client]) -> Result<Vec<Status>> {
+fn ask_each(clients: &mut [Client]) -> Result<Vec<StatusLine>> {
     clients
         .iter_mut()
         .map(|c| {
@@ -218,7 +215,7 @@ fn ask_each(clients: &mut [Client]) -> Result<Vec<Status>> {
                 bail!("{} answered -s with ERR {reason}", c.addr());
             }
             match answer.lines.as_slice() {
-                [line] => Status::parse(line).map_err(anyhow::Error::msg),
+                [line] => StatusLine::parse(line).map_err(anyhow::Error::msg),
                 lines => bail!("{} answered -s with {} lines", c.addr(), lines.len()),
             }
         })
@@ -228,7 +225,7 @@ fn ask_each(clients: &mut [Client]) -> Result<Vec<Status>> {
 /// The master every status names, if they agree: the same master and
 /// epoch everywhere, `role=master` on the master and `role=follower` on
 /// the others, and `peers` as given when it is (SPEC guarantees 1 and 3).
-fn agreed(statuses: &[Status], peers: Option<usize>) -> Option<String> {
+fn agreed(statuses: &[StatusLine], peers: Option<usize>) -> Option<String> {
     let first = statuses.first()?;
     let master = first.master.as_deref()?;
     let all = statuses.iter().all(|s| {
@@ -443,8 +440,8 @@ fn keep_tail(mut pipe: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
 mod tests {
     use super::*;
 
-    fn status(line: &str) -> Status {
-        Status::parse(line).unwrap()
+    fn status(line: &str) -> StatusLine {
+        StatusLine::parse(line).unwrap()
     }
 
     #[test]

@@ -701,12 +701,16 @@ impl Server {
                 LinkAuth::Plain => raw,
             };
             let plain = matches!(c.auth, LinkAuth::Plain);
+            // Only a plain connection's first line can open an HTTP request.
+            let http_request = (plain && c.kind == ConnKind::Unknown)
+                .then(|| http::request_line(&line))
+                .flatten();
             match c.kind {
                 ConnKind::Unknown if plain && auth::is_auth_line(&line) => {
                     self.accept_handshake(key, &line);
                 }
-                ConnKind::Unknown if plain && http::request_line(&line).is_some() => {
-                    if let Some((req, head)) = http::request_line(&line) {
+                ConnKind::Unknown if http_request.is_some() => {
+                    if let Some((req, head)) = http_request {
                         c.kind = ConnKind::Http {
                             req,
                             head,
