@@ -14,12 +14,17 @@
 //! true one within its stated error.
 //!
 //! `SIM_SEED=<n>` replays one seed; `SIM_SEEDS=<count>` sets how many run
-//! (default 10,000); `SIM_FIRST=<n>` where they start.
+//! (default 10,000); `SIM_FIRST=<n>` where they start. The sweep takes a
+//! minute or two, so it says how far it got (seeds done, violations so
+//! far) every [`PROGRESS_EVERY`], straight to stderr, which libtest does
+//! not capture: a plain `cargo test` shows it.
 
 mod sim;
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
 
 use bossd::protocol::Role;
 use bossd::rule::Rule;
@@ -230,6 +235,16 @@ fn check_quiet(c: &Cluster) {
     let _ = addr;
 }
 
+/// How often the sweep reports progress: often enough that a long run
+/// never looks hung (libtest warns after 60 s).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes a line to the stderr descriptor itself: libtest captures only
+/// `print!` and `eprint!`, and this line is meant to be seen.
+fn progress(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "simulate: {text}");
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -247,7 +262,18 @@ fn seeded_sweep() {
     let quiet_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let mut failed = Vec::new();
-    for seed in seeds {
+    let started = Instant::now();
+    let mut reported = started;
+    progress(&format!("{count} seeds to run"));
+    for (done, seed) in seeds.into_iter().enumerate() {
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            progress(&format!(
+                "{done} of {count} seeds done, {} violations so far, {} s",
+                failed.len(),
+                started.elapsed().as_secs()
+            ));
+        }
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| run(seed))) {
             let msg = e
                 .downcast_ref::<String>()
@@ -272,5 +298,8 @@ fn seeded_sweep() {
         failed.len(),
         failed[0].0
     );
-    eprintln!("{count} seeds, 0 violations");
+    progress(&format!(
+        "{count} seeds, 0 violations, {} s",
+        started.elapsed().as_secs()
+    ));
 }
