@@ -9,39 +9,12 @@
 
 mod common;
 
-use common::{DEADLINE, Node, Status, TestNet, wait_agreed, wait_until};
+use common::{DEADLINE, Node, Status, TempDir, TestNet, wait_agreed, wait_until};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A directory for one test's files, removed when dropped.
-struct TempDir(PathBuf);
-
-static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("bossd-hooks-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the test's temp dir");
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The command the issue names: one line per call, every variable.
 fn record_cmd(file: &Path) -> String {

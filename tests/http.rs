@@ -3,7 +3,8 @@
 //! package), `/status` parsed as JSON, both checked against `-s`.
 //!
 //! curl and prometheus-client are installed by `.ci/run`; on a machine
-//! without them these tests say SKIPPED, except under CI, where they fail.
+//! without them the tests that need them say SKIPPED, why, and the command
+//! that runs them (`tests/common/runner.rs`); under CI a skip is a failure.
 
 mod common;
 
@@ -13,24 +14,22 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Node, TestNet, wait_agreed, wait_until};
+use common::{Node, TestNet, runner, wait_agreed, wait_until};
 
-/// Whether `program args` runs; under CI its absence is a failure.
-fn have(what: &str, program: &str, args: &[&str]) -> bool {
-    let ok = Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing; .ci/run installs it"
-        );
-        println!("SKIPPED: {what} is not installed");
-    }
-    ok
+fn main() -> std::process::ExitCode {
+    runner::run(
+        include_str!("http.rs"),
+        crate::test_list![
+            metrics_match_the_status_line,
+            status_json_matches_the_status_line,
+            http_edges_and_counters,
+        ],
+    )
+}
+
+/// Skips unless curl is installed.
+fn need_curl() {
+    runner::need_program("curl", &["--version"], "apt-get install curl");
 }
 
 fn curl(url: &str, extra: &[&str]) -> (String, String) {
@@ -138,17 +137,12 @@ fn metrics_of(n: &Node) -> Vec<Sample> {
 
 // Issue 5: /metrics on every node of a cluster, parsed by a real parser,
 // agrees with `-s`; counters move.
-#[test]
 fn metrics_match_the_status_line() {
-    if !have("curl", "curl", &["--version"])
-        || !have(
-            "the prometheus-client Python package",
-            "python3",
-            &["-c", "import prometheus_client"],
-        )
-    {
-        return;
-    }
+    need_curl();
+    runner::need_python_module(
+        "prometheus_client",
+        "python3 -m pip install prometheus-client",
+    );
     let net = TestNet::new();
     let a = Node::start("A", net.addr(), &[]);
     let join = a.addr.to_string();
@@ -234,11 +228,8 @@ fn metrics_match_the_status_line() {
 
 // Issue 5: /status is JSON with the status fields, the peers and the
 // journal; it is read-only, so it needs no secret.
-#[test]
 fn status_json_matches_the_status_line() {
-    if !have("curl", "curl", &["--version"]) {
-        return;
-    }
+    need_curl();
     let net = TestNet::new();
     let dir = std::env::temp_dir().join(format!("bossd-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -303,7 +294,6 @@ fn raw(addr: SocketAddr, request: &str) -> String {
 
 // HTTP errors, HEAD, and that the console still works beside HTTP; auth
 // failures and refusals are counted.
-#[test]
 fn http_edges_and_counters() {
     let net = TestNet::new();
     let a = Node::start("A", net.addr(), &[]);

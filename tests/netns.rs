@@ -31,8 +31,9 @@
 //! reaching everybody. Healing deletes the tables.
 //!
 //! Needs root, `ip` with netns support (Debian package iproute2) and `nft`
-//! (nftables). Without them the tests fail saying what is missing; they are
-//! never skipped. Everything they create is removed on exit, pass or fail,
+//! (nftables). Without them each partition test says SKIPPED, why, and the
+//! command that runs it (`tests/common/runner.rs`, a `harness = false`
+//! suite); under CI a skip is a failure. Everything they create is removed on exit, pass or fail,
 //! by Drop guards: the bossd processes are killed first, then the observer
 //! threads stopped, then the namespaces deleted, which removes the veths,
 //! the bridge and the nftables tables with them. Names carry the pid and a
@@ -56,7 +57,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Node, Status};
+use common::{Node, Status, runner};
+
+/// A progress line, shown when the test fails or with `--nocapture`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        runner::note(&format!($($arg)*))
+    };
+}
 
 /// Hosts 1..=5; host N is `10.A.B.N`.
 const HOSTS: usize = 5;
@@ -103,11 +111,21 @@ const LOG_TAIL_LINES: usize = 30;
 // The tests
 // ---------------------------------------------------------------------------
 
+fn main() -> std::process::ExitCode {
+    runner::run(
+        include_str!("netns.rs"),
+        crate::test_list![
+            partition_at_default_quorum_gives_each_side_a_master_then_heals,
+            partition_with_strict_majority_quorum_never_shows_two_masters,
+            overlap_rule_tells_sure_from_possible,
+        ],
+    )
+}
+
 // SPEC §4 guarantees 1, 2 and 7 at the default quorum of 2 (availability
 // first, like keepalived): a cut gives each side of two or more nodes its
 // own agreed master, and once healed the sides become one group again with
 // one master, the oldest. Guarantee 9: no node's epoch ever goes back.
-#[test]
 fn partition_at_default_quorum_gives_each_side_a_master_then_heals() {
     let mut bed = Testbed::new("q2", 101, &[]);
     bed.form();
@@ -146,7 +164,6 @@ fn partition_at_default_quorum_gives_each_side_a_master_then_heals() {
 // two nodes report role=master at the same moment, nor two masters of one
 // epoch; after healing exactly one master remains, the oldest, and all
 // agree.
-#[test]
 fn partition_with_strict_majority_quorum_never_shows_two_masters() {
     let mut bed = Testbed::new("st", 102, &["--quorum", "3", "--strict"]);
     bed.form();
@@ -323,7 +340,7 @@ impl Testbed {
     /// Prints a progress line, with the test's tag and the time since the
     /// test bed was made.
     fn note(&self, what: &str) {
-        eprintln!("[{} {:>6} ms] {what}", self.tag, self.ms(Instant::now()));
+        note!("[{} {:>6} ms] {what}", self.tag, self.ms(Instant::now()));
     }
 
     /// Milliseconds since the test bed was made.
@@ -492,30 +509,11 @@ fn tail(text: &str, n: usize) -> Vec<&str> {
 // Prerequisites and commands
 // ---------------------------------------------------------------------------
 
-/// Fails, saying what is missing, unless the test can build its network.
+/// Skips, saying what is missing, unless the test can build its network.
 fn preflight() {
-    // SAFETY: geteuid(2) always succeeds and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "the netns partition test must run as root: it creates network namespaces, a bridge, \
-         veth pairs and nftables rules (effective uid is {euid}). It is never skipped; run it \
-         as root, e.g. `sudo -E cargo test --test netns`."
-    );
-    for (tool, flag, package) in [("ip", "-V", "iproute2"), ("nft", "--version", "nftables")] {
-        match Command::new(tool).arg(flag).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!(
-                "`{tool} {flag}` failed ({}): {}; the netns test needs a working `{tool}` \
-                 (Debian package {package})",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => panic!(
-                "cannot run `{tool}` ({e}); the netns test needs it: apt-get install -y {package}"
-            ),
-        }
-    }
+    runner::need_root("create network namespaces, a bridge, veth pairs and nftables rules");
+    runner::need_program("ip", &["netns", "list"], "apt-get install iproute2");
+    runner::need_program("nft", &["--version"], "apt-get install nftables");
 }
 
 /// Runs a command, feeding it `input` on stdin; its stdout, or why it
@@ -700,7 +698,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.made.iter().rev() {
             if let Err(e) = try_run(&["ip", "netns", "del", ns], None) {
-                eprintln!("netns test cleanup: {e}");
+                note!("netns test cleanup: {e}");
             }
         }
     }
@@ -1131,14 +1129,14 @@ impl Record {
         let runs = self.master_runs();
         let overlaps = Record::overlaps(&runs);
         let pairs: usize = overlaps.iter().map(|o| o.sample_pairs).sum();
-        eprintln!(
+        note!(
             "=== netns partition, {mode}: {total} samples [{}]",
             per_host.join(", ")
         );
-        eprintln!("master runs (host, epoch, samples, span in ms since start):");
+        note!("master runs (host, epoch, samples, span in ms since start):");
         for r in &runs {
             let (from, to) = r.span();
-            eprintln!(
+            note!(
                 "  h{} epoch {} : {} samples, {}..{}",
                 r.host,
                 r.epoch,
@@ -1148,24 +1146,24 @@ impl Record {
             );
         }
         let sure = overlaps.iter().filter(|o| o.sure).count();
-        eprintln!(
+        note!(
             "master runs of different nodes that overlap: {sure} surely, {} possibly \
              (overlapping single-sample pairs: {pairs})",
             overlaps.len() - sure
         );
         for o in &overlaps {
-            eprintln!("  {}", self.describe_overlap(&runs, o));
+            note!("  {}", self.describe_overlap(&runs, o));
         }
         match Record::closest_handover(&runs) {
-            Some(gap) => eprintln!(
+            Some(gap) => note!(
                 "closest handover between two nodes' master runs (one ends, the other starts): \
                  {} us",
                 gap.as_micros()
             ),
-            None => eprintln!("no handover between two nodes' master runs"),
+            None => note!("no handover between two nodes' master runs"),
         }
-        eprintln!("epochs with two masters: {:?}", self.shared_epochs());
-        eprintln!("epoch regressions: {}", self.epoch_regressions().len());
+        note!("epochs with two masters: {:?}", self.shared_epochs());
+        note!("epoch regressions: {}", self.epoch_regressions().len());
     }
 
     fn describe_overlap(&self, runs: &[MasterRun], o: &Overlap) -> String {
@@ -1248,7 +1246,6 @@ fn overlapping_pairs(a: &[(Instant, Instant)], b: &[(Instant, Instant)]) -> usiz
 }
 
 // The overlap rule of `Record::overlaps` on made-up samples; needs no root.
-#[test]
 fn overlap_rule_tells_sure_from_possible() {
     let t0 = Instant::now();
     // One sample of `host`: role, epoch, and [sent, received] in tenths of

@@ -791,94 +791,153 @@ fn stdin_dev_null_keeps_the_node_running() {
     wait_agreed(&[&a, &b], Some(&a));
 }
 
-/// Runs bossd on a pseudo-terminal (Python's `pty`, so the node is the
-/// terminal's foreground process), types `-s`, checks the node idles, types
-/// `-q`; prints what it saw as `key=value` lines. It kills bossd whatever
-/// happens, and gives up after 20 s.
-const ON_A_TERMINAL: &str = r#"
-import os, pty, select, sys, time
-bossd, ip, port = sys.argv[1:4]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(bossd, [bossd, ip, port])
-out, status = b"", None
-def read_until(token, seconds):
-    global out
-    end = time.time() + seconds
-    while token not in out and time.time() < end:
-        if select.select([fd], [], [], 0.2)[0]:
-            try:
-                out += os.read(fd, 4096)
-            except OSError:
-                return
-def cpu():
-    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-try:
-    read_until(b"listening", 10)
-    os.write(fd, b"-s\n")
-    read_until(b"id=", 10)
-    before = cpu(); time.sleep(1); used = cpu() - before
-    os.write(fd, b"-q\n")
-    end = time.time() + 5
-    while status is None and time.time() < end:
-        read_until(b"\0", 0.2)
-        done, st = os.waitpid(pid, os.WNOHANG)
-        if done:
-            status = os.waitstatus_to_exitcode(st)
-finally:
-    if status is None:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-print("cpu_s=%.2f" % used)
-print("exit=%s" % status)
-sys.stdout.write(out.decode(errors="replace"))
-"#;
+/// A pseudo-terminal: the controlling side, and the terminal's path.
+struct Pty {
+    controller: std::fs::File,
+    terminal: std::ffi::CString,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        use std::os::fd::FromRawFd;
+        // SAFETY: posix_openpt, grantpt, unlockpt, ptsname_r and fcntl on
+        // the descriptor just opened, which the File then owns; the name
+        // buffer is valid for its length.
+        unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+            let controller = std::fs::File::from_raw_fd(fd);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC), 0);
+            assert_eq!(libc::grantpt(fd), 0, "grantpt");
+            assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+            let mut name = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+            let terminal = std::ffi::CStr::from_ptr(name.as_ptr()).to_owned();
+            Pty {
+                controller,
+                terminal,
+            }
+        }
+    }
+
+    /// Reads what the terminal shows into `out` until it holds `token`,
+    /// the terminal closes (the node exited) or `wait` passed.
+    fn read_until(&mut self, out: &mut String, token: &str, wait: Duration) {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let end = std::time::Instant::now() + wait;
+        while !out.contains(token) && std::time::Instant::now() < end {
+            let mut p = libc::pollfd {
+                fd: self.controller.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a 100 ms timeout.
+            if unsafe { libc::poll(&mut p, 1, 100) } != 1 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match self.controller.read(&mut buf) {
+                Ok(n @ 1..) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+                // EIO: every terminal side closed, the node exited.
+                _ => return,
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        self.controller
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type on the terminal");
+    }
+}
+
+/// A child killed and reaped when dropped, pass or fail.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bossd IP PORT` in a session of its own whose controlling
+/// terminal is `pty`, on its stdin, stdout and stderr: the node is the
+/// terminal's foreground process, as in an interactive shell.
+fn spawn_on_terminal(pty: &Pty, addr: std::net::SocketAddr) -> Reaped {
+    use std::os::unix::process::CommandExt;
+    let terminal = pty.terminal.clone();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bossd"));
+    cmd.args([addr.ip().to_string(), addr.port().to_string()]);
+    // SAFETY: setsid, open, ioctl, dup2 and close are async-signal-safe,
+    // and the path was allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::setsid() < 0 {
+                return fail();
+            }
+            let fd = libc::open(terminal.as_ptr(), libc::O_RDWR);
+            if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                return fail();
+            }
+            for target in 0..3 {
+                if libc::dup2(fd, target) < 0 {
+                    return fail();
+                }
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    Reaped(cmd.spawn().expect("start bossd on a terminal"))
+}
 
 // SPEC §2: the console works on a terminal too: commands typed are
 // answered, the node does not spin while waiting for input, and `-q`
 // leaves with exit 0.
 #[test]
 fn stdin_terminal_takes_commands() {
-    if std::process::Command::new("python3")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        assert!(std::env::var_os("CI").is_none(), "python3 is missing");
-        println!("SKIPPED: no python3 for a pseudo-terminal");
-        return;
-    }
     let net = TestNet::new();
     let addr = net.addr();
-    let out = std::process::Command::new("python3")
-        .args(["-c", ON_A_TERMINAL, env!("CARGO_BIN_EXE_bossd")])
-        .args([addr.ip().to_string(), addr.port().to_string()])
-        .output()
-        .expect("run python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut pty = Pty::open();
+    let mut node = spawn_on_terminal(&pty, addr);
+    let mut seen = String::new();
+    pty.read_until(&mut seen, "event=listening", DEADLINE);
+    pty.type_line("-s");
     let want = format!("id={addr} role=none master=- ");
+    pty.read_until(&mut seen, &want, DEADLINE);
     assert!(
-        text.contains(&want),
-        "no status line on the terminal:\n{text}"
+        seen.contains(&want),
+        "no status line on the terminal:\n{seen}"
     );
-    let cpu: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("cpu_s="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no cpu_s line:\n{text}"));
+    let before = common::cpu_time_of(node.0.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = common::cpu_time_of(node.0.id()).saturating_sub(before);
     assert!(
-        cpu < 0.5,
-        "the node used {cpu} s of CPU in one idle second on a terminal"
+        used < Duration::from_millis(500),
+        "the node used {used:?} of CPU in one idle second on a terminal"
     );
-    assert!(
-        text.contains("\nexit=0\n"),
-        "-q on the terminal must exit 0:\n{text}"
+    pty.type_line("-q");
+    let end = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        pty.read_until(&mut seen, "\0", Duration::from_millis(100));
+        if let Some(status) = node.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "-q on the terminal did not end the node:\n{seen}"
+        );
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "-q on the terminal must exit 0:\n{seen}"
     );
 }
 
@@ -918,80 +977,6 @@ fn stdin_eof_and_no_console_keep_the_node_running() {
         !b.stdout_text().contains("leaving"),
         "--no-console must not read -q from stdin"
     );
-}
-
-// ---------------------------------------------------------------------------
-// IPv6
-// ---------------------------------------------------------------------------
-
-// SPEC §1 (IP is IPv4 or IPv6, `--join [v6]:port`) and §2 (IPv6 addresses
-// are written `[addr]:port`): a two-node cluster on [::1].
-#[test]
-fn ipv6_two_nodes() {
-    let Some(a_addr) = common::free_ipv6_addr() else {
-        println!("SKIPPED ipv6_two_nodes: [::1] cannot be bound on this machine");
-        return;
-    };
-    let a = Node::start("A", a_addr, &[]);
-    let b_addr = common::free_ipv6_addr().expect("::1 was bindable a moment ago");
-    let join = join_arg(&a);
-    assert!(join.starts_with("[::1]:"), "{join}");
-    let b = Node::start("B", b_addr, &["--join", &join]);
-    let st = wait_agreed(&[&a, &b], Some(&a));
-    assert_eq!(st[0].id, format!("[::1]:{}", a_addr.port()));
-    assert_eq!(st[1].master.as_deref(), Some(join.as_str()));
-    // `-c` takes an IPv6 address too; to an existing peer it is an error.
-    let (lines, result) = b.ctl(&format!("-c ::1 {}", a_addr.port()));
-    assert!(result.is_err(), "{lines:?}");
-}
-
-// Issue 5: three nodes on [::1] with a secret form a cluster, fail over
-// when the master is killed, and answer ctl and HTTP over IPv6.
-#[test]
-fn ipv6_three_nodes_with_a_secret_fail_over() {
-    let Some(a_addr) = common::free_ipv6_addr() else {
-        println!("SKIPPED: [::1] cannot be bound on this machine");
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("bossd-v6-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = dir.join("secret");
-    std::fs::write(&secret, "v6 secret\n").unwrap();
-    let secret = secret.to_string_lossy().into_owned();
-    let a = Node::start("A", a_addr, &["--secret-file", &secret]);
-    let join = join_arg(&a);
-    let b_addr = common::free_ipv6_addr().unwrap();
-    let b = Node::start("B", b_addr, &["--secret-file", &secret, "--join", &join]);
-    let c_addr = common::free_ipv6_addr().unwrap();
-    let c = Node::start("C", c_addr, &["--secret-file", &secret, "--join", &join]);
-    let st = wait_agreed(&[&a, &b, &c], Some(&a));
-    assert!(st.iter().all(|s| s.id.starts_with("[::1]:")), "{st:?}");
-    // An authenticated mutating command over IPv6.
-    let out = run_to_exit(&[
-        "ctl",
-        "::1",
-        &b_addr.port().to_string(),
-        "--secret-file",
-        &secret,
-        "-msg",
-        "v6",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
-    assert_eq!(out.stdout, "sent to 2 peers\n");
-    // HTTP over IPv6.
-    let mut s = std::net::TcpStream::connect(c_addr).unwrap();
-    use std::io::{Read, Write};
-    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).unwrap();
-    assert!(
-        page.contains(&format!("\"master\": \"{}\"", a.id())),
-        "{page}"
-    );
-    let mut a = a;
-    a.sigkill();
-    wait_agreed(&[&b, &c], Some(&b));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // SPEC §2: a connection that neither finishes a peer handshake nor sends a

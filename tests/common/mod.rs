@@ -10,11 +10,13 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod logfmt;
+pub mod runner;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,18 +116,17 @@ impl Default for TestNet {
     }
 }
 
-/// A free port on `[::1]` chosen by the kernel, or `None` when `::1` cannot
-/// be bound (no IPv6 on this machine).
-/// Under CI (`CI` set) a machine without IPv6 is a failure, not a skip.
-pub fn free_ipv6_addr() -> Option<SocketAddr> {
-    let got = TcpListener::bind("[::1]:0")
-        .ok()
-        .and_then(|l| l.local_addr().ok());
-    assert!(
-        got.is_some() || std::env::var_os("CI").is_none(),
-        "[::1] cannot be bound, and CI must test IPv6"
-    );
-    got
+/// A free port on `[::1]` chosen by the kernel. Skips the test (a
+/// [`runner`] suite) when `::1` cannot be bound: IPv6 is off on this
+/// machine.
+pub fn free_ipv6_addr() -> SocketAddr {
+    match TcpListener::bind("[::1]:0").and_then(|l| l.local_addr()) {
+        Ok(addr) => addr,
+        Err(e) => runner::skip(format!(
+            "[::1] cannot be bound ({e}): IPv6 is off on this machine; \
+             turn it on with sysctl net.ipv6.conf.lo.disable_ipv6=0"
+        )),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -568,18 +569,7 @@ impl Node {
 
     /// CPU time (user + system) the process has used, from /proc.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .expect("read /proc/PID/stat");
-        // The command name (field 2) may hold spaces; fields after it are
-        // counted from its closing parenthesis. utime and stime are fields
-        // 14 and 15, in clock ticks.
-        let after = &stat[stat.rfind(')').expect("comm field") + 2..];
-        let fields: Vec<&str> = after.split(' ').collect();
-        let ticks: u64 =
-            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-        // SAFETY: sysconf only reads a constant of the system.
-        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_millis(ticks * 1000 / per_sec)
+        cpu_time_of(self.pid() as u32)
     }
 
     /// A short description for failure messages: last status and log tail.
@@ -627,6 +617,21 @@ fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
         }
     });
     buf
+}
+
+/// CPU time (user + system) process `pid` has used, from /proc.
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name (field 2) may hold spaces; fields after it are
+    // counted from its closing parenthesis. utime and stime are fields
+    // 14 and 15, in clock ticks.
+    let after = &stat[stat.rfind(')').expect("comm field") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_sec)
 }
 
 pub fn describe_exit(s: ExitStatus) -> String {
@@ -850,6 +855,52 @@ impl Console {
     pub fn ask(&mut self, command: &str) -> Vec<String> {
         self.send(&format!("{command}\n"));
         self.read_answer()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------
+
+/// A directory for one test's files (secrets, hook output), removed when
+/// dropped. Its name carries the suite, the process id and a counter, so
+/// tests running at once never share one.
+pub struct TempDir(pub PathBuf);
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "bossd-{}-{}-{n}-{tag}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test's temp dir");
+        TempDir(dir)
+    }
+
+    /// The path of `name` in the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes a mode-600 secret file and returns its path as a string.
+    pub fn secret(&self, name: &str, text: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.file(name);
+        std::fs::write(&path, format!("{text}\n")).expect("write a secret file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 a secret file");
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
