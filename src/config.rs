@@ -166,8 +166,9 @@ connections opened before the kill. Last it stops every node, also on an
 error or Ctrl-C.
 
 Exit codes: 0 after a failover was shown and every node stopped, 1 when the
-nodes did not agree within 10 s or something else failed (said in one line),
-2 on a usage error.";
+nodes did not agree within 10 s or something else failed, such as stdout
+closed early (`bossd demo | head -2`; said in one line, the nodes stopped
+all the same), 2 on a usage error.";
 
 /// Parses the whole command line, `args[0]` being the program name.
 pub fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>

@@ -117,7 +117,7 @@ pub fn run(args: &CtlArgs) -> Result<Answer> {
         Some(path) => {
             let loaded = Secret::load(path)?;
             if let Some(warning) = loaded.warning {
-                eprintln!("bossd ctl: warning: {warning}");
+                crate::log::stderr_line(&format!("bossd ctl: warning: {warning}"));
             }
             Some(loaded.secret)
         }

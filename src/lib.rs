@@ -3,6 +3,11 @@
 //! The crate is a pure election [`core`] inside a thin mio [`net`] loop;
 //! [`protocol`] frames and parses the peer lines, [`console`] the operator
 //! commands, [`config`] the command line, [`hooks`] the `--notify` hook. `ARCHITECTURE.md` maps it.
+//!
+//! No `println!` or `eprintln!`: they panic on a closed pipe, and the
+//! release build aborts on a panic. Output goes through [`log`].
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod auth;
 pub mod config;

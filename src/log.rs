@@ -98,6 +98,24 @@ pub fn write(level: Level, event: &str) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// Writes `text` and a newline to stdout in one write. A closed or broken
+/// stdout (`bossd ctl ... | head -1`) loses the line; `println!` would
+/// panic, and the release build would abort.
+pub fn stdout_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(format!("{text}\n").as_bytes());
+    let _ = out.flush();
+}
+
+/// Writes `text` and a newline to stderr in one write; a closed stderr
+/// (`2>&1 | head -1`) loses the line instead of panicking, as
+/// `eprintln!` would.
+pub fn stderr_line(text: &str) {
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{text}\n").as_bytes());
+}
+
 /// `event=<event>` and then ` key=value` for each field, in order: the text
 /// of a log line after its time and level. Pure, so the core can use it.
 ///

@@ -1,5 +1,11 @@
 //! The `bossd` binary: parses the command line, runs a node, `ctl` or `demo`, and
 //! maps the outcome to the exit code (SPEC §1: 0 left, 1 error, 2 usage).
+//!
+//! Nothing here prints with `println!` or `eprintln!`, which panic on a
+//! closed pipe (and abort, in the release build): output goes through
+//! [`log::stdout_line`] and [`log::stderr_line`], which lose a line instead.
+
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -26,25 +32,25 @@ fn main() -> ExitCode {
         Invocation::Ctl(args) => match bossd::ctl::run(&args) {
             Ok(answer) => {
                 for line in &answer.lines {
-                    println!("{line}");
+                    log::stdout_line(line);
                 }
                 match answer.result {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(reason) => {
-                        eprintln!("bossd ctl: ERR {reason}");
+                        log::stderr_line(&format!("bossd ctl: ERR {reason}"));
                         ExitCode::from(1)
                     }
                 }
             }
             Err(e) => {
-                eprintln!("bossd ctl: {e:#}");
+                log::stderr_line(&format!("bossd ctl: {e:#}"));
                 ExitCode::from(1)
             }
         },
         Invocation::Demo(args) => match bossd::demo::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("bossd demo: {e:#}");
+                log::stderr_line(&format!("bossd demo: {e:#}"));
                 ExitCode::from(1)
             }
         },
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // One clear line (SPEC §1), not a log line and a repeat.
-                eprintln!("bossd: {e:#}");
+                log::stderr_line(&format!("bossd: {e:#}"));
                 ExitCode::from(1)
             }
         },

@@ -383,3 +383,62 @@ fn killed_demo_takes_its_nodes_along() {
     );
     assert_nodes_gone(&ports);
 }
+
+// Issue 11: `bossd demo 2>&1 | head -2` closes the demo's stdout and stderr
+// after two lines. Writing to a closed pipe ends the demo like any error:
+// it stops its nodes and exits 1, without a panic or an abort.
+#[test]
+fn demo_into_a_pipe_closed_early_stops_cleanly() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let _one = one_demo();
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills two descriptors, which OwnedFd then owns.
+    // Close-on-exec, so the demo does not inherit the read end, which
+    // would keep the pipe open.
+    let (reader, writer) = unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0, "pipe2");
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    // One pipe for stdout and stderr, as `2>&1` makes it.
+    let stderr = writer.try_clone().expect("dup the pipe");
+    let mut child = Command::new(BOSSD)
+        .args(["demo", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("start the demo");
+    // The write ends went to the child; `Command` closed ours.
+    let mut reader = std::fs::File::from(reader);
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while seen.iter().filter(|&&b| b == b'\n').count() < 2 {
+        match reader.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            other => panic!("the demo's output ended early ({other:?}): {seen:?}"),
+        }
+    }
+    // `head -2` exits here.
+    drop(reader);
+    let seen = String::from_utf8_lossy(&seen).into_owned();
+    let ports = ports_of(seen.lines().next().unwrap_or_default(), 3);
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the demo did not end after its pipe closed:\n{seen}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        matches!(status.code(), Some(0 | 1)),
+        "the demo must end with 0 or 1 when its pipe closes, not {}:\n{seen}",
+        describe_exit(status)
+    );
+    assert_nodes_gone(&ports);
+}
