@@ -32,7 +32,8 @@ pub enum Invocation {
 pub struct NodeArgs {
     /// Address to listen on and to be known by (IPv4 or IPv6).
     pub ip: IpAddr,
-    /// TCP port to listen on.
+    /// TCP port to listen on; 0 picks a free one, which the node then uses
+    /// everywhere and logs (event=listening addr=IP:PORT).
     pub port: u16,
     #[command(flatten)]
     pub opts: NodeOptions,

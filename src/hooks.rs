@@ -115,6 +115,12 @@ impl Hooks {
         }
     }
 
+    /// The node's id once its listener is bound: with port 0 the kernel
+    /// chooses the port, and BOSSD_ID carries the one it chose.
+    pub fn set_id(&mut self, id: SocketAddr) {
+        self.id = id;
+    }
+
     /// Replaces [`HOOK_TIME_LIMIT`], for tests that cannot wait 30 s.
     pub fn with_time_limit(mut self, limit: Duration) -> Hooks {
         self.time_limit = limit;

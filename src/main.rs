@@ -78,14 +78,6 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if secret.is_none() && !addr.ip().is_loopback() {
-        bossd::event!(
-            Level::Warn,
-            "no-secret",
-            addr = addr,
-            reason = "anyone who can reach it can join",
-        );
-    }
     let wall_at_zero_ms = net::unix_ms_now().saturating_sub(start.elapsed().as_millis() as u64);
     let cfg = Config {
         addr,

@@ -80,10 +80,27 @@ pub struct Options {
 }
 
 /// Runs a node until it leaves; `Ok` means a graceful leave (exit 0).
-pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> Result<()> {
-    let addr = cfg.addr;
+///
+/// The listener is bound first. With port 0 the kernel picks a free port,
+/// and the node is known by it from then on: its id in the core (and so
+/// in HELLO, `-s` and the logs) and the hooks' BOSSD_ID.
+pub fn run(mut cfg: Config, mut opts: Options, wall_at_zero_ms: u64, start: Instant) -> Result<()> {
+    let asked = cfg.addr;
     let mut listener =
-        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        TcpListener::bind(asked).with_context(|| format!("cannot listen on {asked}"))?;
+    let addr = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {asked}"))?;
+    cfg.addr = addr;
+    opts.hooks.set_id(addr);
+    if opts.secret.is_none() && !addr.ip().is_loopback() {
+        crate::event!(
+            Level::Warn,
+            "no-secret",
+            addr = addr,
+            reason = "anyone who can reach it can join",
+        );
+    }
     widen_backlog(&listener);
     let poll = Poll::new().context("cannot create the event poll")?;
     poll.registry()

@@ -645,6 +645,43 @@ fn port_in_use_exits_1_with_one_line() {
     assert_eq!(a.status().peers, 0);
 }
 
+// Issue 11 (SPEC §1): port 0 means a free port. The node binds, logs
+// `event=listening` with the port it got, and is known by that port
+// everywhere: its `-s` id, the HELLO a joining node reads (which then
+// reports it as master) and the hook's BOSSD_ID.
+#[test]
+fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
+    let net = TestNet::new();
+    let dir = common::TempDir::new("port0");
+    let ids = dir.file("ids");
+    let notify = format!("echo \"$BOSSD_ID\" >> '{}'", ids.display());
+    let asked = std::net::SocketAddr::new(net.ip(1), 0);
+    let mut a = Node::spawn("A", asked, &["--notify", &notify], StdinKind::Null);
+    let mut logged = None;
+    wait_until("A logs the address it listens on", &[], || {
+        logged = a
+            .events()
+            .iter()
+            .find(|e| e.name == "listening")
+            .and_then(|e| e.field("addr")?.parse::<std::net::SocketAddr>().ok());
+        logged.is_some() || a.try_exit().is_some()
+    });
+    let real = logged.unwrap_or_else(|| panic!("A exited:\n{}", a.stderr_text()));
+    assert_eq!(real.ip(), asked.ip(), "{}", a.stderr_text());
+    assert_ne!(real.port(), 0, "the log names port 0:\n{}", a.stderr_text());
+    a.addr = real;
+    a.wait_ready();
+    assert_eq!(a.status().id, real.to_string());
+    let b = start_joined("B", &net, &a, &[]);
+    let st = wait_agreed(&[&a, &b], Some(&a));
+    assert_eq!(st[1].master.as_deref(), Some(real.to_string().as_str()));
+    wait_until("A's hook ran with its real address", &[&a], || {
+        std::fs::read_to_string(&ids).is_ok_and(|t| t.contains(&format!("{real}\n")))
+    });
+    let text = std::fs::read_to_string(&ids).unwrap_or_default();
+    assert!(!text.contains(":0\n"), "a hook saw port 0: {text}");
+}
+
 // SPEC §1: usage errors exit 2.
 #[test]
 fn usage_errors_exit_2() {
