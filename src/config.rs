@@ -5,7 +5,7 @@
 //! usage mistake becomes one clear line and exit code 2 (SPEC §1), which
 //! `main` applies.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser};
@@ -30,7 +30,9 @@ pub enum Invocation {
 #[derive(Parser, Debug)]
 #[command(name = "bossd", version, after_help = NODE_EXAMPLES)]
 pub struct NodeArgs {
-    /// Address to listen on and to be known by (IPv4 or IPv6).
+    /// Address to listen on and to be known by: IPv4, or IPv6 with or
+    /// without brackets (::1 or [::1]).
+    #[arg(value_parser = parse_ip)]
     pub ip: IpAddr,
     /// TCP port to listen on; 0 picks a free one, which the node then uses
     /// everywhere and logs (event=listening addr=IP:PORT).
@@ -122,7 +124,8 @@ pub struct NodeOptions {
 #[derive(Parser, Debug)]
 #[command(name = "bossd ctl", version)]
 pub struct CtlArgs {
-    /// The node's address.
+    /// The node's address: IPv4, or IPv6 with or without brackets.
+    #[arg(value_parser = parse_ip)]
     pub ip: IpAddr,
     /// The node's port.
     pub port: u16,
@@ -201,6 +204,20 @@ where
     Ok(Invocation::Node(node))
 }
 
+/// An IP address as a user writes it: `127.0.0.1`, `::1`, or `[::1]`, the
+/// form every output of bossd uses for IPv6.
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    match s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(inner) => inner
+            .parse::<Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| format!("not an IPv6 address in brackets: {s}")),
+        None => s
+            .parse()
+            .map_err(|_| format!("not an IP address: {s} (IPv4, IPv6 or [IPv6])")),
+    }
+}
+
 impl NodeArgs {
     /// The address this node listens on and is known by.
     pub fn addr(&self) -> SocketAddr {
@@ -269,6 +286,26 @@ mod tests {
         assert!(node(&["127.0.0.1", "7000", "--notify-time-limit", "0"]).is_err());
         let help = node(&["--help"]).unwrap_err().to_string();
         assert!(help.contains("--notify <CMD>") && !help.contains("notify-time-limit"));
+    }
+
+    // Issue 11: IPv6 with or without brackets, as every output writes it.
+    #[test]
+    fn ips_take_brackets_around_ipv6() {
+        assert_eq!(
+            node(&["[::1]", "7000"]).unwrap().addr().to_string(),
+            "[::1]:7000"
+        );
+        assert_eq!(
+            node(&["::1", "7000"]).unwrap().addr().to_string(),
+            "[::1]:7000"
+        );
+        for bad in ["[127.0.0.1]", "[::1", "::1]", "[]", "[[::1]]"] {
+            assert!(node(&[bad, "7000"]).is_err(), "{bad}");
+        }
+        let Invocation::Ctl(c) = parse(["bossd", "ctl", "[::1]", "7000", "-s"]).unwrap() else {
+            panic!("expected ctl")
+        };
+        assert_eq!(c.ip.to_string(), "::1");
     }
 
     #[test]

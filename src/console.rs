@@ -7,7 +7,7 @@
 //! sockets and reads no clock: the caller passes [`Clock`].
 
 use std::fmt::{self, Write as _};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::core::{Millis, Node, Skew};
@@ -291,8 +291,7 @@ fn parse_target(args: &str) -> Result<SocketAddr, String> {
     let (Some(ip), Some(port), None) = (words.next(), words.next(), words.next()) else {
         return Err(usage());
     };
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = ip.parse().map_err(|_| format!("not an IP address: {ip}"))?;
+    let ip = crate::config::parse_ip(ip)?;
     let port: u16 = port.parse().map_err(|_| format!("not a port: {port}"))?;
     Ok(SocketAddr::new(ip, port))
 }
@@ -333,6 +332,10 @@ mod tests {
         );
         assert_eq!(
             parse("-c ::1 7000"),
+            Ok(Some(Command::Connect("[::1]:7000".parse().unwrap())))
+        );
+        assert_eq!(
+            parse("-c [::1] 7000"),
             Ok(Some(Command::Connect("[::1]:7000".parse().unwrap())))
         );
         assert_eq!(

@@ -5,12 +5,16 @@
 
 mod common;
 
-use common::{Node, free_ipv6_addr, run_to_exit, runner, wait_agreed};
+use common::{Node, StdinKind, free_ipv6_addr, run_to_exit, runner, wait_agreed};
 
 fn main() -> std::process::ExitCode {
     runner::run(
         include_str!("ipv6.rs"),
-        crate::test_list![ipv6_two_nodes, ipv6_three_nodes_with_a_secret_fail_over],
+        crate::test_list![
+            ipv6_two_nodes,
+            ipv6_three_nodes_with_a_secret_fail_over,
+            bracketed_addresses_are_accepted,
+        ],
     )
 }
 
@@ -74,4 +78,27 @@ fn ipv6_three_nodes_with_a_secret_fail_over() {
     a.sigkill();
     wait_agreed(&[&b, &c], Some(&b));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Issue 11 (SPEC §1): every output writes `[::1]:7000`, and the command
+// line takes that form back: `bossd '[::1]' PORT` runs a node and `bossd
+// ctl '[::1]' PORT -s` asks it.
+fn bracketed_addresses_are_accepted() {
+    let addr = free_ipv6_addr();
+    let port = addr.port().to_string();
+    let mut a = Node::spawn_with_args(
+        "A",
+        addr,
+        vec!["[::1]".into(), port.clone()],
+        StdinKind::Null,
+    );
+    a.wait_ready();
+    assert_eq!(a.status().id, format!("[::1]:{port}"));
+    let out = run_to_exit(&["ctl", "[::1]", &port, "-s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with(&format!("id=[::1]:{port} ")),
+        "{}",
+        out.stdout
+    );
 }

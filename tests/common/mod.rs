@@ -293,6 +293,17 @@ impl Node {
     pub fn spawn(name: &str, addr: SocketAddr, args: &[&str], stdin: StdinKind) -> Node {
         let mut full = vec![addr.ip().to_string(), addr.port().to_string()];
         full.extend(args.iter().map(|s| s.to_string()));
+        Node::spawn_with_args(name, addr, full, stdin)
+    }
+
+    /// Starts `bossd ARGS...` (the node's address written as the test
+    /// likes, e.g. `[::1] 7000`), known as `addr`, without waiting.
+    pub fn spawn_with_args(
+        name: &str,
+        addr: SocketAddr,
+        full: Vec<String>,
+        stdin: StdinKind,
+    ) -> Node {
         let mut cmd = Command::new(BOSSD);
         cmd.args(&full)
             .stdout(Stdio::piped())
