@@ -189,6 +189,11 @@ struct Conn {
     closing_seen_ms: Option<Millis>,
     /// Remove at the end of this iteration, queued output or not.
     dead: bool,
+    /// A peer link whose other side closed: nothing more arrives, and
+    /// what is queued for it (a REFUSE) gets one write, then the link goes
+    /// without the grace a console client gets, so a crashed peer is
+    /// seen at once (guarantee 4).
+    peer_eof: bool,
     peer_addr: Option<SocketAddr>,
     auth: LinkAuth,
     /// Lines the core sent on a dialed link before its handshake finished,
@@ -377,7 +382,9 @@ impl Server {
             let done: Vec<usize> = self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.dead || (c.closing && c.out.is_empty() && !c.connecting))
+                .filter(|(_, c)| {
+                    c.dead || (c.closing && (c.out.is_empty() || c.peer_eof) && !c.connecting)
+                })
                 .map(|(k, _)| k)
                 .collect();
             if done.is_empty() {
@@ -478,6 +485,7 @@ impl Server {
             closing: false,
             closing_seen_ms: None,
             dead: false,
+            peer_eof: false,
             peer_addr: Some(addr),
             auth,
             held: Vec::new(),
@@ -566,6 +574,7 @@ impl Server {
                 closing: false,
                 closing_seen_ms: None,
                 dead: false,
+                peer_eof: false,
                 peer_addr: Some(peer),
                 auth: LinkAuth::Plain,
                 held: Vec::new(),
@@ -643,12 +652,12 @@ impl Server {
             }
             match c.stream.read(&mut buf) {
                 Ok(0) => {
-                    // A client that half-closed still gets its answers.
-                    if c.kind == ConnKind::Peer {
-                        c.dead = true;
-                    } else {
-                        c.closing = true;
-                    }
+                    // The other side may only have half-closed: what the
+                    // lines it sent produced (answers, and a REFUSE the
+                    // core queues only when its actions are drained) is
+                    // still written before the connection goes.
+                    c.closing = true;
+                    c.peer_eof = c.kind == ConnKind::Peer;
                     return;
                 }
                 Ok(n) => {
