@@ -10,7 +10,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::core::{Millis, Node, Skew};
+use crate::core::{JoinProgress, Millis, Node, Skew};
 use crate::protocol::{self, OptAddr, Role};
 
 /// One console command.
@@ -49,6 +49,9 @@ pub struct Reply {
     pub result: Result<(), String>,
     /// The node must leave the cluster and exit once this reply is written.
     pub quit: bool,
+    /// `-c` started joining this address: the answer is
+    /// [`join_answer`], which over TCP waits for the first attempt.
+    pub join: Option<SocketAddr>,
 }
 
 /// Maps the core's monotonic milliseconds to wall-clock time.
@@ -69,7 +72,7 @@ impl Clock {
 /// The answer to `-h`: every command, one a line.
 pub const HELP: &[&str] = &[
     "-h              this list of commands",
-    "-c IP PORT      connect to that node and join its cluster",
+    "-c IP PORT      join that node's cluster; says how the first attempt went, retries until reached",
     "-m              true if this node is the master, else false",
     "-t              start time: ISO-8601 UTC, then unix milliseconds",
     "-cn             number of live peer connections",
@@ -124,10 +127,11 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
     let mut lines = Vec::new();
     let mut result = Ok(());
     let mut quit = false;
+    let mut join = None;
     match cmd {
         Command::Help => lines.extend(HELP.iter().map(|s| s.to_string())),
         Command::Connect(addr) => match node.connect(addr, clock.now_ms) {
-            Ok(()) => lines.push(format!("connecting to {addr}")),
+            Ok(()) => join = Some(addr),
             Err(e) => result = Err(e.to_string()),
         },
         Command::IsMaster => lines.push((node.role() == Role::Master).to_string()),
@@ -203,6 +207,24 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
         lines,
         result,
         quit,
+        join,
+    }
+}
+
+/// The answer to `-c` for `addr` as its join stands: `connected to` once
+/// it is a peer; `connecting to`, with why the first attempt got no
+/// answer if it did not, while it is tried.
+pub fn join_answer(addr: SocketAddr, progress: JoinProgress) -> Vec<String> {
+    match progress {
+        JoinProgress::Joined => vec![format!("connected to {addr}")],
+        JoinProgress::Trying {
+            failures: 1..,
+            last_error: Some(reason),
+        } => vec![
+            format!("connecting to {addr}"),
+            format!("first attempt failed: {reason}; retrying with backoff"),
+        ],
+        JoinProgress::Trying { .. } | JoinProgress::Ended => vec![format!("connecting to {addr}")],
     }
 }
 
@@ -354,6 +376,40 @@ mod tests {
         assert!(parse("-c nothost 7000").is_err());
         assert!(parse("-s extra").is_err());
         assert!(parse("-msg").is_err());
+    }
+
+    // Issue 11: `-c` says how the first attempt went.
+    #[test]
+    fn join_answers_follow_the_progress() {
+        let a: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        assert_eq!(
+            join_answer(a, JoinProgress::Joined),
+            ["connected to 127.0.0.1:7001"]
+        );
+        let refused = JoinProgress::Trying {
+            failures: 1,
+            last_error: Some("Connection refused (os error 111)"),
+        };
+        assert_eq!(
+            join_answer(a, refused),
+            [
+                "connecting to 127.0.0.1:7001",
+                "first attempt failed: Connection refused (os error 111); retrying with backoff"
+            ]
+        );
+        for quiet in [
+            JoinProgress::Trying {
+                failures: 0,
+                last_error: None,
+            },
+            JoinProgress::Trying {
+                failures: 1,
+                last_error: None,
+            },
+            JoinProgress::Ended,
+        ] {
+            assert_eq!(join_answer(a, quiet), ["connecting to 127.0.0.1:7001"]);
+        }
     }
 
     #[test]

@@ -312,6 +312,28 @@ struct Want {
     next_try_ms: Option<Millis>,
     /// Give up after this many failures; `None` tries until reached.
     max_failures: Option<u32>,
+    /// Why the last attempt got no answer at all, for the answer to `-c`.
+    last_error: Option<String>,
+    /// A `join-failed` warning was logged for this target: its success
+    /// is logged too (`join-reached`).
+    warned: bool,
+}
+
+/// How the join of one address (`--join`, `-c`) stands: what the console
+/// answers `-c` with once the first attempt had an outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinProgress<'a> {
+    /// The address is a peer.
+    Joined,
+    /// Still tried: `failures` attempts ended without a link, the last one
+    /// unanswered for `last_error` if that is how it ended (a redirect or
+    /// a closed handshake leaves it `None`).
+    Trying {
+        failures: u32,
+        last_error: Option<&'a str>,
+    },
+    /// Not tried any more: refused, declined, renamed, or this node left.
+    Ended,
 }
 
 impl Node {
@@ -466,7 +488,34 @@ impl Node {
             Level::Debug,
             crate::event_text!("dial-failed", peer = addr, reason = reason),
         );
-        self.dial_failed(addr, now);
+        self.dial_failed(addr, Some(reason), now);
+    }
+
+    /// The dial opened as `link` failed before any answer: the connection
+    /// was refused or the network unreachable. The caller then closes the
+    /// link; `handle_link_closed` has nothing left to do for it.
+    pub fn handle_dial_error(&mut self, link: LinkId, reason: &str, now: Millis) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
+            self.links.remove(&link);
+            self.handle_dial_failed(addr, reason, now);
+        }
+    }
+
+    /// How the join of `addr` stands, for the console's answer to `-c`.
+    pub fn join_progress(&self, addr: SocketAddr) -> JoinProgress<'_> {
+        if self.peers.contains_key(&addr) {
+            return JoinProgress::Joined;
+        }
+        match self.wants.get(&addr) {
+            Some(w) => JoinProgress::Trying {
+                failures: w.failures,
+                last_error: w.last_error.as_deref(),
+            },
+            None => JoinProgress::Ended,
+        }
     }
 
     /// A connection arrived whose first line was a peer message.
@@ -513,7 +562,9 @@ impl Node {
                     self.decide(Cause::PeerLost, Some(addr), now);
                 }
             }
-            (None, Origin::Outbound { addr, .. }) => self.dial_failed(addr, now),
+            (None, Origin::Outbound { addr, .. }) => {
+                self.dial_failed(addr, Some("closed before the handshake"), now)
+            }
             (None, Origin::Inbound) => {}
         }
     }
@@ -540,12 +591,13 @@ impl Node {
             .filter(|(_, l)| l.peer.is_none() && now >= l.opened_ms + self.cfg.timeout_ms)
             .map(|(id, _)| *id)
             .collect();
+        let unanswered = format!("no answer within {} ms", self.cfg.timeout_ms);
         for link in stuck {
             self.log(
                 Level::Debug,
                 crate::event_text!("handshake-timeout", link = link),
             );
-            self.close(link, now);
+            self.close_failed(link, Some(&unanswered), now);
         }
         if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
@@ -834,7 +886,7 @@ impl Node {
                 Level::Debug,
                 crate::event_text!("peer-renamed", dialed = dialed, peer = h.addr),
             );
-            self.wants.remove(&dialed);
+            self.reached(dialed);
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
@@ -886,7 +938,7 @@ impl Node {
 
     fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Millis) {
         let addr = h.addr;
-        let retried = self.wants.remove(&addr).is_some_and(|w| w.failures > 0);
+        let retried = self.reached(addr);
         if let Some(l) = self.links.get_mut(&link) {
             l.peer = Some(addr);
         }
@@ -1431,6 +1483,8 @@ impl Node {
                         failures: 0,
                         next_try_ms: None,
                         max_failures,
+                        last_error: None,
+                        warned: false,
                     },
                 );
             }
@@ -1451,11 +1505,50 @@ impl Node {
         self.actions.push_back(Action::Connect { addr, kind });
     }
 
-    fn dial_failed(&mut self, addr: SocketAddr, now: Millis) {
+    /// The handshake with `dialed` finished (under that address or
+    /// another): it is wanted no more. Logs `join-reached` if its failure
+    /// was logged; whether it had failed before.
+    fn reached(&mut self, dialed: SocketAddr) -> bool {
+        let Some(w) = self.wants.remove(&dialed) else {
+            return false;
+        };
+        if w.warned {
+            self.log(
+                Level::Warn,
+                crate::event_text!("join-reached", peer = dialed, attempts = w.failures + 1),
+            );
+        }
+        w.failures > 0
+    }
+
+    /// An attempt to reach `addr` ended without a link; `unanswered` says
+    /// why when nothing answered at all (not for a redirect). The first
+    /// such failure of an operator's join (`--join`, `-c`, a redirect's
+    /// master) is a warning; later ones are not, as the retries go on.
+    fn dial_failed(&mut self, addr: SocketAddr, unanswered: Option<&str>, now: Millis) {
         let Some(w) = self.wants.get_mut(&addr) else {
             return;
         };
-        w.failures += 1;
+        w.failures = w.failures.saturating_add(1);
+        if let Some(reason) = unanswered {
+            w.last_error = Some(reason.to_owned());
+            if w.kind == LinkKind::Join && !w.warned {
+                w.warned = true;
+                let attempts = w.failures;
+                self.log(
+                    Level::Warn,
+                    crate::event_text!(
+                        "join-failed",
+                        peer = addr,
+                        attempts = attempts,
+                        reason = reason,
+                    ),
+                );
+            }
+        }
+        let Some(w) = self.wants.get_mut(&addr) else {
+            return;
+        };
         if w.max_failures.is_some_and(|m| w.failures >= m) {
             let attempts = w.failures;
             self.wants.remove(&addr);
@@ -1492,10 +1585,15 @@ impl Node {
     /// Closes a link this node gave up on. A dial closed in its handshake
     /// counts as failed, so its want is retried (or was removed before).
     fn close(&mut self, link: LinkId, now: Millis) {
+        self.close_failed(link, None, now);
+    }
+
+    /// [`Node::close`], for a dial that got no answer at all: why.
+    fn close_failed(&mut self, link: LinkId, unanswered: Option<&str>, now: Millis) {
         if let Some(l) = self.links.remove(&link) {
             self.actions.push_back(Action::Close(link));
             if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
-                self.dial_failed(addr, now);
+                self.dial_failed(addr, unanswered, now);
             }
         }
     }

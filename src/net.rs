@@ -22,7 +22,7 @@ use slab::Slab;
 
 use crate::auth::{self, AuthError, Done, Handshake, NONCE_LEN, Secret, Session};
 use crate::console::{self, Clock};
-use crate::core::{Action, Config, Millis, Node};
+use crate::core::{Action, Config, JoinProgress, Millis, Node};
 use crate::hooks::Hooks;
 use crate::http::{self, Counters, Direction, Request};
 use crate::log::Level;
@@ -62,6 +62,11 @@ const IDLE_TIMEOUTS: u64 = 10;
 /// A connection told to close gets this long to take its last lines; one
 /// that does not read them is dropped rather than held open forever.
 const CLOSE_GRACE_MS: Millis = 1_000;
+
+/// The longest a TCP client's `-c` answer waits for the first attempt's
+/// outcome (otherwise timeout + heartbeat, by when an unanswered dial has
+/// timed out): well inside the 5 s `bossd ctl` waits for an answer.
+const JOIN_ANSWER_MAX_MS: Millis = 2_000;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const STDIN: Token = Token(usize::MAX - 2);
@@ -139,7 +144,7 @@ pub fn run(mut cfg: Config, mut opts: Options, wall_at_zero_ms: u64, start: Inst
     for target in opts.join {
         let now = server.now_ms();
         if let Err(e) = server.node.connect(target, now) {
-            crate::event!(Level::Warn, "join-failed", peer = target, reason = e);
+            crate::event!(Level::Warn, "join-skipped", peer = target, reason = e);
         }
     }
     server.run()
@@ -199,6 +204,10 @@ struct Conn {
     /// Lines the core sent on a dialed link before its handshake finished,
     /// without line ends: sealed and sent once it does.
     held: Vec<String>,
+    /// A `-c` this client sent, whose answer waits for the first attempt
+    /// to the address, until the time given. Its later lines wait too, so
+    /// answers keep their order.
+    awaiting_join: Option<(SocketAddr, Millis)>,
 }
 
 impl Conn {
@@ -317,6 +326,7 @@ impl Server {
             .iter()
             .filter(|(_, c)| !c.dead)
             .filter_map(|(_, c)| match c.closing_seen_ms {
+                _ if c.awaiting_join.is_some() => c.awaiting_join.map(|(_, by)| by),
                 Some(seen) => Some(seen + CLOSE_GRACE_MS),
                 // Seen by close_idle at the end of this iteration.
                 None if c.closing => Some(now),
@@ -349,7 +359,7 @@ impl Server {
         let now = self.now_ms();
         let limit = self.idle_limit_ms();
         for (_, c) in self.conns.iter_mut() {
-            if c.closing && !c.dead {
+            if c.closing && !c.dead && c.awaiting_join.is_none() {
                 let seen = *c.closing_seen_ms.get_or_insert(now);
                 if now >= seen + CLOSE_GRACE_MS {
                     crate::event!(Level::Debug, "close-timeout", peer = OptAddr(c.peer_addr));
@@ -375,6 +385,7 @@ impl Server {
             while let Some(action) = self.node.poll_action() {
                 self.carry_out(action);
             }
+            self.answer_joins();
             let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
             for key in &keys {
                 self.flush(*key);
@@ -383,7 +394,11 @@ impl Server {
                 .conns
                 .iter()
                 .filter(|(_, c)| {
-                    c.dead || (c.closing && (c.out.is_empty() || c.peer_eof) && !c.connecting)
+                    c.dead
+                        || (c.closing
+                            && (c.out.is_empty() || c.peer_eof)
+                            && !c.connecting
+                            && c.awaiting_join.is_none())
                 })
                 .map(|(k, _)| k)
                 .collect();
@@ -489,6 +504,7 @@ impl Server {
             peer_addr: Some(addr),
             auth,
             held: Vec::new(),
+            awaiting_join: None,
         });
         if let Some(line) = first {
             self.queue(key, format!("{line}\n").as_bytes());
@@ -578,6 +594,7 @@ impl Server {
                 peer_addr: Some(peer),
                 auth: LinkAuth::Plain,
                 held: Vec::new(),
+                awaiting_join: None,
             });
         }
     }
@@ -619,13 +636,9 @@ impl Server {
                 Ok(true) => c.connecting = false,
                 Ok(false) => return,
                 Err(e) => {
-                    crate::event!(
-                        Level::Debug,
-                        "dial-failed",
-                        peer = OptAddr(c.peer_addr),
-                        reason = e,
-                    );
                     c.dead = true;
+                    let now = self.now_ms();
+                    self.node.handle_dial_error(key, &e.to_string(), now);
                     return;
                 }
             }
@@ -643,7 +656,7 @@ impl Server {
                 return;
             };
             c.more_input = false;
-            if c.dead || c.closing {
+            if c.dead || c.closing || c.awaiting_join.is_some() {
                 return;
             }
             if taken >= READ_BUDGET {
@@ -687,7 +700,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
-            if c.dead || c.closing {
+            if c.dead || c.closing || c.awaiting_join.is_some() {
                 return;
             }
             let raw = match c.lines.next_line() {
@@ -961,6 +974,39 @@ impl Server {
         }
     }
 
+    /// Answers each held `-c` whose first attempt had an outcome (a link,
+    /// a failure, a redirect, a refusal), whose wait is over, or whose
+    /// node leaves; then takes the lines its client sent meanwhile.
+    fn answer_joins(&mut self) {
+        let now = self.now_ms();
+        let leaving = self.leaving_since.is_some();
+        let due: Vec<(usize, SocketAddr)> = self
+            .conns
+            .iter()
+            .filter_map(|(key, c)| {
+                let (addr, by) = c.awaiting_join?;
+                let settled = !matches!(
+                    self.node.join_progress(addr),
+                    JoinProgress::Trying { failures: 0, .. }
+                );
+                (settled || now >= by || leaving || c.dead).then_some((key, addr))
+            })
+            .collect();
+        for (key, addr) in due {
+            let mut lines = console::join_answer(addr, self.node.join_progress(addr));
+            lines.push("OK".to_owned());
+            for l in &lines {
+                self.send_line(key, l);
+            }
+            if let Some(c) = self.conns.get_mut(key) {
+                c.awaiting_join = None;
+                // Reading stopped while the answer was held: go on.
+                c.more_input = true;
+            }
+            self.take_lines(key);
+        }
+    }
+
     /// Runs one command from a TCP client and queues the framed answer.
     fn console_line(&mut self, key: usize, line: &str) {
         let permitted = self.secret.is_none()
@@ -976,6 +1022,16 @@ impl Server {
             Ok(Some(cmd)) => {
                 let clock = self.clock();
                 let mut reply = console::execute(cmd, &mut self.node, clock);
+                if let Some(addr) = reply.join {
+                    // Answered by `answer_joins` once the first attempt
+                    // had an outcome.
+                    let cfg = self.node.config();
+                    let wait = (cfg.timeout_ms + cfg.heartbeat_ms).min(JOIN_ANSWER_MAX_MS);
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.awaiting_join = Some((addr, clock.now_ms + wait));
+                    }
+                    return;
+                }
                 reply.lines.push(match reply.result {
                     Ok(()) => "OK".to_owned(),
                     Err(reason) => format!("ERR {reason}"),
@@ -1043,6 +1099,13 @@ impl Server {
                 let reply = console::execute(cmd, &mut self.node, clock);
                 for l in &reply.lines {
                     print_console(l);
+                }
+                // Not held as over TCP: a failed attempt is logged
+                // (`join-failed`) on the same terminal.
+                if let Some(addr) = reply.join {
+                    for l in console::join_answer(addr, self.node.join_progress(addr)) {
+                        print_console(&l);
+                    }
                 }
                 if let Err(reason) = reply.result {
                     print_console(&format!("ERR {reason}"));

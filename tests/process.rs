@@ -64,6 +64,8 @@ fn join_via_follower_reaches_the_full_mesh() {
     let c = start_joined("C", &net, &b, &[]);
     let st = wait_agreed(&[&a, &b, &c], Some(&a));
     assert!(st.iter().all(|s| s.peers == 2), "{st:?}");
+    // A redirect is an answer, not a failed join: no warning (issue 11).
+    assert!(!c.stderr_text().contains(" WARN "), "{}", c.stderr_text());
 }
 
 // SPEC §4 guarantee 4 (crash failover) and 9 (epochs grow): five nodes, the
@@ -392,6 +394,83 @@ fn quorum_mismatch_is_refused() {
         sa.peers == 0 && sb.peers == 0 && sa.role == "none" && sb.role == "none"
     });
     assert_eq!(b.status().quorum, 3);
+}
+
+// Issue 11: a `--join` target that does not answer is said at the default
+// log level, once: a WARN `join-failed` at the first failed attempt, none
+// for the retries (`dial-failed` stays DEBUG), and a WARN `join-reached`
+// with the attempts it took once it answers.
+#[test]
+fn an_unreachable_join_target_warns_once_and_again_when_reached() {
+    let net = TestNet::new();
+    let target = net.addr();
+    let t = target.to_string();
+    let a = Node::start("A", net.addr(), &["--join", &t, "--log", "debug"]);
+    let dials = || {
+        a.events()
+            .iter()
+            .filter(|e| e.is("dial-failed", &[("peer", &t)]))
+            .count()
+    };
+    wait_until("A retried its join four times", &[&a], || dials() >= 4);
+    let failed: Vec<_> = a
+        .events()
+        .into_iter()
+        .filter(|e| e.name == "join-failed")
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one join-failed for {} dials: {failed:?}",
+        dials()
+    );
+    assert!(
+        failed[0].is("join-failed", &[("peer", &t), ("attempts", "1")]),
+        "{failed:?}"
+    );
+    assert!(failed[0].field("reason").is_some(), "{failed:?}");
+    assert!(a.stderr_text().contains(" WARN event=join-failed "));
+    let b = Node::start("B", target, &[]);
+    wait_agreed(&[&a, &b], Some(&a));
+    wait_until("A says the target answered", &[&a], || {
+        a.logged("join-reached", &[("peer", &t)])
+    });
+    let reached = a
+        .events()
+        .into_iter()
+        .find(|e| e.name == "join-reached")
+        .expect("logged");
+    let attempts: u32 = reached
+        .field("attempts")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(attempts >= 5, "{reached:?}");
+    assert!(a.stderr_text().contains(" WARN event=join-reached "));
+}
+
+// Issue 11: `-c` to a target that does not answer says so: the answer
+// waits for the first attempt and tells how it failed; the join is still
+// retried. To a live target it says it connected.
+#[test]
+fn connect_answers_after_the_first_attempt() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    let dead = net.addr();
+    let (lines, result) = a.ctl(&format!("-c {} {}", dead.ip(), dead.port()));
+    assert_eq!(result, Ok(()), "{lines:?}");
+    assert_eq!(lines[0], format!("connecting to {dead}"), "{lines:?}");
+    assert!(
+        lines.len() == 2 && lines[1].starts_with("first attempt failed: "),
+        "{lines:?}"
+    );
+    assert!(lines[1].ends_with("; retrying with backoff"), "{lines:?}");
+    let b = Node::start("B", net.addr(), &[]);
+    let (lines, result) = a.ctl(&connect_cmd(&b));
+    assert_eq!(result, Ok(()), "{lines:?}");
+    assert_eq!(lines, [format!("connected to {}", b.addr)]);
+    // The first target, started now, is joined by the retries.
+    let c = Node::start("C", dead, &[]);
+    wait_agreed(&[&a, &b, &c], Some(&a));
 }
 
 // SPEC §2 `-c`: connecting to this node itself, or to a node that already
