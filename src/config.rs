@@ -5,10 +5,11 @@
 //! usage mistake becomes one clear line and exit code 2 (SPEC §1), which
 //! `main` applies.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, Parser};
+use clap::{Args, CommandFactory, Parser};
 
 use crate::log::Level;
 use crate::rule::Rule;
@@ -24,11 +25,21 @@ pub enum Invocation {
 /// bossd: who is the boss? Joins equal servers into a full TCP mesh that
 /// elects one master by a rule and elects a new one the moment it fails.
 ///
+/// `bossd IP PORT` runs a node, with the options below. `bossd ctl` sends
+/// one console command to a node and prints its answer (bossd help ctl).
+/// `bossd demo` starts N local nodes, kills their master and times the
+/// failover (bossd help demo).
+///
 /// Type console commands on stdin (-h lists them) or send them over TCP:
 /// `nc IP PORT`, or `bossd ctl IP PORT -s`. The same port answers HTTP:
 /// GET /metrics (Prometheus text) and GET /status (JSON).
 #[derive(Parser, Debug)]
-#[command(name = "bossd", version, after_help = NODE_EXAMPLES)]
+#[command(
+    name = "bossd",
+    version,
+    override_usage = USAGE,
+    after_help = NODE_EXAMPLES
+)]
 pub struct NodeArgs {
     /// Address to listen on and to be known by: IPv4, or IPv6 with or
     /// without brackets (::1 or [::1]).
@@ -40,6 +51,13 @@ pub struct NodeArgs {
     #[command(flatten)]
     pub opts: NodeOptions,
 }
+
+/// The three forms, for `bossd --help` and `bossd help`.
+const USAGE: &str = "\
+bossd <IP> <PORT> [OPTIONS]
+       bossd ctl [--secret-file PATH] <IP> <PORT> <COMMAND>...
+       bossd demo [N]
+       bossd help [ctl|demo]";
 
 const NODE_EXAMPLES: &str = "\
 Examples:
@@ -122,7 +140,12 @@ pub struct NodeOptions {
 
 /// Send one console command to a node and print its answer.
 #[derive(Parser, Debug)]
-#[command(name = "bossd ctl", version)]
+#[command(
+    name = "bossd ctl",
+    version,
+    override_usage = CTL_USAGE,
+    after_help = CTL_AFTER
+)]
 pub struct CtlArgs {
     /// The node's address: IPv4, or IPv6 with or without brackets.
     #[arg(value_parser = parse_ip)]
@@ -130,17 +153,40 @@ pub struct CtlArgs {
     /// The node's port.
     pub port: u16,
     /// File holding the shared cluster secret, to run mutating commands.
+    /// Before IP, or right after PORT.
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
-    /// The console command and its arguments, e.g. `-s` or `-c 127.0.0.1 7001`.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    /// The console command and its arguments, e.g. `-s` or `-c 127.0.0.1
+    /// 7001`: every word after IP PORT (and a --secret-file PATH right
+    /// after PORT), also words that begin with `-`.
+    #[arg(value_name = "COMMAND")]
     pub command: Vec<String>,
 }
+
+const CTL_USAGE: &str = "\
+bossd ctl [--secret-file PATH] <IP> <PORT> <COMMAND>...
+       bossd ctl <IP> <PORT> --secret-file PATH <COMMAND>...";
+
+const CTL_AFTER: &str = "\
+Every word after IP PORT is the console command, sent as one line, also
+words that look like options: bossd ctl 127.0.0.1 7000 -h sends -h to the
+node and prints its list of commands. ctl's own options (--secret-file,
+--help, --version) go before IP; --secret-file PATH may also come right
+after PORT.
+
+It prints the answer without its final OK and exits 0; an ERR answer goes
+to stderr as 'bossd ctl: ERR <reason>', with exit 1. It waits at most 5 s
+to connect and 5 s for each line of the answer, so a node that does not
+answer (a frozen process, a cut network) ends it with exit 1 and 'no
+answer from IP:PORT within 5 s'. To wait as long as it takes, use nc:
+echo -s | nc -N 127.0.0.1 7000.
+
+Examples:
+  bossd ctl 127.0.0.1 7000 -s
+  bossd ctl 127.0.0.1 7000 -c 127.0.0.1 7001
+  bossd ctl --secret-file /etc/bossd/secret 10.0.0.1 7000 -msg hello
+
+Exit codes: 0 OK, 1 ERR or no answer, 2 on a usage error.";
 
 /// Start a cluster on this machine, kill its master, and time the failover.
 #[derive(Parser, Debug)]
@@ -178,18 +224,18 @@ all the same), 2 on a usage error.";
 pub fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
 where
     I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
+    T: Into<OsString> + Clone,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-    if args.get(1).is_some_and(|a| a == "ctl") {
-        let rest =
-            std::iter::once(std::ffi::OsString::from("bossd ctl")).chain(args[2..].iter().cloned());
-        return CtlArgs::try_parse_from(rest).map(Invocation::Ctl);
-    }
-    if args.get(1).is_some_and(|a| a == "demo") {
-        let rest = std::iter::once(std::ffi::OsString::from("bossd demo"))
-            .chain(args[2..].iter().cloned());
-        return DemoArgs::try_parse_from(rest).map(Invocation::Demo);
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("ctl") => return parse_ctl(&args[2..]),
+        Some("demo") => {
+            let rest =
+                std::iter::once(OsString::from("bossd demo")).chain(args[2..].iter().cloned());
+            return DemoArgs::try_parse_from(rest).map(Invocation::Demo);
+        }
+        Some("help") => return Err(help(&args[2..])),
+        _ => {}
     }
     let node = NodeArgs::try_parse_from(args)?;
     if node.opts.timeout <= 2 * node.opts.heartbeat {
@@ -215,6 +261,82 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
         None => s
             .parse()
             .map_err(|_| format!("not an IP address: {s} (IPv4, IPv6 or [IPv6])")),
+    }
+}
+
+/// `bossd ctl ARGS`: clap reads ctl's options, IP and PORT; every word
+/// after them is the console command, so that `-h` or `-s` reach the
+/// node instead of being taken for ctl's flags.
+fn parse_ctl(rest: &[OsString]) -> Result<Invocation, clap::Error> {
+    let start = ctl_command_start(rest);
+    let head = std::iter::once(OsString::from("bossd ctl")).chain(rest[..start].iter().cloned());
+    let mut ctl = CtlArgs::try_parse_from(head)?;
+    let command: Option<Vec<String>> = rest[start..]
+        .iter()
+        .map(|w| w.to_str().map(str::to_owned))
+        .collect();
+    ctl.command = command.ok_or_else(|| {
+        CtlArgs::command().error(
+            clap::error::ErrorKind::InvalidUtf8,
+            "the console command is not UTF-8",
+        )
+    })?;
+    if ctl.command.is_empty() {
+        return Err(CtlArgs::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "a console command must follow IP PORT, e.g. bossd ctl 127.0.0.1 7000 -s",
+        ));
+    }
+    Ok(Invocation::Ctl(ctl))
+}
+
+/// Where the console command begins among ctl's arguments: after IP and
+/// PORT, and after one `--secret-file PATH` right after PORT. Before IP,
+/// words that begin with `-` are ctl's own options, `--secret-file`
+/// taking the next word with it.
+fn ctl_command_start(rest: &[OsString]) -> usize {
+    let is = |i: usize, word: &str| rest.get(i).is_some_and(|a| a == word);
+    let starts = |i: usize, prefix: &str| {
+        rest.get(i)
+            .and_then(|a| a.to_str())
+            .is_some_and(|a| a.starts_with(prefix))
+    };
+    let (mut i, mut positional) = (0, 0);
+    while i < rest.len() && positional < 2 {
+        if is(i, "--secret-file") {
+            i += 2;
+        } else if positional == 0 && starts(i, "-") {
+            i += 1;
+        } else {
+            positional += 1;
+            i += 1;
+        }
+    }
+    if is(i, "--secret-file") {
+        i += 2;
+    } else if starts(i, "--secret-file=") {
+        i += 1;
+    }
+    i.min(rest.len())
+}
+
+/// `bossd help [ctl|demo]`: the help of that form, as clap's `--help`
+/// shows it, or a usage error for another topic.
+fn help(topic: &[OsString]) -> clap::Error {
+    let shown = |mut cmd: clap::Command| {
+        let name = cmd.get_name().to_owned();
+        cmd.try_get_matches_from_mut([name.as_str(), "--help"])
+            .err()
+            .unwrap_or_else(|| cmd.error(clap::error::ErrorKind::DisplayHelp, "no help"))
+    };
+    match topic {
+        [] => shown(NodeArgs::command()),
+        [t] if t == "ctl" => shown(CtlArgs::command()),
+        [t] if t == "demo" => shown(DemoArgs::command()),
+        _ => NodeArgs::command().error(
+            clap::error::ErrorKind::InvalidSubcommand,
+            "bossd help takes nothing, ctl or demo",
+        ),
     }
 }
 
@@ -343,6 +465,59 @@ mod tests {
             panic!("expected ctl")
         };
         assert_eq!(c.command, ["-c", "127.0.0.1", "7001"]);
+    }
+
+    // Issue 11: every word after IP PORT is the command, also `-h`; ctl's
+    // --secret-file goes before IP or right after PORT.
+    #[test]
+    fn ctl_leaves_words_that_look_like_flags_to_the_node() {
+        let ctl = |args: &[&str]| match parse(["bossd", "ctl"].iter().chain(args)) {
+            Ok(Invocation::Ctl(c)) => {
+                Ok((c.secret_file.map(|p| p.display().to_string()), c.command))
+            }
+            Ok(_) => panic!("expected ctl"),
+            Err(e) => Err(e.kind()),
+        };
+        let none = None::<String>;
+        assert_eq!(
+            ctl(&["127.0.0.1", "7000", "-h"]),
+            Ok((none.clone(), vec!["-h".into()]))
+        );
+        assert_eq!(
+            ctl(&["::1", "7000", "--help", "-V"]),
+            Ok((none.clone(), vec!["--help".into(), "-V".into()]))
+        );
+        let secret = Some("s".to_owned());
+        for args in [
+            &["--secret-file", "s", "127.0.0.1", "7000", "-q"][..],
+            &["--secret-file=s", "127.0.0.1", "7000", "-q"][..],
+            &["127.0.0.1", "7000", "--secret-file", "s", "-q"][..],
+            &["127.0.0.1", "7000", "--secret-file=s", "-q"][..],
+        ] {
+            assert_eq!(
+                ctl(args),
+                Ok((secret.clone(), vec!["-q".into()])),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            ctl(&["127.0.0.1", "7000", "-msg", "--secret-file", "s"]),
+            Ok((
+                none,
+                vec!["-msg".into(), "--secret-file".into(), "s".into()]
+            ))
+        );
+        use clap::error::ErrorKind;
+        assert_eq!(ctl(&["--help"]), Err(ErrorKind::DisplayHelp));
+        assert_eq!(
+            ctl(&["127.0.0.1", "7000"]),
+            Err(ErrorKind::MissingRequiredArgument)
+        );
+        assert_eq!(
+            ctl(&["127.0.0.1", "7000", "--secret-file"]),
+            Err(ErrorKind::InvalidValue)
+        );
+        assert!(ctl(&["-x", "127.0.0.1", "7000", "-s"]).is_err());
     }
 
     #[test]

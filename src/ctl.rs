@@ -4,7 +4,7 @@
 //! one line, read lines until `OK` or `ERR`. It shares nothing with the loop
 //! but the console's framing and the handshake of [`crate::auth`].
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -178,9 +178,14 @@ fn authenticate(
 /// One line without its line end; end of stream is an error.
 fn read_line(addr: SocketAddr, reader: &mut impl BufRead) -> Result<String> {
     let mut line = String::new();
-    let n = reader
-        .read_line(&mut line)
-        .with_context(|| format!("no answer from {addr}"))?;
+    let n = match reader.read_line(&mut line) {
+        Ok(n) => n,
+        // The read timeout: a frozen node, a cut network.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            bail!("no answer from {addr} within {} s", CTL_TIMEOUT.as_secs())
+        }
+        Err(e) => return Err(e).with_context(|| format!("no answer from {addr}")),
+    };
     if n == 0 {
         bail!("{addr} closed the connection without an answer");
     }

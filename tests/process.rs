@@ -880,6 +880,120 @@ fn help_lists_every_option_with_its_default() {
     );
 }
 
+// Issue 11 (SPEC §1): console commands that begin with `-` reach the node
+// even where they look like ctl's own flags; ctl's options go before IP,
+// or `--secret-file PATH` right after PORT; a missing command is a usage
+// error.
+#[test]
+fn ctl_sends_every_command_word_to_the_node() {
+    let net = TestNet::new();
+    let dir = common::TempDir::new("ctl");
+    let secret = dir.secret("secret", "ctl test secret");
+    let a = Node::start("A", net.addr(), &["--secret-file", &secret]);
+    let (ip, port) = (a.addr.ip().to_string(), a.addr.port().to_string());
+    let out = run_to_exit(&["ctl", &ip, &port, "-h"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("-msg TEXT"),
+        "the node's -h: {}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("Usage:"),
+        "not ctl's help: {}",
+        out.stdout
+    );
+    for flag in ["--help", "-V", "--version", "--secret-file=x"] {
+        let out = run_to_exit(&["ctl", &ip, &port, "-s", flag]);
+        assert_eq!(out.status.code(), Some(1), "-s {flag}: {}", out.stderr);
+        assert_eq!(
+            out.stderr, "bossd ctl: ERR -s takes no arguments\n",
+            "-s {flag}"
+        );
+    }
+    // A mutating command without the secret: the node refuses it.
+    for (flag, answer) in [
+        ("--help", "unknown command"),
+        ("-V", "unknown command"),
+        ("--version", "unknown command"),
+        ("-q", "not permitted"),
+    ] {
+        let out = run_to_exit(&["ctl", &ip, &port, flag]);
+        assert_eq!(out.status.code(), Some(1), "{flag}: {}", out.stderr);
+        assert_eq!(out.stderr, format!("bossd ctl: ERR {answer}\n"), "{flag}");
+    }
+    // The secret before IP, or right after PORT; a mutating command runs.
+    for args in [
+        vec!["ctl", "--secret-file", &secret, &ip, &port, "-msg", "hi"],
+        vec!["ctl", &ip, &port, "--secret-file", &secret, "-msg", "hi"],
+    ] {
+        let out = run_to_exit(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "sent to 0 peers\n", "{args:?}");
+    }
+    let out = run_to_exit(&["ctl", &ip, &port]);
+    assert_eq!(out.status.code(), Some(2), "no command: {}", out.stderr);
+    let out = run_to_exit(&["ctl", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    for word in ["bossd ctl", "--secret-file", "<COMMAND>", "5 s"] {
+        assert!(
+            out.stdout.contains(word),
+            "ctl --help lacks {word}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+// Issue 11: ctl waits 5 s for an answer, so a frozen node cannot hang a
+// script; it says so in one line and exits 1.
+#[test]
+fn ctl_gives_up_on_a_frozen_node() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    a.sigstop();
+    let out = run_to_exit(&[
+        "ctl",
+        &a.addr.ip().to_string(),
+        &a.addr.port().to_string(),
+        "-s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!("bossd ctl: no answer from {} within 5 s\n", a.addr)
+    );
+}
+
+// Issue 11 (SPEC §1): `bossd --help` and `bossd help` both list the three
+// forms, `bossd help ctl` and `bossd help demo` explain theirs.
+#[test]
+fn help_lists_the_three_forms() {
+    for args in [&["--help"][..], &["help"][..], &["-h"][..]] {
+        let out = run_to_exit(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", out.stderr);
+        let usage = out
+            .stdout
+            .split("\n\n")
+            .find(|p| p.starts_with("Usage:"))
+            .unwrap_or_else(|| panic!("{args:?}: no usage:\n{}", out.stdout));
+        for form in ["bossd <IP> <PORT>", "bossd ctl ", "bossd demo [N]"] {
+            assert!(usage.contains(form), "{args:?}: {form} not in\n{usage}");
+        }
+    }
+    let out = run_to_exit(&["help", "ctl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("Usage: bossd ctl "), "{}", out.stdout);
+    let out = run_to_exit(&["help", "demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Usage: bossd demo [N]"),
+        "{}",
+        out.stdout
+    );
+    let out = run_to_exit(&["help", "nothing"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+}
+
 // ---------------------------------------------------------------------------
 // Standard input
 // ---------------------------------------------------------------------------
