@@ -76,8 +76,9 @@ pub struct NodeOptions {
     #[arg(long = "join", value_name = "IP:PORT")]
     pub join: Vec<SocketAddr>,
     /// Election rule: a comma list of oldest, youngest, priority (higher
-    /// wins), lowest-addr, highest-addr, applied in order; ties go to the
-    /// lowest address, then the instance id. Must match across the cluster.
+    /// wins), lowest-addr, highest-addr, applied in order, each at most
+    /// once; ties go to the lowest address, then the instance id. Must
+    /// match across the cluster.
     #[arg(long, value_name = "LIST", default_value = "oldest")]
     pub rule: Rule,
     /// This node's priority, for the `priority` rule (signed 32-bit).

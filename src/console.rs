@@ -37,6 +37,10 @@ impl Command {
     }
 }
 
+/// The answer to a blank line over TCP: every line a client sends gets
+/// one.
+pub const EMPTY_COMMAND: &str = "empty command";
+
 /// Longest `-msg` text: its MSG line, with an authentication tag in front,
 /// must still fit the peers' line limit.
 pub const MAX_MSG_TEXT: usize = protocol::MAX_LINE - 64;
@@ -84,7 +88,9 @@ pub const HELP: &[&str] = &[
     "-q              leave the cluster gracefully and exit",
 ];
 
-/// Parses one console line. `Ok(None)` for a blank line, which gets no answer.
+/// Parses one console line. `Ok(None)` for a blank line: over TCP it is
+/// answered [`EMPTY_COMMAND`], on stdin (where Enter alone is common) it
+/// is ignored.
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
     let line = line.trim();
     if line.is_empty() {
@@ -196,7 +202,7 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
         }
         Command::Msg(text) => {
             let n = node.send_text(&text);
-            lines.push(format!("sent to {n} peers"));
+            lines.push(format!("sent to {n} peer{}", if n == 1 { "" } else { "s" }));
         }
         Command::Quit => {
             lines.push("leaving".into());

@@ -179,7 +179,7 @@ pub struct PeerInfo<'a> {
 pub struct Skew {
     /// The other clock minus ours, in ms: positive when it is ahead.
     pub offset_ms: i64,
-    /// The true offset lies within `offset_ms ± error_ms`.
+    /// The true offset lies within `offset_ms` +- `error_ms`.
     pub error_ms: u64,
 }
 
@@ -1644,10 +1644,11 @@ impl Skew {
     }
 }
 
-/// `+3±1ms`: the offset with its sign, then the error.
+/// `+3+-1ms`: the offset with its sign, then `+-` and the error, in
+/// ASCII so that every answer a client decodes is.
 impl fmt::Display for Skew {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:+}±{}ms", self.offset_ms, self.error_ms)
+        write!(f, "{:+}+-{}ms", self.offset_ms, self.error_ms)
     }
 }
 
@@ -1761,9 +1762,9 @@ mod tests {
                 error_ms: 3
             }
         );
-        assert_eq!(Skew::between(a, b).to_string(), "-12±3ms");
-        assert_eq!(a.to_string(), "+5±1ms");
-        assert_eq!(Skew::ZERO.to_string(), "+0±0ms");
+        assert_eq!(Skew::between(a, b).to_string(), "-12+-3ms");
+        assert_eq!(a.to_string(), "+5+-1ms");
+        assert_eq!(Skew::ZERO.to_string(), "+0+-0ms");
     }
 
     #[test]

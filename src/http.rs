@@ -91,6 +91,9 @@ impl Counters {
 pub struct Open {
     pub peers: usize,
     pub clients: usize,
+    /// HTTP requests: a scrape, until it is answered.
+    pub http: usize,
+    /// Accepted, before their first line says what they are.
     pub unknown: usize,
 }
 
@@ -231,6 +234,7 @@ pub fn metrics(node: &Node, counters: &Counters, open: Open) -> String {
         &[
             ("{kind=\"peer\"}".into(), open.peers.to_string()),
             ("{kind=\"client\"}".into(), open.clients.to_string()),
+            ("{kind=\"http\"}".into(), open.http.to_string()),
             ("{kind=\"unknown\"}".into(), open.unknown.to_string()),
         ],
     );

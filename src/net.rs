@@ -44,7 +44,7 @@ const OUTBOX_KEEP: usize = 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Bytes taken from one connection per loop iteration. A sender faster
-/// than the node (a flood of empty lines needs no answer, so the outbox
+/// than the node (a flood of lines that reads its answers, so the outbox
 /// cap never stops it) would otherwise keep the loop reading one socket
 /// while heartbeats and timeouts wait, and the cluster would take the node
 /// for dead. The rest is read in the next iteration, after the others.
@@ -789,8 +789,9 @@ impl Server {
                         }
                     }
                 }
-                // A blank line is no command: the idle limit still runs.
-                ConnKind::Unknown if line.trim().is_empty() => {}
+                // A blank line is no command: it is answered, and the idle
+                // limit still runs.
+                ConnKind::Unknown if line.trim().is_empty() => self.console_line(key, &line),
                 ConnKind::Unknown | ConnKind::Client => {
                     c.kind = ConnKind::Client;
                     self.console_line(key, &line);
@@ -944,7 +945,8 @@ impl Server {
             match c.kind {
                 ConnKind::Peer => open.peers += 1,
                 ConnKind::Client => open.clients += 1,
-                ConnKind::Unknown | ConnKind::Http { .. } => open.unknown += 1,
+                ConnKind::Http { .. } => open.http += 1,
+                ConnKind::Unknown => open.unknown += 1,
             }
         }
         open
@@ -1015,7 +1017,7 @@ impl Server {
                 .get(key)
                 .is_some_and(|c| matches!(c.auth, LinkAuth::Sealed(_)));
         let (lines, quit) = match console::parse(line) {
-            Ok(None) => return,
+            Ok(None) => (vec![format!("ERR {}", console::EMPTY_COMMAND)], false),
             Ok(Some(cmd)) if cmd.is_mutating() && !permitted => {
                 (vec!["ERR not permitted".to_owned()], false)
             }

@@ -24,7 +24,9 @@ pub enum Criterion {
     HighestAddr,
 }
 
-/// A comma-separated list of criteria, e.g. `priority,oldest`.
+/// A comma-separated list of criteria, e.g. `priority,oldest`, each at
+/// most once (so at most five: that bounds what a peer's HELLO can make
+/// a node allocate).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule(Vec<Criterion>);
 
@@ -48,10 +50,6 @@ impl fmt::Display for ParseRuleError {
 }
 
 impl std::error::Error for ParseRuleError {}
-
-/// Most criteria one rule may list. Five exist; repeating one adds nothing,
-/// so the cap only bounds what a peer's HELLO can make us allocate.
-const MAX_CRITERIA: usize = 5;
 
 impl Rule {
     /// The criteria, in the order they decide.
@@ -135,12 +133,12 @@ impl FromStr for Rule {
                     )));
                 }
             };
+            if list.contains(&c) {
+                return Err(ParseRuleError(format!(
+                    "criterion {word:?} is listed twice; a later one could never decide"
+                )));
+            }
             list.push(c);
-        }
-        if list.len() > MAX_CRITERIA {
-            return Err(ParseRuleError(format!(
-                "a rule lists at most {MAX_CRITERIA} criteria"
-            )));
         }
         Ok(Rule(list))
     }
@@ -246,10 +244,22 @@ mod tests {
         for bad in ["", "old", "oldest,", "oldest,,priority", "a,b,c,d,e,f"] {
             assert!(bad.parse::<Rule>().is_err(), "{bad:?}");
         }
+        // Issue 11: a repeated criterion could never decide; with each
+        // criterion at most once, a rule holds at most five.
+        for twice in ["oldest,oldest", "priority,oldest,priority"] {
+            assert!(
+                twice
+                    .parse::<Rule>()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("listed twice"),
+                "{twice}"
+            );
+        }
         assert!(
-            "oldest,oldest,oldest,oldest,oldest,oldest"
+            "oldest,youngest,priority,lowest-addr,highest-addr"
                 .parse::<Rule>()
-                .is_err()
+                .is_ok()
         );
     }
 }

@@ -22,15 +22,16 @@ fn addr() -> impl Strategy<Value = SocketAddr> {
     ]
 }
 
+/// A rule: one to five criteria in any order, each at most once.
 fn rule() -> impl Strategy<Value = Rule> {
-    let word = prop_oneof![
-        Just("oldest"),
-        Just("youngest"),
-        Just("priority"),
-        Just("lowest-addr"),
-        Just("highest-addr")
+    let words = vec![
+        "oldest",
+        "youngest",
+        "priority",
+        "lowest-addr",
+        "highest-addr",
     ];
-    prop::collection::vec(word, 1..=5).prop_map(|w| w.join(",").parse().unwrap())
+    (Just(words).prop_shuffle(), 1..=5usize).prop_map(|(w, n)| w[..n].join(",").parse().unwrap())
 }
 
 /// Free text as a line can carry it: no line breaks.

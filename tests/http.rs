@@ -272,7 +272,7 @@ fn status_json_matches_the_status_line() {
         let error = members[0]["skew_error_ms"].as_i64().unwrap();
         assert!(
             skew.abs() <= error.max(5),
-            "skew {skew}±{error} on one machine"
+            "skew {skew}+-{error} on one machine"
         );
         let journal = doc["journal"].as_array().unwrap();
         let last = journal.last().expect("a role change");
@@ -318,6 +318,20 @@ fn http_edges_and_counters() {
         r.contains("\nbossd_connections_refused_total{reason=\"auth\"} 1\n"),
         "{r}"
     );
+    // Issue 11: the connection a scrape comes on counts as http, also
+    // while another request waits for its headers.
+    let mut waiting = TcpStream::connect(a.addr).unwrap();
+    waiting.write_all(b"GET /status HTTP/1.1\r\n").unwrap();
+    wait_until("the waiting request is taken", &[&a], || {
+        raw(a.addr, "GET /metrics HTTP/1.1\r\n\r\n")
+            .contains("\nbossd_connections{kind=\"http\"} 2\n")
+    });
+    let r = raw(a.addr, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        r.contains("\nbossd_connections{kind=\"unknown\"} 0\n"),
+        "{r}"
+    );
+    drop(waiting);
     // The console is unaffected.
     assert_eq!(a.status().role, "none");
 }

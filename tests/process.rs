@@ -512,6 +512,10 @@ fn console_unknown_command_keeps_the_connection() {
     con.send("hello\n-m\n");
     assert_eq!(con.read_answer(), ["ERR unknown command"]);
     assert_eq!(con.read_answer(), ["false", "OK"]);
+    // Issue 11: a blank line gets an answer too, also as the first line.
+    assert_eq!(con.ask(""), ["ERR empty command"]);
+    assert_eq!(con.ask(" \t "), ["ERR empty command"]);
+    assert_eq!(ask_half_closed(a.addr, "\n"), "ERR empty command\n");
 }
 
 /// Writes `text` to `addr`, shuts down the writing half (as `printf ... |
@@ -600,8 +604,9 @@ fn msg_is_printed_on_the_peers_stdout() {
     let b = start_joined("B", &net, &a, &[]);
     let c = start_joined("C", &net, &a, &[]);
     wait_agreed(&[&a, &b, &c], Some(&a));
-    let (_lines, result) = b.ctl("-msg hello from B, 42!");
+    let (lines, result) = b.ctl("-msg hello from B, 42!");
     assert_eq!(result, Ok(()));
+    assert_eq!(lines, ["sent to 2 peers"]);
     let want = format!("message from {}: hello from B, 42!", b.id());
     for n in [&a, &c] {
         wait_until(&format!("{} prints {want:?}", n.name), &[n], || {
@@ -612,6 +617,11 @@ fn msg_is_printed_on_the_peers_stdout() {
         !b.stdout_text().contains("message from"),
         "the sender does not print its own message"
     );
+    // Issue 11: one peer is one peer.
+    let mut c = c;
+    c.sigkill();
+    wait_agreed(&[&a, &b], Some(&a));
+    assert_eq!(b.ctl("-msg to one").0, ["sent to 1 peer"]);
 }
 
 // SPEC §2: the status line, exactly one line with the keys in order and
@@ -659,7 +669,7 @@ fn status_line_matches_the_format() {
 // SPEC §2 `-cl` and `-r`, with issue 5's clock skew: each `-cl` line gives
 // the peer's address, start time, whether it is master and ms since last
 // heard, in that order, then its clock's offset from this node's with the
-// error; `-r` gives the skew of every member, this node's own +0±0ms. Both
+// error; `-r` gives the skew of every member, this node's own +0+-0ms. Both
 // nodes read one machine's clock, so the offset is near 0.
 #[test]
 fn cl_and_r_show_the_clock_skew() {
@@ -693,7 +703,7 @@ fn cl_and_r_show_the_clock_skew() {
             "{line:?}"
         );
         let (offset, error) = parse_skew(words[4].strip_prefix("skew=").expect("skew="))
-            .unwrap_or_else(|| panic!("skew=<+-n>±<n>ms: {line:?}"));
+            .unwrap_or_else(|| panic!("skew=<+-n>+-<n>ms: {line:?}"));
         // One clock: the offset is within the error, give or take the
         // millisecond each node loses dating its start against its
         // monotonic clock; 50 ms is slack for a loaded machine, far below
@@ -710,7 +720,7 @@ fn cl_and_r_show_the_clock_skew() {
                 .unwrap_or_else(|| panic!("no skew= in {r:?}"));
             assert!(r.starts_with(&format!("{} ", i + 1)), "{r:?}");
             if r.ends_with(" self") {
-                assert_eq!(skew, "+0±0ms", "{r:?}");
+                assert_eq!(skew, "+0+-0ms", "{r:?}");
             } else {
                 let (offset, error) = parse_skew(skew).unwrap_or_else(|| panic!("skew in {r:?}"));
                 assert!(offset.unsigned_abs() <= error + 50, "{r:?}");
@@ -719,9 +729,12 @@ fn cl_and_r_show_the_clock_skew() {
     }
 }
 
-/// `+3±1ms` as (3, 1).
+/// `+3+-1ms` as (3, 1); ASCII only (issue 11).
 fn parse_skew(s: &str) -> Option<(i64, u64)> {
-    let (offset, error) = s.strip_suffix("ms")?.split_once('±')?;
+    if !s.is_ascii() {
+        return None;
+    }
+    let (offset, error) = s.strip_suffix("ms")?.split_once("+-")?;
     if !offset.starts_with(['+', '-']) {
         return None;
     }
@@ -824,6 +837,27 @@ fn usage_errors_exit_2() {
         );
         assert!(!out.stderr.trim().is_empty(), "bossd {args:?} says why");
     }
+}
+
+// Issue 11: a criterion listed twice in --rule is refused, naming it.
+#[test]
+fn a_repeated_rule_criterion_is_a_usage_error() {
+    // A free address: were the rule taken, the node would run there.
+    let addr = TestNet::new().addr();
+    let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+    let out = run_to_exit(&[&ip, &port, "--rule", "priority,oldest,priority"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", out.stderr);
+    assert!(
+        errors[0].contains("\"priority\" is listed twice"),
+        "{}",
+        out.stderr
+    );
 }
 
 // Issue 5: `--help` lists every option with its meaning and default, and
