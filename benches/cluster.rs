@@ -53,7 +53,7 @@ const PORT: u16 = 7000;
 /// than any healthy run needs, so a loaded machine does not abort it.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Default heartbeat and timeout (SPEC §1), for the silent failover bound.
+/// Default heartbeat and timeout (docs/GUARANTEES.md, running bossd), for the silent failover bound.
 const HEARTBEAT_MS: f64 = 100.0;
 const TIMEOUT_MS: f64 = 500.0;
 
@@ -310,7 +310,7 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
     t.print(&name);
     if fault == Fault::Freeze {
         println!(
-            "(SPEC guarantee 5 allows timeout + 2 x heartbeat = {} ms; the target is timeout + 1 heartbeat = {} ms)",
+            "(guarantee 5 in docs/GUARANTEES.md allows timeout + 2 x heartbeat = {} ms; the target is timeout + 1 heartbeat = {} ms)",
             timeout_ms + 2.0 * heartbeat_ms,
             timeout_ms + heartbeat_ms
         );
@@ -763,7 +763,7 @@ impl Cluster {
 }
 
 /// One group of `n` members: the same master (one of them) and epoch
-/// everywhere, the right roles, and a full mesh (SPEC guarantees 1 and 3).
+/// everywhere, the right roles, and a full mesh (guarantees 1 and 3 in docs/GUARANTEES.md).
 fn agreed(s: &[Status], n: usize) -> bool {
     let Some(m) = s[0].master.as_ref() else {
         return false;

@@ -325,8 +325,8 @@ fn scenarios(n: usize) -> Vec<(&'static str, Outcome)> {
     out
 }
 
-/// Starts `event` and runs until `members` agree with a full mesh (SPEC
-/// guarantees 1 and 3), counting what was sent until then plus `TAIL_MS`.
+/// Starts `event` and runs until `members` agree with a full mesh
+/// (guarantees 1 and 3, docs/GUARANTEES.md), counting what was sent until then plus `TAIL_MS`.
 fn measure(c: &mut Cluster, members: &[usize], event: impl FnOnce(&mut Cluster)) -> Outcome {
     let before = c.sent.clone();
     let wall = Instant::now();

@@ -4,7 +4,7 @@
 #   bossd 192.0.2.11 7000 --join 192.0.2.12:7000 --notify /usr/local/lib/bossd/vip-hook.sh
 #
 # bossd runs it with `sh -c` on every change of this node's role, one at a
-# time and in order (SPEC section 5), with:
+# time and in order (docs/GUARANTEES.md, hook), with:
 #   BOSSD_ROLE       the new role: master, follower or none
 #   BOSSD_PREV_ROLE  the role before
 #   BOSSD_MASTER     the master's IP:PORT, or - when none is known

@@ -1,5 +1,5 @@
 //! The shared secret: a mutual challenge-response when a connection opens,
-//! then an authentication tag on every line (SPEC §1 `--secret-file`, §6).
+//! then an authentication tag on every line (docs/GUARANTEES.md: `--secret-file`, bad input).
 //!
 //! It owns the secret, the handshake state of one connection and the keys of
 //! an authenticated session. It is pure: nonces come in from the caller, so

@@ -2,7 +2,7 @@
 //! and `bossd demo [N]`.
 //!
 //! Parsing and checking live here; nothing here opens a socket. Every
-//! usage mistake becomes one clear line and exit code 2 (SPEC §1), which
+//! usage mistake becomes one clear line and exit code 2 (docs/GUARANTEES.md, running bossd), which
 //! `main` applies.
 
 use std::ffi::OsString;
@@ -68,7 +68,7 @@ Examples:
 
 Exit codes: 0 after a graceful leave, 1 on a start-up or runtime error, 2 on a usage error.";
 
-/// The options of a node (SPEC §1).
+/// The options of a node (docs/GUARANTEES.md, running bossd).
 #[derive(Args, Debug, Clone)]
 pub struct NodeOptions {
     /// Peer to join at start, IP:PORT or [IPv6]:PORT; repeatable. Retried
@@ -359,7 +359,7 @@ mod tests {
         }
     }
 
-    // SPEC §1: the option table and its defaults.
+    // docs/GUARANTEES.md, running bossd: the option table and its defaults.
     #[test]
     fn defaults_match_the_spec() {
         let n = node(&["127.0.0.1", "7000"]).unwrap();
@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(n.opts.rule.to_string(), "priority,youngest");
     }
 
-    // SPEC §5: --notify takes one shell command; the time limit is a
+    // docs/GUARANTEES.md, hook: --notify takes one shell command; the time limit is a
     // hidden option for tests, absent from --help.
     #[test]
     fn notify_parses_and_its_time_limit_is_hidden() {

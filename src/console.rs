@@ -1,6 +1,6 @@
 //! The operator console: parses command lines and renders their answers.
 //!
-//! The same commands arrive on stdin and over TCP (SPEC §2). This module
+//! The same commands arrive on stdin and over TCP (docs/GUARANTEES.md, console). This module
 //! turns a line into a [`Command`] and runs it against the core, producing
 //! the answer lines and whether it succeeded; the loop adds the `OK`/`ERR`
 //! framing for TCP clients and carries out a requested exit. It owns no
@@ -30,7 +30,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether the command changes the cluster (SPEC §2): with a secret,
+    /// Whether the command changes the cluster (docs/GUARANTEES.md, console): with a secret,
     /// only an authenticated TCP client may run it.
     pub fn is_mutating(&self) -> bool {
         matches!(self, Command::Connect(_) | Command::Msg(_) | Command::Quit)
@@ -275,7 +275,7 @@ impl StatusLine {
     }
 }
 
-/// The `-s` line, exactly as SPEC §2 gives it.
+/// The `-s` line, exactly as docs/GUARANTEES.md, "The status line", gives it.
 pub fn status_line(node: &Node) -> String {
     let s = node.status();
     let mut line = String::with_capacity(160);
@@ -349,7 +349,7 @@ mod tests {
 
     use super::*;
 
-    // SPEC §2: the command table.
+    // docs/GUARANTEES.md, console: the command table.
     #[test]
     fn parses_every_command() {
         assert_eq!(parse("-s"), Ok(Some(Command::Status)));

@@ -31,7 +31,7 @@ pub type Millis = u64;
 /// enough to answer in one screen.
 pub const JOURNAL_LEN: usize = 100;
 
-/// Reconnect delays grow from one heartbeat up to this (SPEC guarantee 7).
+/// Reconnect delays grow from one heartbeat up to this (guarantee 7 in docs/GUARANTEES.md).
 pub const MAX_BACKOFF_MS: Millis = 5_000;
 
 /// Attempts to reach a member we were introduced to before giving up: an
@@ -200,7 +200,7 @@ pub struct StartDoubt {
     pub skew: Skew,
 }
 
-/// The status line's values (SPEC §2).
+/// The status line's values (docs/GUARANTEES.md, status line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub id: SocketAddr,
@@ -237,11 +237,11 @@ pub struct Node {
     /// When the current claim was sent.
     claim_sent_ms: Millis,
     /// With `--strict`, this node follows no master but `epoch_master`
-    /// before this time (SPEC guarantee 8).
+    /// before this time (guarantee 8 in docs/GUARANTEES.md).
     bound_until_ms: Option<Millis>,
     /// Peers that left gracefully, until when an introduction naming them
     /// is ignored: a member that has not yet seen the LEAVE may still name
-    /// them (SPEC guarantee 6: no reconnecting to a node that left).
+    /// them (guarantee 6 in docs/GUARANTEES.md: no reconnecting to a node that left).
     departed: BTreeMap<SocketAddr, Millis>,
     /// Send times of recent heartbeats, to date the acknowledgements.
     pings: VecDeque<(u64, Millis)>,
@@ -338,8 +338,8 @@ pub enum JoinProgress<'a> {
 
 impl Node {
     /// A node alone at time 0: no peers, epoch 0, and no master unless
-    /// its quorum is 1, when it is its own master at once (SPEC guarantee
-    /// 1 for a group of one), with the `start` change queued as an action.
+    /// its quorum is 1, when it is its own master at once (guarantee 1,
+    /// docs/GUARANTEES.md, for a group of one), with the `start` change queued as an action.
     pub fn new(cfg: Config) -> Node {
         let rng = Rng(cfg.seed);
         let mut node = Node {
@@ -1720,7 +1720,7 @@ mod tests {
         assert_eq!(Skew::from_round_trip(1000, 900, 1000).offset_ms, -100);
     }
 
-    // SPEC §6: absurd times from a peer saturate, never panic.
+    // docs/GUARANTEES.md, bad input: absurd times from a peer saturate, never panic.
     #[test]
     fn absurd_times_saturate() {
         assert_eq!(Skew::from_round_trip(0, u64::MAX, 0).offset_ms, i64::MAX);

@@ -38,7 +38,7 @@ const POLL_EVERY: Duration = Duration::from_millis(10);
 const TIGHT_FOR: Duration = Duration::from_millis(200);
 
 /// How long a node may take to leave after SIGTERM before it gets
-/// SIGKILL: SPEC guarantee 6 promises one second.
+/// SIGKILL: guarantee 6 (docs/GUARANTEES.md) promises one second.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The first port tried. Ports are searched upwards from here to
@@ -232,7 +232,7 @@ fn ask_each(clients: &mut [Client]) -> Result<Vec<StatusLine>> {
 
 /// The master every status names, if they agree: the same master and
 /// epoch everywhere, `role=master` on the master and `role=follower` on
-/// the others, and `peers` as given when it is (SPEC guarantees 1 and 3).
+/// the others, and `peers` as given when it is (guarantees 1 and 3 in docs/GUARANTEES.md).
 fn agreed(statuses: &[StatusLine], peers: Option<usize>) -> Option<String> {
     let first = statuses.first()?;
     let master = first.master.as_deref()?;

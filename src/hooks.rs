@@ -1,4 +1,4 @@
-//! The role-change hook (SPEC §5): with `--notify CMD`, every change of
+//! The role-change hook (docs/GUARANTEES.md, hook): with `--notify CMD`, every change of
 //! this node's role runs `sh -c CMD` with the change in its environment.
 //!
 //! [`Hooks`] owns the changes not yet announced and the one hook process
@@ -31,7 +31,7 @@ use crate::core::JournalEntry;
 use crate::log::Level;
 use crate::protocol::OptAddr;
 
-/// A hook still running after this long is killed (SPEC §5): long enough
+/// A hook still running after this long is killed (docs/GUARANTEES.md, hook): long enough
 /// for a script that moves an address or restarts a service, short enough
 /// that a hung one does not hold back the changes queued behind it for
 /// long.
@@ -50,7 +50,7 @@ pub const MAX_PENDING_HOOKS: usize = 64;
 pub const LEAVE_KILL_AFTER: Duration = Duration::from_millis(400);
 
 /// On leave, how long the node waits for its hooks before it exits anyway:
-/// inside the one second SPEC guarantee 6 allows. A hook still running
+/// inside the one second guarantee 6 (docs/GUARANTEES.md) allows. A hook still running
 /// then is left to finish on its own.
 pub const LEAVE_WAIT: Duration = Duration::from_millis(800);
 
@@ -511,7 +511,7 @@ mod tests {
         assert_eq!(last_epoch, total as u64, "the latest change is kept as is");
     }
 
-    // SPEC §5: one at a time, in the order of the changes, with the
+    // docs/GUARANTEES.md, hook: one at a time, in the order of the changes, with the
     // change in the environment, logged with the exit status.
     #[test]
     fn hooks_run_one_at_a_time_in_order() {
@@ -545,7 +545,7 @@ mod tests {
         );
     }
 
-    // SPEC §5: a hook still running after the limit is killed, with
+    // docs/GUARANTEES.md, hook: a hook still running after the limit is killed, with
     // everything it started, and the next hook runs.
     #[test]
     fn a_hook_past_its_limit_is_killed_with_its_children() {

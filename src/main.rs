@@ -1,5 +1,5 @@
 //! The `bossd` binary: parses the command line, runs a node, `ctl` or `demo`, and
-//! maps the outcome to the exit code (SPEC §1: 0 left, 1 error, 2 usage).
+//! maps the outcome to the exit code (docs/GUARANTEES.md, running bossd: 0 left, 1 error, 2 usage).
 //!
 //! Nothing here prints with `println!` or `eprintln!`, which panic on a
 //! closed pipe (and abort, in the release build): output goes through
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         Invocation::Node(args) => match run_node(args, start) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                // One clear line (SPEC §1), not a log line and a repeat.
+                // One clear line (docs/GUARANTEES.md, running bossd), not a log line and a repeat.
                 log::stderr_line(&format!("bossd: {e:#}"));
                 ExitCode::from(1)
             }

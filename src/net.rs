@@ -51,11 +51,11 @@ const READ_CHUNK: usize = 16 * 1024;
 const READ_BUDGET: usize = 64 * 1024;
 
 /// How long a graceful leave waits for LEAVE lines to drain: well inside
-/// the one second SPEC guarantee 6 allows.
+/// the one second guarantee 6 (docs/GUARANTEES.md) allows.
 const LEAVE_FLUSH: Duration = Duration::from_millis(300);
 
 /// A connection that neither finished a peer handshake nor sent a command
-/// within this many timeouts is closed (SPEC §2): a silent socket holds a
+/// within this many timeouts is closed (docs/GUARANTEES.md, console): a silent socket holds a
 /// descriptor and a slot of `--max-conns` for nothing.
 const IDLE_TIMEOUTS: u64 = 10;
 

@@ -188,7 +188,7 @@ mod tests {
         v[0].addr.port()
     }
 
-    // SPEC §1 `--rule`: each criterion, comma lists, and the final tie-break.
+    // docs/GUARANTEES.md, running bossd `--rule`: each criterion, comma lists, and the final tie-break.
     #[test]
     fn every_criterion_picks_its_winner() {
         let c = [cand(7001, 200, 1), cand(7000, 300, 5), cand(7002, 100, 5)];

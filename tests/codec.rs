@@ -2,7 +2,7 @@
 //! line re-encodes to the same message, malformed lines are refused with a
 //! typed error, framing does not depend on where the stream was cut, and
 //! no input makes it panic.
-//! (docs/PROTOCOL.md grammar; SPEC §6: nothing a peer sends crashes a node.)
+//! (docs/PROTOCOL.md grammar; docs/GUARANTEES.md, bad input: nothing a peer sends crashes a node.)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -120,7 +120,7 @@ proptest! {
         prop_assert_eq!(got, msgs);
     }
 
-    // SPEC §6: arbitrary bytes never panic the framer or the decoder, and
+    // docs/GUARANTEES.md, bad input: arbitrary bytes never panic the framer or the decoder, and
     // the framer never holds more than one line's worth.
     #[test]
     fn arbitrary_bytes_never_panic(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..20)) {

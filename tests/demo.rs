@@ -227,7 +227,7 @@ fn master_in(line: &str, prefix: &str) -> (String, u64, String) {
     parse().unwrap_or_else(|| panic!("expected {prefix:?}WHO is master (epoch E): {line:?}"))
 }
 
-/// The `  id=...` lines that follow, parsed strictly (SPEC §2).
+/// The `  id=...` lines that follow, parsed strictly (docs/GUARANTEES.md, status line).
 fn status_lines(demo: &mut Demo, n: usize) -> Vec<Status> {
     (0..n)
         .map(|_| {
@@ -240,7 +240,7 @@ fn status_lines(demo: &mut Demo, n: usize) -> Vec<Status> {
         .collect()
 }
 
-// The demo shows SPEC guarantees 1 and 3 (three nodes agree on one master
+// The demo shows guarantees 1 and 3 (docs/GUARANTEES.md; three nodes agree on one master
 // in a full mesh), then 4 and 9 (after the master's SIGKILL the survivors
 // agree on another master with a larger epoch), and stops every node.
 #[test]
@@ -297,7 +297,7 @@ fn demo_shows_an_election_and_a_failover_and_leaves_nothing_behind() {
     assert_nodes_gone(&ports);
 }
 
-// SPEC §1: a usage error exits 2 and says why in clap's words; the demo
+// docs/GUARANTEES.md, running bossd: a usage error exits 2 and says why in clap's words; the demo
 // runs 3 to 20 nodes.
 #[test]
 fn demo_usage_errors_exit_2() {

@@ -1,4 +1,4 @@
-//! Real-process tests of the role-change hook (SPEC §5): actual `bossd`
+//! Real-process tests of the role-change hook (docs/GUARANTEES.md, hook): actual `bossd`
 //! binaries on loopback, each given `--notify` with a command that appends
 //! one line per call to a file of its own, which the tests compare with
 //! the node's `-j` journal.
@@ -103,7 +103,7 @@ fn wait_recorded(node: &Node, file: &Path, others: &[&Node]) -> Vec<Call> {
     last
 }
 
-/// SPEC §5 order: each call starts from the role the one before announced
+/// docs/GUARANTEES.md, hook order: each call starts from the role the one before announced
 /// (the first from `none`), epochs never go back, and every call names
 /// the node.
 fn check_chain(node: &str, id: &str, calls: &[Call]) {
@@ -166,7 +166,7 @@ fn role_is(node: &Node, role: &str) -> bool {
 // Every change, in order, through join, failover, freezing and healing
 // ---------------------------------------------------------------------------
 
-// SPEC §5 through §3 joining, guarantee 4 (crash failover), guarantee 5
+// The hook (docs/GUARANTEES.md) through joining, guarantee 4 (crash failover), guarantee 5
 // (a frozen master, deposed, runs its hook too), guarantee 7 (healing) and
 // guarantee 6 (a leave announces the final change to none).
 #[test]
@@ -288,7 +288,7 @@ fn every_role_change_runs_the_hook_in_order() {
 // One at a time, never blocking the loop
 // ---------------------------------------------------------------------------
 
-// SPEC §5: hooks never block the event loop, and run one at a time in the
+// docs/GUARANTEES.md, hook: hooks never block the event loop, and run one at a time in the
 // order of the changes.
 #[test]
 fn a_slow_hook_blocks_neither_the_loop_nor_the_order() {
@@ -351,7 +351,7 @@ fn a_slow_hook_blocks_neither_the_loop_nor_the_order() {
 // Time limit
 // ---------------------------------------------------------------------------
 
-// SPEC §5: a hook still running after the limit is killed, with what it
+// docs/GUARANTEES.md, hook: a hook still running after the limit is killed, with what it
 // started, and logged; the next hook runs. The limit is shortened with the
 // hidden --notify-time-limit, which only replaces the 30 s.
 #[test]
@@ -402,7 +402,7 @@ fn a_hook_past_its_time_limit_is_killed_and_the_next_runs() {
 // Leaving
 // ---------------------------------------------------------------------------
 
-// SPEC §5 with guarantee 6: a leaving node announces its final change to
+// docs/GUARANTEES.md, hook with guarantee 6: a leaving node announces its final change to
 // none even when an earlier hook still runs (that one is killed), and
 // exits 0.
 #[test]
@@ -433,7 +433,7 @@ fn leave_kills_an_earlier_slow_hook_and_runs_the_final_one() {
     });
 }
 
-// SPEC guarantee 6 over a slow final hook: the node exits without waiting
+// Guarantee 6 (docs/GUARANTEES.md) over a slow final hook: the node exits without waiting
 // for it, and the hook is left to finish on its own.
 #[test]
 fn leave_does_not_wait_for_a_slow_final_hook() {
@@ -510,7 +510,7 @@ fn a_hook_inherits_no_socket() {
 // Start
 // ---------------------------------------------------------------------------
 
-// SPEC §5 with guarantee 1 for a group of one: a node whose quorum is 1 is
+// docs/GUARANTEES.md, hook with guarantee 1 for a group of one: a node whose quorum is 1 is
 // master from the start, and its hook says so with the cause `start`.
 #[test]
 fn a_lone_node_with_quorum_one_announces_its_start() {

@@ -1,4 +1,4 @@
-//! The hostile-client suite (issue 4, SPEC §2 and §6): real `bossd`
+//! The hostile-client suite (issue 4, docs/GUARANTEES.md, console and bad input): real `bossd`
 //! processes with a shared secret, attacked over real sockets with garbage,
 //! huge lines, invalid UTF-8, floods of idle connections, a slowloris, fake
 //! HELLOs and master claims, wrong secrets, and replayed or injected bytes.
@@ -173,7 +173,7 @@ fn raise_fd_limit() -> u64 {
 // Garbage, huge lines, invalid UTF-8
 // ---------------------------------------------------------------------------
 
-// SPEC §6: random bytes from many sockets crash nothing and change nothing.
+// docs/GUARANTEES.md, bad input: random bytes from many sockets crash nothing and change nothing.
 #[test]
 fn random_garbage_changes_nothing() {
     let mut cl = Cluster::start("garbage");
@@ -198,7 +198,7 @@ fn random_garbage_changes_nothing() {
     cl.assert_unharmed("random garbage");
 }
 
-// SPEC §2: a line over 4096 bytes gets one ERR line and the connection is
+// docs/GUARANTEES.md, console: a line over 4096 bytes gets one ERR line and the connection is
 // closed; nothing else is affected.
 #[test]
 fn a_100_kb_line_is_refused_and_closed() {
@@ -220,7 +220,7 @@ fn a_100_kb_line_is_refused_and_closed() {
     cl.assert_unharmed("100 kB lines");
 }
 
-// SPEC §2: bytes that are not UTF-8 get one ERR line and the connection is
+// docs/GUARANTEES.md, console: bytes that are not UTF-8 get one ERR line and the connection is
 // closed.
 #[test]
 fn invalid_utf8_is_refused_and_closed() {
@@ -243,7 +243,7 @@ fn invalid_utf8_is_refused_and_closed() {
 // Floods and slow clients
 // ---------------------------------------------------------------------------
 
-// SPEC §6 and `--max-conns`: 1,500 idle connections; beyond the limit the
+// docs/GUARANTEES.md, bad input and `--max-conns`: 1,500 idle connections; beyond the limit the
 // newest are refused with `ERR busy`, the peers keep working, and the idle
 // ones are closed after 10 × timeout.
 #[test]
@@ -297,7 +297,7 @@ fn fifteen_hundred_idle_connections() {
     cl.assert_unharmed("1,500 idle connections");
 }
 
-// SPEC §2: a slowloris, dribbling a line that never ends, is closed after
+// docs/GUARANTEES.md, console: a slowloris, dribbling a line that never ends, is closed after
 // 10 × timeout like any connection that sent no command, and the node
 // answers everyone else meanwhile.
 #[test]
@@ -339,7 +339,7 @@ fn slowloris_is_closed_and_starves_nobody() {
     cl.assert_unharmed("a slowloris");
 }
 
-// SPEC §6: a client sending faster than the node reads, and reading every
+// docs/GUARANTEES.md, bad input: a client sending faster than the node reads, and reading every
 // answer (`ERR empty command`), so no outbox fills and the slow-reader
 // limit never drops it, cannot stall the loop: heartbeats go on, and the
 // peers never take the node for dead.
@@ -386,7 +386,7 @@ fn a_flood_of_empty_lines_stalls_nothing() {
     cl.assert_unharmed("a flood of empty lines");
 }
 
-// SPEC §2: blank lines are no command, so they do not lift the idle limit
+// docs/GUARANTEES.md, console: blank lines are no command, so they do not lift the idle limit
 // (each is answered `ERR empty command`, issue 11);
 // a too-long line during a handshake still gets its ERR line.
 #[test]
@@ -430,7 +430,7 @@ fn blank_lines_and_long_lines_in_a_handshake() {
     assert_eq!(rest, "ERR line too long\n");
 }
 
-// SPEC §6: out of file descriptors, accepting pauses (said once), nothing
+// docs/GUARANTEES.md, bad input: out of file descriptors, accepting pauses (said once), nothing
 // spins, and the node accepts again when descriptors free.
 #[test]
 fn out_of_descriptors_pauses_accepting_once() {
@@ -471,7 +471,7 @@ fn fake_hello(addr: SocketAddr) -> String {
     format!("HELLO bossd/1 join {addr} 1 00000000deadbeef 0 2 0 oldest\n")
 }
 
-// SPEC §6: fake HELLOs and master claims from sockets that did not
+// docs/GUARANTEES.md, bad input: fake HELLOs and master claims from sockets that did not
 // authenticate are refused; the master does not change.
 #[test]
 fn fake_hello_and_master_claims_are_refused() {

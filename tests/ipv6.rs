@@ -1,4 +1,4 @@
-//! IPv6 (issue 5, SPEC §1 and §2): clusters on `[::1]`, addresses written
+//! IPv6 (issue 5, docs/GUARANTEES.md, running bossd and console): clusters on `[::1]`, addresses written
 //! `[addr]:port`. A machine without IPv6 cannot run them: each test then
 //! says SKIPPED, why, and the command that runs it (`tests/common/runner.rs`,
 //! a `harness = false` suite); under CI a skip is a failure.
@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
     )
 }
 
-// SPEC §1 (IP is IPv4 or IPv6, `--join [v6]:port`) and §2 (IPv6 addresses
+// docs/GUARANTEES.md, running bossd (IP is IPv4 or IPv6, `--join [v6]:port`) and console (IPv6 addresses
 // are written `[addr]:port`): a two-node cluster on [::1].
 fn ipv6_two_nodes() {
     let a_addr = free_ipv6_addr();
@@ -80,7 +80,7 @@ fn ipv6_three_nodes_with_a_secret_fail_over() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-// Issue 11 (SPEC §1): every output writes `[::1]:7000`, and the command
+// Issue 11 (docs/GUARANTEES.md, running bossd): every output writes `[::1]:7000`, and the command
 // line takes that form back: `bossd '[::1]' PORT` runs a node and `bossd
 // ctl '[::1]' PORT -s` asks it.
 fn bracketed_addresses_are_accepted() {

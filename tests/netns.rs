@@ -5,7 +5,7 @@
 //! for the whole run and records every sample, so a split brain that lasts
 //! only moments is still seen; `Record::overlaps` states the rule that
 //! decides when two `role=master` samples count as two masters at once.
-//! SPEC §4 guarantees 1, 2, 7, 8 and 9.
+//! Guarantees 1, 2, 7, 8 and 9 (docs/GUARANTEES.md).
 //!
 //! The network lives entirely inside namespaces these tests create; the
 //! machine's own interfaces, routes and firewall are never touched:
@@ -122,7 +122,7 @@ fn main() -> std::process::ExitCode {
     )
 }
 
-// SPEC §4 guarantees 1, 2 and 7 at the default quorum of 2 (availability
+// Guarantees 1, 2 and 7 (docs/GUARANTEES.md) at the default quorum of 2 (availability
 // first, like keepalived): a cut gives each side of two or more nodes its
 // own agreed master, and once healed the sides become one group again with
 // one master, the oldest. Guarantee 9: no node's epoch ever goes back.
@@ -158,7 +158,7 @@ fn partition_at_default_quorum_gives_each_side_a_master_then_heals() {
     record.assert_epochs_never_go_back();
 }
 
-// SPEC §4 guarantees 2, 8, 1, 7 and 9 with `--quorum 3 --strict` (safety
+// Guarantees 2, 8, 1, 7 and 9 (docs/GUARANTEES.md) with `--quorum 3 --strict` (safety
 // first, like etcd): the minority {1,2}, which holds the old master, drops
 // to role=none; the majority elects its own master; the observer never sees
 // two nodes report role=master at the same moment, nor two masters of one

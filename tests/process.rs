@@ -1,5 +1,5 @@
 //! Real-process tests: actual `bossd` binaries on loopback, driven over the
-//! TCP console, checked against SPEC.md.
+//! TCP console, checked against docs/GUARANTEES.md.
 //!
 //! Every test has its own loopback network (see `common::TestNet`), so the
 //! tests run in parallel. Conditions are polled with generous deadlines;
@@ -39,7 +39,7 @@ fn start_joined(name: &str, net: &TestNet, to: &Node, extra: &[&str]) -> Node {
 // Election and membership
 // ---------------------------------------------------------------------------
 
-// SPEC §3 (the rule picks the master; default rule `oldest`) and guarantees
+// docs/GUARANTEES.md, joining (the rule picks the master; default rule `oldest`) and guarantees
 // 1 and 3: two nodes agree on the older one.
 #[test]
 fn two_nodes_elect_the_oldest() {
@@ -53,7 +53,7 @@ fn two_nodes_elect_the_oldest() {
     assert_eq!(st[0].quorum, 2);
 }
 
-// SPEC §3: a node that connects to a non-master member is told who the
+// docs/GUARANTEES.md, joining: a node that connects to a non-master member is told who the
 // master is, joins it, and everyone connects to it (full mesh, guarantee 3).
 #[test]
 fn join_via_follower_reaches_the_full_mesh() {
@@ -68,7 +68,7 @@ fn join_via_follower_reaches_the_full_mesh() {
     assert!(!c.stderr_text().contains(" WARN "), "{}", c.stderr_text());
 }
 
-// SPEC §4 guarantee 4 (crash failover) and 9 (epochs grow): five nodes, the
+// Guarantee 4 (docs/GUARANTEES.md; crash failover) and 9 (epochs grow): five nodes, the
 // master is SIGKILLed, the four survivors agree on the next oldest with a
 // larger epoch.
 #[test]
@@ -91,7 +91,7 @@ fn five_nodes_master_crash_fails_over_to_the_next_oldest() {
     );
 }
 
-// SPEC §4 guarantee 1 and 3: a crashed follower leaves the master in place
+// Guarantees 1 and 3 (docs/GUARANTEES.md): a crashed follower leaves the master in place
 // and the peer counts drop.
 #[test]
 fn follower_crash_keeps_the_master() {
@@ -106,7 +106,7 @@ fn follower_crash_keeps_the_master() {
     assert!(after.iter().all(|s| s.peers == 1), "{after:?}");
 }
 
-// SPEC §4 guarantee 2 (no lone master, default quorum 2): when the last peer
+// Guarantee 2 (docs/GUARANTEES.md; no lone master, default quorum 2): when the last peer
 // is gone, the master reports role=none and master=-.
 #[test]
 fn master_without_peers_reports_none() {
@@ -123,7 +123,7 @@ fn master_without_peers_reports_none() {
     assert_eq!((lines, result), (vec!["false".to_owned()], Ok(())));
 }
 
-// SPEC §4 guarantee 6 (graceful leave on SIGTERM): the master exits 0, the
+// Guarantee 6 (docs/GUARANTEES.md; graceful leave on SIGTERM): the master exits 0, the
 // survivors agree at once, and nobody reconnects to it: a fresh node on its
 // port stays alone until it joins on its own, and then joins as a newcomer.
 #[test]
@@ -160,7 +160,7 @@ fn graceful_leave_on_sigterm() {
     assert!(st[0].epoch >= after[0].epoch);
 }
 
-// SPEC §4 guarantee 6 (graceful leave on SIGINT): exit code 0.
+// Guarantee 6 (docs/GUARANTEES.md; graceful leave on SIGINT): exit code 0.
 #[test]
 fn graceful_leave_on_sigint() {
     let net = TestNet::new();
@@ -176,7 +176,7 @@ fn graceful_leave_on_sigint() {
     });
 }
 
-// SPEC §2 `-q` and §4 guarantee 6: a follower leaves with `-q`, exits 0,
+// docs/GUARANTEES.md, console `-q`, and guarantee 6: a follower leaves with `-q`, exits 0,
 // the master stays, and nobody reconnects to it.
 #[test]
 fn graceful_leave_with_q() {
@@ -206,7 +206,7 @@ fn graceful_leave_with_q() {
     wait_agreed(&[&a, &b, &fresh], Some(&a));
 }
 
-// SPEC §3: connecting two groups merges them into one group with one
+// docs/GUARANTEES.md, joining: connecting two groups merges them into one group with one
 // master, the oldest overall; guarantees 1, 3 and 9.
 #[test]
 fn two_groups_merge_into_one() {
@@ -228,7 +228,7 @@ fn two_groups_merge_into_one() {
     );
 }
 
-// SPEC §1 `--join` and §3: a crashed master restarted on its port with
+// docs/GUARANTEES.md, running bossd `--join` and joining: a crashed master restarted on its port with
 // `--join` comes back as a new, youngest member into the full mesh.
 #[test]
 fn restart_with_join_rejoins_the_mesh() {
@@ -247,7 +247,7 @@ fn restart_with_join_rejoins_the_mesh() {
     assert!(st[0].epoch >= mid[0].epoch);
 }
 
-// SPEC §4 guarantee 3 with a follower restarted: the same, for a follower.
+// Guarantee 3 (docs/GUARANTEES.md) with a follower restarted: the same, for a follower.
 #[test]
 fn restarted_follower_rejoins_the_mesh() {
     let net = TestNet::new();
@@ -269,7 +269,7 @@ fn restarted_follower_rejoins_the_mesh() {
 // Rules
 // ---------------------------------------------------------------------------
 
-// SPEC §1 `--rule youngest`: the node started last wins.
+// docs/GUARANTEES.md, running bossd `--rule youngest`: the node started last wins.
 #[test]
 fn rule_youngest() {
     let net = TestNet::new();
@@ -282,7 +282,7 @@ fn rule_youngest() {
     assert!(st.iter().all(|s| s.rule == "youngest"), "{st:?}");
 }
 
-// SPEC §1 `--rule priority`: the higher priority wins, even against age.
+// docs/GUARANTEES.md, running bossd `--rule priority`: the higher priority wins, even against age.
 #[test]
 fn rule_priority() {
     let net = TestNet::new();
@@ -295,7 +295,7 @@ fn rule_priority() {
     wait_agreed(&[&a, &b, &c, &d], Some(&b));
 }
 
-// SPEC §1 `--rule lowest-addr`: the lowest address wins, even against age.
+// docs/GUARANTEES.md, running bossd `--rule lowest-addr`: the lowest address wins, even against age.
 #[test]
 fn rule_lowest_addr() {
     let net = TestNet::new();
@@ -307,7 +307,7 @@ fn rule_lowest_addr() {
     wait_agreed(&[&h, &l], Some(&l));
 }
 
-// SPEC §1 `--rule highest-addr`: the highest address wins, even against age.
+// docs/GUARANTEES.md, running bossd `--rule highest-addr`: the highest address wins, even against age.
 #[test]
 fn rule_highest_addr() {
     let net = TestNet::new();
@@ -319,7 +319,7 @@ fn rule_highest_addr() {
     wait_agreed(&[&h, &l], Some(&h));
 }
 
-// SPEC §1 `--rule priority,oldest`: criteria apply in order; among equal
+// docs/GUARANTEES.md, running bossd `--rule priority,oldest`: criteria apply in order; among equal
 // priorities the oldest wins (not the lowest address, the final tie-break).
 #[test]
 fn rule_priority_then_oldest() {
@@ -348,7 +348,7 @@ fn rule_priority_then_oldest() {
     assert!(st.iter().all(|s| s.rule == "priority,oldest"), "{st:?}");
 }
 
-// SPEC §1: every node of a cluster must use the same `--rule`; a peer with
+// docs/GUARANTEES.md, running bossd: every node of a cluster must use the same `--rule`; a peer with
 // another is refused with a log line naming both values.
 #[test]
 fn rule_mismatch_is_refused() {
@@ -370,7 +370,7 @@ fn rule_mismatch_is_refused() {
     });
 }
 
-// SPEC §1: every node of a cluster must use the same `--quorum`; likewise.
+// docs/GUARANTEES.md, running bossd: every node of a cluster must use the same `--quorum`; likewise.
 #[test]
 fn quorum_mismatch_is_refused() {
     let net = TestNet::new();
@@ -473,7 +473,7 @@ fn connect_answers_after_the_first_attempt() {
     wait_agreed(&[&a, &b, &c], Some(&a));
 }
 
-// SPEC §2 `-c`: connecting to this node itself, or to a node that already
+// docs/GUARANTEES.md, console `-c`: connecting to this node itself, or to a node that already
 // is a peer, is refused with ERR, and nothing changes.
 #[test]
 fn connect_to_self_or_existing_peer_is_an_error() {
@@ -496,7 +496,7 @@ fn connect_to_self_or_existing_peer_is_an_error() {
 // Console
 // ---------------------------------------------------------------------------
 
-// SPEC §2: an unknown command gets `ERR unknown command` and the connection
+// docs/GUARANTEES.md, console: an unknown command gets `ERR unknown command` and the connection
 // stays open for the next command.
 #[test]
 fn console_unknown_command_keeps_the_connection() {
@@ -559,7 +559,7 @@ fn a_half_closed_connection_gets_its_answer() {
     assert_eq!(a.status().peers, 0);
 }
 
-// SPEC §2 `-m`: exactly `true` or `false`, then OK.
+// docs/GUARANTEES.md, console `-m`: exactly `true` or `false`, then OK.
 #[test]
 fn console_m_answers_true_or_false() {
     let net = TestNet::new();
@@ -573,7 +573,7 @@ fn console_m_answers_true_or_false() {
     assert_eq!(con.ask("-m"), ["false", "OK"]);
 }
 
-// SPEC §2 `-t`: the start time as ISO-8601 UTC with milliseconds, then unix
+// docs/GUARANTEES.md, console `-t`: the start time as ISO-8601 UTC with milliseconds, then unix
 // milliseconds; both the same instant as `started=` in `-s`.
 #[test]
 fn console_t_gives_the_start_time() {
@@ -596,7 +596,7 @@ fn console_t_gives_the_start_time() {
     assert_eq!(a.status().started, unix_ms, "-t and -s agree");
 }
 
-// SPEC §2 `-msg`: the text is printed on every peer's console (stdout).
+// docs/GUARANTEES.md, console `-msg`: the text is printed on every peer's console (stdout).
 #[test]
 fn msg_is_printed_on_the_peers_stdout() {
     let net = TestNet::new();
@@ -624,7 +624,7 @@ fn msg_is_printed_on_the_peers_stdout() {
     assert_eq!(b.ctl("-msg to one").0, ["sent to 1 peer"]);
 }
 
-// SPEC §2: the status line, exactly one line with the keys in order and
+// docs/GUARANTEES.md, status line: exactly one line with the keys in order and
 // values without spaces, for a lone node, a master and a follower.
 #[test]
 fn status_line_matches_the_format() {
@@ -666,7 +666,7 @@ fn status_line_matches_the_format() {
     );
 }
 
-// SPEC §2 `-cl` and `-r`, with issue 5's clock skew: each `-cl` line gives
+// docs/GUARANTEES.md, console `-cl` and `-r`, with issue 5's clock skew: each `-cl` line gives
 // the peer's address, start time, whether it is master and ms since last
 // heard, in that order, then its clock's offset from this node's with the
 // error; `-r` gives the skew of every member, this node's own +0+-0ms. Both
@@ -745,7 +745,7 @@ fn parse_skew(s: &str) -> Option<(i64, u64)> {
 // Start-up and exit codes
 // ---------------------------------------------------------------------------
 
-// SPEC §1: a start-up error (address already in use) exits 1, said in one
+// docs/GUARANTEES.md, running bossd: a start-up error (address already in use) exits 1, said in one
 // clear line on stderr.
 #[test]
 fn port_in_use_exits_1_with_one_line() {
@@ -778,7 +778,7 @@ fn port_in_use_exits_1_with_one_line() {
     assert_eq!(a.status().peers, 0);
 }
 
-// Issue 11 (SPEC §1): port 0 means a free port. The node binds, logs
+// Issue 11 (docs/GUARANTEES.md, running bossd): port 0 means a free port. The node binds, logs
 // `event=listening` with the port it got, and is known by that port
 // everywhere: its `-s` id, the HELLO a joining node reads (which then
 // reports it as master) and the hook's BOSSD_ID.
@@ -815,7 +815,7 @@ fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
     assert!(!text.contains(":0\n"), "a hook saw port 0: {text}");
 }
 
-// SPEC §1: usage errors exit 2.
+// docs/GUARANTEES.md, running bossd: usage errors exit 2.
 #[test]
 fn usage_errors_exit_2() {
     for args in [
@@ -914,7 +914,7 @@ fn help_lists_every_option_with_its_default() {
     );
 }
 
-// Issue 11 (SPEC §1): console commands that begin with `-` reach the node
+// Issue 11 (docs/GUARANTEES.md, running bossd): console commands that begin with `-` reach the node
 // even where they look like ctl's own flags; ctl's options go before IP,
 // or `--secret-file PATH` right after PORT; a missing command is a usage
 // error.
@@ -998,7 +998,7 @@ fn ctl_gives_up_on_a_frozen_node() {
     );
 }
 
-// Issue 11 (SPEC §1): `bossd --help` and `bossd help` both list the three
+// Issue 11 (docs/GUARANTEES.md, running bossd): `bossd --help` and `bossd help` both list the three
 // forms, `bossd help ctl` and `bossd help demo` explain theirs.
 #[test]
 fn help_lists_the_three_forms() {
@@ -1045,7 +1045,7 @@ fn assert_idle(n: &Node) {
     );
 }
 
-// SPEC §2: the console works on stdin (the OK line may be omitted there);
+// docs/GUARANTEES.md, console: the console works on stdin (the OK line may be omitted there);
 // commands written to a pipe are answered on stdout.
 #[test]
 fn stdin_pipe_takes_commands() {
@@ -1083,7 +1083,7 @@ fn stdin_pipe_takes_commands() {
     wait_agreed(&[&a, &b], Some(&a));
 }
 
-// SPEC §2: with stdin /dev/null (end of file at once) the node keeps
+// docs/GUARANTEES.md, console: with stdin /dev/null (end of file at once) the node keeps
 // running, answers over TCP, and does not spin.
 #[test]
 fn stdin_dev_null_keeps_the_node_running() {
@@ -1202,7 +1202,7 @@ fn spawn_on_terminal(pty: &Pty, addr: std::net::SocketAddr) -> Reaped {
     Reaped(cmd.spawn().expect("start bossd on a terminal"))
 }
 
-// SPEC §2: the console works on a terminal too: commands typed are
+// docs/GUARANTEES.md, console: the console works on a terminal too: commands typed are
 // answered, the node does not spin while waiting for input, and `-q`
 // leaves with exit 0.
 #[test]
@@ -1246,7 +1246,7 @@ fn stdin_terminal_takes_commands() {
     );
 }
 
-// SPEC §2: with stdin closed the node keeps running, answers over TCP and
+// docs/GUARANTEES.md, console: with stdin closed the node keeps running, answers over TCP and
 // does not spin.
 #[test]
 fn stdin_closed_keeps_the_node_running() {
@@ -1258,7 +1258,7 @@ fn stdin_closed_keeps_the_node_running() {
     wait_agreed(&[&a, &b], Some(&a));
 }
 
-// SPEC §2: a pipe closed right away (end of file before any command) does
+// docs/GUARANTEES.md, console: a pipe closed right away (end of file before any command) does
 // not stop the node either, and `--no-console` ignores stdin altogether.
 #[test]
 fn stdin_eof_and_no_console_keep_the_node_running() {
@@ -1284,7 +1284,7 @@ fn stdin_eof_and_no_console_keep_the_node_running() {
     );
 }
 
-// SPEC §2: a connection that neither finishes a peer handshake nor sends a
+// docs/GUARANTEES.md, console: a connection that neither finishes a peer handshake nor sends a
 // command within timeout x 10 is closed; one that spoke stays open.
 #[test]
 fn idle_connections_are_closed_after_ten_timeouts() {

@@ -1,5 +1,6 @@
-//! Scripted scenarios of the seed (../shared/seed) and SPEC §3-4, run on
-//! the pure election core over the in-memory network of `sim`.
+//! Scripted scenarios of the project's original brief ("Seed:" quotes it)
+//! and of docs/GUARANTEES.md (joining, the guarantees), run on the pure
+//! election core over the in-memory network of `sim`.
 //!
 //! Each scenario runs over many seeds, so message delays and interleavings
 //! vary; no scenario advances virtual time past a timeout unless it says so,
@@ -34,7 +35,7 @@ fn group_of(seed: u64, total: usize, n: usize) -> Cluster {
 }
 
 // Seed: "two connected servers are equal at first; the rule picks the
-// master; the other only notes who the master is". SPEC §3, guarantee 1.
+// master; the other only notes who the master is". docs/GUARANTEES.md, joining, guarantee 1.
 #[test]
 fn two_nodes_elect_the_oldest() {
     for seed in 0..SEEDS {
@@ -53,7 +54,7 @@ fn two_nodes_elect_the_oldest() {
 }
 
 // Seed: "a third server connects to the master; the master sends its data
-// to all members; all connect to the newcomer". SPEC §3, guarantee 3.
+// to all members; all connect to the newcomer". docs/GUARANTEES.md, joining, guarantee 3.
 #[test]
 fn newcomer_at_the_master_is_meshed_with_everyone() {
     for seed in 0..SEEDS {
@@ -75,7 +76,7 @@ fn newcomer_at_the_master_is_meshed_with_everyone() {
 }
 
 // Seed: "if the newcomer connects to a non-master, that server gives it
-// the master's data; it connects to the master". SPEC §3.
+// the master's data; it connects to the master". docs/GUARANTEES.md, joining.
 #[test]
 fn newcomer_at_a_follower_is_sent_to_the_master() {
     for seed in 0..SEEDS {
@@ -88,7 +89,7 @@ fn newcomer_at_a_follower_is_sent_to_the_master() {
 }
 
 // Seed: "after a join the rule is applied again: the newcomer becomes
-// master if it ranks first". SPEC §3, guarantee 9.
+// master if it ranks first". docs/GUARANTEES.md, joining, guarantee 9.
 #[test]
 fn newcomer_that_ranks_first_becomes_master_with_a_new_epoch() {
     for seed in 0..SEEDS {
@@ -115,7 +116,7 @@ fn newcomer_that_ranks_first_becomes_master_with_a_new_epoch() {
     }
 }
 
-// Seed: "if any server is removed, nothing changes". SPEC guarantee 1.
+// Seed: "if any server is removed, nothing changes". Guarantee 1 (docs/GUARANTEES.md).
 #[test]
 fn follower_crash_changes_nothing() {
     for seed in 0..SEEDS {
@@ -130,7 +131,7 @@ fn follower_crash_changes_nothing() {
 
 // Seed: "if the master is removed, a new one is determined; the notes of
 // the old master are deleted once the lost connection is noticed".
-// SPEC guarantees 4 and 9: no timer needed, and a larger epoch.
+// Guarantees 4 and 9 (docs/GUARANTEES.md): no timer needed, and a larger epoch.
 #[test]
 fn master_crash_fails_over_without_a_timer() {
     for seed in 0..SEEDS {
@@ -151,7 +152,7 @@ fn master_crash_fails_over_without_a_timer() {
 }
 
 // Seed: "if all servers but the master are removed, the master loses its
-// status". SPEC guarantee 2 with the default quorum of 2.
+// status". Guarantee 2 (docs/GUARANTEES.md) with the default quorum of 2.
 #[test]
 fn master_alone_loses_its_status() {
     for seed in 0..SEEDS {
@@ -171,7 +172,7 @@ fn master_alone_loses_its_status() {
     }
 }
 
-// SPEC guarantee 6: LEAVE makes the survivors agree at once and they do
+// Guarantee 6 (docs/GUARANTEES.md): LEAVE makes the survivors agree at once and they do
 // not try to reconnect to the leaver.
 #[test]
 fn graceful_leave_of_the_master() {
@@ -194,7 +195,7 @@ fn graceful_leave_of_the_master() {
     }
 }
 
-// SPEC guarantee 7's groundwork: a peer lost without LEAVE is retried, so
+// The groundwork of guarantee 7 (docs/GUARANTEES.md): a peer lost without LEAVE is retried, so
 // a restarted node is found again even without --join.
 #[test]
 fn crashed_peer_is_retried_and_found_after_restart() {
@@ -209,7 +210,7 @@ fn crashed_peer_is_retried_and_found_after_restart() {
     }
 }
 
-// SPEC §1 `--join`: a restarted node (new instance, same address) joins
+// docs/GUARANTEES.md, running bossd `--join`: a restarted node (new instance, same address) joins
 // again through any member.
 #[test]
 fn restart_with_join_rejoins_the_mesh() {
@@ -224,7 +225,7 @@ fn restart_with_join_rejoins_the_mesh() {
     }
 }
 
-// SPEC §3: "connecting two groups merges them into one group with one
+// docs/GUARANTEES.md, joining: "connecting two groups merges them into one group with one
 // master"; guarantee 9 for the group whose master lost.
 #[test]
 fn two_groups_merge_into_one() {
@@ -249,7 +250,7 @@ fn two_groups_merge_into_one() {
     }
 }
 
-// SPEC §3 with larger groups: a join link floods introductions, the links
+// docs/GUARANTEES.md, joining with larger groups: a join link floods introductions, the links
 // it causes do not, and still every member of one group meets every member
 // of the other with no timer (no heartbeat's mesh repair) involved.
 #[test]
@@ -273,7 +274,7 @@ fn two_large_groups_merge_without_a_timer() {
     }
 }
 
-// SPEC §1: peers with another rule or quorum are refused.
+// docs/GUARANTEES.md, running bossd: peers with another rule or quorum are refused.
 #[test]
 fn rule_or_quorum_mismatch_is_refused() {
     for (field, seed) in [("rule", 1), ("quorum", 2), ("strict", 3)] {
@@ -330,7 +331,7 @@ fn concurrent_joins_converge() {
     }
 }
 
-// SPEC §1 rules applied by the whole group.
+// The rules of `--rule` (docs/GUARANTEES.md), applied by the whole group.
 #[test]
 fn each_rule_elects_its_first() {
     let cases: [(&str, usize); 5] = [
@@ -361,7 +362,7 @@ fn each_rule_elects_its_first() {
     }
 }
 
-// SPEC §2 `-msg`: every peer gets the text once.
+// docs/GUARANTEES.md, console `-msg`: every peer gets the text once.
 #[test]
 fn text_reaches_every_peer() {
     let mut c = group(3, 3);
@@ -394,7 +395,7 @@ fn quorum_three_needs_three() {
     }
 }
 
-// SPEC guarantee 1 for a group of one: with a quorum of 1 a node alone is
+// Guarantee 1 (docs/GUARANTEES.md) for a group of one: with a quorum of 1 a node alone is
 // its own master from the start, journals it (the hook's `start` change),
 // and two such nodes merge under one master with a larger epoch.
 #[test]
@@ -420,7 +421,7 @@ fn quorum_one_alone_is_master() {
     }
 }
 
-// SPEC guarantee 5 (issue 3): a frozen master is replaced within timeout +
+// Guarantee 5 (docs/GUARANTEES.md; issue 3): a frozen master is replaced within timeout +
 // 2 x heartbeat; after it thaws it finds itself deposed, journals it, and
 // rejoins as a follower.
 #[test]
@@ -456,7 +457,7 @@ fn frozen_master_is_replaced_and_rejoins() {
     }
 }
 
-// SPEC guarantee 5 for a follower: a silent follower is dropped, the
+// Guarantee 5 (docs/GUARANTEES.md) for a follower: a silent follower is dropped, the
 // master stays.
 #[test]
 fn frozen_follower_is_dropped_master_stays() {
@@ -473,7 +474,7 @@ fn frozen_follower_is_dropped_master_stays() {
     }
 }
 
-// SPEC §1 "--join retried until reached" and §3: a follower redirects to
+// docs/GUARANTEES.md: "--join" is tried until reached, and joining: a follower redirects to
 // a master that has just gone silent; the joiner keeps its join and ends
 // up in the group once it has elected another master.
 #[test]
@@ -487,7 +488,7 @@ fn join_redirected_to_a_silent_master_still_joins() {
     }
 }
 
-// SPEC §6: an epoch no claim can follow closes that link; nothing panics.
+// docs/GUARANTEES.md, bad input: an epoch no claim can follow closes that link; nothing panics.
 #[test]
 fn an_epoch_at_the_end_of_the_range_is_refused() {
     use bossd::core::{Config, Node};
@@ -534,7 +535,7 @@ fn an_epoch_at_the_end_of_the_range_is_refused() {
     while node.poll_action().is_some() {}
 }
 
-// SPEC guarantee 8 (review finding): a node that was outranked and later
+// Guarantee 8 (docs/GUARANTEES.md; review finding): a node that was outranked and later
 // claims again must not count a follower's STATE from before its new
 // claim toward its lease. A = 0, F = 1, N = 2 (oldest, joins late).
 #[test]

@@ -6,10 +6,10 @@
 //! freezes, graceful leaves, one- and two-way partitions and delays. After
 //! every step the harness checks that no node's epoch goes back and, when
 //! strict, that no two nodes are master at the same virtual instant and no
-//! epoch has two masters (SPEC guarantees 8, 9). After the faults heal and
-//! the network is quiet, every group must be a full mesh that agrees on its
-//! rule-first member as master, and a group below quorum has none (SPEC
-//! guarantees 1, 2, 3). Nodes of non-strict clusters have wall clocks up
+//! epoch has two masters (guarantees 8 and 9, docs/GUARANTEES.md). After
+//! the faults heal and the network is quiet, every group must be a full
+//! mesh that agrees on its rule-first member as master, and a group below
+//! quorum has none (guarantees 1, 2 and 3). Nodes of non-strict clusters have wall clocks up
 //! to 100 ms apart, and every clock offset a node measured must hold the
 //! true one within its stated error.
 //!
@@ -175,7 +175,7 @@ fn check_skew(c: &Cluster) {
     }
 }
 
-/// SPEC guarantees 1, 2 and 3 after quiet, per group.
+/// Guarantees 1, 2 and 3 (docs/GUARANTEES.md) after quiet, per group.
 fn check_quiet(c: &Cluster) {
     let up = c.up();
     let mut seen = BTreeSet::new();

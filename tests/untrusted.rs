@@ -1,6 +1,6 @@
 //! The console and the secret's handshake under input from anyone who can
-//! reach the port (SPEC §6: nothing a client or a peer sends crashes a
-//! node; SPEC §1 `--secret-file`: peers must prove they know the secret).
+//! reach the port (docs/GUARANTEES.md, bad input: nothing a client or a peer sends crashes a
+//! node; docs/GUARANTEES.md, `--secret-file`: peers must prove they know the secret).
 //!
 //! The codec has its own file, `tests/codec.rs`; `fuzz/` runs the decoder
 //! and the handshake under libFuzzer for longer (docs/FUZZING.md).
@@ -14,7 +14,7 @@ use proptest::prelude::*;
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
-    // SPEC §2 and §6: any line a console client sends is parsed without a
+    // docs/GUARANTEES.md, console and bad input: any line a console client sends is parsed without a
     // panic; what parses runs on a node; no answer line, and no ERR
     // reason, carries a line break that could forge an `OK` for the client.
     #[test]

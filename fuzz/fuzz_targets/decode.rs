@@ -2,7 +2,7 @@
 //! sends. It goes through `LineBuffer` as the loop reads it, once whole and
 //! once a byte per read, and every line through `decode`.
 //!
-//! Checked, besides "never panics" (SPEC §6):
+//! Checked, besides "never panics" (docs/GUARANTEES.md, bad input):
 //! - both deliveries give the same lines and the same first error;
 //! - no line exceeds `MAX_LINE` or holds a newline;
 //! - a line that decodes re-encodes to one line that decodes to the same

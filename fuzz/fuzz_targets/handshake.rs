@@ -1,4 +1,4 @@
-//! The secret's handshake under libFuzzer (SPEC §1 `--secret-file`, §6).
+//! The secret's handshake under libFuzzer (docs/GUARANTEES.md: `--secret-file`, bad input).
 //!
 //! The input becomes the byte stream a dialer sends, framed by
 //! `LineBuffer` as the loop frames it. An acceptor with a fixed secret and

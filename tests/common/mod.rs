@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const BOSSD: &str = env!("CARGO_BIN_EXE_bossd");
 
 /// How long any awaited condition may take before the test fails: far
-/// beyond the 2 × timeout (1 s by default) the SPEC promises, so a loaded
+/// beyond the 2 × timeout (1 s by default) guarantee 1 allows, so a loaded
 /// machine does not make a correct node fail.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -133,7 +133,7 @@ pub fn free_ipv6_addr() -> SocketAddr {
 // Status line
 // ---------------------------------------------------------------------------
 
-/// The `-s` line, parsed strictly (SPEC §2).
+/// The `-s` line, parsed strictly (docs/GUARANTEES.md, status line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub id: String,
@@ -148,12 +148,12 @@ pub struct Status {
     pub line: String,
 }
 
-/// The keys of the status line, in the order SPEC §2 fixes.
+/// The keys of the status line, in the order docs/GUARANTEES.md fixes.
 pub const STATUS_KEYS: [&str; 8] = [
     "id", "role", "master", "epoch", "peers", "quorum", "started", "rule",
 ];
 
-/// The rule criteria SPEC §1 names.
+/// The rule criteria `--rule` takes (docs/GUARANTEES.md).
 pub const CRITERIA: [&str; 5] = [
     "oldest",
     "youngest",
@@ -163,7 +163,8 @@ pub const CRITERIA: [&str; 5] = [
 ];
 
 impl Status {
-    /// Parses one status line, checking it against the SPEC format as
+    /// Parses one status line, checking it against the format of
+    /// docs/GUARANTEES.md, "The status line", as
     /// strictly as the regex
     /// `^id=ADDR role=(master|follower|none) master=(ADDR|-) epoch=\d+
     /// peers=\d+ quorum=\d+ started=\d+ rule=CRIT(,CRIT)*$`
@@ -484,12 +485,12 @@ impl Node {
         }
     }
 
-    /// Sends SIGTERM (a graceful leave, SPEC guarantee 6).
+    /// Sends SIGTERM (a graceful leave, guarantee 6 in docs/GUARANTEES.md).
     pub fn sigterm(&self) {
         self.signal(libc::SIGTERM);
     }
 
-    /// Sends SIGINT (a graceful leave, SPEC guarantee 6).
+    /// Sends SIGINT (a graceful leave, guarantee 6 in docs/GUARANTEES.md).
     pub fn sigint(&self) {
         self.signal(libc::SIGINT);
     }
@@ -713,7 +714,7 @@ pub fn holds_for(what: &str, window: Duration, nodes: &[&Node], mut cond: impl F
 /// Whether every node answers and they form one agreed group: the same
 /// `master` (one of `nodes`, expected `master` if given) and `epoch`
 /// everywhere, the master `role=master`, the others `role=follower`, and
-/// `peers=n-1` on each (SPEC guarantees 1 and 3).
+/// `peers=n-1` on each (guarantees 1 and 3 in docs/GUARANTEES.md).
 pub fn agreed(nodes: &[&Node], master: Option<&Node>) -> Option<Vec<Status>> {
     let statuses: Vec<Status> = nodes
         .iter()

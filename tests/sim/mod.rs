@@ -409,7 +409,7 @@ impl Cluster {
         (0..self.slots.len()).filter(|&i| self.is_up(i)).collect()
     }
 
-    /// Asserts SPEC guarantees 1 and 3 over the running nodes `members`:
+    /// Asserts guarantees 1 and 3 (docs/GUARANTEES.md) over the running nodes `members`:
     /// full mesh, one master agreed by all, at one epoch. Returns the master.
     pub fn assert_agreement(&self, members: &[usize]) -> SocketAddr {
         let first = self.view(members[0]);
@@ -625,7 +625,7 @@ impl Cluster {
         self.check_masters();
     }
 
-    /// SPEC guarantee 8 at this instant: one master per epoch and, when
+    /// Guarantee 8 (docs/GUARANTEES.md) at this instant: one master per epoch and, when
     /// strict checking is on, never two masters at once.
     fn check_masters(&mut self) {
         if !self.check_strict {
