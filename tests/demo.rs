@@ -423,18 +423,9 @@ fn demo_into_a_pipe_closed_early_stops_cleanly() {
     drop(reader);
     let seen = String::from_utf8_lossy(&seen).into_owned();
     let ports = ports_of(seen.lines().next().unwrap_or_default(), 3);
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the demo did not end after its pipe closed:\n{seen}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = common::wait_for_exit(&mut child, || {
+        format!("the demo did not end after its pipe closed:\n{seen}")
+    });
     assert!(
         matches!(status.code(), Some(0 | 1)),
         "the demo must end with 0 or 1 when its pipe closes, not {}:\n{seen}",

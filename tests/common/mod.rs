@@ -777,22 +777,13 @@ pub fn run_to_exit(args: &[&str]) -> Finished {
         .unwrap_or_else(|e| panic!("cannot start {BOSSD}: {e}"));
     let stdout = drain(child.stdout.take().expect("piped"));
     let stderr = drain(child.stderr.take().expect("piped"));
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "bossd {} did not exit within {DEADLINE:?}; stderr:\n{}",
-                args.join(" "),
-                stderr.lock().expect("stderr")
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_for_exit(&mut child, || {
+        format!(
+            "bossd {} did not exit within {DEADLINE:?}; stderr:\n{}",
+            args.join(" "),
+            stderr.lock().expect("stderr")
+        )
+    });
     // The drain threads finish at end of file, right after the exit.
     let wait_eof = Instant::now() + Duration::from_secs(5);
     while Arc::strong_count(&stdout) + Arc::strong_count(&stderr) > 2 && Instant::now() < wait_eof {
@@ -804,6 +795,23 @@ pub fn run_to_exit(args: &[&str]) -> Finished {
         status,
         stdout,
         stderr,
+    }
+}
+
+/// Waits up to [`DEADLINE`] for `child` to exit; kills and reaps it and
+/// panics with `why()` if it does not.
+pub fn wait_for_exit(child: &mut Child, why: impl FnOnce() -> String) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{}", why());
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
