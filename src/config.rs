@@ -72,7 +72,9 @@ Exit codes: 0 after a graceful leave, 1 on a start-up or runtime error, 2 on a u
 #[derive(Args, Debug, Clone)]
 pub struct NodeOptions {
     /// Peer to join at start, IP:PORT or [IPv6]:PORT; repeatable. Retried
-    /// with backoff until reached. Default: none (wait to be joined).
+    /// with backoff until reached; a target that does not answer is
+    /// logged once as a warning (event=join-failed), and again when it
+    /// does (event=join-reached). Default: none (wait to be joined).
     #[arg(long = "join", value_name = "IP:PORT")]
     pub join: Vec<SocketAddr>,
     /// Election rule: a comma list of oldest, youngest, priority (higher
