@@ -124,7 +124,7 @@ pub struct NodeOptions {
     /// changes queue behind it. On a graceful leave the final change to
     /// none runs its hook before the node exits, if it ends within the
     /// second the exit may take.
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", value_hint = clap::ValueHint::CommandString)]
     pub notify: Option<String>,
     /// The --notify time limit in milliseconds instead of 30 s; for tests.
     #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
@@ -251,6 +251,33 @@ where
         ));
     }
     Ok(Invocation::Node(node))
+}
+
+/// The whole command line as one clap tree: the node form at the top and
+/// `ctl` and `demo` as its subcommands, for the man pages and shell
+/// completions in contrib/ (tests/generated.rs writes them from it, so
+/// they list exactly the options the parsers take). It parses nothing:
+/// [`parse`] dispatches the three forms itself, since ctl's console
+/// command may hold words such as `-h` that clap would take for flags.
+pub fn command() -> clap::Command {
+    let node = NodeArgs::command();
+    // Built anew rather than from `node` itself because clap_complete
+    // offers hidden options too, and test-only ones such as
+    // --notify-time-limit must not reach a user's completions.
+    let mut tree = clap::Command::new("bossd")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(env!("CARGO_PKG_DESCRIPTION"))
+        .override_usage(USAGE)
+        .after_help(NODE_EXAMPLES)
+        .args(node.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommand(CtlArgs::command().name("ctl"))
+        .subcommand(DemoArgs::command().name("demo"))
+        .args_conflicts_with_subcommands(true)
+        .subcommand_negates_reqs(true);
+    if let Some(long) = node.get_long_about() {
+        tree = tree.long_about(long.clone());
+    }
+    tree
 }
 
 /// An IP address as a user writes it: `127.0.0.1`, `::1`, or `[::1]`, the

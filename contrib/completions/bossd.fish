@@ -1,0 +1,51 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_bossd_global_optspecs
+    string join \n join= rule= priority= quorum= strict heartbeat= timeout= secret-file= notify= max-conns= log= no-console h/help V/version
+end
+
+function __fish_bossd_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_bossd_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_bossd_using_subcommand
+    set -l cmd (__fish_bossd_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c bossd -n "__fish_bossd_needs_command" -l join -d 'Peer to join at start, IP:PORT or [IPv6]:PORT; repeatable. Retried with backoff until reached; a target that does not answer is logged once as a warning (event=join-failed), and again when it does (event=join-reached). Default: none (wait to be joined)' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l rule -d 'Election rule: a comma list of oldest, youngest, priority (higher wins), lowest-addr, highest-addr, applied in order, each at most once; ties go to the lowest address, then the instance id. Must match across the cluster' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l priority -d 'This node\'s priority, for the `priority` rule (signed 32-bit)' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l quorum -d 'Fewest members, this node included, a group needs to hold a master. Must match across the cluster' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l heartbeat -d 'Interval between heartbeats on each peer link, in milliseconds' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l timeout -d 'A peer not heard from for this long is dead, in milliseconds; must exceed 2 x heartbeat' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l secret-file -d 'File holding the shared cluster secret (trailing newlines ignored; keep it mode 600). Peers must prove they know it before they join, every peer line is then authenticated, and only console clients that authenticated (`bossd ctl --secret-file`) may run mutating commands. Default: none (anyone who reaches the port may join)' -r -F
+complete -c bossd -n "__fish_bossd_needs_command" -l notify -d 'Shell command run with `sh -c` on every role change, one at a time and in order; killed after 30 s. Default: none' -r -f -a "(__fish_complete_command)"
+complete -c bossd -n "__fish_bossd_needs_command" -l max-conns -d 'Most open connections, peers and console clients together' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l log -d 'Log level on stderr: error, warn, info or debug' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l strict -d 'Never two masters at once (with a quorum above half the cluster): a new master waits out the old one\'s lease, so a crash fails over in about --timeout. Must match across the cluster. Default: off'
+complete -c bossd -n "__fish_bossd_needs_command" -l no-console -d 'Do not read console commands from stdin. Default: off (stdin is a console)'
+complete -c bossd -n "__fish_bossd_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c bossd -n "__fish_bossd_needs_command" -s V -l version -d 'Print version'
+complete -c bossd -n "__fish_bossd_needs_command" -a "ctl" -d 'Send one console command to a node and print its answer'
+complete -c bossd -n "__fish_bossd_needs_command" -a "demo" -d 'Start a cluster on this machine, kill its master, and time the failover'
+complete -c bossd -n "__fish_bossd_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bossd -n "__fish_bossd_using_subcommand ctl" -l secret-file -d 'File holding the shared cluster secret, to run mutating commands. Before IP, or right after PORT' -r -F
+complete -c bossd -n "__fish_bossd_using_subcommand ctl" -s h -l help -d 'Print help'
+complete -c bossd -n "__fish_bossd_using_subcommand ctl" -s V -l version -d 'Print version'
+complete -c bossd -n "__fish_bossd_using_subcommand demo" -s h -l help -d 'Print help'
+complete -c bossd -n "__fish_bossd_using_subcommand demo" -s V -l version -d 'Print version'
+complete -c bossd -n "__fish_bossd_using_subcommand help; and not __fish_seen_subcommand_from ctl demo help" -f -a "ctl" -d 'Send one console command to a node and print its answer'
+complete -c bossd -n "__fish_bossd_using_subcommand help; and not __fish_seen_subcommand_from ctl demo help" -f -a "demo" -d 'Start a cluster on this machine, kill its master, and time the failover'
+complete -c bossd -n "__fish_bossd_using_subcommand help; and not __fish_seen_subcommand_from ctl demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
