@@ -1,7 +1,7 @@
 #!/bin/sh
 # vip-hook.sh: a bossd --notify hook that moves a virtual IP with the master.
 #
-#   bossd 192.0.2.11 7000 --join 192.0.2.12:7000 --notify /usr/local/lib/bossd/vip-hook.sh
+#   bossd 192.0.2.11 7000 --join 192.0.2.12:7000 --notify /usr/libexec/bossd/vip-hook.sh
 #
 # bossd runs it with `sh -c` on every change of this node's role, one at a
 # time and in order (docs/GUARANTEES.md, hook), with:
