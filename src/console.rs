@@ -62,7 +62,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn to_unix_ms(&self, at_ms: Millis) -> u64 {
-        self.wall_at_zero_ms + at_ms
+        self.wall_at_zero_ms.saturating_add(at_ms)
     }
 }
 
@@ -279,14 +279,22 @@ impl fmt::Display for OptSkew {
     }
 }
 
-/// Unix milliseconds as ISO-8601 UTC with milliseconds.
+/// The last millisecond RFC 3339 can write, 9999-12-31T23:59:59.999Z.
+const LAST_ISO_MS: u64 = 253_402_300_800_000 - 1;
+
+/// Unix milliseconds as ISO-8601 UTC with milliseconds. A time past the
+/// year 9999 (a peer may announce any start time) shows as the last
+/// millisecond of that year: the formatter has no later years, and must
+/// not fail.
 pub fn iso_ms(unix_ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
+    let ms = unix_ms.min(LAST_ISO_MS);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// `IP PORT` as typed after `-c`; IPv6 may come with or without brackets.
-fn parse_target(args: &str) -> Result<SocketAddr, String> {
-    let usage = || "usage: -c IP PORT".to_string();
+/// `IP PORT` as typed after `-c` or `-forget` (`command`); IPv6 may come
+/// with or without brackets.
+fn parse_target(args: &str, command: &str) -> Result<SocketAddr, String> {
+    let usage = || format!("usage: {command} IP PORT");
     let mut words = args.split_whitespace();
     let (Some(ip), Some(port), None) = (words.next(), words.next(), words.next()) else {
         return Err(usage());
@@ -356,5 +364,15 @@ mod tests {
     #[test]
     fn iso_time_has_milliseconds() {
         assert_eq!(iso_ms(1_764_000_000_123), "2025-11-24T16:00:00.123Z");
+    }
+
+    // Issue 10: a peer may announce any start time in its HELLO; one past
+    // the year 9999 made the formatter fail, and `-cl` and `/status` panic.
+    #[test]
+    fn times_past_the_year_9999_do_not_panic() {
+        assert_eq!(iso_ms(LAST_ISO_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso_ms(LAST_ISO_MS + 1), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso_ms(0), "1970-01-01T00:00:00.000Z");
     }
 }
