@@ -26,6 +26,7 @@ pub enum Command {
     Ranking,
     Journal,
     Msg(String),
+    Forget(SocketAddr),
     Quit,
 }
 
@@ -33,7 +34,10 @@ impl Command {
     /// Whether the command changes the cluster (SPEC §2): with a secret,
     /// only an authenticated TCP client may run it.
     pub fn is_mutating(&self) -> bool {
-        matches!(self, Command::Connect(_) | Command::Msg(_) | Command::Quit)
+        matches!(
+            self,
+            Command::Connect(_) | Command::Msg(_) | Command::Forget(_) | Command::Quit
+        )
     }
 }
 
@@ -77,7 +81,8 @@ pub const HELP: &[&str] = &[
     "-s              status line: id role master epoch peers quorum started rule",
     "-r              ranking of the view under the rule, best first, with deciding values and clock skew",
     "-j              journal of the last 100 role changes",
-    "-msg TEXT       send TEXT to every peer's console",
+    "-msg TEXT       send TEXT to every peer's console (control characters become U+FFFD)",
+    "-forget IP PORT stop retrying that lost member; if it comes back it joins anew",
     "-q              leave the cluster gracefully and exit",
 ];
 
@@ -109,12 +114,19 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "-j" => no_args(Command::Journal),
         "-q" => no_args(Command::Quit),
         "-msg" if rest.is_empty() => Err("usage: -msg TEXT".into()),
-        "-msg" if rest.len() > MAX_MSG_TEXT => Err(format!(
-            "message too long ({} bytes, at most {MAX_MSG_TEXT})",
-            rest.len()
-        )),
-        "-msg" => Ok(Some(Command::Msg(rest.to_owned()))),
-        "-c" => parse_target(rest).map(|a| Some(Command::Connect(a))),
+        "-msg" => {
+            // What is sent, so the limit holds for the line on the wire.
+            let text = protocol::printable(rest);
+            if text.len() > MAX_MSG_TEXT {
+                return Err(format!(
+                    "message too long ({} bytes, at most {MAX_MSG_TEXT})",
+                    text.len()
+                ));
+            }
+            Ok(Some(Command::Msg(text)))
+        }
+        "-c" => parse_target(rest, "-c").map(|a| Some(Command::Connect(a))),
+        "-forget" => parse_target(rest, "-forget").map(|a| Some(Command::Forget(a))),
         _ => Err("unknown command".into()),
     }
 }
@@ -194,6 +206,10 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
             let n = node.send_text(&text);
             lines.push(format!("sent to {n} peers"));
         }
+        Command::Forget(addr) => match node.forget(addr, clock.now_ms) {
+            Ok(()) => lines.push(format!("forgot {addr}")),
+            Err(e) => result = Err(e.to_string()),
+        },
         Command::Quit => {
             lines.push("leaving".into());
             quit = true;

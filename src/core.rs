@@ -13,7 +13,7 @@
 //! The best member of a view claims mastership with an epoch above every
 //! epoch in the view; the others follow it once its claim arrives.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -31,13 +31,64 @@ pub type Millis = u64;
 /// enough to answer in one screen.
 pub const JOURNAL_LEN: usize = 100;
 
-/// Reconnect delays grow from one heartbeat up to this (SPEC guarantee 7).
+/// Reconnect delays grow from one heartbeat up to this (guarantee 7,
+/// docs/GUARANTEES.md).
 pub const MAX_BACKOFF_MS: Millis = 5_000;
 
 /// Attempts to reach a member we were introduced to before giving up: an
 /// introduction names a node that was alive a moment ago, so a few quick
 /// tries suffice; a dead one is reported by others leaving it out.
 const MESH_ATTEMPTS: u32 = 3;
+
+/// The largest epoch, 2^53 - 1 (guarantee 9, docs/GUARANTEES.md). An epoch
+/// is a fencing token that applications store and compare: in SQL
+/// `BIGINT`, in a Java `long`, and in JSON read by JavaScript, whose
+/// numbers are doubles and exact only up to 2^53 - 1. A peer announcing a
+/// larger epoch breaks the protocol, and a node that would have to claim a
+/// larger one stays without a role instead.
+pub const MAX_EPOCH: u64 = (1 << 53) - 1;
+
+/// How far a peer's epoch may run ahead of this node's wall clock, in ms:
+/// one day. With `--strict` a new epoch is at least the claimant's wall
+/// clock in ms, so an honest epoch is ahead of ours only by the two clocks'
+/// disagreement (which strict mode needs far below a day) plus the few
+/// re-claims since; without `--strict` epochs count elections from 1 and
+/// stay far below any wall clock in ms (about 1.8 x 10^12 in 2027). An
+/// epoch further ahead is a jump no honest node could make, so it breaks
+/// the protocol: one line cannot use the range up, and the highest
+/// acceptable epoch grows only as fast as the clock, which would take
+/// 285,000 years to reach `MAX_EPOCH`.
+pub const MAX_EPOCH_LEAD_MS: u64 = 86_400_000;
+
+/// Dials under way at once (a connect started and its handshake not done).
+/// Each holds a descriptor and a slot of `--max-conns`, so a flood of
+/// introductions must not open them all at once (issue 10: 10,000 MEETs
+/// used up every descriptor). Honest dials come in bursts of at most the
+/// cluster's size (a merge of two groups, a restart of everyone) and
+/// finish in a round trip or two, so 64 at once spreads a burst of 200
+/// over a few round trips on a LAN, a few milliseconds, while leaving
+/// `--max-conns` (1024) for peers and consoles.
+pub const MAX_DIALS_IN_FLIGHT: usize = 64;
+
+/// Addresses this node tries to reach at once: `--join` targets, lost
+/// peers and introductions together (the reconnect set, `bossd_reconnecting`
+/// in `/metrics`). An honest cluster of n nodes has at most the n - 1
+/// others in it; 1024 is five times the 200 nodes the benchmarks run and
+/// the default `--max-conns`, and costs under 100 KiB when full.
+pub const MAX_WANTED: usize = 1024;
+
+/// Introductions from one peer that may wait to be dialled at once. An
+/// honest member introduces at most the other members of its group, n - 2
+/// in a cluster of n, so 512 never slows a cluster of up to 500; and one
+/// hostile peer can fill at most half of [`MAX_WANTED`]. MEETs beyond either
+/// bound are dropped and counted (`bossd_meets_dropped_total`).
+pub const MAX_INTRODUCED_PER_PEER: usize = 512;
+
+/// After a lost peer answers again, the other lost peers are dialled at
+/// once rather than after their backoff (the network may have healed), at
+/// most once in this long: a peer whose links break as soon as they open
+/// must not make the node redial everyone in a loop.
+const HEAL_INTERVAL_MS: Millis = MAX_BACKOFF_MS;
 
 /// Heartbeat send times kept to date acknowledgements: an answer older
 /// than this many heartbeats could not extend a lease anyway, since the
@@ -66,6 +117,10 @@ pub struct Config {
     pub rule: Rule,
     pub heartbeat_ms: Millis,
     pub timeout_ms: Millis,
+    /// A peer lost without LEAVE is retried this long after it was last
+    /// connected, then forgotten (`--reconnect-timeout`); `--join` targets
+    /// are retried for ever.
+    pub reconnect_timeout_ms: Millis,
     /// Seeds the generator for backoff jitter.
     pub seed: u64,
     /// Unix milliseconds at `now` = 0. With `--strict`, a new epoch is at
@@ -142,6 +197,8 @@ pub enum ConnectError {
     ThisNode(SocketAddr),
     AlreadyPeer(SocketAddr),
     Leaving,
+    /// The reconnect set holds [`MAX_WANTED`] addresses already.
+    TooMany,
 }
 
 impl fmt::Display for ConnectError {
@@ -150,8 +207,55 @@ impl fmt::Display for ConnectError {
             ConnectError::ThisNode(a) => write!(f, "{a} is this node"),
             ConnectError::AlreadyPeer(a) => write!(f, "already connected to {a}"),
             ConnectError::Leaving => f.write_str("this node is leaving"),
+            ConnectError::TooMany => write!(
+                f,
+                "this node already tries to reach {MAX_WANTED} addresses; -forget some first"
+            ),
         }
     }
+}
+
+/// Why `-forget` did nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForgetError {
+    /// A live peer is not being retried; it would be at once if forgotten.
+    LivePeer(SocketAddr),
+    /// The address is neither retried nor a `--join` target.
+    Unknown(SocketAddr),
+}
+
+impl fmt::Display for ForgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForgetError::LivePeer(a) => write!(f, "{a} is a live peer, not a lost one"),
+            ForgetError::Unknown(a) => write!(f, "{a} is not being retried"),
+        }
+    }
+}
+
+/// How much this node holds of what peers can make it hold, for
+/// `/metrics` and the simulator's limit checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Links open, in the handshake or established.
+    pub links: usize,
+    /// Addresses being tried: `--join` targets, lost peers, introductions
+    /// (at most [`MAX_WANTED`]).
+    pub wanted: usize,
+    /// Of those, dials under way (at most [`MAX_DIALS_IN_FLIGHT`]).
+    pub dials_in_flight: usize,
+    /// Of those, introductions.
+    pub introduced: usize,
+    /// Actions waiting for [`Node::poll_action`].
+    pub actions: usize,
+    /// Journal entries (at most [`JOURNAL_LEN`]).
+    pub journal: usize,
+    /// Peers that left lately, whose introductions are ignored.
+    pub departed: usize,
+    /// MEETs dropped over [`MAX_WANTED`] or [`MAX_INTRODUCED_PER_PEER`].
+    pub meets_dropped: u64,
+    /// Protocol violations by established peers.
+    pub violations: u64,
 }
 
 /// A peer that finished the handshake, as `-cl` and `-r` show it.
@@ -253,6 +357,14 @@ pub struct Node {
     /// their order was last checked against the clock skew, and whether a
     /// warning was logged for them: one warning per decision.
     start_doubt_checked: Option<(MemberId, MemberId, bool)>,
+    /// `--join` targets: configuration, retried for ever, also once lost.
+    joins: BTreeSet<SocketAddr>,
+    /// Earliest time a returning peer makes the others be dialled at once.
+    next_heal_ms: Millis,
+    /// Whether the error that no epoch is left to claim was logged.
+    epoch_exhausted: bool,
+    meets_dropped: u64,
+    violations: u64,
 }
 
 /// A member of one process's life: address and instance.
@@ -302,16 +414,55 @@ struct Peer {
     /// peers when we dialed it (our group), to whom the MEETs
     /// the acceptor sends ahead of its STATE (its group) are passed on.
     relay_to: Option<Vec<SocketAddr>>,
+    /// MEETs passed on from this link so far: at most
+    /// [`MAX_INTRODUCED_PER_PEER`].
+    relayed: usize,
+    /// When the handshake finished, and the reconnect backoff step its
+    /// address had reached by then: a link lost within `timeout_ms` of its
+    /// handshake goes on from that step instead of starting over.
+    established_ms: Millis,
+    failures: u32,
+    /// Whether this link's MEETs were dropped over a limit (warned once).
+    meets_dropped: bool,
+    /// Whether its round trip was reported as eating the lease margin
+    /// (`--strict`); cleared when it recovers.
+    lease_margin_warned: bool,
 }
 
 /// An address this node keeps trying to reach.
 struct Want {
     kind: LinkKind,
+    source: Source,
     failures: u32,
     /// `None` while a dial is under way.
     next_try_ms: Option<Millis>,
-    /// Give up after this many failures; `None` tries until reached.
-    max_failures: Option<u32>,
+    /// When the last dial started, if one did.
+    last_try_ms: Option<Millis>,
+    /// It broke the protocol: until `next_try_ms`, its HELLOs are refused.
+    penalized: bool,
+}
+
+/// Why an address is wanted, which decides how long it is tried. Ordered:
+/// a later reason outranks an earlier one for the same address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    /// Named by a peer (MEET, or the master a REDIRECT names): tried
+    /// [`MESH_ATTEMPTS`] times.
+    Introduced { by: SocketAddr },
+    /// A peer lost without LEAVE at `lost_ms`: tried until
+    /// `reconnect_timeout_ms` later.
+    Lost { lost_ms: Millis },
+    /// `--join` or `-c`: tried until reached.
+    Join,
+}
+
+/// How a link to a peer ended, for how soon it is dialled again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Closed, reset or silent.
+    Closed,
+    /// This node closed it for a protocol violation.
+    Violation,
 }
 
 impl Node {
@@ -341,6 +492,11 @@ impl Node {
             pings: VecDeque::new(),
             departed: BTreeMap::new(),
             start_doubt_checked: None,
+            joins: BTreeSet::new(),
+            next_heal_ms: 0,
+            epoch_exhausted: false,
+            meets_dropped: 0,
+            violations: 0,
         };
         node.decide(Cause::Start, None, 0);
         node
@@ -367,7 +523,7 @@ impl Node {
         let silence = self
             .peers
             .values()
-            .map(|p| p.last_heard_ms + self.cfg.timeout_ms)
+            .map(|p| p.last_heard_ms.saturating_add(self.cfg.timeout_ms))
             .min();
         // With --strict: the end of a binding that keeps this node waiting,
         // and the end of this master's lease.
@@ -383,11 +539,20 @@ impl Node {
             .links
             .values()
             .filter(|l| l.peer.is_none())
-            .map(|l| l.opened_ms + self.cfg.timeout_ms)
+            .map(|l| l.opened_ms.saturating_add(self.cfg.timeout_ms))
             .min();
-        self.wants
-            .values()
-            .filter_map(|w| w.next_try_ms)
+        // With every dial slot taken, no want can start before a dial
+        // ends, and that comes with an event (or the handshake deadline).
+        let (mut in_flight, mut dials) = (0, None::<Millis>);
+        for w in self.wants.values() {
+            match w.next_try_ms {
+                None => in_flight += 1,
+                Some(t) => dials = Some(dials.map_or(t, |d| d.min(t))),
+            }
+        }
+        let dials = dials.filter(|_| in_flight < MAX_DIALS_IN_FLIGHT);
+        dials
+            .into_iter()
             .chain(self.next_heartbeat_ms)
             .chain(silence)
             .chain(handshake)
@@ -395,8 +560,8 @@ impl Node {
             .min()
     }
 
-    /// Starts joining the cluster at `addr` (`--join`, `-c`); retried until reached.
-    pub fn connect(&mut self, addr: SocketAddr, _now: Millis) -> Result<(), ConnectError> {
+    /// Starts joining the cluster at `addr` (`-c`); retried until reached.
+    pub fn connect(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
         if self.left {
             return Err(ConnectError::Leaving);
         }
@@ -406,15 +571,64 @@ impl Node {
         if self.peers.contains_key(&addr) {
             return Err(ConnectError::AlreadyPeer(addr));
         }
-        self.want(addr, LinkKind::Join, None);
+        if !self.want(addr, LinkKind::Join, Source::Join, now) {
+            return Err(ConnectError::TooMany);
+        }
+        self.dial_due(now);
         Ok(())
     }
 
-    /// Sends operator text to every peer's console; returns how many.
+    /// A `--join` target: joined as [`Node::connect`] does, and, being
+    /// configuration, retried for ever, also whenever it is lost later.
+    pub fn join(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
+        if self.left {
+            return Err(ConnectError::Leaving);
+        }
+        if addr == self.cfg.addr {
+            return Err(ConnectError::ThisNode(addr));
+        }
+        self.joins.insert(addr);
+        match self.connect(addr, now) {
+            Err(ConnectError::AlreadyPeer(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Stops trying to reach `addr` now (`-forget`): a lost peer, an
+    /// introduction or a `--join` target. If it comes back, it joins as
+    /// any newcomer does.
+    pub fn forget(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ForgetError> {
+        if self.peers.contains_key(&addr) {
+            return Err(ForgetError::LivePeer(addr));
+        }
+        let wanted = self.wants.remove(&addr).is_some();
+        let joined = self.joins.remove(&addr);
+        if !wanted && !joined {
+            return Err(ForgetError::Unknown(addr));
+        }
+        if let Some(link) = self.dialing(addr) {
+            self.close(link, now);
+        }
+        self.log(
+            Level::Info,
+            crate::event_text!(
+                "peer-forgotten",
+                peer = addr,
+                reason = "forgotten by the operator (-forget)",
+            ),
+        );
+        self.dial_due(now);
+        Ok(())
+    }
+
+    /// Sends operator text to every peer's console, its control
+    /// characters replaced ([`crate::protocol::printable`]); returns how
+    /// many peers.
     pub fn send_text(&mut self, text: &str) -> usize {
+        let text = crate::protocol::printable(text);
         let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
         for link in &links {
-            self.send(*link, Message::Msg(text.to_owned()));
+            self.send(*link, Message::Msg(text.clone()));
         }
         links.len()
     }
@@ -467,6 +681,7 @@ impl Node {
             crate::event_text!("dial-failed", peer = addr, reason = reason),
         );
         self.dial_failed(addr, now);
+        self.dial_due(now);
     }
 
     /// A connection arrived whose first line was a peer message.
@@ -496,20 +711,55 @@ impl Node {
             Some(addr) => self.on_peer_message(link, addr, msg, now),
             None => self.on_handshake_message(link, origin, msg, now),
         }
+        self.dial_due(now);
+    }
+
+    /// A line on the link could not be decoded (`reason`): the loop's
+    /// framer or decoder refused it. An established peer broke the protocol
+    /// and is treated as for any other violation; a link still in its
+    /// handshake is closed and, if dialed, counts as a failed dial.
+    pub fn handle_protocol_violation(&mut self, link: LinkId, reason: &str, now: Millis) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        match (l.peer, l.origin) {
+            (Some(addr), _) => self.violation(link, addr, None, reason, now),
+            (None, origin) => {
+                let dialed = match origin {
+                    Origin::Outbound { addr, .. } => Some(addr),
+                    Origin::Inbound => None,
+                };
+                self.log(
+                    Level::Warn,
+                    crate::event_text!(
+                        "protocol-violation",
+                        peer = crate::protocol::OptAddr(dialed),
+                        reason = format_args!("{reason}, before the handshake"),
+                    ),
+                );
+                self.close(link, now);
+            }
+        }
+        self.dial_due(now);
     }
 
     /// The link is gone: closed by either side, failed, or reset.
     pub fn handle_link_closed(&mut self, link: LinkId, now: Millis) {
+        self.link_closed(link, now);
+        self.dial_due(now);
+    }
+
+    fn link_closed(&mut self, link: LinkId, now: Millis) {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
         match (l.peer, l.origin) {
             (Some(addr), _) => {
                 if self.peers.get(&addr).is_some_and(|p| p.link == link) {
-                    self.peers.remove(&addr);
+                    let peer = self.peers.remove(&addr).expect("checked above");
                     self.log(Level::Info, crate::event_text!("peer-lost", peer = addr));
                     // A peer lost without LEAVE may come back: keep trying.
-                    self.want(addr, LinkKind::Mesh, None);
+                    self.lose(addr, &peer, Loss::Closed, now);
                     self.decide(Cause::PeerLost, Some(addr), now);
                 }
             }
@@ -523,7 +773,7 @@ impl Node {
         let silent: Vec<(SocketAddr, LinkId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| now >= p.last_heard_ms + self.cfg.timeout_ms)
+            .filter(|(_, p)| now >= p.last_heard_ms.saturating_add(self.cfg.timeout_ms))
             .map(|(a, p)| (*a, p.link))
             .collect();
         for (addr, link) in silent {
@@ -531,13 +781,15 @@ impl Node {
                 Level::Warn,
                 crate::event_text!("peer-silent", peer = addr, timeout_ms = self.cfg.timeout_ms),
             );
-            self.handle_link_closed(link, now);
+            self.link_closed(link, now);
             self.actions.push_back(Action::Close(link));
         }
         let stuck: Vec<LinkId> = self
             .links
             .iter()
-            .filter(|(_, l)| l.peer.is_none() && now >= l.opened_ms + self.cfg.timeout_ms)
+            .filter(|(_, l)| {
+                l.peer.is_none() && now >= l.opened_ms.saturating_add(self.cfg.timeout_ms)
+            })
             .map(|(id, _)| *id)
             .collect();
         for link in stuck {
@@ -550,7 +802,7 @@ impl Node {
         if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
             self.ping(&links, now);
-            self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
+            self.next_heartbeat_ms = Some(now.saturating_add(self.cfg.heartbeat_ms));
         }
         if self.peers.is_empty() {
             self.next_heartbeat_ms = None;
@@ -567,15 +819,7 @@ impl Node {
                 self.decide(Cause::QuorumLost, None, now);
             }
         }
-        let due: Vec<SocketAddr> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| w.next_try_ms.is_some_and(|t| t <= now))
-            .map(|(a, _)| *a)
-            .collect();
-        for addr in due {
-            self.dial(addr);
-        }
+        self.dial_due(now);
     }
 
     /// Values for the `-s` line.
@@ -672,6 +916,45 @@ impl Node {
         self.left
     }
 
+    /// The most introductions from any one peer waiting to be dialled (at
+    /// most [`MAX_INTRODUCED_PER_PEER`]).
+    pub fn introduced_by_one_peer(&self) -> usize {
+        let mut by: Vec<SocketAddr> = self
+            .wants
+            .values()
+            .filter_map(|w| match w.source {
+                Source::Introduced { by } => Some(by),
+                _ => None,
+            })
+            .collect();
+        by.sort_unstable();
+        by.chunk_by(|a, b| a == b)
+            .map(<[SocketAddr]>::len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How much this node holds of what its peers can make it hold; linear
+    /// in the reconnect set.
+    pub fn counts(&self) -> Counts {
+        let introduced = self
+            .wants
+            .values()
+            .filter(|w| matches!(w.source, Source::Introduced { .. }))
+            .count();
+        Counts {
+            links: self.links.len(),
+            wanted: self.wants.len(),
+            dials_in_flight: self.dials_in_flight(),
+            introduced,
+            actions: self.actions.len(),
+            journal: self.journal.len(),
+            departed: self.departed.len(),
+            meets_dropped: self.meets_dropped,
+            violations: self.violations,
+        }
+    }
+
     fn hello(&self, kind: LinkKind) -> Message {
         Message::Hello(Hello {
             kind,
@@ -737,14 +1020,24 @@ impl Node {
                 }
                 self.close(link, now);
                 if master != self.cfg.addr && !self.peers.contains_key(&master) {
-                    self.want(master, LinkKind::Join, None);
+                    // An introduction by the redirecting member: if the
+                    // master it names is dead, the join to that member
+                    // goes on and is redirected to the next one.
+                    self.want(master, LinkKind::Join, Source::Introduced { by: addr }, now);
                 }
             }
-            (_, other) => {
+            (origin, other) => {
+                let dialed = match origin {
+                    Origin::Outbound { addr, .. } => Some(addr),
+                    Origin::Inbound => None,
+                };
+                // A dial that gets this counts as failed: retried with
+                // backoff, one line per attempt.
                 self.log(
                     Level::Warn,
                     crate::event_text!(
                         "protocol-violation",
+                        peer = crate::protocol::OptAddr(dialed),
                         message = other.name(),
                         reason = "before the handshake",
                     ),
@@ -759,6 +1052,20 @@ impl Node {
             self.log(
                 Level::Warn,
                 crate::event_text!("peer-refused", peer = h.addr, reason = reason),
+            );
+            self.refuse(link, reason, now);
+            return;
+        }
+        if let Some(wait_ms) = self.penalty_left(h.addr, now) {
+            // It broke the protocol: this node calls it back when its
+            // backoff step ends, and not before (one violation per step).
+            let reason = format!(
+                "{} backs off after a protocol violation by {}; it dials again in {wait_ms} ms",
+                self.cfg.addr, h.addr
+            );
+            self.log(
+                Level::Debug,
+                crate::event_text!("violator-refused", peer = h.addr, wait_ms = wait_ms),
             );
             self.refuse(link, reason, now);
             return;
@@ -835,6 +1142,10 @@ impl Node {
                 crate::event_text!("peer-renamed", dialed = dialed, peer = h.addr),
             );
             self.wants.remove(&dialed);
+            // A `--join` target is known by the address it announces.
+            if self.joins.remove(&dialed) {
+                self.joins.insert(h.addr);
+            }
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
@@ -886,7 +1197,7 @@ impl Node {
 
     fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Millis) {
         let addr = h.addr;
-        let retried = self.wants.remove(&addr).is_some_and(|w| w.failures > 0);
+        let failures = self.wants.remove(&addr).map_or(0, |w| w.failures);
         if let Some(l) = self.links.get_mut(&link) {
             l.peer = Some(addr);
         }
@@ -943,30 +1254,32 @@ impl Node {
                 // link) are still in flight: view digests differ until
                 // they land, so the mesh is not repaired by digest before
                 // the next heartbeat.
-                next_sync_ms: now + self.cfg.heartbeat_ms,
+                next_sync_ms: now.saturating_add(self.cfg.heartbeat_ms),
                 acked_sent_ms: 0,
                 state_known: false,
                 skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
                 relay_to,
+                relayed: 0,
+                established_ms: now,
+                failures,
+                meets_dropped: false,
+                lease_margin_warned: false,
             },
         );
         self.log(Level::Info, crate::event_text!("peer-joined", peer = addr));
         if self.next_heartbeat_ms.is_none() {
-            self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
+            self.next_heartbeat_ms = Some(now.saturating_add(self.cfg.heartbeat_ms));
         }
-        if retried {
+        if failures > 0 && now >= self.next_heal_ms {
             // An address that failed before answers: the network (or a
             // partition) may have healed, so the other lost peers waiting
             // out their backoff are dialed now, not up to 5 s later. Mesh
             // links flood no introductions, which used to start them.
-            let waiting: Vec<SocketAddr> = self
-                .wants
-                .iter()
-                .filter(|(_, w)| w.next_try_ms.is_some())
-                .map(|(a, _)| *a)
-                .collect();
-            for a in waiting {
-                self.dial(a);
+            self.next_heal_ms = now.saturating_add(HEAL_INTERVAL_MS);
+            for w in self.wants.values_mut() {
+                if w.next_try_ms.is_some() && !w.penalized {
+                    w.next_try_ms = Some(now);
+                }
             }
         }
         let state = self.state_msg();
@@ -983,25 +1296,14 @@ impl Node {
         }
         let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
         if from_my_master && self.role == Role::Follower {
-            self.bound_until_ms = Some(now + self.cfg.timeout_ms);
+            self.bound_until_ms = Some(now.saturating_add(self.cfg.timeout_ms));
         }
         match msg {
             Message::State(s) => {
-                if s.epoch == u64::MAX {
-                    // No epoch can follow it: a peer sending it is broken or hostile.
-                    self.log(
-                        Level::Warn,
-                        crate::event_text!(
-                            "protocol-violation",
-                            peer = addr,
-                            message = "STATE",
-                            epoch = s.epoch,
-                            reason = "no epoch can follow it",
-                        ),
-                    );
-                    self.handle_link_closed(link, now);
-                    self.wants.remove(&addr);
-                    self.actions.push_back(Action::Close(link));
+                if let Some(reason) = self.epoch_refusal(s.epoch, now) {
+                    // A peer sending it is broken or hostile: following it
+                    // would use the range up (guarantee 9).
+                    self.violation(link, addr, Some(("STATE", s.epoch)), &reason, now);
                     return;
                 }
                 if let Some(p) = self.peers.get_mut(&addr) {
@@ -1023,32 +1325,38 @@ impl Node {
                 // (those who linked to us since came mostly from the
                 // acceptor's group), and not dialed from here, since the
                 // acceptor introduced us to each of them.
-                let relay_to = self.peers.get(&addr).and_then(|p| p.relay_to.as_ref());
-                if let Some(relay_to) = relay_to {
-                    if other != self.cfg.addr && !left_lately {
-                        let links: Vec<LinkId> = relay_to
-                            .iter()
-                            .filter(|a| **a != other)
-                            .filter_map(|a| self.peers.get(a))
-                            .map(|p| p.link)
-                            .collect();
-                        for l in links {
-                            self.send(l, Message::Meet(other));
-                        }
+                let Some(p) = self.peers.get_mut(&addr) else {
+                    return;
+                };
+                if p.relay_to.is_some() {
+                    if other == self.cfg.addr || left_lately {
+                        return;
+                    }
+                    if p.relayed >= MAX_INTRODUCED_PER_PEER {
+                        self.meets_dropped(addr);
+                        return;
+                    }
+                    p.relayed += 1;
+                    let links: Vec<LinkId> = self.peers[&addr]
+                        .relay_to
+                        .iter()
+                        .flatten()
+                        .filter(|a| **a != other)
+                        .filter_map(|a| self.peers.get(a))
+                        .map(|p| p.link)
+                        .collect();
+                    for l in links {
+                        self.send(l, Message::Meet(other));
                     }
                 } else if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately
                 {
-                    // An introduction is news that the node is alive: a
-                    // retry waiting out its backoff starts over now.
-                    if let Some(w) = self.wants.get_mut(&other) {
-                        w.failures = 0;
-                        // A member of our group: never to be redirected.
-                        w.kind = LinkKind::Mesh;
-                    }
-                    self.want(other, LinkKind::Mesh, Some(MESH_ATTEMPTS));
+                    self.introduce(other, addr, now);
                 }
             }
-            Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
+            Message::Msg(text) => self.actions.push_back(Action::Deliver {
+                from: addr,
+                text: crate::protocol::printable(&text),
+            }),
             Message::Ping { seq, view } => {
                 let replied_unix_ms = self.wall_ms(now);
                 self.send(
@@ -1077,6 +1385,9 @@ impl Node {
                         replied_unix_ms,
                         wall_at_zero_ms.saturating_add(now),
                     ));
+                    if self.cfg.strict {
+                        self.check_lease_margin(addr, now.saturating_sub(sent));
+                    }
                     if self.cfg.strict && self.claimed {
                         self.decide(Cause::Claim, None, now);
                     }
@@ -1088,7 +1399,10 @@ impl Node {
                 if from_my_master {
                     self.bound_until_ms = None;
                 }
-                self.departed.insert(addr, now + 2 * self.cfg.timeout_ms);
+                self.departed.insert(
+                    addr,
+                    now.saturating_add(self.cfg.timeout_ms.saturating_mul(2)),
+                );
                 self.links.remove(&link);
                 self.peers.remove(&addr);
                 self.wants.remove(&addr);
@@ -1096,20 +1410,162 @@ impl Node {
                 self.decide(Cause::PeerLeft, Some(addr), now);
             }
             other => {
-                self.log(
-                    Level::Warn,
-                    crate::event_text!(
-                        "protocol-violation",
-                        peer = addr,
-                        message = other.name(),
-                        reason = "after the handshake",
-                    ),
-                );
-                self.handle_link_closed(link, now);
-                // A peer that breaks the protocol is not called back.
-                self.wants.remove(&addr);
-                self.actions.push_back(Action::Close(link));
+                let reason = format!("{} after the handshake", other.name());
+                self.violation(link, addr, None, &reason, now);
             }
+        }
+    }
+
+    /// The established peer `addr` broke the protocol on `link` (`message`
+    /// names the line and its epoch, when an epoch was the fault). The link
+    /// closes and the peer counts as lost, but it is neither forgotten nor
+    /// let straight back: it is dialled again after the next step of its
+    /// backoff, and its own HELLOs are refused until then, so a peer that
+    /// breaks every link costs one link and one log line per step.
+    fn violation(
+        &mut self,
+        link: LinkId,
+        addr: SocketAddr,
+        message: Option<(&str, u64)>,
+        reason: &str,
+        now: Millis,
+    ) {
+        self.violations = self.violations.saturating_add(1);
+        let text = match message {
+            Some((name, epoch)) => crate::event_text!(
+                "protocol-violation",
+                peer = addr,
+                message = name,
+                epoch = epoch,
+                reason = reason,
+            ),
+            None => crate::event_text!("protocol-violation", peer = addr, reason = reason),
+        };
+        self.log(Level::Warn, text);
+        self.links.remove(&link);
+        self.actions.push_back(Action::Close(link));
+        if self.peers.get(&addr).is_some_and(|p| p.link == link) {
+            let peer = self.peers.remove(&addr).expect("checked above");
+            self.lose(addr, &peer, Loss::Violation, now);
+            self.decide(Cause::PeerLost, Some(addr), now);
+        }
+    }
+
+    /// Why a peer's epoch breaks the protocol, if it does: above
+    /// [`MAX_EPOCH`], or more than [`MAX_EPOCH_LEAD_MS`] ahead of this
+    /// node's wall clock.
+    fn epoch_refusal(&self, epoch: u64, now: Millis) -> Option<String> {
+        if epoch > MAX_EPOCH {
+            return Some(format!("epoch above {MAX_EPOCH}, the largest"));
+        }
+        let limit = self.epoch_limit(now);
+        (epoch > limit)
+            .then(|| format!("epoch more than a day ahead of this node's clock ({limit} at most)"))
+    }
+
+    /// The largest epoch a peer may announce now.
+    fn epoch_limit(&self, now: Millis) -> u64 {
+        self.wall_ms(now)
+            .saturating_add(MAX_EPOCH_LEAD_MS)
+            .min(MAX_EPOCH)
+    }
+
+    /// `by` introduced `addr` (MEET): dial it, within the bounds on
+    /// introductions.
+    fn introduce(&mut self, addr: SocketAddr, by: SocketAddr, now: Millis) {
+        let heartbeat_ms = self.cfg.heartbeat_ms;
+        if let Some(w) = self.wants.get_mut(&addr) {
+            // A member of our group: never to be redirected.
+            w.kind = LinkKind::Mesh;
+            // An introduction is news that the node is alive: a retry
+            // waiting out its backoff starts over, though not sooner than
+            // a heartbeat after the last dial (a flood of MEETs naming it
+            // must not become a flood of dials), and not for a peer that
+            // broke the protocol.
+            if let Some(next) = w.next_try_ms
+                && !w.penalized
+            {
+                w.failures = 0;
+                let earliest = w
+                    .last_try_ms
+                    .map_or(now, |t| t.saturating_add(heartbeat_ms).max(now));
+                w.next_try_ms = Some(next.min(earliest));
+            }
+            return;
+        }
+        let full = self.wants.len() >= MAX_WANTED
+            || (self.wants.len() >= MAX_INTRODUCED_PER_PEER
+                && self
+                    .wants
+                    .values()
+                    .filter(|w| w.source == Source::Introduced { by })
+                    .count()
+                    >= MAX_INTRODUCED_PER_PEER);
+        if full {
+            self.meets_dropped(by);
+            return;
+        }
+        self.want(addr, LinkKind::Mesh, Source::Introduced { by }, now);
+    }
+
+    /// Counts a MEET from `by` dropped over a bound; warns once per link.
+    fn meets_dropped(&mut self, by: SocketAddr) {
+        self.meets_dropped = self.meets_dropped.saturating_add(1);
+        let Some(p) = self.peers.get_mut(&by) else {
+            return;
+        };
+        if !p.meets_dropped {
+            p.meets_dropped = true;
+            self.log(
+                Level::Warn,
+                crate::event_text!(
+                    "meets-dropped",
+                    peer = by,
+                    reason = format_args!(
+                        "more introductions than this node dials at once ({MAX_INTRODUCED_PER_PEER} from one peer, {MAX_WANTED} addresses in all); the rest are dropped"
+                    ),
+                ),
+            );
+        }
+    }
+
+    /// With `--strict`: warns once per peer while a heartbeat's round trip
+    /// to it takes more than half the lease's margin, timeout - heartbeat,
+    /// beyond which a master loses its lease between heartbeats. It counts
+    /// as recovered below a quarter, so a round trip hovering at the
+    /// bound does not warn at every heartbeat.
+    fn check_lease_margin(&mut self, addr: SocketAddr, round_trip_ms: Millis) {
+        let (heartbeat_ms, timeout_ms) = (self.cfg.heartbeat_ms, self.cfg.timeout_ms);
+        let margin_ms = timeout_ms.saturating_sub(heartbeat_ms);
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if !p.lease_margin_warned && round_trip_ms > margin_ms / 2 {
+            p.lease_margin_warned = true;
+            let suggested_ms = heartbeat_ms.saturating_add(round_trip_ms.saturating_mul(2));
+            self.log(
+                Level::Warn,
+                crate::event_text!(
+                    "lease-margin-low",
+                    peer = addr,
+                    round_trip_ms = round_trip_ms,
+                    heartbeat_ms = heartbeat_ms,
+                    timeout_ms = timeout_ms,
+                    reason = format_args!(
+                        "the round trip takes more than half of the lease margin (timeout - heartbeat = {margin_ms} ms): a master may lose its lease between heartbeats; raise --timeout above {suggested_ms} ms (heartbeat + 2 x round trip) on every node"
+                    ),
+                ),
+            );
+        } else if p.lease_margin_warned && round_trip_ms <= margin_ms / 4 {
+            p.lease_margin_warned = false;
+            self.log(
+                Level::Info,
+                crate::event_text!(
+                    "lease-margin-recovered",
+                    peer = addr,
+                    round_trip_ms = round_trip_ms,
+                ),
+            );
         }
     }
 
@@ -1195,14 +1651,14 @@ impl Node {
         if their_view == self.view_digest() {
             return;
         }
-        let interval = 2 * self.cfg.timeout_ms;
+        let interval = self.cfg.timeout_ms.saturating_mul(2);
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
         if now < p.next_sync_ms {
             return;
         }
-        p.next_sync_ms = now + interval;
+        p.next_sync_ms = now.saturating_add(interval);
         let link = p.link;
         let members: Vec<SocketAddr> = self.peers.keys().copied().filter(|a| *a != addr).collect();
         for m in members {
@@ -1249,13 +1705,24 @@ impl Node {
                     .map(|p| p.state.epoch)
                     .max()
                     .unwrap_or(0);
-                let mut epoch = self.epoch.max(highest) + 1;
-                if self.cfg.strict {
-                    epoch = epoch.max(self.cfg.wall_at_zero_ms.saturating_add(now));
+                let floor = if self.cfg.strict {
+                    self.wall_ms(now)
+                } else {
+                    0
+                };
+                match self.epoch.max(highest).checked_add(1).map(|e| e.max(floor)) {
+                    Some(epoch) if epoch <= MAX_EPOCH => {
+                        claimed = true;
+                        self.claim_sent_ms = now;
+                        (Role::Master, epoch, Some(me))
+                    }
+                    // No epoch is left to claim: rather no master than a
+                    // fencing token that wraps or no client can hold.
+                    _ => {
+                        self.epoch_exhausted(highest);
+                        (Role::None, self.epoch, self.epoch_master)
+                    }
                 }
-                claimed = true;
-                self.claim_sent_ms = now;
-                (Role::Master, epoch, Some(me))
             }
         } else {
             let s = self.peers[&best].state;
@@ -1344,6 +1811,7 @@ impl Node {
         now: Millis,
     ) {
         assert!(epoch >= self.epoch, "epochs never go back");
+        assert!(epoch <= MAX_EPOCH, "epochs stay within MAX_EPOCH");
         assert!(
             role != Role::Master || epoch_master == Some(self.cfg.addr),
             "a master's epoch names itself"
@@ -1406,39 +1874,190 @@ impl Node {
         }
     }
 
-    /// Starts (or keeps) trying to reach `addr`. A want whose
-    /// `next_try_ms` is `None` has a dial under way; otherwise it waits.
-    fn want(&mut self, addr: SocketAddr, kind: LinkKind, max_failures: Option<u32>) {
-        if self.left || addr == self.cfg.addr || self.peers.contains_key(&addr) {
+    /// Logs once that no epoch above `highest` (or this node's own) can be
+    /// claimed.
+    fn epoch_exhausted(&mut self, highest: u64) {
+        if self.epoch_exhausted {
             return;
         }
-        match self.wants.get_mut(&addr) {
-            Some(w) => {
-                // An operator's join outranks an introduction: it never gives up.
-                if kind == LinkKind::Join {
-                    w.kind = LinkKind::Join;
-                    w.max_failures = None;
-                }
-                if w.next_try_ms.is_none() {
-                    return;
-                }
-            }
-            None => {
-                self.wants.insert(
-                    addr,
-                    Want {
-                        kind,
-                        failures: 0,
-                        next_try_ms: None,
-                        max_failures,
-                    },
-                );
-            }
-        }
-        self.dial(addr);
+        self.epoch_exhausted = true;
+        let epoch = self.epoch.max(highest);
+        self.log(
+            Level::Error,
+            crate::event_text!(
+                "epoch-exhausted",
+                epoch = epoch,
+                reason = format_args!(
+                    "no epoch above {epoch} can be claimed (the largest is {MAX_EPOCH}): this node stays without a role"
+                ),
+            ),
+        );
     }
 
-    fn dial(&mut self, addr: SocketAddr) {
+    /// Starts (or keeps) trying to reach `addr`, for `source`; its first
+    /// dial is due now. `false` when the reconnect set is full.
+    fn want(&mut self, addr: SocketAddr, kind: LinkKind, source: Source, now: Millis) -> bool {
+        if self.left || addr == self.cfg.addr || self.peers.contains_key(&addr) {
+            return false;
+        }
+        if let Some(w) = self.wants.get_mut(&addr) {
+            // An operator's join outranks an introduction: it never gives up.
+            if kind == LinkKind::Join {
+                w.kind = LinkKind::Join;
+            }
+            if source > w.source {
+                w.source = source;
+            }
+            return true;
+        }
+        if self.wants.len() >= MAX_WANTED && !self.make_room(source) {
+            return false;
+        }
+        self.wants.insert(
+            addr,
+            Want {
+                kind,
+                source,
+                failures: 0,
+                next_try_ms: Some(now),
+                last_try_ms: None,
+                penalized: false,
+            },
+        );
+        true
+    }
+
+    /// Frees a place in the full reconnect set for an address wanted for
+    /// `source`: introductions give way to lost peers and joins, the one
+    /// that failed most first. `false` when none can give way.
+    fn make_room(&mut self, source: Source) -> bool {
+        if matches!(source, Source::Introduced { .. }) {
+            return false;
+        }
+        let victim = self
+            .wants
+            .iter()
+            .filter(|(_, w)| matches!(w.source, Source::Introduced { .. }))
+            .filter(|(_, w)| w.next_try_ms.is_some())
+            .max_by_key(|(a, w)| (w.failures, std::cmp::Reverse(**a)))
+            .map(|(a, w)| (*a, w.failures));
+        let Some((addr, attempts)) = victim else {
+            return false;
+        };
+        self.wants.remove(&addr);
+        self.log(
+            Level::Info,
+            crate::event_text!("gave-up", peer = addr, attempts = attempts),
+        );
+        true
+    }
+
+    /// The peer `addr` went away without LEAVE: it is wanted again. A link
+    /// that lasted is dialled again at once; one lost within `timeout_ms`
+    /// of its handshake, or closed for a protocol violation, goes on from
+    /// the backoff step its address had reached, so a peer whose links
+    /// break as soon as they open is not redialled in a loop.
+    fn lose(&mut self, addr: SocketAddr, peer: &Peer, loss: Loss, now: Millis) {
+        let source = if self.joins.contains(&addr) {
+            Source::Join
+        } else {
+            Source::Lost { lost_ms: now }
+        };
+        if !self.want(addr, LinkKind::Mesh, source, now) {
+            if !self.left {
+                self.log(
+                    Level::Warn,
+                    crate::event_text!(
+                        "peer-forgotten",
+                        peer = addr,
+                        reason =
+                            format_args!("this node already tries to reach {MAX_WANTED} addresses"),
+                    ),
+                );
+            }
+            return;
+        }
+        let short = now.saturating_sub(peer.established_ms) < self.cfg.timeout_ms;
+        if loss == Loss::Closed && !short {
+            return;
+        }
+        let failures = peer.failures.saturating_add(1);
+        let delay = self.backoff(failures);
+        if let Some(w) = self.wants.get_mut(&addr) {
+            w.failures = failures;
+            w.next_try_ms = Some(now.saturating_add(delay));
+            w.penalized = loss == Loss::Violation;
+        }
+    }
+
+    /// How long the refusal of `addr`'s HELLOs has to run, if it broke the
+    /// protocol and its backoff step has not ended.
+    fn penalty_left(&self, addr: SocketAddr, now: Millis) -> Option<Millis> {
+        let w = self.wants.get(&addr).filter(|w| w.penalized)?;
+        let next = w.next_try_ms?;
+        (now < next).then(|| next - now)
+    }
+
+    /// Dials under way: wants whose dial started and did not end.
+    fn dials_in_flight(&self) -> usize {
+        self.wants
+            .values()
+            .filter(|w| w.next_try_ms.is_none())
+            .count()
+    }
+
+    /// Starts the dials that are due, earliest first, as far as
+    /// [`MAX_DIALS_IN_FLIGHT`] allows; the rest wait for a dial to end. A
+    /// lost peer past `reconnect_timeout_ms` is forgotten instead.
+    fn dial_due(&mut self, now: Millis) {
+        if self.left {
+            return;
+        }
+        let timeout_ms = self.cfg.reconnect_timeout_ms;
+        let mut in_flight = 0;
+        let mut expired = Vec::new();
+        let mut due: Vec<(Millis, SocketAddr)> = Vec::new();
+        for (a, w) in &self.wants {
+            let Some(t) = w.next_try_ms else {
+                in_flight += 1;
+                continue;
+            };
+            if t > now {
+                continue;
+            }
+            match w.source {
+                Source::Lost { lost_ms } if now >= lost_ms.saturating_add(timeout_ms) => {
+                    expired.push(*a)
+                }
+                _ => due.push((t, *a)),
+            }
+        }
+        // With every slot taken, what is due waits for a dial to end; an
+        // expired lost peer is forgotten all the same.
+        let free = MAX_DIALS_IN_FLIGHT.saturating_sub(in_flight);
+        for addr in expired {
+            self.wants.remove(&addr);
+            self.log(
+                Level::Info,
+                crate::event_text!(
+                    "peer-forgotten",
+                    peer = addr,
+                    reason =
+                        format_args!("not reached within --reconnect-timeout ({timeout_ms} ms)"),
+                ),
+            );
+        }
+        if due.len() > free {
+            due.select_nth_unstable(free);
+            due.truncate(free);
+        }
+        due.sort_unstable();
+        for (_, addr) in due {
+            self.dial(addr, now);
+        }
+    }
+
+    fn dial(&mut self, addr: SocketAddr, now: Millis) {
         if self.peers.contains_key(&addr) {
             self.wants.remove(&addr);
             return;
@@ -1447,16 +2066,24 @@ impl Node {
             return;
         };
         w.next_try_ms = None;
+        w.last_try_ms = Some(now);
+        w.penalized = false;
         let kind = w.kind;
         self.actions.push_back(Action::Connect { addr, kind });
     }
 
+    /// A dial to `addr` ended without a handshake: the next waits out the
+    /// backoff, or an introduction past its attempts is given up.
     fn dial_failed(&mut self, addr: SocketAddr, now: Millis) {
         let Some(w) = self.wants.get_mut(&addr) else {
             return;
         };
-        w.failures += 1;
-        if w.max_failures.is_some_and(|m| w.failures >= m) {
+        if w.next_try_ms.is_some() {
+            // No dial of ours was under way: an old link's news.
+            return;
+        }
+        w.failures = w.failures.saturating_add(1);
+        if matches!(w.source, Source::Introduced { .. }) && w.failures >= MESH_ATTEMPTS {
             let attempts = w.failures;
             self.wants.remove(&addr);
             self.log(
@@ -1465,15 +2092,23 @@ impl Node {
             );
             return;
         }
-        let base = self
-            .cfg
-            .heartbeat_ms
-            .max(1)
-            .saturating_mul(1 << w.failures.min(16))
-            .min(MAX_BACKOFF_MS);
-        let delay = (base / 2 + self.rng.below(base / 2 + 1)).max(self.cfg.heartbeat_ms.min(base));
+        let failures = w.failures;
+        let delay = self.backoff(failures);
         let w = self.wants.get_mut(&addr).expect("checked above");
-        w.next_try_ms = Some(now + delay);
+        w.next_try_ms = Some(now.saturating_add(delay));
+    }
+
+    /// The wait before the next dial after `failures` failures: a step
+    /// from two heartbeats doubling up to [`MAX_BACKOFF_MS`], drawn between
+    /// half and all of it, never under a heartbeat (guarantee 7,
+    /// docs/GUARANTEES.md).
+    fn backoff(&mut self, failures: u32) -> Millis {
+        let heartbeat_ms = self.cfg.heartbeat_ms;
+        let base = heartbeat_ms
+            .max(1)
+            .saturating_mul(1 << failures.min(16))
+            .min(MAX_BACKOFF_MS);
+        (base / 2 + self.rng.below(base / 2 + 1)).max(heartbeat_ms.min(base))
     }
 
     /// The link of a dial to `addr` still in its handshake, if any.

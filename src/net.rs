@@ -121,7 +121,7 @@ pub fn run(cfg: Config, opts: Options, wall_at_zero_ms: u64, start: Instant) -> 
     crate::event!(Level::Info, "listening", addr = addr);
     for target in opts.join {
         let now = server.now_ms();
-        if let Err(e) = server.node.connect(target, now) {
+        if let Err(e) = server.node.join(target, now) {
             crate::event!(Level::Warn, "join-failed", peer = target, reason = e);
         }
     }
@@ -295,12 +295,12 @@ impl Server {
             .iter()
             .filter(|(_, c)| !c.dead)
             .filter_map(|(_, c)| match c.closing_seen_ms {
-                Some(seen) => Some(seen + CLOSE_GRACE_MS),
+                Some(seen) => Some(seen.saturating_add(CLOSE_GRACE_MS)),
                 // Seen by close_idle at the end of this iteration.
                 None if c.closing => Some(now),
                 None => c
                     .awaits_request()
-                    .then(|| c.opened_ms + self.idle_limit_ms()),
+                    .then(|| c.opened_ms.saturating_add(self.idle_limit_ms())),
             })
             .min();
         let hook = self
@@ -319,7 +319,7 @@ impl Server {
     }
 
     fn idle_limit_ms(&self) -> Millis {
-        IDLE_TIMEOUTS * self.node.config().timeout_ms
+        IDLE_TIMEOUTS.saturating_mul(self.node.config().timeout_ms)
     }
 
     /// Closes connections that said nothing useful within the idle limit.
@@ -329,12 +329,12 @@ impl Server {
         for (_, c) in self.conns.iter_mut() {
             if c.closing && !c.dead {
                 let seen = *c.closing_seen_ms.get_or_insert(now);
-                if now >= seen + CLOSE_GRACE_MS {
+                if now >= seen.saturating_add(CLOSE_GRACE_MS) {
                     crate::event!(Level::Debug, "close-timeout", peer = OptAddr(c.peer_addr));
                     c.dead = true;
                 }
             }
-            if c.awaits_request() && !c.dead && now >= c.opened_ms + limit {
+            if c.awaits_request() && !c.dead && now >= c.opened_ms.saturating_add(limit) {
                 crate::event!(
                     Level::Info,
                     "conn-idle",
@@ -764,13 +764,11 @@ impl Server {
                         self.node.handle_message(key, msg, now);
                     }
                     Err(e) => {
-                        crate::event!(
-                            Level::Warn,
-                            "protocol-violation",
-                            peer = OptAddr(c.peer_addr),
-                            reason = e,
-                        );
+                        // The core logs it and decides when to call back.
                         c.dead = true;
+                        let now = self.now_ms();
+                        self.node
+                            .handle_protocol_violation(key, &e.to_string(), now);
                     }
                 },
             }

@@ -502,6 +502,7 @@ fn an_epoch_at_the_end_of_the_range_is_refused() {
         rule: "oldest".parse().unwrap(),
         heartbeat_ms: 100,
         timeout_ms: 500,
+        reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 1,
         wall_at_zero_ms: 0,
     };

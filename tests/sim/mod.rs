@@ -191,6 +191,7 @@ impl Cluster {
             rule: slot.spec.rule.clone(),
             heartbeat_ms: 100,
             timeout_ms: 500,
+            reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
             seed: self.next_instance,
             wall_at_zero_ms: slot.spec.wall_at_zero_ms,
         };
