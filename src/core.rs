@@ -438,8 +438,13 @@ struct Want {
     next_try_ms: Option<Millis>,
     /// When the last dial started, if one did.
     last_try_ms: Option<Millis>,
-    /// It broke the protocol: until `next_try_ms`, its HELLOs are refused.
+    /// It broke the protocol: until `next_try_ms` and the dial then, its
+    /// HELLOs are refused.
     penalized: bool,
+    /// Its last link broke the protocol or broke within `timeout_ms` of
+    /// its handshake: neither an introduction nor a healed peer cuts its
+    /// backoff short, which must grow.
+    suspect: bool,
 }
 
 /// Why an address is wanted, which decides how long it is tried. Ordered:
@@ -1056,16 +1061,20 @@ impl Node {
             self.refuse(link, reason, now);
             return;
         }
-        if let Some(wait_ms) = self.penalty_left(h.addr, now) {
+        if let Some(wait) = self.penalty_left(h.addr, now) {
             // It broke the protocol: this node calls it back when its
             // backoff step ends, and not before (one violation per step).
+            let when = match wait {
+                Some(ms) => format!("it dials again in {ms} ms"),
+                None => "it is dialling now".to_owned(),
+            };
             let reason = format!(
-                "{} backs off after a protocol violation by {}; it dials again in {wait_ms} ms",
+                "{} backs off after a protocol violation by {}; {when}",
                 self.cfg.addr, h.addr
             );
             self.log(
                 Level::Debug,
-                crate::event_text!("violator-refused", peer = h.addr, wait_ms = wait_ms),
+                crate::event_text!("violator-refused", peer = h.addr, reason = when),
             );
             self.refuse(link, reason, now);
             return;
@@ -1087,8 +1096,7 @@ impl Node {
                 crate::event_text!("peer-restarted", peer = h.addr),
             );
             self.close(old, now);
-            self.peers.remove(&h.addr);
-            self.decide(Cause::PeerLost, Some(h.addr), now);
+            self.replaced(h.addr, now);
         }
         if let Some(dial) = self.dialing(h.addr) {
             // Both sides dialled at once. Both keep the link the lower
@@ -1158,12 +1166,22 @@ impl Node {
             }
             let old = existing.link;
             self.close(old, now);
-            self.peers.remove(&h.addr);
-            self.decide(Cause::PeerLost, Some(h.addr), now);
+            self.replaced(h.addr, now);
         }
         // The kind this node announced, whatever the reply says: the
         // acceptor answers with the same kind (`on_inbound_hello`).
         self.establish(link, kind, h, now);
+    }
+
+    /// The peer at `addr` restarted (a new instance): its old link, just
+    /// closed, counts as lost, and the new one goes on from the backoff
+    /// step of the old one (a member restarting in a loop, or a stranger
+    /// taking its address over and over, is no reason to start afresh).
+    fn replaced(&mut self, addr: SocketAddr, now: Millis) {
+        if let Some(old) = self.peers.remove(&addr) {
+            self.lose(addr, &old, Loss::Closed, now);
+        }
+        self.decide(Cause::PeerLost, Some(addr), now);
     }
 
     /// Why a peer with these settings cannot join us, naming both values.
@@ -1277,7 +1295,7 @@ impl Node {
             // links flood no introductions, which used to start them.
             self.next_heal_ms = now.saturating_add(HEAL_INTERVAL_MS);
             for w in self.wants.values_mut() {
-                if w.next_try_ms.is_some() && !w.penalized {
+                if w.next_try_ms.is_some() && !w.suspect {
                     w.next_try_ms = Some(now);
                 }
             }
@@ -1480,10 +1498,10 @@ impl Node {
             // An introduction is news that the node is alive: a retry
             // waiting out its backoff starts over, though not sooner than
             // a heartbeat after the last dial (a flood of MEETs naming it
-            // must not become a flood of dials), and not for a peer that
-            // broke the protocol.
+            // must not become a flood of dials), and not for a peer whose
+            // last link broke (the others may have let it in since).
             if let Some(next) = w.next_try_ms
-                && !w.penalized
+                && !w.suspect
             {
                 w.failures = 0;
                 let earliest = w
@@ -1922,6 +1940,7 @@ impl Node {
                 next_try_ms: Some(now),
                 last_try_ms: None,
                 penalized: false,
+                suspect: false,
             },
         );
         true
@@ -1987,15 +2006,19 @@ impl Node {
             w.failures = failures;
             w.next_try_ms = Some(now.saturating_add(delay));
             w.penalized = loss == Loss::Violation;
+            w.suspect = true;
         }
     }
 
-    /// How long the refusal of `addr`'s HELLOs has to run, if it broke the
-    /// protocol and its backoff step has not ended.
-    fn penalty_left(&self, addr: SocketAddr, now: Millis) -> Option<Millis> {
+    /// Whether `addr`'s HELLOs are refused now: it broke the protocol, and
+    /// neither its backoff step nor this node's next dial to it is over.
+    /// `Some(Some(ms))` while the step runs, `Some(None)` during the dial.
+    fn penalty_left(&self, addr: SocketAddr, now: Millis) -> Option<Option<Millis>> {
         let w = self.wants.get(&addr).filter(|w| w.penalized)?;
-        let next = w.next_try_ms?;
-        (now < next).then(|| next - now)
+        match w.next_try_ms {
+            None => Some(None),
+            Some(next) => (now < next).then(|| Some(next - now)),
+        }
     }
 
     /// Dials under way: wants whose dial started and did not end.
@@ -2067,7 +2090,6 @@ impl Node {
         };
         w.next_try_ms = None;
         w.last_try_ms = Some(now);
-        w.penalized = false;
         let kind = w.kind;
         self.actions.push_back(Action::Connect { addr, kind });
     }
@@ -2083,6 +2105,9 @@ impl Node {
             return;
         }
         w.failures = w.failures.saturating_add(1);
+        // A violator is let in again once this node's dial after its
+        // penalty failed: it may be reachable one way only.
+        w.penalized = false;
         if matches!(w.source, Source::Introduced { .. }) && w.failures >= MESH_ATTEMPTS {
             let attempts = w.failures;
             self.wants.remove(&addr);
