@@ -115,7 +115,10 @@ impl Hostile {
                 } else if established.is_none() {
                     // An honest dial: answer, usually as itself.
                     self.links.insert(link, true);
-                    let hello = self.hello(h.kind, now);
+                    let hello = match self.mode {
+                        Mode::Chaos => self.hello(h.kind, now),
+                        Mode::ViolateEveryLink => self.hello_as(h.kind, self.cover.addr, now),
+                    };
                     out.push(Out::Send(link, hello));
                 }
                 if self.mode == Mode::ViolateEveryLink {
