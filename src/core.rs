@@ -442,8 +442,8 @@ struct Want {
     /// HELLOs are refused.
     penalized: bool,
     /// Its last link broke the protocol or broke within `timeout_ms` of
-    /// its handshake: neither an introduction nor a healed peer cuts its
-    /// backoff short, which must grow.
+    /// its handshake: another lost peer answering again (a healed
+    /// network) does not cut its backoff short, which must grow.
     suspect: bool,
 }
 
@@ -1498,10 +1498,10 @@ impl Node {
             // An introduction is news that the node is alive: a retry
             // waiting out its backoff starts over, though not sooner than
             // a heartbeat after the last dial (a flood of MEETs naming it
-            // must not become a flood of dials), and not for a peer whose
-            // last link broke (the others may have let it in since).
+            // must not become a flood of dials), and not for a peer that
+            // broke the protocol (the others may have let it in since).
             if let Some(next) = w.next_try_ms
-                && !w.suspect
+                && !w.penalized
             {
                 w.failures = 0;
                 let earliest = w
