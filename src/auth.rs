@@ -458,6 +458,17 @@ mod tests {
         "127.0.0.1:7000".parse().unwrap()
     }
 
+    // Issue 10, defect 3: a secret under 16 bytes is weak, and says how to
+    // make a good one.
+    #[test]
+    fn short_secrets_are_weak() {
+        let weak = Secret::new(b"pw12").unwrap().weakness().unwrap();
+        assert!(weak.contains("4 bytes"), "{weak}");
+        assert!(weak.contains("head -c 32 /dev/urandom | base64"), "{weak}");
+        assert!(Secret::new(&[b'x'; 15]).unwrap().weakness().is_some());
+        assert!(Secret::new(&[b'x'; 16]).unwrap().weakness().is_none());
+    }
+
     #[test]
     fn a_session_meant_for_another_node_is_refused() {
         let s = secret("k");

@@ -366,6 +366,42 @@ mod tests {
         assert_eq!(parse(""), Ok(None));
     }
 
+    // Issue 10: -forget takes an address as -c does, and is mutating.
+    #[test]
+    fn forget_parses_like_connect() {
+        let a: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        assert_eq!(
+            parse("-forget 127.0.0.1 7001"),
+            Ok(Some(Command::Forget(a)))
+        );
+        assert_eq!(
+            parse("-forget [::1] 7001"),
+            Ok(Some(Command::Forget("[::1]:7001".parse().unwrap())))
+        );
+        assert_eq!(
+            parse("-forget 127.0.0.1"),
+            Err("usage: -forget IP PORT".into())
+        );
+        assert_eq!(parse("-c 127.0.0.1"), Err("usage: -c IP PORT".into()));
+        assert!(Command::Forget(a).is_mutating());
+        assert!(HELP.iter().any(|l| l.starts_with("-forget IP PORT ")));
+    }
+
+    // Issue 10, defect 4: -msg sends its text with control characters
+    // replaced, and the length limit holds for what is sent.
+    #[test]
+    fn msg_text_loses_its_control_characters() {
+        assert_eq!(
+            parse("-msg \u{1b}[31mred\u{7}\u{0}"),
+            Ok(Some(Command::Msg("\u{fffd}[31mred\u{fffd}\u{fffd}".into())))
+        );
+        // Each ESC becomes three bytes: a text that fits raw may not.
+        let escapes = "\u{1b}".repeat(MAX_MSG_TEXT / 2);
+        assert!(parse(&format!("-msg {escapes}")).is_err());
+        let fits = "\u{1b}".repeat(MAX_MSG_TEXT / 3);
+        assert!(parse(&format!("-msg {fits}")).is_ok());
+    }
+
     #[test]
     fn refuses_unknown_and_malformed() {
         assert_eq!(parse("-x"), Err("unknown command".into()));

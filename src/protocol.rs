@@ -496,6 +496,21 @@ fn truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
 
+    // Issue 10, defect 4: what could act on a terminal becomes U+FFFD;
+    // everything else, other scripts and emoji included, stays.
+    #[test]
+    fn printable_replaces_what_commands_a_terminal() {
+        for c in [
+            '\0', '\u{7}', '\u{8}', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{80}', '\u{9b}',
+            '\u{9f}', '\u{202e}', '\u{2066}', '\u{200f}', '\u{2028}', '\u{61c}',
+        ] {
+            assert_eq!(printable(&format!("a{c}b")), "a\u{fffd}b", "{:?}", c);
+        }
+        let kept = "grüße, 東京, 🙂, a ~ b";
+        assert_eq!(printable(kept), kept);
+        assert_eq!(printable(""), "");
+    }
+
     fn hello() -> Hello {
         Hello {
             kind: LinkKind::Join,
