@@ -1749,7 +1749,7 @@ impl Node {
                 s.epoch > self.epoch || (s.epoch == self.epoch && self.epoch_master == Some(best));
             if claims && acceptable && free_for(best) {
                 if self.epoch_master != Some(best) || self.role != Role::Follower {
-                    self.bound_until_ms = Some(now + self.cfg.timeout_ms);
+                    self.bound_until_ms = Some(now.saturating_add(self.cfg.timeout_ms));
                 }
                 (Role::Follower, s.epoch, Some(best))
             } else {
@@ -1800,7 +1800,7 @@ impl Node {
             return Some(Millis::MAX);
         }
         let me = Some(self.cfg.addr);
-        let lease = self.cfg.timeout_ms - self.cfg.heartbeat_ms;
+        let lease = self.cfg.timeout_ms.saturating_sub(self.cfg.heartbeat_ms);
         let mut bound: Vec<Millis> = self
             .peers
             .values()
@@ -1811,7 +1811,11 @@ impl Node {
                     && p.state.epoch_master == me
                     && p.state.epoch == self.epoch
             })
-            .map(|p| p.acked_sent_ms.max(self.claim_sent_ms) + lease)
+            .map(|p| {
+                p.acked_sent_ms
+                    .max(self.claim_sent_ms)
+                    .saturating_add(lease)
+            })
             .collect();
         if bound.len() < need {
             return None;

@@ -309,6 +309,22 @@ fn times_at_the_end_of_the_range_saturate() {
         let _ = p.node.connect(addr(9), now);
         p.fail_dials(now);
     }
+    // A follower binds itself until now + timeout, and a strict master
+    // leases until an acknowledged heartbeat + timeout - heartbeat (found
+    // by fuzz/fuzz_targets/core.rs: the binding overflowed).
+    for strict in [false, true] {
+        let mut cfg = config(1, WALL);
+        cfg.timeout_ms = u64::MAX;
+        cfg.strict = strict;
+        let mut p = Probe::new(cfg);
+        let mut master = config(0, WALL);
+        master.strict = strict;
+        p.accept(1, &master, 10);
+        p.line(1, state(Role::Master, 5, Some(addr(0))), 10);
+        assert_eq!(p.node.role(), Role::Follower);
+        p.line(1, state(Role::Master, 5, Some(addr(0))), u64::MAX - 5);
+        p.timeout(u64::MAX);
+    }
 }
 
 // Issue 10, defect 1: the line from the issue. The master keeps its
