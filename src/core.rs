@@ -86,9 +86,11 @@ pub const MAX_INTRODUCED_PER_PEER: usize = 512;
 
 /// After a lost peer answers again, the other lost peers are dialled at
 /// once rather than after their backoff (the network may have healed), at
-/// most once in this long: a peer whose links break as soon as they open
-/// must not make the node redial everyone in a loop.
-const HEAL_INTERVAL_MS: Millis = MAX_BACKOFF_MS;
+/// most once in this long. A peer whose links break as soon as they open
+/// never starts such a round; this bounds the rest, such as many members
+/// coming back one after the other, to a round per half second, while a
+/// partition healed a few seconds after the last still heals at once.
+const HEAL_INTERVAL_MS: Millis = 500;
 
 /// Heartbeat send times kept to date acknowledgements: an answer older
 /// than this many heartbeats could not extend a lease anyway, since the
@@ -417,11 +419,14 @@ struct Peer {
     /// MEETs passed on from this link so far: at most
     /// [`MAX_INTRODUCED_PER_PEER`].
     relayed: usize,
-    /// When the handshake finished, and the reconnect backoff step its
-    /// address had reached by then: a link lost within `timeout_ms` of its
-    /// handshake goes on from that step instead of starting over.
+    /// When the handshake finished, the reconnect backoff step its address
+    /// had reached by then, and how many links to it in a row broke within
+    /// `timeout_ms` of their handshake (or for a protocol violation): from
+    /// the second such link on, the next dial goes on from that step
+    /// instead of starting over.
     established_ms: Millis,
     failures: u32,
+    flaps: u32,
     /// Whether this link's MEETs were dropped over a limit (warned once).
     meets_dropped: bool,
     /// Whether its round trip was reported as eating the lease margin
@@ -436,11 +441,13 @@ struct Want {
     failures: u32,
     /// `None` while a dial is under way.
     next_try_ms: Option<Millis>,
-    /// When the last dial started, if one did.
-    last_try_ms: Option<Millis>,
+    /// When an introduction last brought its dial forward, if one did.
+    met_ms: Option<Millis>,
     /// It broke the protocol: until `next_try_ms` and the dial then, its
     /// HELLOs are refused.
     penalized: bool,
+    /// Links to it in a row that broke right after their handshake.
+    flaps: u32,
     /// Its last link broke the protocol or broke within `timeout_ms` of
     /// its handshake: another lost peer answering again (a healed
     /// network) does not cut its backoff short, which must grow.
@@ -1215,7 +1222,12 @@ impl Node {
 
     fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Millis) {
         let addr = h.addr;
-        let failures = self.wants.remove(&addr).map_or(0, |w| w.failures);
+        let want = self.wants.remove(&addr);
+        let failures = want.as_ref().map_or(0, |w| w.failures);
+        let flaps = want.as_ref().map_or(0, |w| w.flaps);
+        // Dials to it had failed, and not because its links broke as soon
+        // as they opened: the network between us may have healed.
+        let healed = want.is_some_and(|w| w.failures > 0 && !w.suspect);
         if let Some(l) = self.links.get_mut(&link) {
             l.peer = Some(addr);
         }
@@ -1280,6 +1292,7 @@ impl Node {
                 relayed: 0,
                 established_ms: now,
                 failures,
+                flaps,
                 meets_dropped: false,
                 lease_margin_warned: false,
             },
@@ -1288,7 +1301,7 @@ impl Node {
         if self.next_heartbeat_ms.is_none() {
             self.next_heartbeat_ms = Some(now.saturating_add(self.cfg.heartbeat_ms));
         }
-        if failures > 0 && now >= self.next_heal_ms {
+        if healed && now >= self.next_heal_ms {
             // An address that failed before answers: the network (or a
             // partition) may have healed, so the other lost peers waiting
             // out their backoff are dialed now, not up to 5 s later. Mesh
@@ -1496,18 +1509,18 @@ impl Node {
             // A member of our group: never to be redirected.
             w.kind = LinkKind::Mesh;
             // An introduction is news that the node is alive: a retry
-            // waiting out its backoff starts over, though not sooner than
-            // a heartbeat after the last dial (a flood of MEETs naming it
-            // must not become a flood of dials), and not for a peer that
-            // broke the protocol (the others may have let it in since).
+            // waiting out its backoff starts over now, though at most once
+            // a heartbeat (a flood of MEETs naming it must not become a
+            // flood of dials), and not for a peer that broke the protocol
+            // (the others may have let it in since).
             if let Some(next) = w.next_try_ms
                 && !w.penalized
+                && w.met_ms
+                    .is_none_or(|t| now >= t.saturating_add(heartbeat_ms))
             {
                 w.failures = 0;
-                let earliest = w
-                    .last_try_ms
-                    .map_or(now, |t| t.saturating_add(heartbeat_ms).max(now));
-                w.next_try_ms = Some(next.min(earliest));
+                w.met_ms = Some(now);
+                w.next_try_ms = Some(next.min(now));
             }
             return;
         }
@@ -1942,9 +1955,10 @@ impl Node {
                 source,
                 failures: 0,
                 next_try_ms: Some(now),
-                last_try_ms: None,
+                met_ms: None,
                 penalized: false,
                 suspect: false,
+                flaps: 0,
             },
         );
         true
@@ -1976,10 +1990,12 @@ impl Node {
     }
 
     /// The peer `addr` went away without LEAVE: it is wanted again. A link
-    /// that lasted is dialled again at once; one lost within `timeout_ms`
-    /// of its handshake, or closed for a protocol violation, goes on from
-    /// the backoff step its address had reached, so a peer whose links
-    /// break as soon as they open is not redialled in a loop.
+    /// that lasted is dialled again at once, and so is the first in a row
+    /// lost within `timeout_ms` of its handshake (it may be an old link
+    /// whose close waited behind a healed cut). From the second such link
+    /// on, and after a protocol violation, the next dial goes on from the
+    /// backoff step the address had reached, so a peer whose links break
+    /// as soon as they open is not redialled in a loop.
     fn lose(&mut self, addr: SocketAddr, peer: &Peer, loss: Loss, now: Millis) {
         let source = if self.joins.contains(&addr) {
             Source::Join
@@ -2001,7 +2017,15 @@ impl Node {
             return;
         }
         let short = now.saturating_sub(peer.established_ms) < self.cfg.timeout_ms;
-        if loss == Loss::Closed && !short {
+        let flaps = if short || loss == Loss::Violation {
+            peer.flaps.saturating_add(1)
+        } else {
+            0
+        };
+        if let Some(w) = self.wants.get_mut(&addr) {
+            w.flaps = flaps;
+        }
+        if loss == Loss::Closed && flaps <= 1 {
             return;
         }
         let failures = peer.failures.saturating_add(1);
@@ -2080,11 +2104,11 @@ impl Node {
         }
         due.sort_unstable();
         for (_, addr) in due {
-            self.dial(addr, now);
+            self.dial(addr);
         }
     }
 
-    fn dial(&mut self, addr: SocketAddr, now: Millis) {
+    fn dial(&mut self, addr: SocketAddr) {
         if self.peers.contains_key(&addr) {
             self.wants.remove(&addr);
             return;
@@ -2093,7 +2117,6 @@ impl Node {
             return;
         };
         w.next_try_ms = None;
-        w.last_try_ms = Some(now);
         let kind = w.kind;
         self.actions.push_back(Action::Connect { addr, kind });
     }
