@@ -737,19 +737,8 @@ impl Node {
         match (l.peer, l.origin) {
             (Some(addr), _) => self.violation(link, addr, None, reason, now),
             (None, origin) => {
-                let dialed = match origin {
-                    Origin::Outbound { addr, .. } => Some(addr),
-                    Origin::Inbound => None,
-                };
-                self.log(
-                    Level::Warn,
-                    crate::event_text!(
-                        "protocol-violation",
-                        peer = crate::protocol::OptAddr(dialed),
-                        reason = format_args!("{reason}, before the handshake"),
-                    ),
-                );
-                self.close(link, now);
+                let reason = format!("{reason}, before the handshake");
+                self.handshake_violation(link, origin, &reason, now);
             }
         }
         self.dial_due(now);
@@ -1039,24 +1028,29 @@ impl Node {
                 }
             }
             (origin, other) => {
-                let dialed = match origin {
-                    Origin::Outbound { addr, .. } => Some(addr),
-                    Origin::Inbound => None,
-                };
-                // A dial that gets this counts as failed: retried with
-                // backoff, one line per attempt.
-                self.log(
-                    Level::Warn,
-                    crate::event_text!(
-                        "protocol-violation",
-                        peer = crate::protocol::OptAddr(dialed),
-                        message = other.name(),
-                        reason = "before the handshake",
-                    ),
-                );
-                self.close(link, now);
+                let reason = format!("{} before the handshake", other.name());
+                self.handshake_violation(link, origin, &reason, now);
             }
         }
+    }
+
+    /// A link still in its handshake broke the protocol: it is closed and
+    /// logged; a dial that gets this counts as failed, retried with
+    /// backoff, so one line per attempt.
+    fn handshake_violation(&mut self, link: LinkId, origin: Origin, reason: &str, now: Millis) {
+        let dialed = match origin {
+            Origin::Outbound { addr, .. } => Some(addr),
+            Origin::Inbound => None,
+        };
+        self.log(
+            Level::Warn,
+            crate::event_text!(
+                "protocol-violation",
+                peer = crate::protocol::OptAddr(dialed),
+                reason = reason,
+            ),
+        );
+        self.close(link, now);
     }
 
     fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Millis) {

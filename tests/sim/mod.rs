@@ -625,6 +625,33 @@ impl Cluster {
         }
     }
 
+    /// A connection from slot `i` to slot `j`: returns `i`'s end; `j`
+    /// hears of its end with the first line.
+    fn open_link(&mut self, i: usize, j: usize) -> LinkId {
+        let (la, lb) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        let now = self.now;
+        self.ends.insert(
+            (i, la),
+            End {
+                node: j,
+                link: lb,
+                accepted: true,
+                last_delivery: now,
+            },
+        );
+        self.ends.insert(
+            (j, lb),
+            End {
+                node: i,
+                link: la,
+                accepted: false,
+                last_delivery: now,
+            },
+        );
+        la
+    }
+
     /// Carries out what the hostile member in slot `i` asked for.
     fn carry_out_hostile(&mut self, i: usize, out: Vec<Out>) {
         for o in out {
@@ -639,27 +666,7 @@ impl Cluster {
                     else {
                         continue;
                     };
-                    let (la, lb) = (self.next_link, self.next_link + 1);
-                    self.next_link += 2;
-                    let now = self.now;
-                    self.ends.insert(
-                        (i, la),
-                        End {
-                            node: j,
-                            link: lb,
-                            accepted: true,
-                            last_delivery: now,
-                        },
-                    );
-                    self.ends.insert(
-                        (j, lb),
-                        End {
-                            node: i,
-                            link: la,
-                            accepted: false,
-                            last_delivery: now,
-                        },
-                    );
+                    let la = self.open_link(i, j);
                     if let Some(h) = self.slots[i].hostile.as_mut() {
                         h.on_dialed(la);
                     }
@@ -743,26 +750,7 @@ impl Cluster {
                     let now = self.now;
                     match target {
                         Some(j) => {
-                            let (la, lb) = (self.next_link, self.next_link + 1);
-                            self.next_link += 2;
-                            self.ends.insert(
-                                (i, la),
-                                End {
-                                    node: j,
-                                    link: lb,
-                                    accepted: true,
-                                    last_delivery: now,
-                                },
-                            );
-                            self.ends.insert(
-                                (j, lb),
-                                End {
-                                    node: i,
-                                    link: la,
-                                    accepted: false,
-                                    last_delivery: now,
-                                },
-                            );
+                            let la = self.open_link(i, j);
                             self.slots[i]
                                 .node
                                 .as_mut()
@@ -868,12 +856,17 @@ impl Cluster {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n.max(1)
+        splitmix(&mut self.rng) % n.max(1)
     }
+}
+
+/// splitmix64: the next number from `state`.
+pub fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The set of running nodes' addresses.
