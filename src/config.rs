@@ -100,7 +100,10 @@ pub struct NodeOptions {
     /// keep it mode 600). Peers must prove they know it before they join,
     /// every peer line is then authenticated, and only console clients that
     /// authenticated (`bossd ctl --secret-file`) may run mutating commands.
-    /// Default: none (anyone who reaches the port may join).
+    /// Use at least 16 random bytes (head -c 32 /dev/urandom | base64): one
+    /// recorded handshake lets anyone test guesses offline, and a shorter
+    /// secret warns at start. Default: none (anyone who reaches the port
+    /// may join).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
     /// Shell command run with `sh -c` on every role change, one at a time
