@@ -227,6 +227,7 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
         rule: Rule::default(),
         heartbeat_ms: 100,
         timeout_ms: 500,
+        reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 1,
         wall_at_zero_ms: 1_000_000,
     });

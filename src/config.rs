@@ -14,6 +14,9 @@ use clap::{Args, CommandFactory, Parser};
 use crate::log::Level;
 use crate::rule::Rule;
 
+/// `--reconnect-timeout`'s default: one day, in ms.
+pub const DEFAULT_RECONNECT_TIMEOUT_MS: u64 = 86_400_000;
+
 /// What `main` should run.
 #[derive(Debug)]
 pub enum Invocation {
@@ -107,11 +110,24 @@ pub struct NodeOptions {
     /// exceed 2 x heartbeat.
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// How long a peer lost without leaving is retried, in milliseconds,
+    /// counted from when it was last connected; then it is forgotten with
+    /// one log line (and joins as a newcomer if it comes back). --join
+    /// targets are retried for ever. Must be at least --timeout. The
+    /// default, one day (as Serf's reconnect_timeout; Consul uses 72 h),
+    /// outlasts a reboot, a maintenance window or a night's outage, and
+    /// keeps no more than a day of replaced hosts (autoscaling, containers)
+    /// being redialled; -forget drops one at once.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RECONNECT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconnect_timeout: u64,
     /// File holding the shared cluster secret (trailing newlines ignored;
     /// keep it mode 600). Peers must prove they know it before they join,
     /// every peer line is then authenticated, and only console clients that
     /// authenticated (`bossd ctl --secret-file`) may run mutating commands.
-    /// Default: none (anyone who reaches the port may join).
+    /// Use at least 16 random bytes (head -c 32 /dev/urandom | base64): one
+    /// recorded handshake lets anyone test guesses offline, and a shorter
+    /// secret warns at start. Default: none (anyone who reaches the port
+    /// may join).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
     /// Shell command run with `sh -c` on every role change, one at a time
@@ -247,6 +263,15 @@ where
             format!(
                 "--timeout ({} ms) must exceed 2 x --heartbeat ({} ms)\n",
                 node.opts.timeout, node.opts.heartbeat
+            ),
+        ));
+    }
+    if node.opts.reconnect_timeout < node.opts.timeout {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "--reconnect-timeout ({} ms) must be at least --timeout ({} ms)\n",
+                node.opts.reconnect_timeout, node.opts.timeout
             ),
         ));
     }
@@ -399,6 +424,7 @@ mod tests {
             (o.priority, o.quorum, o.heartbeat, o.timeout, o.max_conns),
             (0, 2, 100, 500, 1024)
         );
+        assert_eq!(o.reconnect_timeout, 86_400_000);
         assert!(!o.strict && !o.no_console && o.join.is_empty());
         assert_eq!(o.log, Level::Info);
     }
@@ -478,6 +504,21 @@ mod tests {
             .is_err()
         );
         assert!(node(&["127.0.0.1", "7000", "--bogus"]).is_err());
+    }
+
+    // Issue 10: --reconnect-timeout is at least 1 ms and at least --timeout.
+    #[test]
+    fn reconnect_timeout_is_checked() {
+        let n = node(&["127.0.0.1", "7000", "--reconnect-timeout", "500"]).unwrap();
+        assert_eq!(n.opts.reconnect_timeout, 500);
+        let e = node(&["127.0.0.1", "7000", "--reconnect-timeout", "499"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "error: --reconnect-timeout (499 ms) must be at least --timeout (500 ms)\n"
+        );
+        assert_eq!(e.exit_code(), 2);
+        assert!(node(&["127.0.0.1", "7000", "--reconnect-timeout", "0"]).is_err());
+        assert!(node(&["127.0.0.1", "7000", "--reconnect-timeout", "-1"]).is_err());
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub enum Command {
     Ranking,
     Journal,
     Msg(String),
+    Forget(SocketAddr),
     Quit,
 }
 
@@ -33,7 +34,10 @@ impl Command {
     /// Whether the command changes the cluster (docs/GUARANTEES.md, console): with a secret,
     /// only an authenticated TCP client may run it.
     pub fn is_mutating(&self) -> bool {
-        matches!(self, Command::Connect(_) | Command::Msg(_) | Command::Quit)
+        matches!(
+            self,
+            Command::Connect(_) | Command::Msg(_) | Command::Forget(_) | Command::Quit
+        )
     }
 }
 
@@ -69,7 +73,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn to_unix_ms(&self, at_ms: Millis) -> u64 {
-        self.wall_at_zero_ms + at_ms
+        self.wall_at_zero_ms.saturating_add(at_ms)
     }
 }
 
@@ -84,7 +88,8 @@ pub const HELP: &[&str] = &[
     "-s              status line: id role master epoch peers quorum started rule",
     "-r              ranking of the view under the rule, best first, with deciding values and clock skew",
     "-j              journal of the last 100 role changes",
-    "-msg TEXT       send TEXT to every peer's console",
+    "-msg TEXT       send TEXT to every peer's console (control characters become U+FFFD)",
+    "-forget IP PORT stop retrying that lost member; if it comes back it joins anew",
     "-q              leave the cluster gracefully and exit",
 ];
 
@@ -118,12 +123,19 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "-j" => no_args(Command::Journal),
         "-q" => no_args(Command::Quit),
         "-msg" if rest.is_empty() => Err("usage: -msg TEXT".into()),
-        "-msg" if rest.len() > MAX_MSG_TEXT => Err(format!(
-            "message too long ({} bytes, at most {MAX_MSG_TEXT})",
-            rest.len()
-        )),
-        "-msg" => Ok(Some(Command::Msg(rest.to_owned()))),
-        "-c" => parse_target(rest).map(|a| Some(Command::Connect(a))),
+        "-msg" => {
+            // What is sent, so the limit holds for the line on the wire.
+            let text = protocol::printable(rest);
+            if text.len() > MAX_MSG_TEXT {
+                return Err(format!(
+                    "message too long ({} bytes, at most {MAX_MSG_TEXT})",
+                    text.len()
+                ));
+            }
+            Ok(Some(Command::Msg(text)))
+        }
+        "-c" => parse_target(rest, "-c").map(|a| Some(Command::Connect(a))),
+        "-forget" => parse_target(rest, "-forget").map(|a| Some(Command::Forget(a))),
         _ => Err("unknown command".into()),
     }
 }
@@ -204,6 +216,10 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
             let n = node.send_text(&text);
             lines.push(format!("sent to {n} peer{}", if n == 1 { "" } else { "s" }));
         }
+        Command::Forget(addr) => match node.forget(addr, clock.now_ms) {
+            Ok(()) => lines.push(format!("forgot {addr}")),
+            Err(e) => result = Err(e.to_string()),
+        },
         Command::Quit => {
             lines.push("leaving".into());
             quit = true;
@@ -307,14 +323,22 @@ impl fmt::Display for OptSkew {
     }
 }
 
-/// Unix milliseconds as ISO-8601 UTC with milliseconds.
+/// The last millisecond RFC 3339 can write, 9999-12-31T23:59:59.999Z.
+const LAST_ISO_MS: u64 = 253_402_300_800_000 - 1;
+
+/// Unix milliseconds as ISO-8601 UTC with milliseconds. A time past the
+/// year 9999 (a peer may announce any start time) shows as the last
+/// millisecond of that year: the formatter has no later years, and must
+/// not fail.
 pub fn iso_ms(unix_ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
+    let ms = unix_ms.min(LAST_ISO_MS);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// `IP PORT` as typed after `-c`; IPv6 may come with or without brackets.
-fn parse_target(args: &str) -> Result<SocketAddr, String> {
-    let usage = || "usage: -c IP PORT".to_string();
+/// `IP PORT` as typed after `-c` or `-forget` (`command`); IPv6 may come
+/// with or without brackets.
+fn parse_target(args: &str, command: &str) -> Result<SocketAddr, String> {
+    let usage = || format!("usage: {command} IP PORT");
     let mut words = args.split_whitespace();
     let (Some(ip), Some(port), None) = (words.next(), words.next(), words.next()) else {
         return Err(usage());
@@ -373,6 +397,42 @@ mod tests {
         assert_eq!(parse(""), Ok(None));
     }
 
+    // Issue 10: -forget takes an address as -c does, and is mutating.
+    #[test]
+    fn forget_parses_like_connect() {
+        let a: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        assert_eq!(
+            parse("-forget 127.0.0.1 7001"),
+            Ok(Some(Command::Forget(a)))
+        );
+        assert_eq!(
+            parse("-forget [::1] 7001"),
+            Ok(Some(Command::Forget("[::1]:7001".parse().unwrap())))
+        );
+        assert_eq!(
+            parse("-forget 127.0.0.1"),
+            Err("usage: -forget IP PORT".into())
+        );
+        assert_eq!(parse("-c 127.0.0.1"), Err("usage: -c IP PORT".into()));
+        assert!(Command::Forget(a).is_mutating());
+        assert!(HELP.iter().any(|l| l.starts_with("-forget IP PORT ")));
+    }
+
+    // Issue 10, defect 4: -msg sends its text with control characters
+    // replaced, and the length limit holds for what is sent.
+    #[test]
+    fn msg_text_loses_its_control_characters() {
+        assert_eq!(
+            parse("-msg \u{1b}[31mred\u{7}\u{0}"),
+            Ok(Some(Command::Msg("\u{fffd}[31mred\u{fffd}\u{fffd}".into())))
+        );
+        // Each ESC becomes three bytes: a text that fits raw may not.
+        let escapes = "\u{1b}".repeat(MAX_MSG_TEXT / 2);
+        assert!(parse(&format!("-msg {escapes}")).is_err());
+        let fits = "\u{1b}".repeat(MAX_MSG_TEXT / 3);
+        assert!(parse(&format!("-msg {fits}")).is_ok());
+    }
+
     #[test]
     fn refuses_unknown_and_malformed() {
         assert_eq!(parse("-x"), Err("unknown command".into()));
@@ -421,5 +481,15 @@ mod tests {
     #[test]
     fn iso_time_has_milliseconds() {
         assert_eq!(iso_ms(1_764_000_000_123), "2025-11-24T16:00:00.123Z");
+    }
+
+    // Issue 10: a peer may announce any start time in its HELLO; one past
+    // the year 9999 made the formatter fail, and `-cl` and `/status` panic.
+    #[test]
+    fn times_past_the_year_9999_do_not_panic() {
+        assert_eq!(iso_ms(LAST_ISO_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso_ms(LAST_ISO_MS + 1), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso_ms(0), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -13,7 +13,7 @@
 //! The best member of a view claims mastership with an epoch above every
 //! epoch in the view; the others follow it once its claim arrives.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -31,13 +31,66 @@ pub type Millis = u64;
 /// enough to answer in one screen.
 pub const JOURNAL_LEN: usize = 100;
 
-/// Reconnect delays grow from one heartbeat up to this (guarantee 7 in docs/GUARANTEES.md).
+/// Reconnect delays grow from one heartbeat up to this (guarantee 7,
+/// docs/GUARANTEES.md).
 pub const MAX_BACKOFF_MS: Millis = 5_000;
 
 /// Attempts to reach a member we were introduced to before giving up: an
 /// introduction names a node that was alive a moment ago, so a few quick
 /// tries suffice; a dead one is reported by others leaving it out.
 const MESH_ATTEMPTS: u32 = 3;
+
+/// The largest epoch, 2^53 - 1 (guarantee 9, docs/GUARANTEES.md). An epoch
+/// is a fencing token that applications store and compare: in SQL
+/// `BIGINT`, in a Java `long`, and in JSON read by JavaScript, whose
+/// numbers are doubles and exact only up to 2^53 - 1. A peer announcing a
+/// larger epoch breaks the protocol, and a node that would have to claim a
+/// larger one stays without a role instead.
+pub const MAX_EPOCH: u64 = (1 << 53) - 1;
+
+/// How far a peer's epoch may run ahead of this node's wall clock, in ms:
+/// one day. With `--strict` a new epoch is at least the claimant's wall
+/// clock in ms, so an honest epoch is ahead of ours only by the two clocks'
+/// disagreement (which strict mode needs far below a day) plus the few
+/// re-claims since; without `--strict` epochs count elections from 1 and
+/// stay far below any wall clock in ms (about 1.8 x 10^12 in 2027). An
+/// epoch further ahead is a jump no honest node could make, so it breaks
+/// the protocol: one line cannot use the range up, and the highest
+/// acceptable epoch grows only as fast as the clock, which would take
+/// 285,000 years to reach `MAX_EPOCH`.
+pub const MAX_EPOCH_LEAD_MS: u64 = 86_400_000;
+
+/// Dials under way at once (a connect started and its handshake not done).
+/// Each holds a descriptor and a slot of `--max-conns`, so a flood of
+/// introductions must not open them all at once (issue 10: 10,000 MEETs
+/// used up every descriptor). Honest dials come in bursts of at most the
+/// cluster's size (a merge of two groups, a restart of everyone) and
+/// finish in a round trip or two, so 64 at once spreads a burst of 200
+/// over a few round trips on a LAN, a few milliseconds, while leaving
+/// `--max-conns` (1024) for peers and consoles.
+pub const MAX_DIALS_IN_FLIGHT: usize = 64;
+
+/// Addresses this node tries to reach at once: `--join` targets, lost
+/// peers and introductions together (the reconnect set, `bossd_reconnecting`
+/// in `/metrics`). An honest cluster of n nodes has at most the n - 1
+/// others in it; 1024 is five times the 200 nodes the benchmarks run and
+/// the default `--max-conns`, and costs under 100 KiB when full.
+pub const MAX_WANTED: usize = 1024;
+
+/// Introductions from one peer that may wait to be dialled at once. An
+/// honest member introduces at most the other members of its group, n - 2
+/// in a cluster of n, so 512 never slows a cluster of up to 500; and one
+/// hostile peer can fill at most half of [`MAX_WANTED`]. MEETs beyond either
+/// bound are dropped and counted (`bossd_meets_dropped_total`).
+pub const MAX_INTRODUCED_PER_PEER: usize = 512;
+
+/// After a lost peer answers again, the other lost peers are dialled at
+/// once rather than after their backoff (the network may have healed), at
+/// most once in this long. A peer whose links break as soon as they open
+/// never starts such a round; this bounds the rest, such as many members
+/// coming back one after the other, to a round per half second, while a
+/// partition healed a few seconds after the last still heals at once.
+const HEAL_INTERVAL_MS: Millis = 500;
 
 /// Heartbeat send times kept to date acknowledgements: an answer older
 /// than this many heartbeats could not extend a lease anyway, since the
@@ -66,6 +119,10 @@ pub struct Config {
     pub rule: Rule,
     pub heartbeat_ms: Millis,
     pub timeout_ms: Millis,
+    /// A peer lost without LEAVE is retried this long after it was last
+    /// connected, then forgotten (`--reconnect-timeout`); `--join` targets
+    /// are retried for ever.
+    pub reconnect_timeout_ms: Millis,
     /// Seeds the generator for backoff jitter.
     pub seed: u64,
     /// Unix milliseconds at `now` = 0. With `--strict`, a new epoch is at
@@ -142,6 +199,8 @@ pub enum ConnectError {
     ThisNode(SocketAddr),
     AlreadyPeer(SocketAddr),
     Leaving,
+    /// The reconnect set holds [`MAX_WANTED`] addresses already.
+    TooMany,
 }
 
 impl fmt::Display for ConnectError {
@@ -150,8 +209,55 @@ impl fmt::Display for ConnectError {
             ConnectError::ThisNode(a) => write!(f, "{a} is this node"),
             ConnectError::AlreadyPeer(a) => write!(f, "already connected to {a}"),
             ConnectError::Leaving => f.write_str("this node is leaving"),
+            ConnectError::TooMany => write!(
+                f,
+                "this node already tries to reach {MAX_WANTED} addresses; -forget some first"
+            ),
         }
     }
+}
+
+/// Why `-forget` did nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForgetError {
+    /// A live peer is not being retried; it would be at once if forgotten.
+    LivePeer(SocketAddr),
+    /// The address is neither retried nor a `--join` target.
+    Unknown(SocketAddr),
+}
+
+impl fmt::Display for ForgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForgetError::LivePeer(a) => write!(f, "{a} is a live peer, not a lost one"),
+            ForgetError::Unknown(a) => write!(f, "{a} is not being retried"),
+        }
+    }
+}
+
+/// How much this node holds of what peers can make it hold, for
+/// `/metrics` and the simulator's limit checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Links open, in the handshake or established.
+    pub links: usize,
+    /// Addresses being tried: `--join` targets, lost peers, introductions
+    /// (at most [`MAX_WANTED`]).
+    pub wanted: usize,
+    /// Of those, dials under way (at most [`MAX_DIALS_IN_FLIGHT`]).
+    pub dials_in_flight: usize,
+    /// Of those, introductions.
+    pub introduced: usize,
+    /// Actions waiting for [`Node::poll_action`].
+    pub actions: usize,
+    /// Journal entries (at most [`JOURNAL_LEN`]).
+    pub journal: usize,
+    /// Peers that left lately, whose introductions are ignored.
+    pub departed: usize,
+    /// MEETs dropped over [`MAX_WANTED`] or [`MAX_INTRODUCED_PER_PEER`].
+    pub meets_dropped: u64,
+    /// Protocol violations by established peers.
+    pub violations: u64,
 }
 
 /// A peer that finished the handshake, as `-cl` and `-r` show it.
@@ -253,6 +359,14 @@ pub struct Node {
     /// their order was last checked against the clock skew, and whether a
     /// warning was logged for them: one warning per decision.
     start_doubt_checked: Option<(MemberId, MemberId, bool)>,
+    /// `--join` targets: configuration, retried for ever, also once lost.
+    joins: BTreeSet<SocketAddr>,
+    /// Earliest time a returning peer makes the others be dialled at once.
+    next_heal_ms: Millis,
+    /// Whether the error that no epoch is left to claim was logged.
+    epoch_exhausted: bool,
+    meets_dropped: u64,
+    violations: u64,
 }
 
 /// A member of one process's life: address and instance.
@@ -302,16 +416,42 @@ struct Peer {
     /// peers when we dialed it (our group), to whom the MEETs
     /// the acceptor sends ahead of its STATE (its group) are passed on.
     relay_to: Option<Vec<SocketAddr>>,
+    /// MEETs passed on from this link so far: at most
+    /// [`MAX_INTRODUCED_PER_PEER`].
+    relayed: usize,
+    /// When the handshake finished, the reconnect backoff step its address
+    /// had reached by then, and how many links to it in a row broke within
+    /// `timeout_ms` of their handshake (or for a protocol violation): from
+    /// the second such link on, the next dial goes on from that step
+    /// instead of starting over.
+    established_ms: Millis,
+    failures: u32,
+    flaps: u32,
+    /// Whether this link's MEETs were dropped over a limit (warned once).
+    meets_dropped: bool,
+    /// Whether its round trip was reported as eating the lease margin
+    /// (`--strict`); cleared when it recovers.
+    lease_margin_warned: bool,
 }
 
 /// An address this node keeps trying to reach.
 struct Want {
     kind: LinkKind,
+    source: Source,
     failures: u32,
     /// `None` while a dial is under way.
     next_try_ms: Option<Millis>,
-    /// Give up after this many failures; `None` tries until reached.
-    max_failures: Option<u32>,
+    /// When an introduction last brought its dial forward, if one did.
+    met_ms: Option<Millis>,
+    /// It broke the protocol: until `next_try_ms` and the dial then, its
+    /// HELLOs are refused.
+    penalized: bool,
+    /// Links to it in a row that broke right after their handshake.
+    flaps: u32,
+    /// Its last link broke the protocol or broke within `timeout_ms` of
+    /// its handshake: another lost peer answering again (a healed
+    /// network) does not cut its backoff short, which must grow.
+    suspect: bool,
     /// Why the last attempt got no answer at all, for the answer to `-c`.
     last_error: Option<String>,
     /// A `join-failed` warning was logged for this target: its success
@@ -334,6 +474,29 @@ pub enum JoinProgress<'a> {
     },
     /// Not tried any more: refused, declined, renamed, or this node left.
     Ended,
+}
+
+/// Why an address is wanted, which decides how long it is tried. Ordered:
+/// a later reason outranks an earlier one for the same address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    /// Named by a peer (MEET, or the master a REDIRECT names): tried
+    /// [`MESH_ATTEMPTS`] times.
+    Introduced { by: SocketAddr },
+    /// A peer lost without LEAVE at `lost_ms`: tried until
+    /// `reconnect_timeout_ms` later.
+    Lost { lost_ms: Millis },
+    /// `--join` or `-c`: tried until reached.
+    Join,
+}
+
+/// How a link to a peer ended, for how soon it is dialled again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Closed, reset or silent.
+    Closed,
+    /// This node closed it for a protocol violation.
+    Violation,
 }
 
 impl Node {
@@ -363,6 +526,11 @@ impl Node {
             pings: VecDeque::new(),
             departed: BTreeMap::new(),
             start_doubt_checked: None,
+            joins: BTreeSet::new(),
+            next_heal_ms: 0,
+            epoch_exhausted: false,
+            meets_dropped: 0,
+            violations: 0,
         };
         node.decide(Cause::Start, None, 0);
         node
@@ -389,7 +557,7 @@ impl Node {
         let silence = self
             .peers
             .values()
-            .map(|p| p.last_heard_ms + self.cfg.timeout_ms)
+            .map(|p| p.last_heard_ms.saturating_add(self.cfg.timeout_ms))
             .min();
         // With --strict: the end of a binding that keeps this node waiting,
         // and the end of this master's lease.
@@ -405,11 +573,20 @@ impl Node {
             .links
             .values()
             .filter(|l| l.peer.is_none())
-            .map(|l| l.opened_ms + self.cfg.timeout_ms)
+            .map(|l| l.opened_ms.saturating_add(self.cfg.timeout_ms))
             .min();
-        self.wants
-            .values()
-            .filter_map(|w| w.next_try_ms)
+        // With every dial slot taken, no want can start before a dial
+        // ends, and that comes with an event (or the handshake deadline).
+        let (mut in_flight, mut dials) = (0, None::<Millis>);
+        for w in self.wants.values() {
+            match w.next_try_ms {
+                None => in_flight += 1,
+                Some(t) => dials = Some(dials.map_or(t, |d| d.min(t))),
+            }
+        }
+        let dials = dials.filter(|_| in_flight < MAX_DIALS_IN_FLIGHT);
+        dials
+            .into_iter()
             .chain(self.next_heartbeat_ms)
             .chain(silence)
             .chain(handshake)
@@ -417,8 +594,8 @@ impl Node {
             .min()
     }
 
-    /// Starts joining the cluster at `addr` (`--join`, `-c`); retried until reached.
-    pub fn connect(&mut self, addr: SocketAddr, _now: Millis) -> Result<(), ConnectError> {
+    /// Starts joining the cluster at `addr` (`-c`); retried until reached.
+    pub fn connect(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
         if self.left {
             return Err(ConnectError::Leaving);
         }
@@ -428,15 +605,64 @@ impl Node {
         if self.peers.contains_key(&addr) {
             return Err(ConnectError::AlreadyPeer(addr));
         }
-        self.want(addr, LinkKind::Join, None);
+        if !self.want(addr, LinkKind::Join, Source::Join, now) {
+            return Err(ConnectError::TooMany);
+        }
+        self.dial_due(now);
         Ok(())
     }
 
-    /// Sends operator text to every peer's console; returns how many.
+    /// A `--join` target: joined as [`Node::connect`] does, and, being
+    /// configuration, retried for ever, also whenever it is lost later.
+    pub fn join(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
+        if self.left {
+            return Err(ConnectError::Leaving);
+        }
+        if addr == self.cfg.addr {
+            return Err(ConnectError::ThisNode(addr));
+        }
+        self.joins.insert(addr);
+        match self.connect(addr, now) {
+            Err(ConnectError::AlreadyPeer(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Stops trying to reach `addr` now (`-forget`): a lost peer, an
+    /// introduction or a `--join` target. If it comes back, it joins as
+    /// any newcomer does.
+    pub fn forget(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ForgetError> {
+        if self.peers.contains_key(&addr) {
+            return Err(ForgetError::LivePeer(addr));
+        }
+        let wanted = self.wants.remove(&addr).is_some();
+        let joined = self.joins.remove(&addr);
+        if !wanted && !joined {
+            return Err(ForgetError::Unknown(addr));
+        }
+        if let Some(link) = self.dialing(addr) {
+            self.close(link, now);
+        }
+        self.log(
+            Level::Info,
+            crate::event_text!(
+                "peer-forgotten",
+                peer = addr,
+                reason = "forgotten by the operator (-forget)",
+            ),
+        );
+        self.dial_due(now);
+        Ok(())
+    }
+
+    /// Sends operator text to every peer's console, its control
+    /// characters replaced ([`crate::protocol::printable`]); returns how
+    /// many peers.
     pub fn send_text(&mut self, text: &str) -> usize {
+        let text = crate::protocol::printable(text);
         let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
         for link in &links {
-            self.send(*link, Message::Msg(text.to_owned()));
+            self.send(*link, Message::Msg(text.clone()));
         }
         links.len()
     }
@@ -489,6 +715,7 @@ impl Node {
             crate::event_text!("dial-failed", peer = addr, reason = reason),
         );
         self.dial_failed(addr, Some(reason), now);
+        self.dial_due(now);
     }
 
     /// The dial opened as `link` failed before any answer: the connection
@@ -545,20 +772,44 @@ impl Node {
             Some(addr) => self.on_peer_message(link, addr, msg, now),
             None => self.on_handshake_message(link, origin, msg, now),
         }
+        self.dial_due(now);
+    }
+
+    /// A line on the link could not be decoded (`reason`): the loop's
+    /// framer or decoder refused it. An established peer broke the protocol
+    /// and is treated as for any other violation; a link still in its
+    /// handshake is closed and, if dialed, counts as a failed dial.
+    pub fn handle_protocol_violation(&mut self, link: LinkId, reason: &str, now: Millis) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        match (l.peer, l.origin) {
+            (Some(addr), _) => self.violation(link, addr, None, reason, now),
+            (None, origin) => {
+                let reason = format!("{reason}, before the handshake");
+                self.handshake_violation(link, origin, &reason, now);
+            }
+        }
+        self.dial_due(now);
     }
 
     /// The link is gone: closed by either side, failed, or reset.
     pub fn handle_link_closed(&mut self, link: LinkId, now: Millis) {
+        self.link_closed(link, now);
+        self.dial_due(now);
+    }
+
+    fn link_closed(&mut self, link: LinkId, now: Millis) {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
         match (l.peer, l.origin) {
             (Some(addr), _) => {
                 if self.peers.get(&addr).is_some_and(|p| p.link == link) {
-                    self.peers.remove(&addr);
+                    let peer = self.peers.remove(&addr).expect("checked above");
                     self.log(Level::Info, crate::event_text!("peer-lost", peer = addr));
                     // A peer lost without LEAVE may come back: keep trying.
-                    self.want(addr, LinkKind::Mesh, None);
+                    self.lose(addr, &peer, Loss::Closed, now);
                     self.decide(Cause::PeerLost, Some(addr), now);
                 }
             }
@@ -574,7 +825,7 @@ impl Node {
         let silent: Vec<(SocketAddr, LinkId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| now >= p.last_heard_ms + self.cfg.timeout_ms)
+            .filter(|(_, p)| now >= p.last_heard_ms.saturating_add(self.cfg.timeout_ms))
             .map(|(a, p)| (*a, p.link))
             .collect();
         for (addr, link) in silent {
@@ -582,13 +833,15 @@ impl Node {
                 Level::Warn,
                 crate::event_text!("peer-silent", peer = addr, timeout_ms = self.cfg.timeout_ms),
             );
-            self.handle_link_closed(link, now);
+            self.link_closed(link, now);
             self.actions.push_back(Action::Close(link));
         }
         let stuck: Vec<LinkId> = self
             .links
             .iter()
-            .filter(|(_, l)| l.peer.is_none() && now >= l.opened_ms + self.cfg.timeout_ms)
+            .filter(|(_, l)| {
+                l.peer.is_none() && now >= l.opened_ms.saturating_add(self.cfg.timeout_ms)
+            })
             .map(|(id, _)| *id)
             .collect();
         let unanswered = format!("no answer within {} ms", self.cfg.timeout_ms);
@@ -602,7 +855,7 @@ impl Node {
         if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
             self.ping(&links, now);
-            self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
+            self.next_heartbeat_ms = Some(now.saturating_add(self.cfg.heartbeat_ms));
         }
         if self.peers.is_empty() {
             self.next_heartbeat_ms = None;
@@ -619,15 +872,7 @@ impl Node {
                 self.decide(Cause::QuorumLost, None, now);
             }
         }
-        let due: Vec<SocketAddr> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| w.next_try_ms.is_some_and(|t| t <= now))
-            .map(|(a, _)| *a)
-            .collect();
-        for addr in due {
-            self.dial(addr);
-        }
+        self.dial_due(now);
     }
 
     /// Values for the `-s` line.
@@ -724,6 +969,45 @@ impl Node {
         self.left
     }
 
+    /// The most introductions from any one peer waiting to be dialled (at
+    /// most [`MAX_INTRODUCED_PER_PEER`]).
+    pub fn introduced_by_one_peer(&self) -> usize {
+        let mut by: Vec<SocketAddr> = self
+            .wants
+            .values()
+            .filter_map(|w| match w.source {
+                Source::Introduced { by } => Some(by),
+                _ => None,
+            })
+            .collect();
+        by.sort_unstable();
+        by.chunk_by(|a, b| a == b)
+            .map(<[SocketAddr]>::len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How much this node holds of what its peers can make it hold; linear
+    /// in the reconnect set.
+    pub fn counts(&self) -> Counts {
+        let introduced = self
+            .wants
+            .values()
+            .filter(|w| matches!(w.source, Source::Introduced { .. }))
+            .count();
+        Counts {
+            links: self.links.len(),
+            wanted: self.wants.len(),
+            dials_in_flight: self.dials_in_flight(),
+            introduced,
+            actions: self.actions.len(),
+            journal: self.journal.len(),
+            departed: self.departed.len(),
+            meets_dropped: self.meets_dropped,
+            violations: self.violations,
+        }
+    }
+
     fn hello(&self, kind: LinkKind) -> Message {
         Message::Hello(Hello {
             kind,
@@ -789,21 +1073,36 @@ impl Node {
                 }
                 self.close(link, now);
                 if master != self.cfg.addr && !self.peers.contains_key(&master) {
-                    self.want(master, LinkKind::Join, None);
+                    // An introduction by the redirecting member: if the
+                    // master it names is dead, the join to that member
+                    // goes on and is redirected to the next one.
+                    self.want(master, LinkKind::Join, Source::Introduced { by: addr }, now);
                 }
             }
-            (_, other) => {
-                self.log(
-                    Level::Warn,
-                    crate::event_text!(
-                        "protocol-violation",
-                        message = other.name(),
-                        reason = "before the handshake",
-                    ),
-                );
-                self.close(link, now);
+            (origin, other) => {
+                let reason = format!("{} before the handshake", other.name());
+                self.handshake_violation(link, origin, &reason, now);
             }
         }
+    }
+
+    /// A link still in its handshake broke the protocol: it is closed and
+    /// logged; a dial that gets this counts as failed, retried with
+    /// backoff, so one line per attempt.
+    fn handshake_violation(&mut self, link: LinkId, origin: Origin, reason: &str, now: Millis) {
+        let dialed = match origin {
+            Origin::Outbound { addr, .. } => Some(addr),
+            Origin::Inbound => None,
+        };
+        self.log(
+            Level::Warn,
+            crate::event_text!(
+                "protocol-violation",
+                peer = crate::protocol::OptAddr(dialed),
+                reason = reason,
+            ),
+        );
+        self.close(link, now);
     }
 
     fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
@@ -811,6 +1110,24 @@ impl Node {
             self.log(
                 Level::Warn,
                 crate::event_text!("peer-refused", peer = h.addr, reason = reason),
+            );
+            self.refuse(link, reason, now);
+            return;
+        }
+        if let Some(wait) = self.penalty_left(h.addr, now) {
+            // It broke the protocol: this node calls it back when its
+            // backoff step ends, and not before (one violation per step).
+            let when = match wait {
+                Some(ms) => format!("it dials again in {ms} ms"),
+                None => "it is dialling now".to_owned(),
+            };
+            let reason = format!(
+                "{} backs off after a protocol violation by {}; {when}",
+                self.cfg.addr, h.addr
+            );
+            self.log(
+                Level::Debug,
+                crate::event_text!("violator-refused", peer = h.addr, reason = when),
             );
             self.refuse(link, reason, now);
             return;
@@ -832,8 +1149,7 @@ impl Node {
                 crate::event_text!("peer-restarted", peer = h.addr),
             );
             self.close(old, now);
-            self.peers.remove(&h.addr);
-            self.decide(Cause::PeerLost, Some(h.addr), now);
+            self.replaced(h.addr, now);
         }
         if let Some(dial) = self.dialing(h.addr) {
             // Both sides dialled at once. Both keep the link the lower
@@ -887,6 +1203,10 @@ impl Node {
                 crate::event_text!("peer-renamed", dialed = dialed, peer = h.addr),
             );
             self.reached(dialed);
+            // A `--join` target is known by the address it announces.
+            if self.joins.remove(&dialed) {
+                self.joins.insert(h.addr);
+            }
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
@@ -899,12 +1219,22 @@ impl Node {
             }
             let old = existing.link;
             self.close(old, now);
-            self.peers.remove(&h.addr);
-            self.decide(Cause::PeerLost, Some(h.addr), now);
+            self.replaced(h.addr, now);
         }
         // The kind this node announced, whatever the reply says: the
         // acceptor answers with the same kind (`on_inbound_hello`).
         self.establish(link, kind, h, now);
+    }
+
+    /// The peer at `addr` restarted (a new instance): its old link, just
+    /// closed, counts as lost, and the new one goes on from the backoff
+    /// step of the old one (a member restarting in a loop, or a stranger
+    /// taking its address over and over, is no reason to start afresh).
+    fn replaced(&mut self, addr: SocketAddr, now: Millis) {
+        if let Some(old) = self.peers.remove(&addr) {
+            self.lose(addr, &old, Loss::Closed, now);
+        }
+        self.decide(Cause::PeerLost, Some(addr), now);
     }
 
     /// Why a peer with these settings cannot join us, naming both values.
@@ -938,7 +1268,12 @@ impl Node {
 
     fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Millis) {
         let addr = h.addr;
-        let retried = self.reached(addr);
+        let want = self.reached(addr);
+        let failures = want.as_ref().map_or(0, |w| w.failures);
+        let flaps = want.as_ref().map_or(0, |w| w.flaps);
+        // Dials to it had failed, and not because its links broke as soon
+        // as they opened: the network between us may have healed.
+        let healed = want.is_some_and(|w| w.failures > 0 && !w.suspect);
         if let Some(l) = self.links.get_mut(&link) {
             l.peer = Some(addr);
         }
@@ -995,30 +1330,33 @@ impl Node {
                 // link) are still in flight: view digests differ until
                 // they land, so the mesh is not repaired by digest before
                 // the next heartbeat.
-                next_sync_ms: now + self.cfg.heartbeat_ms,
+                next_sync_ms: now.saturating_add(self.cfg.heartbeat_ms),
                 acked_sent_ms: 0,
                 state_known: false,
                 skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
                 relay_to,
+                relayed: 0,
+                established_ms: now,
+                failures,
+                flaps,
+                meets_dropped: false,
+                lease_margin_warned: false,
             },
         );
         self.log(Level::Info, crate::event_text!("peer-joined", peer = addr));
         if self.next_heartbeat_ms.is_none() {
-            self.next_heartbeat_ms = Some(now + self.cfg.heartbeat_ms);
+            self.next_heartbeat_ms = Some(now.saturating_add(self.cfg.heartbeat_ms));
         }
-        if retried {
+        if healed && now >= self.next_heal_ms {
             // An address that failed before answers: the network (or a
             // partition) may have healed, so the other lost peers waiting
             // out their backoff are dialed now, not up to 5 s later. Mesh
             // links flood no introductions, which used to start them.
-            let waiting: Vec<SocketAddr> = self
-                .wants
-                .iter()
-                .filter(|(_, w)| w.next_try_ms.is_some())
-                .map(|(a, _)| *a)
-                .collect();
-            for a in waiting {
-                self.dial(a);
+            self.next_heal_ms = now.saturating_add(HEAL_INTERVAL_MS);
+            for w in self.wants.values_mut() {
+                if w.next_try_ms.is_some() && !w.suspect {
+                    w.next_try_ms = Some(now);
+                }
             }
         }
         let state = self.state_msg();
@@ -1035,25 +1373,14 @@ impl Node {
         }
         let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
         if from_my_master && self.role == Role::Follower {
-            self.bound_until_ms = Some(now + self.cfg.timeout_ms);
+            self.bound_until_ms = Some(now.saturating_add(self.cfg.timeout_ms));
         }
         match msg {
             Message::State(s) => {
-                if s.epoch == u64::MAX {
-                    // No epoch can follow it: a peer sending it is broken or hostile.
-                    self.log(
-                        Level::Warn,
-                        crate::event_text!(
-                            "protocol-violation",
-                            peer = addr,
-                            message = "STATE",
-                            epoch = s.epoch,
-                            reason = "no epoch can follow it",
-                        ),
-                    );
-                    self.handle_link_closed(link, now);
-                    self.wants.remove(&addr);
-                    self.actions.push_back(Action::Close(link));
+                if let Some(reason) = self.epoch_refusal(s.epoch, now) {
+                    // A peer sending it is broken or hostile: following it
+                    // would use the range up (guarantee 9).
+                    self.violation(link, addr, Some(("STATE", s.epoch)), &reason, now);
                     return;
                 }
                 if let Some(p) = self.peers.get_mut(&addr) {
@@ -1075,32 +1402,38 @@ impl Node {
                 // (those who linked to us since came mostly from the
                 // acceptor's group), and not dialed from here, since the
                 // acceptor introduced us to each of them.
-                let relay_to = self.peers.get(&addr).and_then(|p| p.relay_to.as_ref());
-                if let Some(relay_to) = relay_to {
-                    if other != self.cfg.addr && !left_lately {
-                        let links: Vec<LinkId> = relay_to
-                            .iter()
-                            .filter(|a| **a != other)
-                            .filter_map(|a| self.peers.get(a))
-                            .map(|p| p.link)
-                            .collect();
-                        for l in links {
-                            self.send(l, Message::Meet(other));
-                        }
+                let Some(p) = self.peers.get_mut(&addr) else {
+                    return;
+                };
+                if p.relay_to.is_some() {
+                    if other == self.cfg.addr || left_lately {
+                        return;
+                    }
+                    if p.relayed >= MAX_INTRODUCED_PER_PEER {
+                        self.meets_dropped(addr);
+                        return;
+                    }
+                    p.relayed += 1;
+                    let links: Vec<LinkId> = self.peers[&addr]
+                        .relay_to
+                        .iter()
+                        .flatten()
+                        .filter(|a| **a != other)
+                        .filter_map(|a| self.peers.get(a))
+                        .map(|p| p.link)
+                        .collect();
+                    for l in links {
+                        self.send(l, Message::Meet(other));
                     }
                 } else if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately
                 {
-                    // An introduction is news that the node is alive: a
-                    // retry waiting out its backoff starts over now.
-                    if let Some(w) = self.wants.get_mut(&other) {
-                        w.failures = 0;
-                        // A member of our group: never to be redirected.
-                        w.kind = LinkKind::Mesh;
-                    }
-                    self.want(other, LinkKind::Mesh, Some(MESH_ATTEMPTS));
+                    self.introduce(other, addr, now);
                 }
             }
-            Message::Msg(text) => self.actions.push_back(Action::Deliver { from: addr, text }),
+            Message::Msg(text) => self.actions.push_back(Action::Deliver {
+                from: addr,
+                text: crate::protocol::printable(&text),
+            }),
             Message::Ping { seq, view } => {
                 let replied_unix_ms = self.wall_ms(now);
                 self.send(
@@ -1129,6 +1462,9 @@ impl Node {
                         replied_unix_ms,
                         wall_at_zero_ms.saturating_add(now),
                     ));
+                    if self.cfg.strict {
+                        self.check_lease_margin(addr, now.saturating_sub(sent));
+                    }
                     if self.cfg.strict && self.claimed {
                         self.decide(Cause::Claim, None, now);
                     }
@@ -1140,7 +1476,10 @@ impl Node {
                 if from_my_master {
                     self.bound_until_ms = None;
                 }
-                self.departed.insert(addr, now + 2 * self.cfg.timeout_ms);
+                self.departed.insert(
+                    addr,
+                    now.saturating_add(self.cfg.timeout_ms.saturating_mul(2)),
+                );
                 self.links.remove(&link);
                 self.peers.remove(&addr);
                 self.wants.remove(&addr);
@@ -1148,20 +1487,162 @@ impl Node {
                 self.decide(Cause::PeerLeft, Some(addr), now);
             }
             other => {
-                self.log(
-                    Level::Warn,
-                    crate::event_text!(
-                        "protocol-violation",
-                        peer = addr,
-                        message = other.name(),
-                        reason = "after the handshake",
-                    ),
-                );
-                self.handle_link_closed(link, now);
-                // A peer that breaks the protocol is not called back.
-                self.wants.remove(&addr);
-                self.actions.push_back(Action::Close(link));
+                let reason = format!("{} after the handshake", other.name());
+                self.violation(link, addr, None, &reason, now);
             }
+        }
+    }
+
+    /// The established peer `addr` broke the protocol on `link` (`message`
+    /// names the line and its epoch, when an epoch was the fault). The link
+    /// closes and the peer counts as lost, but it is neither forgotten nor
+    /// let straight back: it is dialled again after the next step of its
+    /// backoff, and its own HELLOs are refused until then, so a peer that
+    /// breaks every link costs one link and one log line per step.
+    fn violation(
+        &mut self,
+        link: LinkId,
+        addr: SocketAddr,
+        message: Option<(&str, u64)>,
+        reason: &str,
+        now: Millis,
+    ) {
+        self.violations = self.violations.saturating_add(1);
+        let text = match message {
+            Some((name, epoch)) => crate::event_text!(
+                "protocol-violation",
+                peer = addr,
+                message = name,
+                epoch = epoch,
+                reason = reason,
+            ),
+            None => crate::event_text!("protocol-violation", peer = addr, reason = reason),
+        };
+        self.log(Level::Warn, text);
+        self.links.remove(&link);
+        self.actions.push_back(Action::Close(link));
+        if self.peers.get(&addr).is_some_and(|p| p.link == link) {
+            let peer = self.peers.remove(&addr).expect("checked above");
+            self.lose(addr, &peer, Loss::Violation, now);
+            self.decide(Cause::PeerLost, Some(addr), now);
+        }
+    }
+
+    /// Why a peer's epoch breaks the protocol, if it does: above
+    /// [`MAX_EPOCH`], or more than [`MAX_EPOCH_LEAD_MS`] ahead of this
+    /// node's wall clock.
+    fn epoch_refusal(&self, epoch: u64, now: Millis) -> Option<String> {
+        if epoch > MAX_EPOCH {
+            return Some(format!("epoch above {MAX_EPOCH}, the largest"));
+        }
+        let limit = self.epoch_limit(now);
+        (epoch > limit)
+            .then(|| format!("epoch more than a day ahead of this node's clock ({limit} at most)"))
+    }
+
+    /// The largest epoch a peer may announce now.
+    fn epoch_limit(&self, now: Millis) -> u64 {
+        self.wall_ms(now)
+            .saturating_add(MAX_EPOCH_LEAD_MS)
+            .min(MAX_EPOCH)
+    }
+
+    /// `by` introduced `addr` (MEET): dial it, within the bounds on
+    /// introductions.
+    fn introduce(&mut self, addr: SocketAddr, by: SocketAddr, now: Millis) {
+        let heartbeat_ms = self.cfg.heartbeat_ms;
+        if let Some(w) = self.wants.get_mut(&addr) {
+            // A member of our group: never to be redirected.
+            w.kind = LinkKind::Mesh;
+            // An introduction is news that the node is alive: a retry
+            // waiting out its backoff starts over now, though at most once
+            // a heartbeat (a flood of MEETs naming it must not become a
+            // flood of dials), and not for a peer that broke the protocol
+            // (the others may have let it in since).
+            if let Some(next) = w.next_try_ms
+                && !w.penalized
+                && w.met_ms
+                    .is_none_or(|t| now >= t.saturating_add(heartbeat_ms))
+            {
+                w.failures = 0;
+                w.met_ms = Some(now);
+                w.next_try_ms = Some(next.min(now));
+            }
+            return;
+        }
+        let full = self.wants.len() >= MAX_WANTED
+            || (self.wants.len() >= MAX_INTRODUCED_PER_PEER
+                && self
+                    .wants
+                    .values()
+                    .filter(|w| w.source == Source::Introduced { by })
+                    .count()
+                    >= MAX_INTRODUCED_PER_PEER);
+        if full {
+            self.meets_dropped(by);
+            return;
+        }
+        self.want(addr, LinkKind::Mesh, Source::Introduced { by }, now);
+    }
+
+    /// Counts a MEET from `by` dropped over a bound; warns once per link.
+    fn meets_dropped(&mut self, by: SocketAddr) {
+        self.meets_dropped = self.meets_dropped.saturating_add(1);
+        let Some(p) = self.peers.get_mut(&by) else {
+            return;
+        };
+        if !p.meets_dropped {
+            p.meets_dropped = true;
+            self.log(
+                Level::Warn,
+                crate::event_text!(
+                    "meets-dropped",
+                    peer = by,
+                    reason = format_args!(
+                        "more introductions than this node dials at once ({MAX_INTRODUCED_PER_PEER} from one peer, {MAX_WANTED} addresses in all); the rest are dropped"
+                    ),
+                ),
+            );
+        }
+    }
+
+    /// With `--strict`: warns once per peer while a heartbeat's round trip
+    /// to it takes more than half the lease's margin, timeout - heartbeat,
+    /// beyond which a master loses its lease between heartbeats. It counts
+    /// as recovered below a quarter, so a round trip hovering at the
+    /// bound does not warn at every heartbeat.
+    fn check_lease_margin(&mut self, addr: SocketAddr, round_trip_ms: Millis) {
+        let (heartbeat_ms, timeout_ms) = (self.cfg.heartbeat_ms, self.cfg.timeout_ms);
+        let margin_ms = timeout_ms.saturating_sub(heartbeat_ms);
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if !p.lease_margin_warned && round_trip_ms > margin_ms / 2 {
+            p.lease_margin_warned = true;
+            let suggested_ms = heartbeat_ms.saturating_add(round_trip_ms.saturating_mul(2));
+            self.log(
+                Level::Warn,
+                crate::event_text!(
+                    "lease-margin-low",
+                    peer = addr,
+                    round_trip_ms = round_trip_ms,
+                    heartbeat_ms = heartbeat_ms,
+                    timeout_ms = timeout_ms,
+                    reason = format_args!(
+                        "the round trip takes more than half of the lease margin (timeout - heartbeat = {margin_ms} ms): a master may lose its lease between heartbeats; raise --timeout above {suggested_ms} ms (heartbeat + 2 x round trip) on every node"
+                    ),
+                ),
+            );
+        } else if p.lease_margin_warned && round_trip_ms <= margin_ms / 4 {
+            p.lease_margin_warned = false;
+            self.log(
+                Level::Info,
+                crate::event_text!(
+                    "lease-margin-recovered",
+                    peer = addr,
+                    round_trip_ms = round_trip_ms,
+                ),
+            );
         }
     }
 
@@ -1247,14 +1728,14 @@ impl Node {
         if their_view == self.view_digest() {
             return;
         }
-        let interval = 2 * self.cfg.timeout_ms;
+        let interval = self.cfg.timeout_ms.saturating_mul(2);
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
         if now < p.next_sync_ms {
             return;
         }
-        p.next_sync_ms = now + interval;
+        p.next_sync_ms = now.saturating_add(interval);
         let link = p.link;
         let members: Vec<SocketAddr> = self.peers.keys().copied().filter(|a| *a != addr).collect();
         for m in members {
@@ -1301,13 +1782,24 @@ impl Node {
                     .map(|p| p.state.epoch)
                     .max()
                     .unwrap_or(0);
-                let mut epoch = self.epoch.max(highest) + 1;
-                if self.cfg.strict {
-                    epoch = epoch.max(self.cfg.wall_at_zero_ms.saturating_add(now));
+                let floor = if self.cfg.strict {
+                    self.wall_ms(now)
+                } else {
+                    0
+                };
+                match self.epoch.max(highest).checked_add(1).map(|e| e.max(floor)) {
+                    Some(epoch) if epoch <= MAX_EPOCH => {
+                        claimed = true;
+                        self.claim_sent_ms = now;
+                        (Role::Master, epoch, Some(me))
+                    }
+                    // No epoch is left to claim: rather no master than a
+                    // fencing token that wraps or no client can hold.
+                    _ => {
+                        self.epoch_exhausted(highest);
+                        (Role::None, self.epoch, self.epoch_master)
+                    }
                 }
-                claimed = true;
-                self.claim_sent_ms = now;
-                (Role::Master, epoch, Some(me))
             }
         } else {
             let s = self.peers[&best].state;
@@ -1316,7 +1808,7 @@ impl Node {
                 s.epoch > self.epoch || (s.epoch == self.epoch && self.epoch_master == Some(best));
             if claims && acceptable && free_for(best) {
                 if self.epoch_master != Some(best) || self.role != Role::Follower {
-                    self.bound_until_ms = Some(now + self.cfg.timeout_ms);
+                    self.bound_until_ms = Some(now.saturating_add(self.cfg.timeout_ms));
                 }
                 (Role::Follower, s.epoch, Some(best))
             } else {
@@ -1367,7 +1859,7 @@ impl Node {
             return Some(Millis::MAX);
         }
         let me = Some(self.cfg.addr);
-        let lease = self.cfg.timeout_ms - self.cfg.heartbeat_ms;
+        let lease = self.cfg.timeout_ms.saturating_sub(self.cfg.heartbeat_ms);
         let mut bound: Vec<Millis> = self
             .peers
             .values()
@@ -1378,7 +1870,11 @@ impl Node {
                     && p.state.epoch_master == me
                     && p.state.epoch == self.epoch
             })
-            .map(|p| p.acked_sent_ms.max(self.claim_sent_ms) + lease)
+            .map(|p| {
+                p.acked_sent_ms
+                    .max(self.claim_sent_ms)
+                    .saturating_add(lease)
+            })
             .collect();
         if bound.len() < need {
             return None;
@@ -1396,6 +1892,7 @@ impl Node {
         now: Millis,
     ) {
         assert!(epoch >= self.epoch, "epochs never go back");
+        assert!(epoch <= MAX_EPOCH, "epochs stay within MAX_EPOCH");
         assert!(
             role != Role::Master || epoch_master == Some(self.cfg.addr),
             "a master's epoch names itself"
@@ -1458,38 +1955,205 @@ impl Node {
         }
     }
 
-    /// Starts (or keeps) trying to reach `addr`. A want whose
-    /// `next_try_ms` is `None` has a dial under way; otherwise it waits.
-    fn want(&mut self, addr: SocketAddr, kind: LinkKind, max_failures: Option<u32>) {
-        if self.left || addr == self.cfg.addr || self.peers.contains_key(&addr) {
+    /// Logs once that no epoch above `highest` (or this node's own) can be
+    /// claimed.
+    fn epoch_exhausted(&mut self, highest: u64) {
+        if self.epoch_exhausted {
             return;
         }
-        match self.wants.get_mut(&addr) {
-            Some(w) => {
-                // An operator's join outranks an introduction: it never gives up.
-                if kind == LinkKind::Join {
-                    w.kind = LinkKind::Join;
-                    w.max_failures = None;
-                }
-                if w.next_try_ms.is_none() {
-                    return;
-                }
+        self.epoch_exhausted = true;
+        let epoch = self.epoch.max(highest);
+        self.log(
+            Level::Error,
+            crate::event_text!(
+                "epoch-exhausted",
+                epoch = epoch,
+                reason = format_args!(
+                    "no epoch above {epoch} can be claimed (the largest is {MAX_EPOCH}): this node stays without a role"
+                ),
+            ),
+        );
+    }
+
+    /// Starts (or keeps) trying to reach `addr`, for `source`; its first
+    /// dial is due now. `false` when the reconnect set is full.
+    fn want(&mut self, addr: SocketAddr, kind: LinkKind, source: Source, now: Millis) -> bool {
+        if self.left || addr == self.cfg.addr || self.peers.contains_key(&addr) {
+            return false;
+        }
+        if let Some(w) = self.wants.get_mut(&addr) {
+            // An operator's join outranks an introduction: it never gives up.
+            if kind == LinkKind::Join {
+                w.kind = LinkKind::Join;
             }
-            None => {
-                self.wants.insert(
-                    addr,
-                    Want {
-                        kind,
-                        failures: 0,
-                        next_try_ms: None,
-                        max_failures,
-                        last_error: None,
-                        warned: false,
-                    },
+            if source > w.source {
+                w.source = source;
+            }
+            return true;
+        }
+        if self.wants.len() >= MAX_WANTED && !self.make_room(source) {
+            return false;
+        }
+        self.wants.insert(
+            addr,
+            Want {
+                kind,
+                source,
+                failures: 0,
+                next_try_ms: Some(now),
+                met_ms: None,
+                penalized: false,
+                suspect: false,
+                flaps: 0,
+                last_error: None,
+                warned: false,
+            },
+        );
+        true
+    }
+
+    /// Frees a place in the full reconnect set for an address wanted for
+    /// `source`: introductions give way to lost peers and joins, the one
+    /// that failed most first. `false` when none can give way.
+    fn make_room(&mut self, source: Source) -> bool {
+        if matches!(source, Source::Introduced { .. }) {
+            return false;
+        }
+        let victim = self
+            .wants
+            .iter()
+            .filter(|(_, w)| matches!(w.source, Source::Introduced { .. }))
+            .filter(|(_, w)| w.next_try_ms.is_some())
+            .max_by_key(|(a, w)| (w.failures, std::cmp::Reverse(**a)))
+            .map(|(a, w)| (*a, w.failures));
+        let Some((addr, attempts)) = victim else {
+            return false;
+        };
+        self.wants.remove(&addr);
+        self.log(
+            Level::Info,
+            crate::event_text!("gave-up", peer = addr, attempts = attempts),
+        );
+        true
+    }
+
+    /// The peer `addr` went away without LEAVE: it is wanted again. A link
+    /// that lasted is dialled again at once, and so is the first in a row
+    /// lost within `timeout_ms` of its handshake (it may be an old link
+    /// whose close waited behind a healed cut). From the second such link
+    /// on, and after a protocol violation, the next dial goes on from the
+    /// backoff step the address had reached, so a peer whose links break
+    /// as soon as they open is not redialled in a loop.
+    fn lose(&mut self, addr: SocketAddr, peer: &Peer, loss: Loss, now: Millis) {
+        let source = if self.joins.contains(&addr) {
+            Source::Join
+        } else {
+            Source::Lost { lost_ms: now }
+        };
+        if !self.want(addr, LinkKind::Mesh, source, now) {
+            if !self.left {
+                self.log(
+                    Level::Warn,
+                    crate::event_text!(
+                        "peer-forgotten",
+                        peer = addr,
+                        reason =
+                            format_args!("this node already tries to reach {MAX_WANTED} addresses"),
+                    ),
                 );
             }
+            return;
         }
-        self.dial(addr);
+        let short = now.saturating_sub(peer.established_ms) < self.cfg.timeout_ms;
+        let flaps = if short || loss == Loss::Violation {
+            peer.flaps.saturating_add(1)
+        } else {
+            0
+        };
+        if let Some(w) = self.wants.get_mut(&addr) {
+            w.flaps = flaps;
+        }
+        if loss == Loss::Closed && flaps <= 1 {
+            return;
+        }
+        let failures = peer.failures.saturating_add(1);
+        let delay = self.backoff(failures);
+        if let Some(w) = self.wants.get_mut(&addr) {
+            w.failures = failures;
+            w.next_try_ms = Some(now.saturating_add(delay));
+            w.penalized = loss == Loss::Violation;
+            w.suspect = true;
+        }
+    }
+
+    /// Whether `addr`'s HELLOs are refused now: it broke the protocol, and
+    /// neither its backoff step nor this node's next dial to it is over.
+    /// `Some(Some(ms))` while the step runs, `Some(None)` during the dial.
+    fn penalty_left(&self, addr: SocketAddr, now: Millis) -> Option<Option<Millis>> {
+        let w = self.wants.get(&addr).filter(|w| w.penalized)?;
+        match w.next_try_ms {
+            None => Some(None),
+            Some(next) => (now < next).then(|| Some(next - now)),
+        }
+    }
+
+    /// Dials under way: wants whose dial started and did not end.
+    fn dials_in_flight(&self) -> usize {
+        self.wants
+            .values()
+            .filter(|w| w.next_try_ms.is_none())
+            .count()
+    }
+
+    /// Starts the dials that are due, earliest first, as far as
+    /// [`MAX_DIALS_IN_FLIGHT`] allows; the rest wait for a dial to end. A
+    /// lost peer past `reconnect_timeout_ms` is forgotten instead.
+    fn dial_due(&mut self, now: Millis) {
+        if self.left {
+            return;
+        }
+        let timeout_ms = self.cfg.reconnect_timeout_ms;
+        let mut in_flight = 0;
+        let mut expired = Vec::new();
+        let mut due: Vec<(Millis, SocketAddr)> = Vec::new();
+        for (a, w) in &self.wants {
+            let Some(t) = w.next_try_ms else {
+                in_flight += 1;
+                continue;
+            };
+            if t > now {
+                continue;
+            }
+            match w.source {
+                Source::Lost { lost_ms } if now >= lost_ms.saturating_add(timeout_ms) => {
+                    expired.push(*a)
+                }
+                _ => due.push((t, *a)),
+            }
+        }
+        // With every slot taken, what is due waits for a dial to end; an
+        // expired lost peer is forgotten all the same.
+        let free = MAX_DIALS_IN_FLIGHT.saturating_sub(in_flight);
+        for addr in expired {
+            self.wants.remove(&addr);
+            self.log(
+                Level::Info,
+                crate::event_text!(
+                    "peer-forgotten",
+                    peer = addr,
+                    reason =
+                        format_args!("not reached within --reconnect-timeout ({timeout_ms} ms)"),
+                ),
+            );
+        }
+        if due.len() > free {
+            due.select_nth_unstable(free);
+            due.truncate(free);
+        }
+        due.sort_unstable();
+        for (_, addr) in due {
+            self.dial(addr);
+        }
     }
 
     fn dial(&mut self, addr: SocketAddr) {
@@ -1507,28 +2171,35 @@ impl Node {
 
     /// The handshake with `dialed` finished (under that address or
     /// another): it is wanted no more. Logs `join-reached` if its failure
-    /// was logged; whether it had failed before.
-    fn reached(&mut self, dialed: SocketAddr) -> bool {
-        let Some(w) = self.wants.remove(&dialed) else {
-            return false;
-        };
+    /// was logged; returns what was wanted.
+    fn reached(&mut self, dialed: SocketAddr) -> Option<Want> {
+        let w = self.wants.remove(&dialed)?;
         if w.warned {
             self.log(
                 Level::Warn,
-                crate::event_text!("join-reached", peer = dialed, attempts = w.failures + 1),
+                crate::event_text!(
+                    "join-reached",
+                    peer = dialed,
+                    attempts = w.failures.saturating_add(1)
+                ),
             );
         }
-        w.failures > 0
+        Some(w)
     }
 
-    /// An attempt to reach `addr` ended without a link; `unanswered` says
-    /// why when nothing answered at all (not for a redirect). The first
-    /// such failure of an operator's join (`--join`, `-c`, a redirect's
-    /// master) is a warning; later ones are not, as the retries go on.
+    /// A dial to `addr` ended without a handshake: the next waits out the
+    /// backoff, or an introduction past its attempts is given up.
+    /// `unanswered` says why when nothing answered at all (not for a
+    /// redirect). The first such failure of an operator's join (`--join`,
+    /// `-c`) is a warning; later ones are not, as the retries go on.
     fn dial_failed(&mut self, addr: SocketAddr, unanswered: Option<&str>, now: Millis) {
         let Some(w) = self.wants.get_mut(&addr) else {
             return;
         };
+        if w.next_try_ms.is_some() {
+            // No dial of ours was under way: an old link's news.
+            return;
+        }
         w.failures = w.failures.saturating_add(1);
         if let Some(reason) = unanswered {
             w.last_error = Some(reason.to_owned());
@@ -1549,7 +2220,10 @@ impl Node {
         let Some(w) = self.wants.get_mut(&addr) else {
             return;
         };
-        if w.max_failures.is_some_and(|m| w.failures >= m) {
+        // A violator is let in again once this node's dial after its
+        // penalty failed: it may be reachable one way only.
+        w.penalized = false;
+        if matches!(w.source, Source::Introduced { .. }) && w.failures >= MESH_ATTEMPTS {
             let attempts = w.failures;
             self.wants.remove(&addr);
             self.log(
@@ -1558,15 +2232,23 @@ impl Node {
             );
             return;
         }
-        let base = self
-            .cfg
-            .heartbeat_ms
-            .max(1)
-            .saturating_mul(1 << w.failures.min(16))
-            .min(MAX_BACKOFF_MS);
-        let delay = (base / 2 + self.rng.below(base / 2 + 1)).max(self.cfg.heartbeat_ms.min(base));
+        let failures = w.failures;
+        let delay = self.backoff(failures);
         let w = self.wants.get_mut(&addr).expect("checked above");
-        w.next_try_ms = Some(now + delay);
+        w.next_try_ms = Some(now.saturating_add(delay));
+    }
+
+    /// The wait before the next dial after `failures` failures: a step
+    /// from two heartbeats doubling up to [`MAX_BACKOFF_MS`], drawn between
+    /// half and all of it, never under a heartbeat (guarantee 7,
+    /// docs/GUARANTEES.md).
+    fn backoff(&mut self, failures: u32) -> Millis {
+        let heartbeat_ms = self.cfg.heartbeat_ms;
+        let base = heartbeat_ms
+            .max(1)
+            .saturating_mul(1 << failures.min(16))
+            .min(MAX_BACKOFF_MS);
+        (base / 2 + self.rng.below(base / 2 + 1)).max(heartbeat_ms.min(base))
     }
 
     /// The link of a dial to `addr` still in its handshake, if any.

@@ -171,6 +171,31 @@ pub fn metrics(node: &Node, counters: &Counters, open: Open) -> String {
         "Fewest members a group must have to hold a master.",
         &one(st.quorum.to_string()),
     );
+    let counts = node.counts();
+    family(
+        "bossd_reconnecting",
+        "gauge",
+        "Addresses this node tries to reach: --join targets, lost peers, introductions.",
+        &one(counts.wanted.to_string()),
+    );
+    family(
+        "bossd_dials_in_flight",
+        "gauge",
+        "Dials started whose handshake has not finished.",
+        &one(counts.dials_in_flight.to_string()),
+    );
+    family(
+        "bossd_meets_dropped_total",
+        "counter",
+        "Introductions (MEET) dropped because too many were waiting.",
+        &one(counts.meets_dropped.to_string()),
+    );
+    family(
+        "bossd_protocol_violations_total",
+        "counter",
+        "Established peer links closed for breaking the protocol.",
+        &one(counts.violations.to_string()),
+    );
     family(
         "bossd_role_changes_total",
         "counter",

@@ -74,6 +74,9 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
             if let Some(warning) = loaded.warning {
                 bossd::event!(Level::Warn, "secret-file-warning", reason = warning);
             }
+            if let Some(weak) = loaded.secret.weakness() {
+                bossd::event!(Level::Warn, "weak-secret", reason = weak);
+            }
             Some(loaded.secret)
         }
         None => None,
@@ -89,6 +92,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         rule: args.opts.rule.clone(),
         heartbeat_ms: args.opts.heartbeat,
         timeout_ms: args.opts.timeout,
+        reconnect_timeout_ms: args.opts.reconnect_timeout,
         seed: random_u64(),
         wall_at_zero_ms,
     };

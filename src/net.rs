@@ -143,7 +143,7 @@ pub fn run(mut cfg: Config, mut opts: Options, wall_at_zero_ms: u64, start: Inst
     crate::event!(Level::Info, "listening", addr = addr);
     for target in opts.join {
         let now = server.now_ms();
-        if let Err(e) = server.node.connect(target, now) {
+        if let Err(e) = server.node.join(target, now) {
             crate::event!(Level::Warn, "join-skipped", peer = target, reason = e);
         }
     }
@@ -327,12 +327,12 @@ impl Server {
             .filter(|(_, c)| !c.dead)
             .filter_map(|(_, c)| match c.closing_seen_ms {
                 _ if c.awaiting_join.is_some() => c.awaiting_join.map(|(_, by)| by),
-                Some(seen) => Some(seen + CLOSE_GRACE_MS),
+                Some(seen) => Some(seen.saturating_add(CLOSE_GRACE_MS)),
                 // Seen by close_idle at the end of this iteration.
                 None if c.closing => Some(now),
                 None => c
                     .awaits_request()
-                    .then(|| c.opened_ms + self.idle_limit_ms()),
+                    .then(|| c.opened_ms.saturating_add(self.idle_limit_ms())),
             })
             .min();
         let hook = self
@@ -351,7 +351,7 @@ impl Server {
     }
 
     fn idle_limit_ms(&self) -> Millis {
-        IDLE_TIMEOUTS * self.node.config().timeout_ms
+        IDLE_TIMEOUTS.saturating_mul(self.node.config().timeout_ms)
     }
 
     /// Closes connections that said nothing useful within the idle limit.
@@ -361,12 +361,12 @@ impl Server {
         for (_, c) in self.conns.iter_mut() {
             if c.closing && !c.dead && c.awaiting_join.is_none() {
                 let seen = *c.closing_seen_ms.get_or_insert(now);
-                if now >= seen + CLOSE_GRACE_MS {
+                if now >= seen.saturating_add(CLOSE_GRACE_MS) {
                     crate::event!(Level::Debug, "close-timeout", peer = OptAddr(c.peer_addr));
                     c.dead = true;
                 }
             }
-            if c.awaits_request() && !c.dead && now >= c.opened_ms + limit {
+            if c.awaits_request() && !c.dead && now >= c.opened_ms.saturating_add(limit) {
                 crate::event!(
                     Level::Info,
                     "conn-idle",
@@ -804,13 +804,11 @@ impl Server {
                         self.node.handle_message(key, msg, now);
                     }
                     Err(e) => {
-                        crate::event!(
-                            Level::Warn,
-                            "protocol-violation",
-                            peer = OptAddr(c.peer_addr),
-                            reason = e,
-                        );
+                        // The core logs it and decides when to call back.
                         c.dead = true;
+                        let now = self.now_ms();
+                        self.node
+                            .handle_protocol_violation(key, &e.to_string(), now);
                     }
                 },
             }

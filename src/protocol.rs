@@ -452,6 +452,34 @@ fn message_name(name: &str) -> &'static str {
     }
 }
 
+/// What stands in `-msg` text for a character that could act on a
+/// terminal: U+FFFD, the Unicode replacement character.
+pub const REPLACEMENT: char = '\u{FFFD}';
+
+/// `text` with every character that could act on a terminal replaced by
+/// [`REPLACEMENT`]: the C0 controls (NUL, BEL, TAB, LF, CR, ESC, ...), DEL,
+/// the C1 controls (U+0080 to U+009F, 8-bit CSI and OSC among them), the
+/// line and paragraph separators and the bidirectional controls that
+/// reorder how a line is shown. So a peer's `-msg` text cannot clear or
+/// recolour an operator's screen, move its cursor, ring its bell or forge
+/// the `message from ...` prefix of another line. Applied to MSG text both
+/// when it is sent and when it is received (a raw peer sends what it likes).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(
+                c,
+                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            );
+            if c.is_control() || bidi || matches!(c, '\u{2028}' | '\u{2029}') {
+                REPLACEMENT
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Replaces line breaks so free text can never end a line early.
 fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
@@ -467,6 +495,21 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 10, defect 4: what could act on a terminal becomes U+FFFD;
+    // everything else, other scripts and emoji included, stays.
+    #[test]
+    fn printable_replaces_what_commands_a_terminal() {
+        for c in [
+            '\0', '\u{7}', '\u{8}', '\t', '\n', '\r', '\u{1b}', '\u{7f}', '\u{80}', '\u{9b}',
+            '\u{9f}', '\u{202e}', '\u{2066}', '\u{200f}', '\u{2028}', '\u{61c}',
+        ] {
+            assert_eq!(printable(&format!("a{c}b")), "a\u{fffd}b", "{:?}", c);
+        }
+        let kept = "grüße, 東京, 🙂, a ~ b";
+        assert_eq!(printable(kept), kept);
+        assert_eq!(printable(""), "");
+    }
 
     fn hello() -> Hello {
         Hello {

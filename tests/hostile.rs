@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bossd::auth::{Done, Handshake, NONCE_LEN, Secret};
-use common::{Node, TempDir, TestNet, holds_for, run_to_exit, wait_agreed, wait_until};
+use common::{Node, TempDir, TestNet, agreed, holds_for, run_to_exit, wait_agreed, wait_until};
 
 /// How long a property that must stay true is watched: several reconnect
 /// attempts and 2 × the default 500 ms timeout.
@@ -506,7 +506,7 @@ fn fake_hello_and_master_claims_are_refused() {
     write_best_effort(
         &mut s,
         format!(
-            "-c {} {}\n-msg hi\n-q\n-m\n",
+            "-c {} {}\n-msg hi\n-forget 10.9.9.9 7\n-q\n-m\n",
             fake_addr.ip(),
             fake_addr.port()
         )
@@ -516,7 +516,7 @@ fn fake_hello_and_master_claims_are_refused() {
     let said = read_to_close(&mut s);
     assert_eq!(
         said,
-        "ERR not permitted\nERR not permitted\nERR not permitted\ntrue\nOK\n"
+        "ERR not permitted\nERR not permitted\nERR not permitted\nERR not permitted\ntrue\nOK\n"
     );
     // Lines that look sealed but were never authenticated are console input.
     let mut s = connect(a);
@@ -879,4 +879,347 @@ fn secret_file_start_up_rules() {
         })
     });
     assert!(!n.stderr_text().contains(SECRET));
+    assert!(!n.logged("weak-secret", &[]), "{SECRET:?} is long enough");
+    // Issue 10, defect 3: a short secret starts with one warning that says
+    // why and how to make a good one.
+    let weak = dir.secret("weak", "pw12");
+    let n = Node::start("B", net.addr(), &["--secret-file", &weak]);
+    let said: Vec<_> = n
+        .events()
+        .into_iter()
+        .filter(|e| e.name == "weak-secret")
+        .collect();
+    assert_eq!(said.len(), 1, "{}", n.stderr_text());
+    let reason = said[0].field("reason").unwrap();
+    assert!(
+        reason.contains("4 bytes") && reason.contains("/dev/urandom"),
+        "{reason}"
+    );
+    assert!(!n.stderr_text().contains("pw12"));
+}
+
+// ---------------------------------------------------------------------------
+// Peers that completed the handshake (issue 10)
+// ---------------------------------------------------------------------------
+
+/// A peer made by hand on a socket: its HELLO is through, plainly or,
+/// with a secret, authenticated; then it says whatever the test wants.
+struct RawPeer {
+    s: TcpStream,
+    session: Option<bossd::auth::Session>,
+}
+
+impl RawPeer {
+    /// Dials `node` and says HELLO as a node listening on `me` that started
+    /// at `started` (unix ms).
+    fn hello(
+        node: SocketAddr,
+        me: SocketAddr,
+        started: u64,
+        secret: Option<&str>,
+        strict: bool,
+    ) -> RawPeer {
+        let mut s = connect(node);
+        let session = secret.map(|secret| authenticate(&mut s, secret).expect("authenticated"));
+        let mut peer = RawPeer { s, session };
+        let strict = u8::from(strict);
+        peer.send(&format!(
+            "HELLO bossd/1 mesh {me} {started} 00000000000000aa 0 2 {strict} oldest"
+        ));
+        peer
+    }
+
+    /// Sends lines (without their newlines), sealed when authenticated.
+    fn send_all(&mut self, lines: impl IntoIterator<Item = String>) {
+        let mut out = String::new();
+        for line in lines {
+            match &mut self.session {
+                Some(session) => session.seal(&line, &mut out),
+                None => {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+        }
+        write_best_effort(&mut self.s, out.as_bytes());
+    }
+
+    fn send(&mut self, line: &str) {
+        self.send_all([line.to_owned()]);
+    }
+}
+
+/// A sample of `node`'s `/metrics`, `name` with its labels as the page
+/// writes them (`bossd_up`, `bossd_role{role="master"}`), read over a raw
+/// socket; `None` when the node does not answer or lacks it.
+fn metric(node: SocketAddr, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect_timeout(&node, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(READ_WAIT)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").ok()?;
+    let mut page = String::new();
+    s.read_to_string(&mut page).ok()?;
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The events `name` a node logged about `peer`.
+fn events_about(n: &Node, name: &str, peer: SocketAddr) -> usize {
+    let peer = peer.to_string();
+    n.events()
+        .iter()
+        .filter(|e| e.name == name && e.field("peer") == Some(peer.as_str()))
+        .count()
+}
+
+/// The issue's attack on `nodes` (the first is master): a peer says
+/// HELLO, then `STATE follower 18446744073709551614 <master>`, and leaves
+/// 0.2 s later, as `nc` did. Afterwards the master is alive, with the same
+/// epoch, the cluster agrees, and the master logged one violation and the
+/// others none: no node spins.
+fn epoch_attack(nodes: &[&Node], net: &TestNet, secret: Option<&str>, strict: bool) {
+    let a = nodes[0];
+    let before = wait_agreed(nodes, Some(a))[0].epoch;
+    let lines_before: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.stderr_text().lines().count())
+        .collect();
+    let fake = net.addr();
+    let mut raw = RawPeer::hello(a.addr, fake, 9_999_999_999_999, secret, strict);
+    raw.send(&format!("STATE follower 18446744073709551614 {}", a.addr));
+    thread::sleep(Duration::from_millis(200));
+    drop(raw);
+    wait_until("the master logs the violation", nodes, || {
+        events_about(a, "protocol-violation", fake) == 1
+    });
+    let st = wait_agreed(nodes, Some(a));
+    assert_eq!(st[0].epoch, before, "the epoch moved");
+    assert!(st[0].epoch < 1 << 53);
+    // Long enough for a loop to show: several backoff steps of a redial.
+    holds_for("no node spins", WATCH, nodes, || {
+        agreed(nodes, Some(a)).is_some_and(|st| st[0].epoch == before)
+            && nodes[1..]
+                .iter()
+                .all(|n| !n.stderr_text().contains("event=protocol-violation"))
+    });
+    assert_eq!(events_about(a, "protocol-violation", fake), 1);
+    for (n, before) in nodes.iter().zip(lines_before) {
+        let lines = n.stderr_text().lines().count() - before;
+        assert!(
+            lines < 50,
+            "{} wrote {lines} log lines:\n{}",
+            n.name,
+            n.describe()
+        );
+    }
+}
+
+// Issue 10, defect 1 (guarantee 9, docs/GUARANTEES.md): one STATE line
+// with an epoch at the top of the u64 range made the master claim
+// u64::MAX, its followers drop it in a loop, and its next claim wrap and
+// abort the process. Without a secret, with --strict, and from a member
+// that authenticated with the secret.
+#[test]
+fn an_epoch_at_the_top_of_the_range_crashes_nothing() {
+    for strict in [false, true] {
+        let net = TestNet::new();
+        let flags: &[&str] = if strict { &["--strict"] } else { &[] };
+        let a = Node::start("A", net.addr(), flags);
+        let join = a.addr.to_string();
+        let mut args = flags.to_vec();
+        args.extend(["--join", &join]);
+        let b = Node::start("B", net.addr(), &args);
+        let c = Node::start("C", net.addr(), &args);
+        epoch_attack(&[&a, &b, &c], &net, None, strict);
+    }
+    let mut cl = Cluster::start("epoch");
+    let refs = cl.refs();
+    epoch_attack(&refs, &cl.net, Some(SECRET), false);
+    cl.assert_unharmed("a STATE at the top of the epoch range");
+}
+
+// Issue 10 (found reviewing what a peer controls): a start time past the
+// year 9999 in a HELLO made `-cl`, `-r` and `/status` abort the node.
+#[test]
+fn a_start_time_past_the_year_9999_is_shown() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    let fake = net.addr();
+    let _raw = RawPeer::hello(a.addr, fake, u64::MAX, None, false);
+    wait_until("A has the peer", &[&a], || a.status().peers == 1);
+    let (cl, result) = a.ctl("-cl");
+    assert_eq!(result, Ok(()));
+    assert!(
+        cl.iter()
+            .any(|l| l.starts_with(&format!("{fake} started=9999-12-31T23:59:59.999Z "))),
+        "{cl:?}"
+    );
+    assert_eq!(a.ctl("-r").1, Ok(()));
+    assert!(metric(a.addr, "bossd_up").is_some());
+    let mut s = connect(a.addr);
+    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_to_close(&mut s).contains("\"started\": 18446744073709551615"));
+    assert_eq!(a.status().peers, 1, "A is still there");
+}
+
+// Issue 10, defect 2: a peer sending 10,000 MEETs naming addresses where
+// nobody listens used to make the node dial them all, fill --max-conns and
+// answer consoles `ERR busy`. Now at most MAX_DIALS_IN_FLIGHT dials run at
+// once, introductions beyond MAX_INTRODUCED_PER_PEER are dropped and
+// counted, consoles are answered and a new node joins.
+#[test]
+fn a_meet_flood_never_makes_a_console_busy() {
+    use bossd::core::{MAX_DIALS_IN_FLIGHT, MAX_INTRODUCED_PER_PEER};
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    let join = a.addr.to_string();
+    let b = Node::start("B", net.addr(), &["--join", &join]);
+    wait_agreed(&[&a, &b], Some(&a));
+    let fake = net.addr();
+    let raw = RawPeer::hello(a.addr, fake, 9_999_999_999_999, None, false);
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let consoles = {
+        let (busy, answered, stop, addr) = (busy.clone(), answered.clone(), stop.clone(), a.addr);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut s = connect(addr);
+                write_best_effort(&mut s, b"-m\n");
+                let mut line = String::new();
+                let _ = BufReader::new(s).read_line(&mut line);
+                if line.starts_with("ERR busy") {
+                    busy.fetch_add(1, Ordering::Relaxed);
+                } else if line == "true\n" {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // The flood in one write, as the issue sent it: a whole read budget
+    // of MEETs reaches the core in each loop iteration.
+    let flood: Vec<String> = (0..10_000u16)
+        .map(|n| {
+            format!(
+                "MEET {}",
+                SocketAddr::new(net.ip(3 + (n / 5000) as u8), 30_000 + n % 5000)
+            )
+        })
+        .collect();
+    let writer = thread::spawn(move || {
+        let mut raw = raw;
+        raw.send_all(flood);
+        raw
+    });
+    let mut most_in_flight = 0.0f64;
+    wait_until("the flood is read", &[&a], || {
+        if let Some(v) = metric(a.addr, "bossd_dials_in_flight") {
+            most_in_flight = most_in_flight.max(v);
+        }
+        metric(
+            a.addr,
+            "bossd_messages_total{type=\"MEET\",direction=\"in\"}",
+        )
+        .is_some_and(|v| v >= 10_000.0)
+    });
+    let raw = writer.join().unwrap();
+    // A new member joins through the flood's aftermath.
+    let d = Node::start("D", net.addr(), &["--join", &join]);
+    wait_until("D joins", &[&a, &b, &d], || {
+        agreed(&[&a, &b, &d], Some(&a)).is_some()
+    });
+    stop.store(true, Ordering::Relaxed);
+    consoles.join().unwrap();
+    drop(raw);
+    let (busy, answered) = (
+        busy.load(Ordering::Relaxed),
+        answered.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        busy, 0,
+        "{busy} consoles got ERR busy ({answered} answered)"
+    );
+    assert!(answered >= 10, "only {answered} console answers");
+    assert!(
+        most_in_flight <= MAX_DIALS_IN_FLIGHT as f64,
+        "{most_in_flight} dials at once"
+    );
+    // Introductions whose dials failed three times make room for more, so
+    // how many were dropped depends on the pace; some must have been.
+    let dropped = metric(a.addr, "bossd_meets_dropped_total").unwrap();
+    assert!(
+        dropped > 0.0 && dropped <= (10_000 - MAX_INTRODUCED_PER_PEER) as f64,
+        "{dropped} MEETs dropped"
+    );
+    assert!(a.logged("meets-dropped", &[("peer", &fake.to_string())]));
+    assert!(metric(a.addr, "bossd_reconnecting").unwrap() <= bossd::core::MAX_WANTED as f64);
+}
+
+// Issue 10, defect 5: members that joined from their own addresses and
+// were killed are retried for --reconnect-timeout, then forgotten with one
+// line each; a --join target is retried for ever, until `-forget`; a
+// forgotten member that comes back joins as a newcomer.
+#[test]
+fn dead_members_are_forgotten_and_join_targets_kept() {
+    let net = TestNet::new();
+    let mut x = Node::start("X", net.addr_on(1), &[]);
+    let xs = x.addr.to_string();
+    let a = Node::start(
+        "A",
+        net.addr_on(2),
+        &[
+            "--reconnect-timeout",
+            "2000",
+            "--join",
+            &xs,
+            "--log",
+            "debug",
+        ],
+    );
+    let join = a.addr.to_string();
+    let mut others: Vec<Node> = (3..8)
+        .map(|h| Node::start(&format!("M{h}"), net.addr_on(h), &["--join", &join]))
+        .collect();
+    {
+        let mut all: Vec<&Node> = vec![&x, &a];
+        all.extend(others.iter());
+        wait_agreed(&all, Some(&x));
+    }
+    x.sigkill();
+    for o in &mut others {
+        o.sigkill();
+    }
+    wait_until("A forgets the five members", &[&a], || {
+        others
+            .iter()
+            .all(|o| events_about(&a, "peer-forgotten", o.addr) == 1)
+    });
+    assert_eq!(metric(a.addr, "bossd_reconnecting"), Some(1.0), "X is left");
+    // X is still dialled; the forgotten ones are not.
+    let dialled = |n: &Node| events_about(&a, "dial-failed", n.addr);
+    let counts: Vec<usize> = others.iter().map(dialled).collect();
+    let x_dials = dialled(&x);
+    holds_for("X is retried and nobody else", WATCH, &[&a], || {
+        metric(a.addr, "bossd_reconnecting") == Some(1.0)
+            && others.iter().map(dialled).eq(counts.iter().copied())
+    });
+    assert!(dialled(&x) > x_dials, "X is no longer dialled");
+    assert_eq!(events_about(&a, "peer-forgotten", x.addr), 0);
+    // -forget: a live peer or an unknown address is one ERR line; X goes.
+    let (_, r) = a.ctl(&format!(
+        "-forget {} {}",
+        others[0].addr.ip(),
+        others[0].addr.port()
+    ));
+    assert_eq!(r, Err(format!("{} is not being retried", others[0].addr)));
+    let (lines, r) = a.ctl(&format!("-forget {} {}", x.addr.ip(), x.addr.port()));
+    assert_eq!((lines, r), (vec![format!("forgot {}", x.addr)], Ok(())));
+    assert_eq!(metric(a.addr, "bossd_reconnecting"), Some(0.0));
+    // A forgotten member comes back at its address: it joins as a newcomer.
+    let back = Node::start("M3", others[0].addr, &["--join", &join]);
+    wait_agreed(&[&a, &back], None);
+    let (_, r) = a.ctl(&format!("-forget {} {}", back.addr.ip(), back.addr.port()));
+    assert_eq!(
+        r,
+        Err(format!("{} is a live peer, not a lost one", back.addr))
+    );
 }

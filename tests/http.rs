@@ -201,6 +201,11 @@ fn metrics_match_the_status_line() {
             0.0
         );
         assert_eq!(value(&m, "bossd_connections", &[("kind", "peer")]), 2.0);
+        // Issue 10: the reconnect set and its bounds.
+        assert_eq!(value(&m, "bossd_reconnecting", &[]), 0.0);
+        assert_eq!(value(&m, "bossd_dials_in_flight", &[]), 0.0);
+        assert_eq!(value(&m, "bossd_meets_dropped_total", &[]), 0.0);
+        assert_eq!(value(&m, "bossd_protocol_violations_total", &[]), 0.0);
         let start = value(&m, "bossd_start_time_seconds", &[]);
         assert!(
             (start * 1000.0 - st.started as f64).abs() < 1.0,

@@ -875,6 +875,7 @@ fn help_lists_every_option_with_its_default() {
         "--strict",
         "--heartbeat",
         "--timeout",
+        "--reconnect-timeout",
         "--secret-file",
         "--notify",
         "--max-conns",

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bossd::protocol::Role;
 use bossd::rule::Rule;
+use sim::hostile::Mode;
 use sim::{Cluster, Spec, addr};
 
 /// Deterministic choices from the seed, apart from the network's own.
@@ -59,8 +60,18 @@ const RULES: [&str; 5] = [
     "highest-addr",
 ];
 
+/// What the hostile members of a sweep did, to show they did something.
+#[derive(Default)]
+struct HostileTally {
+    seeds: u64,
+    lines: u64,
+    meets: u64,
+    violations: u64,
+    meets_dropped: u64,
+}
+
 /// Runs one seed's scenario; panics on a violated guarantee.
-fn run(seed: u64) {
+fn run(seed: u64, tally: &mut HostileTally) {
     let mut d = Dice(seed);
     let n = 2 + d.below(8) as usize;
     let mode = d.below(3);
@@ -96,6 +107,13 @@ fn run(seed: u64) {
     for i in 1..n {
         let j = d.below(i as u64) as usize;
         let _ = c.connect(i, j);
+    }
+    // One seed in HOSTILE_ONE_IN also has a hostile member, with dice of
+    // its own so that the other seeds' scripts stay those of earlier sweeps.
+    let hostile = (Dice(seed ^ 0xbad_5eed).below(HOSTILE_ONE_IN) == 0)
+        .then(|| c.add_hostile(seed, Mode::Chaos));
+    if hostile.is_some() {
+        c.check_strict_from_now(false);
     }
     let steps = d.below(12);
     for _ in 0..steps {
@@ -145,14 +163,54 @@ fn run(seed: u64) {
             _ => {}
         }
         c.run_for(d.below(1500));
+        if hostile.is_some() && std::env::var_os("NO_READ").is_none() {
+            read_everything(&mut c);
+        }
     }
     // Quiet: heal and thaw everything, then let backoffs (at most 5 s with
     // jitter) and mesh repair run their course.
     c.heal();
     c.thaw_all();
+    if let Some(h) = hostile {
+        let sent = &c.hostile(h).expect("still there").sent;
+        tally.seeds += 1;
+        tally.lines += sent.values().sum::<u64>();
+        tally.meets += sent.get("MEET").copied().unwrap_or(0);
+        for i in c.up() {
+            let counts = c.node(i).counts();
+            tally.violations += counts.violations;
+            tally.meets_dropped += counts.meets_dropped;
+        }
+        // The hostile member goes; once the leases and bindings it could
+        // have given out (a timeout) have run out, guarantee 8 holds again.
+        c.remove_hostile(h);
+        c.run_for(1_000);
+        c.check_strict_from_now(strict);
+    }
     c.run_for(25_000);
     check_quiet(&c);
     check_skew(&c);
+}
+
+/// One seed in this many has a hostile member (issue 10).
+const HOSTILE_ONE_IN: u64 = 10;
+
+/// Asks every running node everything an operator can read, as `-cl`,
+/// `-r`, `-j`, `-s`, `/status` and `/metrics` show it: what a hostile
+/// member announced (start times, priorities, addresses) must render.
+fn read_everything(c: &mut Cluster) {
+    for i in c.up() {
+        for command in ["-cl", "-r", "-j", "-s", "-t", "-cn"] {
+            c.console(i, command);
+        }
+        let clock = bossd::console::Clock {
+            now_ms: c.now,
+            wall_at_zero_ms: c.node(i).config().wall_at_zero_ms,
+        };
+        bossd::http::status(c.node(i), clock);
+        let counters = bossd::http::Counters::default();
+        bossd::http::metrics(c.node(i), &counters, bossd::http::Open::default());
+    }
 }
 
 /// Every clock offset a node measured holds the true one within its error,
@@ -264,6 +322,7 @@ fn seeded_sweep() {
     let mut failed = Vec::new();
     let started = Instant::now();
     let mut reported = started;
+    let mut tally = HostileTally::default();
     progress(&format!("{count} seeds to run"));
     for (done, seed) in seeds.into_iter().enumerate() {
         if reported.elapsed() >= PROGRESS_EVERY {
@@ -274,7 +333,7 @@ fn seeded_sweep() {
                 started.elapsed().as_secs()
             ));
         }
-        if let Err(e) = catch_unwind(AssertUnwindSafe(|| run(seed))) {
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| run(seed, &mut tally))) {
             let msg = e
                 .downcast_ref::<String>()
                 .cloned()
@@ -299,7 +358,12 @@ fn seeded_sweep() {
         failed[0].0
     );
     progress(&format!(
-        "{count} seeds, 0 violations, {} s",
-        started.elapsed().as_secs()
+        "{count} seeds, 0 violations, {} s; {} with a hostile member, which sent {} lines ({} MEETs): honest nodes closed {} links for protocol violations and dropped {} MEETs",
+        started.elapsed().as_secs(),
+        tally.seeds,
+        tally.lines,
+        tally.meets,
+        tally.violations,
+        tally.meets_dropped
     ));
 }

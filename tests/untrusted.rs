@@ -165,6 +165,7 @@ fn node() -> Node {
         rule: Default::default(),
         heartbeat_ms: 100,
         timeout_ms: 500,
+        reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 1,
         wall_at_zero_ms: 1_764_000_000_000,
     })

@@ -41,7 +41,7 @@ _bossd() {
 
     case "${cmd}" in
         bossd)
-            opts="-h -V --join --rule --priority --quorum --strict --heartbeat --timeout --secret-file --notify --max-conns --log --no-console --help --version ctl demo help"
+            opts="-h -V --join --rule --priority --quorum --strict --heartbeat --timeout --reconnect-timeout --secret-file --notify --max-conns --log --no-console --help --version ctl demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -68,6 +68,10 @@ _bossd() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -13,13 +13,19 @@
 #[path = "../common/logfmt.rs"]
 mod logfmt;
 
+pub mod hostile;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use bossd::core::{Action, Config, JournalEntry, LinkId, Millis, Node};
+use bossd::core::{
+    Action, Config, JOURNAL_LEN, JournalEntry, LinkId, MAX_DIALS_IN_FLIGHT,
+    MAX_INTRODUCED_PER_PEER, MAX_WANTED, Millis, Node,
+};
 use bossd::log::Level;
 use bossd::protocol::{Message, Role};
 use bossd::rule::Rule;
+use hostile::{Cover, Hostile, Mode, Out};
 
 /// A node's settings in the cluster under test.
 #[derive(Clone, Debug)]
@@ -99,6 +105,8 @@ struct Slot {
     addr: SocketAddr,
     spec: Spec,
     node: Option<Node>,
+    /// A hostile member in this slot instead of a core.
+    hostile: Option<Hostile>,
 }
 
 #[derive(Clone, Copy)]
@@ -164,10 +172,55 @@ impl Cluster {
                 addr: addr(i),
                 spec,
                 node: None,
+                hostile: None,
             });
             c.start(i);
         }
         c
+    }
+
+    /// Adds a hostile member at the next address (issue 10), which knows
+    /// every node's address and copies node 0's settings to get in.
+    /// Returns its slot; it is never `up`.
+    pub fn add_hostile(&mut self, seed: u64, mode: Mode) -> usize {
+        let i = self.slots.len();
+        let spec = self.slots[0].spec.clone();
+        let cover = Cover {
+            addr: addr(i),
+            quorum: spec.quorum,
+            strict: spec.strict,
+            rule: spec.rule.clone(),
+            wall_at_zero_ms: spec.wall_at_zero_ms,
+        };
+        let members = self.slots.iter().map(|s| s.addr).collect();
+        self.slots.push(Slot {
+            addr: addr(i),
+            spec,
+            node: None,
+            hostile: Some(Hostile::new(seed, mode, cover, members)),
+        });
+        self.journals.push(Vec::new());
+        self.delivered.push(Vec::new());
+        self.dials.push(Vec::new());
+        self.warnings.push(Vec::new());
+        self.reported.push(0);
+        self.held.push(Vec::new());
+        self.frozen.push(false);
+        self.deadline_of.push(None);
+        self.refresh_deadline(i);
+        i
+    }
+
+    /// The hostile member in slot `i`, if it is still there.
+    pub fn hostile(&self, i: usize) -> Option<&Hostile> {
+        self.slots[i].hostile.as_ref()
+    }
+
+    /// The hostile member in slot `i` goes away: its links close.
+    pub fn remove_hostile(&mut self, i: usize) {
+        self.slots[i].hostile = None;
+        self.refresh_deadline(i);
+        self.close_all(i);
     }
 
     /// `n` nodes with default settings, node 0 the oldest.
@@ -191,6 +244,7 @@ impl Cluster {
             rule: slot.spec.rule.clone(),
             heartbeat_ms: 100,
             timeout_ms: 500,
+            reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
             seed: self.next_instance,
             wall_at_zero_ms: slot.spec.wall_at_zero_ms,
         };
@@ -359,6 +413,11 @@ impl Cluster {
                 self.deliver(ev);
             } else if let Some((_, i)) = next_timer {
                 let now = self.now;
+                if let Some(h) = self.slots[i].hostile.as_mut() {
+                    let out = h.on_tick(now);
+                    self.carry_out_hostile(i, out);
+                    continue;
+                }
                 self.slots[i].node.as_mut().expect("up").handle_timeout(now);
                 self.pump(i);
             }
@@ -392,6 +451,15 @@ impl Cluster {
         let reply = bossd::console::execute(cmd, node, clock);
         self.pump(i);
         reply.lines
+    }
+
+    /// Turns the checks of guarantee 8 on or off, forgetting which node
+    /// was master of which epoch: a hostile member can break guarantee 8
+    /// while it is there (a Byzantine peer is out of its scope), so a sweep
+    /// checks it again only from when the hostile member has gone.
+    pub fn check_strict_from_now(&mut self, on: bool) {
+        self.check_strict = on;
+        self.epoch_masters.clear();
     }
 
     /// Role, master and epoch of node `i`.
@@ -481,7 +549,11 @@ impl Cluster {
 
     /// Records node `i`'s next deadline after anything touched it.
     fn refresh_deadline(&mut self, i: usize) {
-        let d = self.slots[i].node.as_ref().and_then(Node::next_deadline);
+        let slot = &self.slots[i];
+        let d = match &slot.hostile {
+            Some(h) => Some(h.next_deadline()),
+            None => slot.node.as_ref().and_then(Node::next_deadline),
+        };
         if d == self.deadline_of[i] {
             return;
         }
@@ -504,6 +576,23 @@ impl Cluster {
         }
         if self.frozen[to] {
             self.held[to].push(ev);
+            return;
+        }
+        if let Some(h) = self.slots[to].hostile.as_mut() {
+            let now = self.now;
+            match ev {
+                Event::Line { link, msg, .. } => {
+                    if !self.ends.contains_key(&(to, link)) {
+                        return;
+                    }
+                    let out = h.on_line(link, msg, now);
+                    self.carry_out_hostile(to, out);
+                }
+                Event::Closed { link, .. } => {
+                    h.on_closed(link, now);
+                    self.refresh_deadline(to);
+                }
+            }
             return;
         }
         match ev {
@@ -536,8 +625,105 @@ impl Cluster {
         }
     }
 
+    /// A connection from slot `i` to slot `j`: returns `i`'s end; `j`
+    /// hears of its end with the first line.
+    fn open_link(&mut self, i: usize, j: usize) -> LinkId {
+        let (la, lb) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        let now = self.now;
+        self.ends.insert(
+            (i, la),
+            End {
+                node: j,
+                link: lb,
+                accepted: true,
+                last_delivery: now,
+            },
+        );
+        self.ends.insert(
+            (j, lb),
+            End {
+                node: i,
+                link: la,
+                accepted: false,
+                last_delivery: now,
+            },
+        );
+        la
+    }
+
+    /// Carries out what the hostile member in slot `i` asked for.
+    fn carry_out_hostile(&mut self, i: usize, out: Vec<Out>) {
+        for o in out {
+            match o {
+                Out::Send(link, msg) => self.send(i, link, msg),
+                Out::Close(link) => self.close_end(i, link),
+                Out::Dial(to, hello) => {
+                    let Some(j) = self
+                        .slots
+                        .iter()
+                        .position(|s| s.addr == to && s.node.is_some())
+                    else {
+                        continue;
+                    };
+                    let la = self.open_link(i, j);
+                    if let Some(h) = self.slots[i].hostile.as_mut() {
+                        h.on_dialed(la);
+                    }
+                    self.send(i, la, hello);
+                }
+            }
+        }
+        self.refresh_deadline(i);
+    }
+
+    /// Checks that node `i` holds no more than its limits allow (issue
+    /// 10): the actions one event queued (`actions`, of which the
+    /// simulator just drained the last), its reconnect set, dials,
+    /// introductions and journal.
+    fn check_limits(&self, i: usize, actions: usize) {
+        let Some(node) = self.slots[i].node.as_ref() else {
+            return;
+        };
+        self.check_actions(i, actions);
+        let n = node.counts();
+        assert!(n.wanted <= MAX_WANTED, "node {i}: {n:?}");
+        assert!(n.dials_in_flight <= MAX_DIALS_IN_FLIGHT, "node {i}: {n:?}");
+        // Sorting the reconnect set at every event would slow a sweep full
+        // of MEET floods; one event in 16 is enough, since only a dial's
+        // end or a drop lowers the count again.
+        if self.seq.is_multiple_of(16) {
+            let most = node.introduced_by_one_peer();
+            assert!(
+                most <= MAX_INTRODUCED_PER_PEER,
+                "node {i} waits to dial {most} introductions from one peer"
+            );
+        }
+        assert!(n.journal <= JOURNAL_LEN, "node {i}: {n:?}");
+    }
+
+    /// One event (a call into node `i`) queued at most a few lines per
+    /// link (and, losing many links at once, a STATE per remaining link
+    /// for each), plus the dials it allows.
+    fn check_actions(&self, i: usize, actions: usize) {
+        let bound = |links: usize| 8 * (links + 2) * (links + 2) + MAX_DIALS_IN_FLIGHT + 64;
+        if actions <= bound(0) {
+            return;
+        }
+        let Some(node) = self.slots[i].node.as_ref() else {
+            return;
+        };
+        let links = node.counts().links;
+        assert!(
+            actions <= bound(links),
+            "node {i} queued {actions} actions for one event (links {links}){}",
+            self.dump()
+        );
+    }
+
     /// Carries out node `i`'s actions.
     fn pump(&mut self, i: usize) {
+        let mut actions = 0;
         loop {
             let Some(node) = self.slots[i].node.as_mut() else {
                 self.refresh_deadline(i);
@@ -546,6 +732,13 @@ impl Cluster {
             let Some(action) = node.poll_action() else {
                 break;
             };
+            actions += 1;
+            // Connect and Close call back into the core: what it queues
+            // then belongs to that call, not to the event before.
+            if matches!(action, Action::Connect { .. } | Action::Close(_)) {
+                self.check_actions(i, actions);
+                actions = 0;
+            }
             match action {
                 Action::Send(link, msg) => self.send(i, link, msg),
                 Action::Connect { addr: to, kind } => {
@@ -553,30 +746,11 @@ impl Cluster {
                     let target = self
                         .slots
                         .iter()
-                        .position(|s| s.addr == to && s.node.is_some());
+                        .position(|s| s.addr == to && (s.node.is_some() || s.hostile.is_some()));
                     let now = self.now;
                     match target {
                         Some(j) => {
-                            let (la, lb) = (self.next_link, self.next_link + 1);
-                            self.next_link += 2;
-                            self.ends.insert(
-                                (i, la),
-                                End {
-                                    node: j,
-                                    link: lb,
-                                    accepted: true,
-                                    last_delivery: now,
-                                },
-                            );
-                            self.ends.insert(
-                                (j, lb),
-                                End {
-                                    node: i,
-                                    link: la,
-                                    accepted: false,
-                                    last_delivery: now,
-                                },
-                            );
+                            let la = self.open_link(i, j);
                             self.slots[i]
                                 .node
                                 .as_mut()
@@ -621,6 +795,7 @@ impl Cluster {
             self.reported[i]
         );
         self.reported[i] = epoch;
+        self.check_limits(i, actions);
         self.refresh_deadline(i);
         self.check_masters();
     }
@@ -681,12 +856,17 @@ impl Cluster {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n.max(1)
+        splitmix(&mut self.rng) % n.max(1)
     }
+}
+
+/// splitmix64: the next number from `state`.
+pub fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The set of running nodes' addresses.
