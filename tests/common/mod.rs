@@ -10,6 +10,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod logfmt;
+pub mod netns;
 pub mod runner;
 
 use std::fmt::Write as _;
