@@ -508,6 +508,11 @@ impl Node {
         self.signal(libc::SIGSTOP);
     }
 
+    /// Sends SIGCONT: a frozen process resumes.
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     fn signal(&self, sig: i32) {
         if self.exit.is_some() {
             return;
