@@ -152,11 +152,7 @@ fn vip_follows_the_master_when_its_bossd_crashes_and_its_host_goes_away() {
     let old = bed.form();
     let fault = bed.crash(old);
     let new = bed.failover(old, fault, "SIGKILL of its bossd");
-    assert!(
-        bed.net.holds_vip(old),
-        "h{old} should still hold the VIP: a SIGKILLed bossd runs no hook\n{}",
-        bed.describe()
-    );
+    bed.still_holds_vip(old, "a SIGKILLed bossd runs no hook");
     bed.hold(
         new,
         "the client stays with the new master while the old host still holds the VIP",
@@ -172,12 +168,7 @@ fn vip_follows_the_master_when_its_bossd_crashes_and_its_host_goes_away() {
     bed.net.heal();
     bed.start_bossd(old);
     bed.note(&format!("h{old} is back, its bossd restarted"));
-    bed.wait_settled(new);
-    bed.hold(
-        new,
-        "the client stays with the new master once the old host is back",
-    );
-    bed.never_back(old, new, fault, Instant::now());
+    bed.old_host_back(old, new, fault);
 }
 
 // The master's host loses power: its link is cut first, so no FIN or RST of
@@ -198,12 +189,7 @@ fn vip_follows_the_master_when_its_host_loses_power() {
 
     bed.power_on(old);
     bed.note(&format!("h{old} powered on"));
-    bed.wait_settled(new);
-    bed.hold(
-        new,
-        "the client stays with the new master once the old host is back",
-    );
-    bed.never_back(old, new, fault, Instant::now());
+    bed.old_host_back(old, new, fault);
 }
 
 // The master's bossd is frozen (SIGSTOP) with its connections open: the
@@ -220,11 +206,7 @@ fn vip_follows_the_master_when_it_freezes_and_leaves_it_on_resume() {
     let old = bed.form();
     let fault = bed.freeze(old);
     let new = bed.failover(old, fault, "SIGSTOP of its bossd");
-    assert!(
-        bed.net.holds_vip(old),
-        "h{old} should still hold the VIP: a frozen bossd runs no hook\n{}",
-        bed.describe()
-    );
+    bed.still_holds_vip(old, "a frozen bossd runs no hook");
     bed.hold(
         new,
         "the client stays with the new master while the old one is frozen",
@@ -457,6 +439,16 @@ impl Bed {
         new
     }
 
+    /// Checks that `host` still holds the VIP, which it should because
+    /// `why`.
+    fn still_holds_vip(&self, host: usize, why: &str) {
+        assert!(
+            self.net.holds_vip(host),
+            "h{host} should still hold the VIP: {why}\n{}",
+            self.describe()
+        );
+    }
+
     /// Checks that every answer the client gets for [`HOLD`] comes from
     /// `host`, and that it gets enough of them.
     fn hold(&mut self, host: usize, what: &str) {
@@ -479,6 +471,19 @@ impl Bed {
             "held {HOLD:?} ({} answers, all from h{host}): {what}",
             answers.len()
         ));
+    }
+
+    /// Once `old` is back after the failover to `new` at `fault`: waits
+    /// until all agree on `new` and only `new` holds the VIP, checks that
+    /// the client stays with it, and that the old host answered no request
+    /// sent after the client first heard from the new master.
+    fn old_host_back(&mut self, old: usize, new: usize, fault: Instant) {
+        self.wait_settled(new);
+        self.hold(
+            new,
+            "the client stays with the new master once the old host is back",
+        );
+        self.never_back(old, new, fault, Instant::now());
     }
 
     /// Checks that no request the client sent between its first answer
@@ -520,27 +525,26 @@ impl Bed {
 
     /// SIGSTOPs `host`'s bossd; the instant just before.
     fn freeze(&mut self, host: usize) -> Instant {
-        let at = Instant::now();
-        self.hosts[host - 1]
-            .bossd
-            .as_ref()
-            .expect("bossd runs")
-            .sigstop();
-        self.hosts[host - 1].frozen = true;
-        self.note(&format!("SIGSTOPped h{host}'s bossd"));
-        at
+        self.set_frozen(host, true)
     }
 
     /// SIGCONTs `host`'s bossd; the instant just before.
     fn resume(&mut self, host: usize) -> Instant {
+        self.set_frozen(host, false)
+    }
+
+    fn set_frozen(&mut self, host: usize, frozen: bool) -> Instant {
         let at = Instant::now();
-        self.hosts[host - 1]
-            .bossd
-            .as_ref()
-            .expect("bossd runs")
-            .sigcont();
-        self.hosts[host - 1].frozen = false;
-        self.note(&format!("SIGCONTed h{host}'s bossd"));
+        let h = &mut self.hosts[host - 1];
+        let node = h.bossd.as_ref().expect("bossd runs");
+        if frozen {
+            node.sigstop()
+        } else {
+            node.sigcont()
+        }
+        h.frozen = frozen;
+        let signal = if frozen { "SIGSTOP" } else { "SIGCONT" };
+        self.note(&format!("{signal}: h{host}'s bossd"));
         at
     }
 

@@ -571,10 +571,10 @@ def main():
     b.add_argument("--bossd", required=True)
     b.add_argument("--hook", required=True)
     b.add_argument("--work", required=True)
-    b.add_argument("--runs", type=int, default=20)
+    b.add_argument("--runs", type=int, default=15)
     b.add_argument("--runs-slow", type=int, default=10, help="runs for keepalived at 1 s")
     b.add_argument("--idle", type=float, default=10.0)
-    b.add_argument("--timings", default="100,500 50,150")
+    b.add_argument("--timings", default="100,500 100,250 50,150")
     b.add_argument("--adverts", default="1 0.1")
     b.add_argument("--faults", default="crash,power,freeze")
     args = ap.parse_args()
@@ -595,43 +595,44 @@ def main():
     report(results, args.faults)
 
 
+def table(title, header, rows):
+    """Prints a Markdown table under a heading."""
+    print()
+    print("### " + title)
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("| " + " | ".join("---" for _ in header) + " |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def report(results, faults):
     def cell(r, kind):
         times, lost, _ = r[kind]
         s = "%.1f / %.1f" % (pct(times, 50), pct(times, 99))
         return s + (" (%d lost)" % lost if lost else "")
 
-    print()
-    print("### Client-seen failover of a virtual IP, 3 hosts: p50 / p99 ms")
-    print()
-    print("| system | runs | " + " | ".join(faults) + " | idle CPU % of a core per host |")
-    print("| --- | --- | " + " | ".join("---" for _ in faults) + " | --- |")
-    for system, runs, r in results:
-        cpu = "/".join("%.3f" % c for c in r["cpu"])
-        print("| %s | %d | %s | %s |" % (system.name, runs, " | ".join(cell(r, k) for k in faults), cpu))
-    bossds = [(s, r) for s, _, r in results if isinstance(s, Bossd)]
-    kas = [(s, r) for s, _, r in results if isinstance(s, Keepalived)]
-    print()
-    print("### keepalived / bossd, ratio of medians")
-    print()
-    print("| keepalived / bossd | " + " | ".join(faults) + " | idle CPU (mean per host) |")
-    print("| --- | " + " | ".join("---" for _ in faults) + " | --- |")
-    for ks, kr in kas:
-        for bs, br in bossds:
-            ratios = []
-            for kind in faults:
-                b50, k50 = pct(br[kind][0], 50), pct(kr[kind][0], 50)
-                ratios.append("%.1f" % (k50 / b50) if b50 > 0 else "-")
-            bc, kc = sum(br["cpu"]) / 3, sum(kr["cpu"]) / 3
-            print("| %s / %s | %s | %s |" % (ks.name, bs.name, " | ".join(ratios),
-                                             "%.2f" % (kc / bc) if bc > 0 else "-"))
-    print()
-    print("### Runs in which the old host answered a request sent after the new master's first answer")
-    print()
-    print("| system | " + " | ".join(faults) + " |")
-    print("| --- | " + " | ".join("---" for _ in faults) + " |")
-    for system, runs, r in results:
-        print("| %s | %s |" % (system.name, " | ".join("%d of %d" % (r[k][2], runs) for k in faults)))
+    table("Client-seen failover of a virtual IP, 3 hosts: p50 / p99 ms",
+          ["system", "runs"] + faults + ["idle CPU % of a core per host"],
+          [[s.name, str(runs)] + [cell(r, k) for k in faults] + ["/".join("%.3f" % c for c in r["cpu"])]
+           for s, runs, r in results])
+
+    def ratios(kr, br):
+        out = []
+        for kind in faults:
+            b50, k50 = pct(br[kind][0], 50), pct(kr[kind][0], 50)
+            out.append("%.1f" % (k50 / b50) if b50 > 0 else "-")
+        bc, kc = sum(br["cpu"]) / 3, sum(kr["cpu"]) / 3
+        return out + ["%.2f" % (kc / bc) if bc > 0 else "-"]
+
+    table("keepalived / bossd, ratio of medians",
+          ["keepalived / bossd"] + faults + ["idle CPU (mean per host)"],
+          [["%s / %s" % (ks.name, bs.name)] + ratios(kr, br)
+           for ks, _, kr in results if isinstance(ks, Keepalived)
+           for bs, _, br in results if isinstance(bs, Bossd)])
+    table("Runs in which the old host answered a request sent after the new master's first answer",
+          ["system"] + faults,
+          [[s.name] + ["%d of %d" % (r[k][2], runs) for k in faults] for s, runs, r in results])
     print()
     for system, runs, r in results:
         for kind in faults:
