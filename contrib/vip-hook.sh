@@ -28,8 +28,10 @@ set -eu
 # The environment (e.g. /etc/bossd/bossd.env) may set them instead.
 VIP="${VIP:-192.0.2.100/24}"
 IFACE="${VIP_IFACE:-eth0}"
-# Gratuitous ARPs sent on becoming master, one a second. bossd runs hooks
-# one at a time, so a long announcement delays the next change's hook.
+# Gratuitous ARPs sent on becoming master, one a second; the first goes
+# out at once, and arping returns a second after the last (about 2 s for
+# 2). bossd runs hooks one at a time, so a long announcement delays the
+# next change's hook.
 ARP_COUNT=2
 
 ADDR="${VIP%/*}"
@@ -56,12 +58,18 @@ announce() {
         say "no arping: neighbours learn $ADDR when their ARP entries expire"
         return 0
     fi
-    # iputils arping names the interface with -I, Thomas Habets' arping
-    # with -i; both send unsolicited (gratuitous) ARP with -U.
+    # A gratuitous ARP is a broadcast "who-has $ADDR tell $ADDR" from this
+    # interface's MAC: every neighbour that knows $ADDR updates its entry.
     if arping -V 2>&1 | grep -q iputils; then
+        # iputils (Debian's iputils-arping): -U sends from $ADDR itself.
         arping -q -U -c "$ARP_COUNT" -I "$IFACE" "$ADDR" || say "arping failed"
     else
-        arping -q -U -c "$ARP_COUNT" -i "$IFACE" "$ADDR" || say "arping failed"
+        # Thomas Habets' arping (Debian's arping) sends from the
+        # interface's first address unless told -S, which would announce
+        # that address instead of $ADDR. It exits 1 when nothing replied,
+        # which is all an unsolicited ARP ever gets; its errors still
+        # reach stderr with -q.
+        arping -q -U -c "$ARP_COUNT" -S "$ADDR" -i "$IFACE" "$ADDR" || :
     fi
 }
 

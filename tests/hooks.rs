@@ -151,13 +151,6 @@ fn wait_for(dir: &TempDir, file: &Path) -> String {
     )
 }
 
-fn sigcont(node: &Node) {
-    // SAFETY: kill(2) on the node's own unreaped child process.
-    unsafe {
-        libc::kill(node.pid(), libc::SIGCONT);
-    }
-}
-
 fn role_is(node: &Node, role: &str) -> bool {
     node.try_status().is_ok_and(|s: Status| s.role == role)
 }
@@ -223,7 +216,7 @@ fn every_role_change_runs_the_hook_in_order() {
     wait_until("C gives up its frozen master", &[&c], || {
         role_is(&c, "none")
     });
-    sigcont(&b);
+    b.sigcont();
     let st = wait_agreed(&[&b, &c], Some(&b));
     let e3 = st[0].epoch;
     assert!(e3 > e2);

@@ -47,16 +47,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::netns::{Namespaces, enter_netns, netns_path, nft_load, on_thread_in, preflight, run};
 use common::{Node, Status, runner};
 
 /// A progress line, shown when the test fails or with `--nocapture`.
@@ -271,7 +269,7 @@ impl Testbed {
     /// namespaces tagged `tag` and starts the observer; nodes run with
     /// `extra_args` once [`Testbed::form`] starts them.
     fn new(tag: &str, a: u8, extra_args: &[&str]) -> Testbed {
-        preflight();
+        preflight("create network namespaces, a bridge, veth pairs and nftables rules");
         let t0 = Instant::now();
         let lab = Lab::new(tag, a);
         let addrs: Vec<SocketAddr> = (1..=HOSTS).map(|h| lab.node_addr(h)).collect();
@@ -506,64 +504,12 @@ fn tail(text: &str, n: usize) -> Vec<&str> {
 }
 
 // ---------------------------------------------------------------------------
-// Prerequisites and commands
-// ---------------------------------------------------------------------------
-
-/// Skips, saying what is missing, unless the test can build its network.
-fn preflight() {
-    runner::need_root("create network namespaces, a bridge, veth pairs and nftables rules");
-    runner::need_program("ip", &["netns", "list"], "apt-get install iproute2");
-    runner::need_program("nft", &["--version"], "apt-get install nftables");
-}
-
-/// Runs a command, feeding it `input` on stdin; its stdout, or why it
-/// failed with its stderr.
-fn try_run(args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", args.join(" ")))?;
-    if let Some(text) = input {
-        // Dropping the pipe after writing closes it: the command sees EOF.
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("cannot feed `{}`: {e}", args.join(" ")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("cannot wait for `{}`: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// [`try_run`] without input, panicking on failure.
-fn run(args: &[&str]) {
-    if let Err(e) = try_run(args, None) {
-        panic!("{e}");
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The network
 // ---------------------------------------------------------------------------
 
-/// The namespaces, bridge, veths and addresses of one test; deleted on drop.
+/// The namespaces, bridge, veths and addresses of one test; deleted on drop
+/// (the processes in them were killed before: [`Testbed`] drops its nodes
+/// first).
 struct Lab {
     /// `bossd-PID-TAG`: the start of every namespace name.
     prefix: String,
@@ -572,8 +518,7 @@ struct Lab {
     /// parallel run's; they differ per test and pid only to make logs
     /// easier to tell apart.
     net: (u8, u8),
-    /// Namespaces created so far, deleted on drop.
-    made: Vec<String>,
+    namespaces: Namespaces,
 }
 
 impl Lab {
@@ -583,7 +528,7 @@ impl Lab {
         let mut lab = Lab {
             prefix: format!("bossd-{pid}-{tag}"),
             net: (a, (pid % 250) as u8),
-            made: Vec::new(),
+            namespaces: Namespaces::new(),
         };
         lab.build();
         lab
@@ -605,41 +550,15 @@ impl Lab {
         SocketAddr::new(IpAddr::V4(self.ip(host as u8)), PORT)
     }
 
-    fn add_ns(&mut self, name: &str) {
-        if let Err(e) = try_run(&["ip", "netns", "add", name], None) {
-            panic!(
-                "cannot create the network namespace {name}: {e}\nthe netns test needs root \
-                 and a kernel and `ip` (iproute2) with network namespace support"
-            );
-        }
-        self.made.push(name.to_owned());
-    }
-
     fn build(&mut self) {
         let br = self.bridge_ns();
-        self.add_ns(&br);
+        self.namespaces.add_bridge(&br);
         let observer = format!("{}/24", self.ip(OBSERVER_HOST));
-        run(&["ip", "-n", &br, "link", "set", "lo", "up"]);
-        run(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
         run(&["ip", "-n", &br, "addr", "add", &observer, "dev", "br0"]);
-        run(&["ip", "-n", &br, "link", "set", "br0", "up"]);
         for h in 1..=HOSTS {
-            let ns = self.host_ns(h);
-            self.add_ns(&ns);
-            let port = format!("vh{h}");
-            let addr = format!("{}/24", self.ip(h as u8));
-            // Made inside the bridge namespace with its peer put straight
-            // into the host's, so no interface ever exists in the root
-            // namespace, where its name could clash.
-            run(&[
-                "ip", "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ]);
-            run(&["ip", "-n", &br, "link", "set", &port, "master", "br0"]);
-            run(&["ip", "-n", &br, "link", "set", &port, "up"]);
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            run(&["ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            let cidr = format!("{}/24", self.ip(h as u8));
+            self.namespaces
+                .add_host(&br, &format!("vh{h}"), &self.host_ns(h), &cidr);
         }
     }
 
@@ -661,13 +580,7 @@ impl Lab {
                  }}\n"
             );
             for &h in mine {
-                let ns = self.host_ns(h);
-                if let Err(e) = try_run(
-                    &["ip", "netns", "exec", &ns, "nft", "-f", "-"],
-                    Some(&rules),
-                ) {
-                    panic!("cannot install the cut in {ns}: {e}\nrules:\n{rules}");
-                }
+                nft_load(&self.host_ns(h), &rules);
             }
         }
     }
@@ -690,20 +603,6 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    /// Deleting a namespace destroys its interfaces (a veth's peer goes with
-    /// it, the bridge with its namespace) and its nftables tables. The
-    /// processes in them were killed before: [`Testbed`] drops its nodes
-    /// first.
-    fn drop(&mut self) {
-        for ns in self.made.iter().rev() {
-            if let Err(e) = try_run(&["ip", "netns", "del", ns], None) {
-                note!("netns test cleanup: {e}");
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The observer
 // ---------------------------------------------------------------------------
@@ -722,8 +621,8 @@ struct Sample {
 /// `-s` over one kept-open console connection every [`POLL_EVERY`], and
 /// recording every sample. Stopped and joined on drop.
 struct Observer {
-    /// The namespace's mount point, `/run/netns/NAME`.
-    netns_path: String,
+    /// The bridge namespace the threads poll from.
+    netns: String,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     /// Index `host - 1`.
@@ -734,7 +633,7 @@ impl Observer {
     /// Starts one polling thread per address in the namespace `netns`.
     fn start(netns: &str, addrs: &[SocketAddr]) -> Observer {
         let mut observer = Observer {
-            netns_path: format!("/run/netns/{netns}"),
+            netns: netns.to_owned(),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             samples: Vec::new(),
@@ -743,7 +642,7 @@ impl Observer {
             let log = Arc::new(Mutex::new(Vec::new()));
             observer.samples.push(Arc::clone(&log));
             let stop = Arc::clone(&observer.stop);
-            let path = observer.netns_path.clone();
+            let path = netns_path(&observer.netns);
             let (entered_tx, entered_rx) = mpsc::channel();
             let thread = thread::Builder::new()
                 .name(format!("observe {addr}"))
@@ -779,15 +678,11 @@ impl Observer {
     /// Asks one console command from inside the namespace, on a thread of
     /// its own; the answer's lines.
     fn ask(&self, addr: SocketAddr, command: &str) -> Result<Vec<String>, String> {
-        let path = self.netns_path.clone();
         let command = command.to_owned();
-        thread::spawn(move || {
-            enter_netns(&path)?;
+        on_thread_in(&self.netns, move || {
             let answer = bossd::ctl::ask(addr, &command).map_err(|e| format!("{e:#}"))?;
             answer.result.map(|()| answer.lines)
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the asking thread panicked".to_owned()))
+        })?
     }
 
     /// Stops the threads and returns every sample, index `host - 1`.
@@ -810,23 +705,6 @@ impl Observer {
 impl Drop for Observer {
     fn drop(&mut self) {
         self.halt();
-    }
-}
-
-/// Moves the calling thread, and only it, into the network namespace
-/// mounted at `path`.
-fn enter_netns(path: &str) -> Result<(), String> {
-    let ns = File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
-    // SAFETY: setns(2) on a descriptor we own and keep open for the call;
-    // with CLONE_NEWNET it changes only this thread's network namespace.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "setns({path}): {}",
-            std::io::Error::last_os_error()
-        ))
     }
 }
 

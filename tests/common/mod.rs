@@ -10,6 +10,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod logfmt;
+pub mod netns;
 pub mod runner;
 
 use std::fmt::Write as _;
@@ -505,6 +506,11 @@ impl Node {
     /// Sends SIGSTOP: the process freezes with its connections open.
     pub fn sigstop(&self) {
         self.signal(libc::SIGSTOP);
+    }
+
+    /// Sends SIGCONT: a frozen process resumes.
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT);
     }
 
     fn signal(&self, sig: i32) {
