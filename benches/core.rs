@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bossd::core::{Config, LinkId, Node};
 use bossd::protocol::{Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
+use bossd::time::{Mono, Wall};
 use sim::Cluster;
 use util::{Table, rate, thousands};
 
@@ -112,7 +113,7 @@ fn microbench(quick: bool) {
     let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for peers in [4usize, 99, 999] {
         let (mut node, links) = master_with(peers);
-        let mut now = 1_000;
+        let mut now = Mono(1_000);
         let mut seq = 0;
         // Every event is timed over `iters` calls, rotating over the peers.
         let mut time = |name: &'static str, node: &mut Node, f: &mut dyn FnMut(&mut Node, u64)| {
@@ -179,7 +180,7 @@ fn microbench(quick: bool) {
         time(cases[4].0, &mut node, &mut |n, _| n.handle_timeout(now));
         time(cases[5].0, &mut node, &mut |n, _| {
             // Each call is one heartbeat later; peers are kept heard from.
-            now += 100;
+            now = now.plus(100);
             n.handle_timeout(now);
             for &l in &links {
                 n.handle_message(
@@ -229,12 +230,12 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
         timeout_ms: 500,
         reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 1,
-        wall_at_zero_ms: 1_000_000,
+        wall_at_zero: Wall(1_000_000),
     });
     let mut links = Vec::new();
     for i in 0..peers {
         let link = i + 1;
-        node.handle_accepted(link, 0);
+        node.handle_accepted(link, Mono::ZERO);
         node.handle_message(
             link,
             Message::Hello(Hello {
@@ -247,7 +248,7 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
                 strict: false,
                 rule: Rule::default(),
             }),
-            0,
+            Mono::ZERO,
         );
         links.push(link);
         while node.poll_action().is_some() {}
@@ -258,7 +259,7 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
             epoch: node.epoch(),
             epoch_master: Some(me),
         };
-        node.handle_message(link, Message::State(s), 0);
+        node.handle_message(link, Message::State(s), Mono::ZERO);
     }
     while node.poll_action().is_some() {}
     assert_eq!(node.role(), Role::Master, "the bench's node must be master");

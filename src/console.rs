@@ -10,8 +10,9 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::core::{JoinProgress, Millis, Node, Skew};
+use crate::core::{JoinProgress, Node, Skew};
 use crate::protocol::{self, OptAddr, Role};
+use crate::time::{Mono, Wall};
 
 /// One console command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,18 +63,19 @@ pub struct Reply {
     pub join: Option<SocketAddr>,
 }
 
-/// Maps the core's monotonic milliseconds to wall-clock time.
+/// Maps the core's monotonic time to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     /// Monotonic time now, as the core counts it.
-    pub now_ms: Millis,
-    /// Unix milliseconds at monotonic time 0.
-    pub wall_at_zero_ms: u64,
+    pub now: Mono,
+    /// The wall clock at monotonic time 0.
+    pub wall_at_zero: Wall,
 }
 
 impl Clock {
-    pub fn to_unix_ms(&self, at_ms: Millis) -> u64 {
-        self.wall_at_zero_ms.saturating_add(at_ms)
+    /// The wall clock at monotonic time `at`.
+    pub fn wall(&self, at: Mono) -> Wall {
+        self.wall_at_zero.at(at)
     }
 }
 
@@ -148,7 +150,7 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
     let mut join = None;
     match cmd {
         Command::Help => lines.extend(HELP.iter().map(|s| s.to_string())),
-        Command::Connect(addr) => match node.connect(addr, clock.now_ms) {
+        Command::Connect(addr) => match node.connect(addr, clock.now) {
             Ok(()) => join = Some(addr),
             Err(e) => result = Err(e.to_string()),
         },
@@ -166,7 +168,7 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
                     p.hello.addr,
                     iso_ms(p.hello.started_unix_ms),
                     master == Some(p.hello.addr),
-                    clock.now_ms.saturating_sub(p.last_heard_ms),
+                    clock.now.since(p.last_heard),
                     OptSkew(p.skew)
                 ));
             }
@@ -203,7 +205,7 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
             for e in node.journal() {
                 lines.push(format!(
                     "{} epoch={} {}->{} master={} cause={}",
-                    iso_ms(clock.to_unix_ms(e.at_ms)),
+                    iso_ms(clock.wall(e.at).ms()),
                     e.epoch,
                     e.from,
                     e.to,
@@ -216,7 +218,7 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
             let n = node.send_text(&text);
             lines.push(format!("sent to {n} peer{}", if n == 1 { "" } else { "s" }));
         }
-        Command::Forget(addr) => match node.forget(addr, clock.now_ms) {
+        Command::Forget(addr) => match node.forget(addr, clock.now) {
             Ok(()) => lines.push(format!("forgot {addr}")),
             Err(e) => result = Err(e.to_string()),
         },

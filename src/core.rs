@@ -20,12 +20,10 @@ use std::net::SocketAddr;
 use crate::log::Level;
 use crate::protocol::{Hello, LinkKind, Message, Role, State};
 use crate::rule::{Candidate, Criterion, Rule};
+use crate::time::{Mono, Wall};
 
 /// Identifies one connection; the caller chooses the numbers.
 pub type LinkId = usize;
-
-/// Monotonic time in milliseconds, as the caller counts it.
-pub type Millis = u64;
 
 /// Journal entries kept for `-j`: enough to read a bad afternoon, small
 /// enough to answer in one screen.
@@ -33,7 +31,7 @@ pub const JOURNAL_LEN: usize = 100;
 
 /// Reconnect delays grow from one heartbeat up to this (guarantee 7,
 /// docs/GUARANTEES.md).
-pub const MAX_BACKOFF_MS: Millis = 5_000;
+pub const MAX_BACKOFF_MS: u64 = 5_000;
 
 /// Attempts to reach a member we were introduced to before giving up: an
 /// introduction names a node that was alive a moment ago, so a few quick
@@ -90,7 +88,7 @@ pub const MAX_INTRODUCED_PER_PEER: usize = 512;
 /// never starts such a round; this bounds the rest, such as many members
 /// coming back one after the other, to a round per half second, while a
 /// partition healed a few seconds after the last still heals at once.
-const HEAL_INTERVAL_MS: Millis = 500;
+const HEAL_INTERVAL_MS: u64 = 500;
 
 /// Heartbeat send times kept to date acknowledgements: an answer older
 /// than this many heartbeats could not extend a lease anyway, since the
@@ -117,19 +115,19 @@ pub struct Config {
     pub quorum: u32,
     pub strict: bool,
     pub rule: Rule,
-    pub heartbeat_ms: Millis,
-    pub timeout_ms: Millis,
+    pub heartbeat_ms: u64,
+    pub timeout_ms: u64,
     /// A peer lost without LEAVE is retried this long after it was last
     /// connected, then forgotten (`--reconnect-timeout`); `--join` targets
     /// are retried for ever.
-    pub reconnect_timeout_ms: Millis,
+    pub reconnect_timeout_ms: u64,
     /// Seeds the generator for backoff jitter.
     pub seed: u64,
     /// Unix milliseconds at `now` = 0. With `--strict`, a new epoch is at
     /// least the wall clock in milliseconds, so an epoch a restarted node
     /// forgot is never used twice (clocks agreeing to better than the time
     /// between two elections).
-    pub wall_at_zero_ms: u64,
+    pub wall_at_zero: Wall,
 }
 
 /// Something the caller must do, drained with [`Node::poll_action`].
@@ -153,7 +151,7 @@ pub enum Action {
 /// One role change, as `-j` lists it and the notify hook receives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalEntry {
-    pub at_ms: Millis,
+    pub at: Mono,
     pub epoch: u64,
     pub from: Role,
     pub to: Role,
@@ -265,7 +263,7 @@ pub struct Counts {
 pub struct PeerInfo<'a> {
     pub hello: &'a Hello,
     pub state: State,
-    pub last_heard_ms: Millis,
+    pub last_heard: Mono,
     /// The peer's clock against ours; `None` until its first PONG.
     pub skew: Option<Skew>,
 }
@@ -341,18 +339,18 @@ pub struct Node {
     /// master); without `--strict` that is the same as being master.
     claimed: bool,
     /// When the current claim was sent.
-    claim_sent_ms: Millis,
+    claim_sent: Mono,
     /// With `--strict`, this node follows no master but `epoch_master`
     /// before this time (guarantee 8 in docs/GUARANTEES.md).
-    bound_until_ms: Option<Millis>,
+    bound_until: Option<Mono>,
     /// Peers that left gracefully, until when an introduction naming them
     /// is ignored: a member that has not yet seen the LEAVE may still name
     /// them (guarantee 6 in docs/GUARANTEES.md: no reconnecting to a node that left).
-    departed: BTreeMap<SocketAddr, Millis>,
+    departed: BTreeMap<SocketAddr, Mono>,
     /// Send times of recent heartbeats, to date the acknowledgements.
-    pings: VecDeque<(u64, Millis)>,
+    pings: VecDeque<(u64, Mono)>,
     /// When heartbeats go out next; `None` while there are no peers.
-    next_heartbeat_ms: Option<Millis>,
+    next_heartbeat: Option<Mono>,
     /// Number of the last heartbeat sent.
     heartbeat_seq: u64,
     /// The ranking's first two members (address and instance each) when
@@ -362,7 +360,7 @@ pub struct Node {
     /// `--join` targets: configuration, retried for ever, also once lost.
     joins: BTreeSet<SocketAddr>,
     /// Earliest time a returning peer makes the others be dialled at once.
-    next_heal_ms: Millis,
+    next_heal: Mono,
     /// Whether the error that no epoch is left to claim was logged.
     epoch_exhausted: bool,
     meets_dropped: u64,
@@ -378,7 +376,7 @@ struct Link {
     peer: Option<SocketAddr>,
     /// When the link opened: a dial not through its handshake within
     /// `timeout_ms` (a cut network answers nothing) counts as failed.
-    opened_ms: Millis,
+    opened: Mono,
     /// A join this node dialed: its peers at the dial, its own group
     /// (`Peer::relay_to`). Peers that link to it while the handshake runs
     /// are mostly the acceptor's members, introduced by its flood.
@@ -401,12 +399,12 @@ struct Peer {
     state: State,
     /// When any line from the peer last arrived: silence past `timeout_ms`
     /// drops it from the view.
-    last_heard_ms: Millis,
+    last_heard: Mono,
     /// Earliest time to send this peer our members again when its view
     /// digest differs from ours.
-    next_sync_ms: Millis,
+    next_sync: Mono,
     /// Send time of the latest heartbeat this peer acknowledged.
-    acked_sent_ms: Millis,
+    acked_sent: Mono,
     /// Whether `state` came from the peer (its STATE follows its HELLO):
     /// until then its epoch is unknown, and no claim may be made above it.
     state_known: bool,
@@ -424,7 +422,7 @@ struct Peer {
     /// `timeout_ms` of their handshake (or for a protocol violation): from
     /// the second such link on, the next dial goes on from that step
     /// instead of starting over.
-    established_ms: Millis,
+    established: Mono,
     failures: u32,
     flaps: u32,
     /// Whether this link's MEETs were dropped over a limit (warned once).
@@ -440,10 +438,10 @@ struct Want {
     source: Source,
     failures: u32,
     /// `None` while a dial is under way.
-    next_try_ms: Option<Millis>,
+    next_try: Option<Mono>,
     /// When an introduction last brought its dial forward, if one did.
-    met_ms: Option<Millis>,
-    /// It broke the protocol: until `next_try_ms` and the dial then, its
+    met: Option<Mono>,
+    /// It broke the protocol: until `next_try` and the dial then, its
     /// HELLOs are refused.
     penalized: bool,
     /// Links to it in a row that broke right after their handshake.
@@ -483,9 +481,9 @@ enum Source {
     /// Named by a peer (MEET, or the master a REDIRECT names): tried
     /// [`MESH_ATTEMPTS`] times.
     Introduced { by: SocketAddr },
-    /// A peer lost without LEAVE at `lost_ms`: tried until
+    /// A peer lost without LEAVE at `lost_at`: tried until
     /// `reconnect_timeout_ms` later.
-    Lost { lost_ms: Millis },
+    Lost { lost_at: Mono },
     /// `--join` or `-c`: tried until reached.
     Join,
 }
@@ -518,21 +516,21 @@ impl Node {
             rng,
             left: false,
             lost_master: None,
-            next_heartbeat_ms: None,
+            next_heartbeat: None,
             heartbeat_seq: 0,
             claimed: false,
-            claim_sent_ms: 0,
-            bound_until_ms: None,
+            claim_sent: Mono::ZERO,
+            bound_until: None,
             pings: VecDeque::new(),
             departed: BTreeMap::new(),
             start_doubt_checked: None,
             joins: BTreeSet::new(),
-            next_heal_ms: 0,
+            next_heal: Mono::ZERO,
             epoch_exhausted: false,
             meets_dropped: 0,
             violations: 0,
         };
-        node.decide(Cause::Start, None, 0);
+        node.decide(Cause::Start, None, Mono::ZERO);
         node
     }
 
@@ -553,33 +551,33 @@ impl Node {
     }
 
     /// When `handle_timeout` must be called next, if ever.
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub fn next_deadline(&self) -> Option<Mono> {
         let silence = self
             .peers
             .values()
-            .map(|p| p.last_heard_ms.saturating_add(self.cfg.timeout_ms))
+            .map(|p| p.last_heard.plus(self.cfg.timeout_ms))
             .min();
         // With --strict: the end of a binding that keeps this node waiting,
         // and the end of this master's lease.
         let strict = self.cfg.strict.then(|| {
-            let waiting = self.bound_until_ms.filter(|_| self.role != Role::Follower);
+            let waiting = self.bound_until.filter(|_| self.role != Role::Follower);
             let lease = (self.role == Role::Master)
-                .then(|| self.lease_until(0))
+                .then(|| self.lease_until(Mono::ZERO))
                 .flatten()
-                .filter(|t| *t != Millis::MAX);
+                .filter(|t| *t != Mono::MAX);
             waiting.into_iter().chain(lease).min()
         });
         let handshake = self
             .links
             .values()
             .filter(|l| l.peer.is_none())
-            .map(|l| l.opened_ms.saturating_add(self.cfg.timeout_ms))
+            .map(|l| l.opened.plus(self.cfg.timeout_ms))
             .min();
         // With every dial slot taken, no want can start before a dial
         // ends, and that comes with an event (or the handshake deadline).
-        let (mut in_flight, mut dials) = (0, None::<Millis>);
+        let (mut in_flight, mut dials) = (0, None::<Mono>);
         for w in self.wants.values() {
-            match w.next_try_ms {
+            match w.next_try {
                 None => in_flight += 1,
                 Some(t) => dials = Some(dials.map_or(t, |d| d.min(t))),
             }
@@ -587,7 +585,7 @@ impl Node {
         let dials = dials.filter(|_| in_flight < MAX_DIALS_IN_FLIGHT);
         dials
             .into_iter()
-            .chain(self.next_heartbeat_ms)
+            .chain(self.next_heartbeat)
             .chain(silence)
             .chain(handshake)
             .chain(strict.flatten())
@@ -595,7 +593,7 @@ impl Node {
     }
 
     /// Starts joining the cluster at `addr` (`-c`); retried until reached.
-    pub fn connect(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
+    pub fn connect(&mut self, addr: SocketAddr, now: Mono) -> Result<(), ConnectError> {
         if self.left {
             return Err(ConnectError::Leaving);
         }
@@ -614,7 +612,7 @@ impl Node {
 
     /// A `--join` target: joined as [`Node::connect`] does, and, being
     /// configuration, retried for ever, also whenever it is lost later.
-    pub fn join(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ConnectError> {
+    pub fn join(&mut self, addr: SocketAddr, now: Mono) -> Result<(), ConnectError> {
         if self.left {
             return Err(ConnectError::Leaving);
         }
@@ -631,7 +629,7 @@ impl Node {
     /// Stops trying to reach `addr` now (`-forget`): a lost peer, an
     /// introduction or a `--join` target. If it comes back, it joins as
     /// any newcomer does.
-    pub fn forget(&mut self, addr: SocketAddr, now: Millis) -> Result<(), ForgetError> {
+    pub fn forget(&mut self, addr: SocketAddr, now: Mono) -> Result<(), ForgetError> {
         if self.peers.contains_key(&addr) {
             return Err(ForgetError::LivePeer(addr));
         }
@@ -668,7 +666,7 @@ impl Node {
     }
 
     /// Tells every peer this node leaves, and closes every link.
-    pub fn leave(&mut self, now: Millis) {
+    pub fn leave(&mut self, now: Mono) {
         if self.left {
             return;
         }
@@ -689,7 +687,7 @@ impl Node {
     }
 
     /// The dial for `addr` opened as `link`; the handshake starts.
-    pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, now: Millis) {
+    pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, now: Mono) {
         if self.left {
             self.actions.push_back(Action::Close(link));
             return;
@@ -699,7 +697,7 @@ impl Node {
             Link {
                 origin: Origin::Outbound { addr, kind },
                 peer: None,
-                opened_ms: now,
+                opened: now,
                 group_at_dial: (kind == LinkKind::Join)
                     .then(|| self.peers.keys().copied().collect()),
             },
@@ -709,7 +707,7 @@ impl Node {
     }
 
     /// The dial for `addr` could not even start.
-    pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: &str, now: Millis) {
+    pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: &str, now: Mono) {
         self.log(
             Level::Debug,
             crate::event_text!("dial-failed", peer = addr, reason = reason),
@@ -721,7 +719,7 @@ impl Node {
     /// The dial opened as `link` failed before any answer: the connection
     /// was refused or the network unreachable. The caller then closes the
     /// link; `handle_link_closed` has nothing left to do for it.
-    pub fn handle_dial_error(&mut self, link: LinkId, reason: &str, now: Millis) {
+    pub fn handle_dial_error(&mut self, link: LinkId, reason: &str, now: Mono) {
         let Some(l) = self.links.get(&link) else {
             return;
         };
@@ -746,7 +744,7 @@ impl Node {
     }
 
     /// A connection arrived whose first line was a peer message.
-    pub fn handle_accepted(&mut self, link: LinkId, now: Millis) {
+    pub fn handle_accepted(&mut self, link: LinkId, now: Mono) {
         if self.left {
             self.actions.push_back(Action::Close(link));
             return;
@@ -756,14 +754,14 @@ impl Node {
             Link {
                 origin: Origin::Inbound,
                 peer: None,
-                opened_ms: now,
+                opened: now,
                 group_at_dial: None,
             },
         );
     }
 
     /// A line arrived on a peer link.
-    pub fn handle_message(&mut self, link: LinkId, msg: Message, now: Millis) {
+    pub fn handle_message(&mut self, link: LinkId, msg: Message, now: Mono) {
         let Some(l) = self.links.get(&link) else {
             return;
         };
@@ -779,7 +777,7 @@ impl Node {
     /// framer or decoder refused it. An established peer broke the protocol
     /// and is treated as for any other violation; a link still in its
     /// handshake is closed and, if dialed, counts as a failed dial.
-    pub fn handle_protocol_violation(&mut self, link: LinkId, reason: &str, now: Millis) {
+    pub fn handle_protocol_violation(&mut self, link: LinkId, reason: &str, now: Mono) {
         let Some(l) = self.links.get(&link) else {
             return;
         };
@@ -794,12 +792,12 @@ impl Node {
     }
 
     /// The link is gone: closed by either side, failed, or reset.
-    pub fn handle_link_closed(&mut self, link: LinkId, now: Millis) {
+    pub fn handle_link_closed(&mut self, link: LinkId, now: Mono) {
         self.link_closed(link, now);
         self.dial_due(now);
     }
 
-    fn link_closed(&mut self, link: LinkId, now: Millis) {
+    fn link_closed(&mut self, link: LinkId, now: Mono) {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
@@ -821,11 +819,11 @@ impl Node {
     }
 
     /// Time passed; due reconnects start.
-    pub fn handle_timeout(&mut self, now: Millis) {
+    pub fn handle_timeout(&mut self, now: Mono) {
         let silent: Vec<(SocketAddr, LinkId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| now >= p.last_heard_ms.saturating_add(self.cfg.timeout_ms))
+            .filter(|(_, p)| now >= p.last_heard.plus(self.cfg.timeout_ms))
             .map(|(a, p)| (*a, p.link))
             .collect();
         for (addr, link) in silent {
@@ -839,9 +837,7 @@ impl Node {
         let stuck: Vec<LinkId> = self
             .links
             .iter()
-            .filter(|(_, l)| {
-                l.peer.is_none() && now >= l.opened_ms.saturating_add(self.cfg.timeout_ms)
-            })
+            .filter(|(_, l)| l.peer.is_none() && now >= l.opened.plus(self.cfg.timeout_ms))
             .map(|(id, _)| *id)
             .collect();
         let unanswered = format!("no answer within {} ms", self.cfg.timeout_ms);
@@ -852,19 +848,19 @@ impl Node {
             );
             self.close_failed(link, Some(&unanswered), now);
         }
-        if self.next_heartbeat_ms.is_some_and(|t| t <= now) {
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
             self.ping(&links, now);
-            self.next_heartbeat_ms = Some(now.saturating_add(self.cfg.heartbeat_ms));
+            self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
         }
         if self.peers.is_empty() {
-            self.next_heartbeat_ms = None;
+            self.next_heartbeat = None;
         }
         self.departed.retain(|_, until| now < *until);
         if self.cfg.strict {
-            let unbound = self.bound_until_ms.is_some_and(|t| now >= t);
+            let unbound = self.bound_until.is_some_and(|t| now >= t);
             if unbound {
-                self.bound_until_ms = None;
+                self.bound_until = None;
             }
             let lease_over =
                 self.role == Role::Master && self.lease_until(now).is_none_or(|t| now >= t);
@@ -910,7 +906,7 @@ impl Node {
         self.peers.values().map(|p| PeerInfo {
             hello: &p.hello,
             state: p.state,
-            last_heard_ms: p.last_heard_ms,
+            last_heard: p.last_heard,
             skew: best_skew(&p.skew_samples),
         })
     }
@@ -1042,7 +1038,7 @@ impl Node {
         }
     }
 
-    fn on_handshake_message(&mut self, link: LinkId, origin: Origin, msg: Message, now: Millis) {
+    fn on_handshake_message(&mut self, link: LinkId, origin: Origin, msg: Message, now: Mono) {
         match (origin, msg) {
             (Origin::Inbound, Message::Hello(h)) => self.on_inbound_hello(link, h, now),
             (Origin::Outbound { addr, kind }, Message::Hello(h)) => {
@@ -1089,7 +1085,7 @@ impl Node {
     /// A link still in its handshake broke the protocol: it is closed and
     /// logged; a dial that gets this counts as failed, retried with
     /// backoff, so one line per attempt.
-    fn handshake_violation(&mut self, link: LinkId, origin: Origin, reason: &str, now: Millis) {
+    fn handshake_violation(&mut self, link: LinkId, origin: Origin, reason: &str, now: Mono) {
         let dialed = match origin {
             Origin::Outbound { addr, .. } => Some(addr),
             Origin::Inbound => None,
@@ -1105,7 +1101,7 @@ impl Node {
         self.close(link, now);
     }
 
-    fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
+    fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Mono) {
         if let Some(reason) = self.mismatch(&h) {
             self.log(
                 Level::Warn,
@@ -1186,7 +1182,7 @@ impl Node {
         dialed: SocketAddr,
         kind: LinkKind,
         h: Hello,
-        now: Millis,
+        now: Mono,
     ) {
         if let Some(reason) = self.mismatch(&h) {
             self.log(
@@ -1230,7 +1226,7 @@ impl Node {
     /// closed, counts as lost, and the new one goes on from the backoff
     /// step of the old one (a member restarting in a loop, or a stranger
     /// taking its address over and over, is no reason to start afresh).
-    fn replaced(&mut self, addr: SocketAddr, now: Millis) {
+    fn replaced(&mut self, addr: SocketAddr, now: Mono) {
         if let Some(old) = self.peers.remove(&addr) {
             self.lose(addr, &old, Loss::Closed, now);
         }
@@ -1266,7 +1262,7 @@ impl Node {
         None
     }
 
-    fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Millis) {
+    fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Mono) {
         let addr = h.addr;
         let want = self.reached(addr);
         let failures = want.as_ref().map_or(0, |w| w.failures);
@@ -1325,18 +1321,18 @@ impl Node {
                     epoch: 0,
                     epoch_master: None,
                 },
-                last_heard_ms: now,
+                last_heard: now,
                 // Introductions (a join's, or the one that made this mesh
                 // link) are still in flight: view digests differ until
                 // they land, so the mesh is not repaired by digest before
                 // the next heartbeat.
-                next_sync_ms: now.saturating_add(self.cfg.heartbeat_ms),
-                acked_sent_ms: 0,
+                next_sync: now.plus(self.cfg.heartbeat_ms),
+                acked_sent: Mono::ZERO,
                 state_known: false,
                 skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
                 relay_to,
                 relayed: 0,
-                established_ms: now,
+                established: now,
                 failures,
                 flaps,
                 meets_dropped: false,
@@ -1344,18 +1340,18 @@ impl Node {
             },
         );
         self.log(Level::Info, crate::event_text!("peer-joined", peer = addr));
-        if self.next_heartbeat_ms.is_none() {
-            self.next_heartbeat_ms = Some(now.saturating_add(self.cfg.heartbeat_ms));
+        if self.next_heartbeat.is_none() {
+            self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
         }
-        if healed && now >= self.next_heal_ms {
+        if healed && now >= self.next_heal {
             // An address that failed before answers: the network (or a
             // partition) may have healed, so the other lost peers waiting
             // out their backoff are dialed now, not up to 5 s later. Mesh
             // links flood no introductions, which used to start them.
-            self.next_heal_ms = now.saturating_add(HEAL_INTERVAL_MS);
+            self.next_heal = now.plus(HEAL_INTERVAL_MS);
             for w in self.wants.values_mut() {
-                if w.next_try_ms.is_some() && !w.suspect {
-                    w.next_try_ms = Some(now);
+                if w.next_try.is_some() && !w.suspect {
+                    w.next_try = Some(now);
                 }
             }
         }
@@ -1367,13 +1363,13 @@ impl Node {
         self.decide(Cause::PeerJoined, None, now);
     }
 
-    fn on_peer_message(&mut self, link: LinkId, addr: SocketAddr, msg: Message, now: Millis) {
+    fn on_peer_message(&mut self, link: LinkId, addr: SocketAddr, msg: Message, now: Mono) {
         if let Some(p) = self.peers.get_mut(&addr) {
-            p.last_heard_ms = now;
+            p.last_heard = now;
         }
         let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
         if from_my_master && self.role == Role::Follower {
-            self.bound_until_ms = Some(now.saturating_add(self.cfg.timeout_ms));
+            self.bound_until = Some(now.plus(self.cfg.timeout_ms));
         }
         match msg {
             Message::State(s) => {
@@ -1390,7 +1386,7 @@ impl Node {
                 }
                 if from_my_master && s.role != Role::Master {
                     // The master gave up its claim: it releases us.
-                    self.bound_until_ms = None;
+                    self.bound_until = None;
                 }
                 self.decide(Cause::Claim, None, now);
             }
@@ -1435,7 +1431,7 @@ impl Node {
                 text: crate::protocol::printable(&text),
             }),
             Message::Ping { seq, view } => {
-                let replied_unix_ms = self.wall_ms(now);
+                let replied_unix_ms = self.wall(now).ms();
                 self.send(
                     link,
                     Message::Pong {
@@ -1449,21 +1445,21 @@ impl Node {
                 seq,
                 replied_unix_ms,
             } => {
-                let wall_at_zero_ms = self.cfg.wall_at_zero_ms;
+                let wall_at_zero = self.cfg.wall_at_zero;
                 if let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq)
                     && let Some(p) = self.peers.get_mut(&addr)
                 {
-                    p.acked_sent_ms = p.acked_sent_ms.max(sent);
+                    p.acked_sent = p.acked_sent.max(sent);
                     if p.skew_samples.len() == SKEW_SAMPLES {
                         p.skew_samples.pop_front();
                     }
                     p.skew_samples.push_back(Skew::from_round_trip(
-                        wall_at_zero_ms.saturating_add(sent),
+                        wall_at_zero.at(sent),
                         replied_unix_ms,
-                        wall_at_zero_ms.saturating_add(now),
+                        wall_at_zero.at(now),
                     ));
                     if self.cfg.strict {
-                        self.check_lease_margin(addr, now.saturating_sub(sent));
+                        self.check_lease_margin(addr, now.since(sent));
                     }
                     if self.cfg.strict && self.claimed {
                         self.decide(Cause::Claim, None, now);
@@ -1474,12 +1470,10 @@ impl Node {
             Message::Leave => {
                 self.log(Level::Info, crate::event_text!("peer-left", peer = addr));
                 if from_my_master {
-                    self.bound_until_ms = None;
+                    self.bound_until = None;
                 }
-                self.departed.insert(
-                    addr,
-                    now.saturating_add(self.cfg.timeout_ms.saturating_mul(2)),
-                );
+                self.departed
+                    .insert(addr, now.plus(self.cfg.timeout_ms.saturating_mul(2)));
                 self.links.remove(&link);
                 self.peers.remove(&addr);
                 self.wants.remove(&addr);
@@ -1505,7 +1499,7 @@ impl Node {
         addr: SocketAddr,
         message: Option<(&str, u64)>,
         reason: &str,
-        now: Millis,
+        now: Mono,
     ) {
         self.violations = self.violations.saturating_add(1);
         let text = match message {
@@ -1531,7 +1525,7 @@ impl Node {
     /// Why a peer's epoch breaks the protocol, if it does: above
     /// [`MAX_EPOCH`], or more than [`MAX_EPOCH_LEAD_MS`] ahead of this
     /// node's wall clock.
-    fn epoch_refusal(&self, epoch: u64, now: Millis) -> Option<String> {
+    fn epoch_refusal(&self, epoch: u64, now: Mono) -> Option<String> {
         if epoch > MAX_EPOCH {
             return Some(format!("epoch above {MAX_EPOCH}, the largest"));
         }
@@ -1541,15 +1535,13 @@ impl Node {
     }
 
     /// The largest epoch a peer may announce now.
-    fn epoch_limit(&self, now: Millis) -> u64 {
-        self.wall_ms(now)
-            .saturating_add(MAX_EPOCH_LEAD_MS)
-            .min(MAX_EPOCH)
+    fn epoch_limit(&self, now: Mono) -> u64 {
+        self.wall(now).plus(MAX_EPOCH_LEAD_MS).ms().min(MAX_EPOCH)
     }
 
     /// `by` introduced `addr` (MEET): dial it, within the bounds on
     /// introductions.
-    fn introduce(&mut self, addr: SocketAddr, by: SocketAddr, now: Millis) {
+    fn introduce(&mut self, addr: SocketAddr, by: SocketAddr, now: Mono) {
         let heartbeat_ms = self.cfg.heartbeat_ms;
         if let Some(w) = self.wants.get_mut(&addr) {
             // A member of our group: never to be redirected.
@@ -1559,14 +1551,13 @@ impl Node {
             // a heartbeat (a flood of MEETs naming it must not become a
             // flood of dials), and not for a peer that broke the protocol
             // (the others may have let it in since).
-            if let Some(next) = w.next_try_ms
+            if let Some(next) = w.next_try
                 && !w.penalized
-                && w.met_ms
-                    .is_none_or(|t| now >= t.saturating_add(heartbeat_ms))
+                && w.met.is_none_or(|t| now >= t.plus(heartbeat_ms))
             {
                 w.failures = 0;
-                w.met_ms = Some(now);
-                w.next_try_ms = Some(next.min(now));
+                w.met = Some(now);
+                w.next_try = Some(next.min(now));
             }
             return;
         }
@@ -1611,7 +1602,7 @@ impl Node {
     /// beyond which a master loses its lease between heartbeats. It counts
     /// as recovered below a quarter, so a round trip hovering at the
     /// bound does not warn at every heartbeat.
-    fn check_lease_margin(&mut self, addr: SocketAddr, round_trip_ms: Millis) {
+    fn check_lease_margin(&mut self, addr: SocketAddr, round_trip_ms: u64) {
         let (heartbeat_ms, timeout_ms) = (self.cfg.heartbeat_ms, self.cfg.timeout_ms);
         let margin_ms = timeout_ms.saturating_sub(heartbeat_ms);
         let Some(p) = self.peers.get_mut(&addr) else {
@@ -1647,7 +1638,7 @@ impl Node {
     }
 
     /// Sends a heartbeat on `links`, remembering when it left.
-    fn ping(&mut self, links: &[LinkId], now: Millis) {
+    fn ping(&mut self, links: &[LinkId], now: Mono) {
         self.heartbeat_seq += 1;
         if self.pings.len() == MAX_PINGS_KEPT {
             self.pings.pop_front();
@@ -1663,8 +1654,8 @@ impl Node {
     }
 
     /// This node's wall clock at `now`, in unix ms.
-    fn wall_ms(&self, now: Millis) -> u64 {
-        self.cfg.wall_at_zero_ms.saturating_add(now)
+    fn wall(&self, now: Mono) -> Wall {
+        self.cfg.wall_at_zero.at(now)
     }
 
     /// Warns once per decision when the master's place before the
@@ -1724,7 +1715,7 @@ impl Node {
 
     /// Repairs the mesh: a peer whose view differs from ours is sent our
     /// members (it ignores those it has), at most once per two timeouts.
-    fn sync_view(&mut self, addr: SocketAddr, their_view: u64, now: Millis) {
+    fn sync_view(&mut self, addr: SocketAddr, their_view: u64, now: Mono) {
         if their_view == self.view_digest() {
             return;
         }
@@ -1732,10 +1723,10 @@ impl Node {
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
-        if now < p.next_sync_ms {
+        if now < p.next_sync {
             return;
         }
-        p.next_sync_ms = now.saturating_add(interval);
+        p.next_sync = now.plus(interval);
         let link = p.link;
         let members: Vec<SocketAddr> = self.peers.keys().copied().filter(|a| *a != addr).collect();
         for m in members {
@@ -1745,7 +1736,7 @@ impl Node {
 
     /// Recomputes this node's role from its view and its peers' last STATE.
     /// `departed` is the peer whose loss (or leave) triggered this, if any.
-    fn decide(&mut self, event: Cause, departed: Option<SocketAddr>, now: Millis) {
+    fn decide(&mut self, event: Cause, departed: Option<SocketAddr>, now: Mono) {
         if self.left {
             return;
         }
@@ -1759,7 +1750,7 @@ impl Node {
         let free_for = |who: SocketAddr| {
             !self.cfg.strict
                 || self.epoch_master == Some(who)
-                || self.bound_until_ms.is_none_or(|t| now >= t)
+                || self.bound_until.is_none_or(|t| now >= t)
         };
         let mut claimed = false;
         let (mut role, epoch, epoch_master) = if view < self.cfg.quorum as usize {
@@ -1783,14 +1774,14 @@ impl Node {
                     .max()
                     .unwrap_or(0);
                 let floor = if self.cfg.strict {
-                    self.wall_ms(now)
+                    self.wall(now).ms()
                 } else {
                     0
                 };
                 match self.epoch.max(highest).checked_add(1).map(|e| e.max(floor)) {
                     Some(epoch) if epoch <= MAX_EPOCH => {
                         claimed = true;
-                        self.claim_sent_ms = now;
+                        self.claim_sent = now;
                         (Role::Master, epoch, Some(me))
                     }
                     // No epoch is left to claim: rather no master than a
@@ -1808,7 +1799,7 @@ impl Node {
                 s.epoch > self.epoch || (s.epoch == self.epoch && self.epoch_master == Some(best));
             if claims && acceptable && free_for(best) {
                 if self.epoch_master != Some(best) || self.role != Role::Follower {
-                    self.bound_until_ms = Some(now.saturating_add(self.cfg.timeout_ms));
+                    self.bound_until = Some(now.plus(self.cfg.timeout_ms));
                 }
                 (Role::Follower, s.epoch, Some(best))
             } else {
@@ -1852,15 +1843,15 @@ impl Node {
     /// acknowledged, or the claim, was sent, plus `timeout`; the lease
     /// ends a heartbeat before that, as a margin for clock rates.
     /// `None` when fewer than quorum - 1 peers follow.
-    fn lease_until(&self, _now: Millis) -> Option<Millis> {
+    fn lease_until(&self, _now: Mono) -> Option<Mono> {
         let need = self.cfg.quorum.saturating_sub(1) as usize;
         if need == 0 {
             // A quorum of one is this node alone: it is never unbound.
-            return Some(Millis::MAX);
+            return Some(Mono::MAX);
         }
         let me = Some(self.cfg.addr);
         let lease = self.cfg.timeout_ms.saturating_sub(self.cfg.heartbeat_ms);
-        let mut bound: Vec<Millis> = self
+        let mut bound: Vec<Mono> = self
             .peers
             .values()
             // Only followers of this claim: a STATE from before it (this node
@@ -1870,11 +1861,7 @@ impl Node {
                     && p.state.epoch_master == me
                     && p.state.epoch == self.epoch
             })
-            .map(|p| {
-                p.acked_sent_ms
-                    .max(self.claim_sent_ms)
-                    .saturating_add(lease)
-            })
+            .map(|p| p.acked_sent.max(self.claim_sent).plus(lease))
             .collect();
         if bound.len() < need {
             return None;
@@ -1889,7 +1876,7 @@ impl Node {
         epoch: u64,
         epoch_master: Option<SocketAddr>,
         cause: Cause,
-        now: Millis,
+        now: Mono,
     ) {
         assert!(epoch >= self.epoch, "epochs never go back");
         assert!(epoch <= MAX_EPOCH, "epochs stay within MAX_EPOCH");
@@ -1913,7 +1900,7 @@ impl Node {
         // journal and the hook hear of it too.
         if changed_role || master != old_master || (role != Role::None && epoch != old_epoch) {
             let entry = JournalEntry {
-                at_ms: now,
+                at: now,
                 epoch,
                 from,
                 to: role,
@@ -1977,7 +1964,7 @@ impl Node {
 
     /// Starts (or keeps) trying to reach `addr`, for `source`; its first
     /// dial is due now. `false` when the reconnect set is full.
-    fn want(&mut self, addr: SocketAddr, kind: LinkKind, source: Source, now: Millis) -> bool {
+    fn want(&mut self, addr: SocketAddr, kind: LinkKind, source: Source, now: Mono) -> bool {
         if self.left || addr == self.cfg.addr || self.peers.contains_key(&addr) {
             return false;
         }
@@ -2000,8 +1987,8 @@ impl Node {
                 kind,
                 source,
                 failures: 0,
-                next_try_ms: Some(now),
-                met_ms: None,
+                next_try: Some(now),
+                met: None,
                 penalized: false,
                 suspect: false,
                 flaps: 0,
@@ -2023,7 +2010,7 @@ impl Node {
             .wants
             .iter()
             .filter(|(_, w)| matches!(w.source, Source::Introduced { .. }))
-            .filter(|(_, w)| w.next_try_ms.is_some())
+            .filter(|(_, w)| w.next_try.is_some())
             .max_by_key(|(a, w)| (w.failures, std::cmp::Reverse(**a)))
             .map(|(a, w)| (*a, w.failures));
         let Some((addr, attempts)) = victim else {
@@ -2044,11 +2031,11 @@ impl Node {
     /// on, and after a protocol violation, the next dial goes on from the
     /// backoff step the address had reached, so a peer whose links break
     /// as soon as they open is not redialled in a loop.
-    fn lose(&mut self, addr: SocketAddr, peer: &Peer, loss: Loss, now: Millis) {
+    fn lose(&mut self, addr: SocketAddr, peer: &Peer, loss: Loss, now: Mono) {
         let source = if self.joins.contains(&addr) {
             Source::Join
         } else {
-            Source::Lost { lost_ms: now }
+            Source::Lost { lost_at: now }
         };
         if !self.want(addr, LinkKind::Mesh, source, now) {
             if !self.left {
@@ -2064,7 +2051,7 @@ impl Node {
             }
             return;
         }
-        let short = now.saturating_sub(peer.established_ms) < self.cfg.timeout_ms;
+        let short = now.since(peer.established) < self.cfg.timeout_ms;
         let flaps = if short || loss == Loss::Violation {
             peer.flaps.saturating_add(1)
         } else {
@@ -2080,7 +2067,7 @@ impl Node {
         let delay = self.backoff(failures);
         if let Some(w) = self.wants.get_mut(&addr) {
             w.failures = failures;
-            w.next_try_ms = Some(now.saturating_add(delay));
+            w.next_try = Some(now.plus(delay));
             w.penalized = loss == Loss::Violation;
             w.suspect = true;
         }
@@ -2089,35 +2076,32 @@ impl Node {
     /// Whether `addr`'s HELLOs are refused now: it broke the protocol, and
     /// neither its backoff step nor this node's next dial to it is over.
     /// `Some(Some(ms))` while the step runs, `Some(None)` during the dial.
-    fn penalty_left(&self, addr: SocketAddr, now: Millis) -> Option<Option<Millis>> {
+    fn penalty_left(&self, addr: SocketAddr, now: Mono) -> Option<Option<u64>> {
         let w = self.wants.get(&addr).filter(|w| w.penalized)?;
-        match w.next_try_ms {
+        match w.next_try {
             None => Some(None),
-            Some(next) => (now < next).then(|| Some(next - now)),
+            Some(next) => (now < next).then(|| Some(next.since(now))),
         }
     }
 
     /// Dials under way: wants whose dial started and did not end.
     fn dials_in_flight(&self) -> usize {
-        self.wants
-            .values()
-            .filter(|w| w.next_try_ms.is_none())
-            .count()
+        self.wants.values().filter(|w| w.next_try.is_none()).count()
     }
 
     /// Starts the dials that are due, earliest first, as far as
     /// [`MAX_DIALS_IN_FLIGHT`] allows; the rest wait for a dial to end. A
     /// lost peer past `reconnect_timeout_ms` is forgotten instead.
-    fn dial_due(&mut self, now: Millis) {
+    fn dial_due(&mut self, now: Mono) {
         if self.left {
             return;
         }
         let timeout_ms = self.cfg.reconnect_timeout_ms;
         let mut in_flight = 0;
         let mut expired = Vec::new();
-        let mut due: Vec<(Millis, SocketAddr)> = Vec::new();
+        let mut due: Vec<(Mono, SocketAddr)> = Vec::new();
         for (a, w) in &self.wants {
-            let Some(t) = w.next_try_ms else {
+            let Some(t) = w.next_try else {
                 in_flight += 1;
                 continue;
             };
@@ -2125,9 +2109,7 @@ impl Node {
                 continue;
             }
             match w.source {
-                Source::Lost { lost_ms } if now >= lost_ms.saturating_add(timeout_ms) => {
-                    expired.push(*a)
-                }
+                Source::Lost { lost_at } if now >= lost_at.plus(timeout_ms) => expired.push(*a),
                 _ => due.push((t, *a)),
             }
         }
@@ -2164,7 +2146,7 @@ impl Node {
         let Some(w) = self.wants.get_mut(&addr) else {
             return;
         };
-        w.next_try_ms = None;
+        w.next_try = None;
         let kind = w.kind;
         self.actions.push_back(Action::Connect { addr, kind });
     }
@@ -2192,11 +2174,11 @@ impl Node {
     /// `unanswered` says why when nothing answered at all (not for a
     /// redirect). The first such failure of an operator's join (`--join`,
     /// `-c`) is a warning; later ones are not, as the retries go on.
-    fn dial_failed(&mut self, addr: SocketAddr, unanswered: Option<&str>, now: Millis) {
+    fn dial_failed(&mut self, addr: SocketAddr, unanswered: Option<&str>, now: Mono) {
         let Some(w) = self.wants.get_mut(&addr) else {
             return;
         };
-        if w.next_try_ms.is_some() {
+        if w.next_try.is_some() {
             // No dial of ours was under way: an old link's news.
             return;
         }
@@ -2235,14 +2217,14 @@ impl Node {
         let failures = w.failures;
         let delay = self.backoff(failures);
         let w = self.wants.get_mut(&addr).expect("checked above");
-        w.next_try_ms = Some(now.saturating_add(delay));
+        w.next_try = Some(now.plus(delay));
     }
 
     /// The wait before the next dial after `failures` failures: a step
     /// from two heartbeats doubling up to [`MAX_BACKOFF_MS`], drawn between
     /// half and all of it, never under a heartbeat (guarantee 7,
     /// docs/GUARANTEES.md).
-    fn backoff(&mut self, failures: u32) -> Millis {
+    fn backoff(&mut self, failures: u32) -> u64 {
         let heartbeat_ms = self.cfg.heartbeat_ms;
         let base = heartbeat_ms
             .max(1)
@@ -2259,19 +2241,19 @@ impl Node {
         })
     }
 
-    fn refuse(&mut self, link: LinkId, reason: String, now: Millis) {
+    fn refuse(&mut self, link: LinkId, reason: String, now: Mono) {
         self.send(link, Message::Refuse(reason));
         self.close(link, now);
     }
 
     /// Closes a link this node gave up on. A dial closed in its handshake
     /// counts as failed, so its want is retried (or was removed before).
-    fn close(&mut self, link: LinkId, now: Millis) {
+    fn close(&mut self, link: LinkId, now: Mono) {
         self.close_failed(link, None, now);
     }
 
     /// [`Node::close`], for a dial that got no answer at all: why.
-    fn close_failed(&mut self, link: LinkId, unanswered: Option<&str>, now: Millis) {
+    fn close_failed(&mut self, link: LinkId, unanswered: Option<&str>, now: Mono) {
         if let Some(l) = self.links.remove(&link) {
             self.actions.push_back(Action::Close(link));
             if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
@@ -2296,18 +2278,18 @@ impl Skew {
         error_ms: 0,
     };
 
-    /// The estimate from one round trip: a PING sent at `sent_unix_ms` and
-    /// its PONG received at `received_unix_ms` on our clock, answered at
+    /// The estimate from one round trip: a PING sent at `sent` and
+    /// its PONG received at `received` on our clock, answered at
     /// `replied_unix_ms` on the peer's. Saturates rather than overflows on
     /// absurd times.
-    pub fn from_round_trip(sent_unix_ms: u64, replied_unix_ms: u64, received_unix_ms: u64) -> Skew {
+    pub fn from_round_trip(sent: Wall, replied_unix_ms: u64, received: Wall) -> Skew {
         let (t1, t2, t4) = (
-            i128::from(sent_unix_ms),
+            i128::from(sent.ms()),
             i128::from(replied_unix_ms),
-            i128::from(received_unix_ms),
+            i128::from(received.ms()),
         );
         let offset = (2 * t2 - t1 - t4).div_euclid(2);
-        let round_trip_ms = received_unix_ms.saturating_sub(sent_unix_ms);
+        let round_trip_ms = received.ms().saturating_sub(sent.ms());
         Skew {
             offset_ms: offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
             // Half the round trip, rounded up for the halved millisecond the
@@ -2375,7 +2357,7 @@ mod tests {
     fn a_round_trip_brackets_the_offset() {
         // Sent at 1000, answered at 5010 on a clock 4000 ahead, back at 1020:
         // the answer could have been stamped anywhere in 1000..=1020 of ours.
-        let s = Skew::from_round_trip(1000, 5010, 1020);
+        let s = Skew::from_round_trip(Wall(1000), 5010, Wall(1020));
         assert_eq!(
             s,
             Skew {
@@ -2386,32 +2368,38 @@ mod tests {
         // An odd round trip: the middle, 4000.5, is kept as 4000, and the
         // error is half the 5 ms rounded up, plus 1 ms of truncation.
         assert_eq!(
-            Skew::from_round_trip(1000, 5003, 1005),
+            Skew::from_round_trip(Wall(1000), 5003, Wall(1005)),
             Skew {
                 offset_ms: 4000,
                 error_ms: 4
             }
         );
         assert_eq!(
-            Skew::from_round_trip(1000, 1000, 1000),
+            Skew::from_round_trip(Wall(1000), 1000, Wall(1000)),
             Skew {
                 offset_ms: 0,
                 error_ms: 1
             }
         );
-        assert_eq!(Skew::from_round_trip(1000, 900, 1000).offset_ms, -100);
+        assert_eq!(
+            Skew::from_round_trip(Wall(1000), 900, Wall(1000)).offset_ms,
+            -100
+        );
     }
 
     // docs/GUARANTEES.md, bad input: absurd times from a peer saturate, never panic.
     #[test]
     fn absurd_times_saturate() {
-        assert_eq!(Skew::from_round_trip(0, u64::MAX, 0).offset_ms, i64::MAX);
         assert_eq!(
-            Skew::from_round_trip(u64::MAX, 0, u64::MAX).offset_ms,
+            Skew::from_round_trip(Wall(0), u64::MAX, Wall(0)).offset_ms,
+            i64::MAX
+        );
+        assert_eq!(
+            Skew::from_round_trip(Wall(u64::MAX), 0, Wall(u64::MAX)).offset_ms,
             i64::MIN
         );
         assert_eq!(
-            Skew::from_round_trip(5, 5, 0).error_ms,
+            Skew::from_round_trip(Wall(5), 5, Wall(0)).error_ms,
             1,
             "a clock going back"
         );

@@ -427,7 +427,7 @@ mod tests {
 
     fn entry(epoch: u64, from: Role, to: Role) -> JournalEntry {
         JournalEntry {
-            at_ms: epoch,
+            at: crate::time::Mono(epoch),
             epoch,
             from,
             to,

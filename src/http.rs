@@ -285,7 +285,7 @@ pub fn status(node: &Node, clock: Clock) -> String {
                 "started": p.hello.started_unix_ms,
                 "started_iso": iso_ms(p.hello.started_unix_ms),
                 "master": master == Some(p.hello.addr),
-                "last_heard_ms": clock.now_ms.saturating_sub(p.last_heard_ms),
+                "last_heard_ms": clock.now.since(p.last_heard),
                 "priority": p.hello.priority,
                 "skew_ms": p.skew.map(|k| k.offset_ms),
                 "skew_error_ms": p.skew.map(|k| k.error_ms),
@@ -295,7 +295,7 @@ pub fn status(node: &Node, clock: Clock) -> String {
     let journal: Vec<_> = node
         .journal()
         .map(|e| {
-            let at = clock.to_unix_ms(e.at_ms);
+            let at = clock.wall(e.at).ms();
             json!({
                 "time": iso_ms(at),
                 "unix_ms": at,

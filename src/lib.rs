@@ -21,3 +21,4 @@ pub mod log;
 pub mod net;
 pub mod protocol;
 pub mod rule;
+pub mod time;

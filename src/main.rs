@@ -16,6 +16,7 @@ use bossd::core::Config;
 use bossd::hooks::{HOOK_TIME_LIMIT, Hooks};
 use bossd::log::{self, Level};
 use bossd::net;
+use bossd::time::Wall;
 
 fn main() -> ExitCode {
     let start = Instant::now();
@@ -81,7 +82,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let wall_at_zero_ms = net::unix_ms_now().saturating_sub(start.elapsed().as_millis() as u64);
+    let wall_at_zero = Wall(net::unix_ms_now().saturating_sub(start.elapsed().as_millis() as u64));
     let cfg = Config {
         addr,
         started_unix_ms: net::unix_ms_now(),
@@ -94,7 +95,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         timeout_ms: args.opts.timeout,
         reconnect_timeout_ms: args.opts.reconnect_timeout,
         seed: random_u64(),
-        wall_at_zero_ms,
+        wall_at_zero,
     };
     let opts = net::Options {
         join: args.opts.join.clone(),
@@ -107,7 +108,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
                 .map_or(HOOK_TIME_LIMIT, Duration::from_millis),
         ),
     };
-    net::run(cfg, opts, wall_at_zero_ms, start)
+    net::run(cfg, opts, wall_at_zero, start)
 }
 
 /// A random number from the OS.

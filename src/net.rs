@@ -22,11 +22,12 @@ use slab::Slab;
 
 use crate::auth::{self, AuthError, Done, Handshake, NONCE_LEN, Secret, Session};
 use crate::console::{self, Clock};
-use crate::core::{Action, Config, JoinProgress, Millis, Node};
+use crate::core::{Action, Config, JoinProgress, Node};
 use crate::hooks::Hooks;
 use crate::http::{self, Counters, Direction, Request};
 use crate::log::Level;
 use crate::protocol::{self, FrameError, LineBuffer, Message, OptAddr};
+use crate::time::{Mono, Wall};
 
 /// Events taken per poll: enough to drain a busy moment in a few rounds
 /// without an unbounded buffer.
@@ -61,12 +62,12 @@ const IDLE_TIMEOUTS: u64 = 10;
 
 /// A connection told to close gets this long to take its last lines; one
 /// that does not read them is dropped rather than held open forever.
-const CLOSE_GRACE_MS: Millis = 1_000;
+const CLOSE_GRACE_MS: u64 = 1_000;
 
 /// The longest a TCP client's `-c` answer waits for the first attempt's
 /// outcome (otherwise timeout + heartbeat, by when an unanswered dial has
 /// timed out): well inside the 5 s `bossd ctl` waits for an answer.
-const JOIN_ANSWER_MAX_MS: Millis = 2_000;
+const JOIN_ANSWER_MAX_MS: u64 = 2_000;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const STDIN: Token = Token(usize::MAX - 2);
@@ -89,7 +90,7 @@ pub struct Options {
 /// The listener is bound first. With port 0 the kernel picks a free port,
 /// and the node is known by it from then on: its id in the core (and so
 /// in HELLO, `-s` and the logs) and the hooks' BOSSD_ID.
-pub fn run(mut cfg: Config, mut opts: Options, wall_at_zero_ms: u64, start: Instant) -> Result<()> {
+pub fn run(mut cfg: Config, mut opts: Options, wall_at_zero: Wall, start: Instant) -> Result<()> {
     let asked = cfg.addr;
     let mut listener =
         TcpListener::bind(asked).with_context(|| format!("cannot listen on {asked}"))?;
@@ -130,7 +131,7 @@ pub fn run(mut cfg: Config, mut opts: Options, wall_at_zero_ms: u64, start: Inst
         conns: Slab::new(),
         node: Node::new(cfg),
         start,
-        wall_at_zero_ms,
+        wall_at_zero,
         max_conns: opts.max_conns,
         secret: opts.secret,
         refused_while_full: 0,
@@ -158,7 +159,7 @@ struct Server {
     conns: Slab<Conn>,
     node: Node,
     start: Instant,
-    wall_at_zero_ms: u64,
+    wall_at_zero: Wall,
     max_conns: usize,
     secret: Option<Secret>,
     /// Connections refused since the limit was reached; 0 below it. One
@@ -178,7 +179,7 @@ struct Server {
 struct Conn {
     stream: TcpStream,
     /// When the connection opened, for the idle limit.
-    opened_ms: Millis,
+    opened: Mono,
     lines: LineBuffer,
     out: Vec<u8>,
     kind: ConnKind,
@@ -191,7 +192,7 @@ struct Conn {
     /// Write what is queued, then close; read nothing more.
     closing: bool,
     /// When the loop first saw `closing`, for [`CLOSE_GRACE_MS`].
-    closing_seen_ms: Option<Millis>,
+    closing_seen: Option<Mono>,
     /// Remove at the end of this iteration, queued output or not.
     dead: bool,
     /// A peer link whose other side closed: nothing more arrives, and
@@ -207,7 +208,7 @@ struct Conn {
     /// A `-c` this client sent, whose answer waits for the first attempt
     /// to the address, until the time given. Its later lines wait too, so
     /// answers keep their order.
-    awaiting_join: Option<(SocketAddr, Millis)>,
+    awaiting_join: Option<(SocketAddr, Mono)>,
 }
 
 impl Conn {
@@ -299,14 +300,14 @@ impl Server {
         }
     }
 
-    fn now_ms(&self) -> Millis {
-        self.start.elapsed().as_millis() as Millis
+    fn now_ms(&self) -> Mono {
+        Mono(self.start.elapsed().as_millis() as u64)
     }
 
     fn clock(&self) -> Clock {
         Clock {
-            now_ms: self.now_ms(),
-            wall_at_zero_ms: self.wall_at_zero_ms,
+            now: self.now_ms(),
+            wall_at_zero: self.wall_at_zero,
         }
     }
 
@@ -325,14 +326,14 @@ impl Server {
             .conns
             .iter()
             .filter(|(_, c)| !c.dead)
-            .filter_map(|(_, c)| match c.closing_seen_ms {
+            .filter_map(|(_, c)| match c.closing_seen {
                 _ if c.awaiting_join.is_some() => c.awaiting_join.map(|(_, by)| by),
-                Some(seen) => Some(seen.saturating_add(CLOSE_GRACE_MS)),
+                Some(seen) => Some(seen.plus(CLOSE_GRACE_MS)),
                 // Seen by close_idle at the end of this iteration.
                 None if c.closing => Some(now),
                 None => c
                     .awaits_request()
-                    .then(|| c.opened_ms.saturating_add(self.idle_limit_ms())),
+                    .then(|| c.opened.plus(self.idle_limit_ms())),
             })
             .min();
         let hook = self
@@ -344,13 +345,13 @@ impl Server {
             .into_iter()
             .chain(idle)
             .min()
-            .map(|d| Duration::from_millis(d.saturating_sub(now)))
+            .map(|d| Duration::from_millis(d.since(now)))
             .into_iter()
             .chain(hook)
             .min()
     }
 
-    fn idle_limit_ms(&self) -> Millis {
+    fn idle_limit_ms(&self) -> u64 {
         IDLE_TIMEOUTS.saturating_mul(self.node.config().timeout_ms)
     }
 
@@ -360,13 +361,13 @@ impl Server {
         let limit = self.idle_limit_ms();
         for (_, c) in self.conns.iter_mut() {
             if c.closing && !c.dead && c.awaiting_join.is_none() {
-                let seen = *c.closing_seen_ms.get_or_insert(now);
-                if now >= seen.saturating_add(CLOSE_GRACE_MS) {
+                let seen = *c.closing_seen.get_or_insert(now);
+                if now >= seen.plus(CLOSE_GRACE_MS) {
                     crate::event!(Level::Debug, "close-timeout", peer = OptAddr(c.peer_addr));
                     c.dead = true;
                 }
             }
-            if c.awaits_request() && !c.dead && now >= c.opened_ms.saturating_add(limit) {
+            if c.awaits_request() && !c.dead && now >= c.opened.plus(limit) {
                 crate::event!(
                     Level::Info,
                     "conn-idle",
@@ -492,13 +493,13 @@ impl Server {
             stream,
             lines: LineBuffer::default(),
             out: Vec::new(),
-            opened_ms: now,
+            opened: now,
             kind: ConnKind::Peer,
             connecting: true,
             more_input: false,
             writable_registered: true,
             closing: false,
-            closing_seen_ms: None,
+            closing_seen: None,
             dead: false,
             peer_eof: false,
             peer_addr: Some(addr),
@@ -582,13 +583,13 @@ impl Server {
                 stream,
                 lines: LineBuffer::default(),
                 out: Vec::new(),
-                opened_ms: now,
+                opened: now,
                 kind: ConnKind::Unknown,
                 connecting: false,
                 more_input: false,
                 writable_registered: false,
                 closing: false,
-                closing_seen_ms: None,
+                closing_seen: None,
                 dead: false,
                 peer_eof: false,
                 peer_addr: Some(peer),
@@ -1028,7 +1029,7 @@ impl Server {
                     let cfg = self.node.config();
                     let wait = (cfg.timeout_ms + cfg.heartbeat_ms).min(JOIN_ANSWER_MAX_MS);
                     if let Some(c) = self.conns.get_mut(key) {
-                        c.awaiting_join = Some((addr, clock.now_ms + wait));
+                        c.awaiting_join = Some((addr, clock.now.plus(wait)));
                     }
                     return;
                 }

@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 
 use bossd::core::{
     Action, Config, ConnectError, ForgetError, LinkId, MAX_BACKOFF_MS, MAX_DIALS_IN_FLIGHT,
-    MAX_EPOCH, MAX_EPOCH_LEAD_MS, MAX_INTRODUCED_PER_PEER, MAX_WANTED, Millis, Node,
+    MAX_EPOCH, MAX_EPOCH_LEAD_MS, MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
 use bossd::log::Level;
 use bossd::protocol::{Hello, LinkKind, Message, Role, State};
+use bossd::time::{Mono, Wall};
 use sim::hostile::Mode;
-use sim::{Cluster, addr};
+use sim::{Cluster, Millis, addr};
 
 /// A wall clock of today's order, unix ms.
 const WALL: u64 = 1_800_000_000_000;
@@ -34,7 +35,7 @@ fn config(i: usize, wall_at_zero_ms: u64) -> Config {
         timeout_ms: 500,
         reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 7,
-        wall_at_zero_ms,
+        wall_at_zero: Wall(wall_at_zero_ms),
     }
 }
 
@@ -96,19 +97,19 @@ impl Probe {
 
     /// A peer `cfg` dials in on `link` and says HELLO.
     fn accept(&mut self, link: LinkId, cfg: &Config, now: Millis) {
-        self.node.handle_accepted(link, now);
+        self.node.handle_accepted(link, Mono(now));
         self.node
-            .handle_message(link, hello_of(cfg, LinkKind::Mesh), now);
+            .handle_message(link, hello_of(cfg, LinkKind::Mesh), Mono(now));
         self.drain();
     }
 
     fn line(&mut self, link: LinkId, msg: Message, now: Millis) {
-        self.node.handle_message(link, msg, now);
+        self.node.handle_message(link, msg, Mono(now));
         self.drain();
     }
 
     fn timeout(&mut self, now: Millis) {
-        self.node.handle_timeout(now);
+        self.node.handle_timeout(Mono(now));
         self.drain();
     }
 
@@ -129,7 +130,8 @@ impl Probe {
     /// Answers every Connect so far: each dial fails at once.
     fn fail_dials(&mut self, now: Millis) {
         for a in std::mem::take(&mut self.connects) {
-            self.node.handle_dial_failed(a, "connection refused", now);
+            self.node
+                .handle_dial_failed(a, "connection refused", Mono(now));
         }
         self.drain();
     }
@@ -306,7 +308,7 @@ fn times_at_the_end_of_the_range_saturate() {
         );
         p.timeout(now);
         let _ = p.node.next_deadline();
-        let _ = p.node.connect(addr(9), now);
+        let _ = p.node.connect(addr(9), Mono(now));
         p.fail_dials(now);
     }
     // A follower binds itself until now + timeout, and a strict master
@@ -393,7 +395,7 @@ fn a_peer_that_breaks_every_link_is_redialled_ever_more_slowly() {
             dials.push(now);
             assert!(dials.len() <= 30, "{} redials by {now} ms", dials.len());
             link += 1;
-            p.node.handle_dialed(link, a, LinkKind::Mesh, now);
+            p.node.handle_dialed(link, a, LinkKind::Mesh, Mono(now));
             p.line(link, hello_of(&h, LinkKind::Mesh), now);
             p.line(link, state(Role::None, u64::MAX, None), now);
         }
@@ -426,7 +428,7 @@ fn a_peer_that_breaks_every_link_is_redialled_ever_more_slowly() {
 fn links_lost_right_after_their_handshake_are_redialled_ever_more_slowly() {
     let mut p = Probe::new(config(0, WALL));
     let b = config(1, WALL);
-    p.node.connect(b.addr, 0).unwrap();
+    p.node.connect(b.addr, Mono(0)).unwrap();
     p.drain();
     let mut dials = Vec::new();
     let mut link = 0;
@@ -436,11 +438,11 @@ fn links_lost_right_after_their_handshake_are_redialled_ever_more_slowly() {
             dials.push(now);
             assert!(dials.len() <= 30, "{} redials by {now} ms", dials.len());
             link += 1;
-            p.node.handle_dialed(link, a, LinkKind::Join, now);
+            p.node.handle_dialed(link, a, LinkKind::Join, Mono(now));
             p.line(link, hello_of(&b, LinkKind::Join), now);
             assert!(p.is_peer(b.addr));
             // The far end drops it at once (it found a violation).
-            p.node.handle_link_closed(link, now + 1);
+            p.node.handle_link_closed(link, Mono(now + 1));
             p.drain();
         }
         now += 1;
@@ -461,11 +463,11 @@ fn links_lost_right_after_their_handshake_are_redialled_ever_more_slowly() {
     p.timeout(now);
     let a = p.connects.pop().expect("still wanted");
     link += 1;
-    p.node.handle_dialed(link, a, LinkKind::Join, now);
+    p.node.handle_dialed(link, a, LinkKind::Join, Mono(now));
     p.line(link, hello_of(&b, LinkKind::Join), now);
     now += 10_000;
     p.line(link, Message::Ping { seq: 1, view: 0 }, now - 1);
-    p.node.handle_link_closed(link, now);
+    p.node.handle_link_closed(link, Mono(now));
     p.drain();
     assert_eq!(
         p.connects,
@@ -550,11 +552,11 @@ fn introductions_are_bounded_per_peer_and_in_all() {
     }
     // A lost peer still gets a place: an introduction gives way; so does
     // an operator's -c.
-    p.node.handle_link_closed(2, 1);
+    p.node.handle_link_closed(2, Mono(1));
     p.drain();
     assert_eq!(p.node.counts().wanted, MAX_WANTED);
     assert_eq!(p.events("gave-up").len(), 1);
-    assert_eq!(p.node.connect(fake(99_999), 1), Ok(()));
+    assert_eq!(p.node.connect(fake(99_999), Mono(1)), Ok(()));
     p.drain();
     assert_eq!(p.events("gave-up").len(), 2);
     assert_eq!(p.node.counts().wanted, MAX_WANTED);
@@ -597,9 +599,9 @@ fn relayed_introductions_are_bounded() {
     p.line(1, state(Role::None, 0, None), 0);
     // Node 0 joins node 2, which sends its "members" ahead of its STATE.
     let c = config(2, WALL);
-    p.node.connect(c.addr, 0).unwrap();
+    p.node.connect(c.addr, Mono(0)).unwrap();
     p.drain();
-    p.node.handle_dialed(2, c.addr, LinkKind::Join, 0);
+    p.node.handle_dialed(2, c.addr, LinkKind::Join, Mono(0));
     p.line(2, hello_of(&c, LinkKind::Join), 0);
     p.sent.clear();
     for i in 0..5_000 {
@@ -626,22 +628,23 @@ fn lost_peers_are_forgotten_after_the_reconnect_timeout_joins_never() {
     cfg.reconnect_timeout_ms = 20_000;
     let mut p = Probe::new(cfg);
     let (b, c) = (config(1, WALL), config(2, WALL));
-    p.node.join(c.addr, 0).unwrap();
+    p.node.join(c.addr, Mono(0)).unwrap();
     p.drain();
     let dial = p.connects.pop().unwrap();
-    p.node.handle_dialed(1, dial, LinkKind::Join, 0);
+    p.node.handle_dialed(1, dial, LinkKind::Join, Mono(0));
     p.line(1, hello_of(&c, LinkKind::Join), 0);
     p.accept(2, &b, 0);
     // Both die at 1 s.
-    p.node.handle_link_closed(1, 1_000);
-    p.node.handle_link_closed(2, 1_000);
+    p.node.handle_link_closed(1, Mono(1_000));
+    p.node.handle_link_closed(2, Mono(1_000));
     p.drain();
     let mut now = 1_000;
     let mut dials = [0, 0];
     while now < 120_000 {
         for a in std::mem::take(&mut p.connects) {
             dials[usize::from(a == c.addr)] += 1;
-            p.node.handle_dial_failed(a, "connection refused", now);
+            p.node
+                .handle_dial_failed(a, "connection refused", Mono(now));
         }
         p.drain();
         now += 50;
@@ -664,15 +667,18 @@ fn lost_peers_are_forgotten_after_the_reconnect_timeout_joins_never() {
 #[test]
 fn forget_drops_a_lost_member_now() {
     let (mut p, b) = with_peer(1);
-    assert_eq!(p.node.forget(b.addr, 0), Err(ForgetError::LivePeer(b.addr)));
     assert_eq!(
-        p.node.forget(addr(8), 0),
+        p.node.forget(b.addr, Mono(0)),
+        Err(ForgetError::LivePeer(b.addr))
+    );
+    assert_eq!(
+        p.node.forget(addr(8), Mono(0)),
         Err(ForgetError::Unknown(addr(8)))
     );
-    p.node.handle_link_closed(1, 10_000);
+    p.node.handle_link_closed(1, Mono(10_000));
     p.drain();
     assert_eq!(p.connects, [b.addr], "lost: redialled");
-    p.node.forget(b.addr, 10_001).unwrap();
+    p.node.forget(b.addr, Mono(10_001)).unwrap();
     p.drain();
     assert_eq!(p.node.counts().wanted, 0);
     assert_eq!(p.node.counts().dials_in_flight, 0);
@@ -683,7 +689,7 @@ fn forget_drops_a_lost_member_now() {
     }
     assert!(p.connects.is_empty(), "forgotten means not dialled");
     assert_eq!(
-        p.node.forget(b.addr, 40_000),
+        p.node.forget(b.addr, Mono(40_000)),
         Err(ForgetError::Unknown(b.addr))
     );
     p.accept(3, &b, 40_000);
@@ -696,10 +702,10 @@ fn forget_drops_a_lost_member_now() {
 fn the_reconnect_set_is_bounded() {
     let mut p = Probe::new(config(0, WALL));
     for i in 0..MAX_WANTED {
-        p.node.connect(fake(i), 0).unwrap();
+        p.node.connect(fake(i), Mono(0)).unwrap();
     }
     assert_eq!(
-        p.node.connect(fake(MAX_WANTED), 0),
+        p.node.connect(fake(MAX_WANTED), Mono(0)),
         Err(ConnectError::TooMany)
     );
     assert_eq!(p.node.counts().wanted, MAX_WANTED);
@@ -729,7 +735,7 @@ fn msg_text_reaches_consoles_without_control_characters() {
     p.node.handle_message(
         1,
         Message::Msg("x\rmessage from 1.2.3.4:5: \u{1b}]0;t\u{7}".into()),
-        1,
+        Mono(1),
     );
     let delivered = std::iter::from_fn(|| p.node.poll_action())
         .find_map(|a| match a {

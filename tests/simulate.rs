@@ -204,8 +204,8 @@ fn read_everything(c: &mut Cluster) {
             c.console(i, command);
         }
         let clock = bossd::console::Clock {
-            now_ms: c.now,
-            wall_at_zero_ms: c.node(i).config().wall_at_zero_ms,
+            now: bossd::time::Mono(c.now),
+            wall_at_zero: c.node(i).config().wall_at_zero,
         };
         bossd::http::status(c.node(i), clock);
         let counters = bossd::http::Counters::default();
@@ -217,13 +217,13 @@ fn read_everything(c: &mut Cluster) {
 /// whatever delays, freezes and cuts the round trips went through.
 fn check_skew(c: &Cluster) {
     for i in c.up() {
-        let mine = c.node(i).config().wall_at_zero_ms as i64;
+        let mine = c.node(i).config().wall_at_zero.ms() as i64;
         for p in c.node(i).peers() {
             let j = (p.hello.addr.port() - 7000) as usize;
             let (Some(skew), true) = (p.skew, c.is_up(j)) else {
                 continue;
             };
-            let truth = c.node(j).config().wall_at_zero_ms as i64 - mine;
+            let truth = c.node(j).config().wall_at_zero.ms() as i64 - mine;
             assert!(
                 skew.offset_ms.abs_diff(truth) <= skew.error_ms,
                 "node {i} measured {j}'s clock {skew} off, truly {truth:+}ms{}",

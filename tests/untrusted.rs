@@ -9,6 +9,7 @@ use bossd::auth::{AuthError, Done, Handshake, NONCE_LEN, SEAL_OVERHEAD, Secret, 
 use bossd::console::{self, Clock, Command, MAX_MSG_TEXT};
 use bossd::core::{Config, Node};
 use bossd::protocol::MAX_LINE;
+use bossd::time::{Mono, Wall};
 use proptest::prelude::*;
 
 proptest! {
@@ -167,14 +168,14 @@ fn node() -> Node {
         timeout_ms: 500,
         reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 1,
-        wall_at_zero_ms: 1_764_000_000_000,
+        wall_at_zero: Wall(1_764_000_000_000),
     })
 }
 
 fn clock() -> Clock {
     Clock {
-        now_ms: 0,
-        wall_at_zero_ms: 1_764_000_000_000,
+        now: Mono::ZERO,
+        wall_at_zero: Wall(1_764_000_000_000),
     }
 }
 

@@ -25,10 +25,11 @@ use std::net::SocketAddr;
 use bossd::console::{self, Clock};
 use bossd::core::{
     Action, Config, JOURNAL_LEN, LinkId, MAX_DIALS_IN_FLIGHT, MAX_EPOCH, MAX_EPOCH_LEAD_MS,
-    MAX_INTRODUCED_PER_PEER, MAX_WANTED, Millis, Node,
+    MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
 use bossd::protocol::{Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
+use bossd::time::{Mono, Wall};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -44,7 +45,7 @@ const RULES: [&str; 4] = ["oldest", "youngest", "priority,oldest", "lowest-addr"
 
 struct Driver {
     node: Node,
-    now: Millis,
+    now: Mono,
     next_link: LinkId,
     /// Links the node knows of.
     links: Vec<LinkId>,
@@ -100,11 +101,11 @@ fn run(data: &[u8]) -> Result<()> {
         timeout_ms,
         reconnect_timeout_ms,
         seed: u.arbitrary()?,
-        wall_at_zero_ms,
+        wall_at_zero: Wall(wall_at_zero_ms),
     };
     let mut d = Driver {
         node: Node::new(cfg),
-        now: 0,
+        now: Mono::ZERO,
         next_link: 1,
         links: Vec::new(),
         dials: Vec::new(),
@@ -178,7 +179,7 @@ impl Driver {
                     3 => u.int_in_range(0..=100_000_000_000)?,
                     _ => u.arbitrary()?,
                 };
-                self.now = self.now.saturating_add(dt);
+                self.now = self.now.plus(dt);
                 self.node.handle_timeout(self.now);
             }
             // Operator commands.
@@ -247,8 +248,8 @@ impl Driver {
 
     fn read_everything(&mut self) {
         let clock = Clock {
-            now_ms: self.now,
-            wall_at_zero_ms: self.wall_at_zero_ms,
+            now: self.now,
+            wall_at_zero: Wall(self.wall_at_zero_ms),
         };
         for line in ["-s", "-cl", "-r", "-j", "-t", "-cn", "-m", "-h"] {
             let cmd = console::parse(line).expect("a command").expect("not blank");
@@ -283,7 +284,7 @@ impl Driver {
     fn epoch(&self, u: &mut Unstructured) -> Result<u64> {
         let ahead = self
             .wall_at_zero_ms
-            .saturating_add(self.now)
+            .saturating_add(self.now.ms())
             .saturating_add(MAX_EPOCH_LEAD_MS);
         Ok(match u.int_in_range(0..=10)? {
             0 => 0,
@@ -305,7 +306,7 @@ impl Driver {
             0 => 0,
             1 => u64::MAX,
             2 => 253_402_300_800_000,
-            3 => self.wall_at_zero_ms.saturating_add(self.now),
+            3 => self.wall_at_zero_ms.saturating_add(self.now.ms()),
             _ => u.arbitrary()?,
         })
     }

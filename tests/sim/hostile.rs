@@ -17,7 +17,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use bossd::core::{LinkId, MAX_EPOCH, MAX_EPOCH_LEAD_MS, Millis};
+use bossd::core::{LinkId, MAX_EPOCH, MAX_EPOCH_LEAD_MS};
+
+use super::Millis;
 use bossd::protocol::{Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
 

@@ -20,12 +20,16 @@ use std::net::SocketAddr;
 
 use bossd::core::{
     Action, Config, JOURNAL_LEN, JournalEntry, LinkId, MAX_DIALS_IN_FLIGHT,
-    MAX_INTRODUCED_PER_PEER, MAX_WANTED, Millis, Node,
+    MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
 use bossd::log::Level;
 use bossd::protocol::{Message, Role};
 use bossd::rule::Rule;
+use bossd::time::{Mono, Wall};
 use hostile::{Cover, Hostile, Mode, Out};
+
+/// Virtual time, in ms: the simulator's own clock.
+pub type Millis = u64;
 
 /// A node's settings in the cluster under test.
 #[derive(Clone, Debug)]
@@ -246,7 +250,7 @@ impl Cluster {
             timeout_ms: 500,
             reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
             seed: self.next_instance,
-            wall_at_zero_ms: slot.spec.wall_at_zero_ms,
+            wall_at_zero: Wall(slot.spec.wall_at_zero_ms),
         };
         self.next_instance += 1;
         // A new process starts from epoch 0: the guarantee is per process.
@@ -270,7 +274,7 @@ impl Cluster {
             .node
             .as_mut()
             .expect("up")
-            .connect(addr(j), now);
+            .connect(addr(j), Mono(now));
         self.pump(i);
         r
     }
@@ -285,7 +289,7 @@ impl Cluster {
     /// Graceful leave (`-q`, SIGTERM): node `i` says LEAVE and exits.
     pub fn leave(&mut self, i: usize) {
         let now = self.now;
-        self.slots[i].node.as_mut().expect("up").leave(now);
+        self.slots[i].node.as_mut().expect("up").leave(Mono(now));
         self.pump(i);
         self.slots[i].node = None;
         self.refresh_deadline(i);
@@ -344,7 +348,7 @@ impl Cluster {
         // src/net.rs does after every poll.
         let now = self.now;
         if let Some(node) = self.slots[i].node.as_mut() {
-            node.handle_timeout(now);
+            node.handle_timeout(Mono(now));
             self.pump(i);
         }
         for ev in std::mem::take(&mut self.held[i]) {
@@ -418,7 +422,11 @@ impl Cluster {
                     self.carry_out_hostile(i, out);
                     continue;
                 }
-                self.slots[i].node.as_mut().expect("up").handle_timeout(now);
+                self.slots[i]
+                    .node
+                    .as_mut()
+                    .expect("up")
+                    .handle_timeout(Mono(now));
                 self.pump(i);
             }
         }
@@ -445,8 +453,8 @@ impl Cluster {
         let now = self.now;
         let node = self.slots[i].node.as_mut().expect("up");
         let clock = bossd::console::Clock {
-            now_ms: now,
-            wall_at_zero_ms: node.config().wall_at_zero_ms,
+            now: Mono(now),
+            wall_at_zero: node.config().wall_at_zero,
         };
         let reply = bossd::console::execute(cmd, node, clock);
         self.pump(i);
@@ -552,7 +560,11 @@ impl Cluster {
         let slot = &self.slots[i];
         let d = match &slot.hostile {
             Some(h) => Some(h.next_deadline()),
-            None => slot.node.as_ref().and_then(Node::next_deadline),
+            None => slot
+                .node
+                .as_ref()
+                .and_then(Node::next_deadline)
+                .map(Mono::ms),
         };
         if d == self.deadline_of[i] {
             return;
@@ -607,18 +619,18 @@ impl Cluster {
                 if let Some(end) = self.ends.get(&key).copied()
                     && !end.accepted
                 {
-                    node.handle_accepted(link, now);
+                    node.handle_accepted(link, Mono(now));
                     if let Some(e) = self.ends.get_mut(&key) {
                         e.accepted = true;
                     }
                 }
-                node.handle_message(link, msg, now);
+                node.handle_message(link, msg, Mono(now));
                 self.pump(to);
             }
             Event::Closed { to, link, .. } => {
                 let now = self.now;
                 if let Some(node) = self.slots[to].node.as_mut() {
-                    node.handle_link_closed(link, now);
+                    node.handle_link_closed(link, Mono(now));
                     self.pump(to);
                 }
             }
@@ -751,16 +763,17 @@ impl Cluster {
                     match target {
                         Some(j) => {
                             let la = self.open_link(i, j);
-                            self.slots[i]
-                                .node
-                                .as_mut()
-                                .expect("up")
-                                .handle_dialed(la, to, kind, now);
+                            self.slots[i].node.as_mut().expect("up").handle_dialed(
+                                la,
+                                to,
+                                kind,
+                                Mono(now),
+                            );
                         }
                         None => self.slots[i].node.as_mut().expect("up").handle_dial_failed(
                             to,
                             "connection refused",
-                            now,
+                            Mono(now),
                         ),
                     }
                 }
@@ -771,7 +784,7 @@ impl Cluster {
                         .node
                         .as_mut()
                         .expect("up")
-                        .handle_link_closed(link, now);
+                        .handle_link_closed(link, Mono(now));
                 }
                 Action::Log(level, text) => {
                     if let Err(e) = logfmt::parse_event(&text) {
