@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::log::Level;
+use crate::event::{Event, Forgotten};
 use crate::protocol::{Hello, LinkKind, Message, Role, State};
 use crate::rule::{Candidate, Criterion, Rule};
 use crate::time::{Mono, Wall};
@@ -139,9 +139,8 @@ pub enum Action {
     Connect { addr: SocketAddr, kind: LinkKind },
     /// Close the link once what was queued on it is written.
     Close(LinkId),
-    /// Write a log line: the text is `event=<name> key=value ...`, made by
-    /// [`crate::event_text!`]; the loop adds the time and level.
-    Log(Level, String),
+    /// Something to log ([`crate::log::emit`] writes it).
+    Log(Event),
     /// A peer's `-msg` text for this node's console.
     Deliver { from: SocketAddr, text: String },
     /// This node's role or master changed.
@@ -641,14 +640,10 @@ impl Node {
         if let Some(link) = self.dialing(addr) {
             self.close(link, now);
         }
-        self.log(
-            Level::Info,
-            crate::event_text!(
-                "peer-forgotten",
-                peer = addr,
-                reason = "forgotten by the operator (-forget)",
-            ),
-        );
+        self.event(Event::PeerForgotten {
+            peer: addr,
+            why: Forgotten::Operator,
+        });
         self.dial_due(now);
         Ok(())
     }
@@ -708,10 +703,10 @@ impl Node {
 
     /// The dial for `addr` could not even start.
     pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: &str, now: Mono) {
-        self.log(
-            Level::Debug,
-            crate::event_text!("dial-failed", peer = addr, reason = reason),
-        );
+        self.event(Event::DialFailed {
+            peer: addr,
+            reason: reason.to_owned(),
+        });
         self.dial_failed(addr, Some(reason), now);
         self.dial_due(now);
     }
@@ -805,7 +800,7 @@ impl Node {
             (Some(addr), _) => {
                 if self.peers.get(&addr).is_some_and(|p| p.link == link) {
                     let peer = self.peers.remove(&addr).expect("checked above");
-                    self.log(Level::Info, crate::event_text!("peer-lost", peer = addr));
+                    self.event(Event::PeerLost { peer: addr });
                     // A peer lost without LEAVE may come back: keep trying.
                     self.lose(addr, &peer, Loss::Closed, now);
                     self.decide(Cause::PeerLost, Some(addr), now);
@@ -827,10 +822,10 @@ impl Node {
             .map(|(a, p)| (*a, p.link))
             .collect();
         for (addr, link) in silent {
-            self.log(
-                Level::Warn,
-                crate::event_text!("peer-silent", peer = addr, timeout_ms = self.cfg.timeout_ms),
-            );
+            self.event(Event::PeerSilent {
+                peer: addr,
+                timeout_ms: self.cfg.timeout_ms,
+            });
             self.link_closed(link, now);
             self.actions.push_back(Action::Close(link));
         }
@@ -842,10 +837,7 @@ impl Node {
             .collect();
         let unanswered = format!("no answer within {} ms", self.cfg.timeout_ms);
         for link in stuck {
-            self.log(
-                Level::Debug,
-                crate::event_text!("handshake-timeout", link = link),
-            );
+            self.event(Event::HandshakeTimeout { link });
             self.close_failed(link, Some(&unanswered), now);
         }
         if self.next_heartbeat.is_some_and(|t| t <= now) {
@@ -1045,20 +1037,14 @@ impl Node {
                 self.on_outbound_hello(link, addr, kind, h, now)
             }
             (Origin::Outbound { addr, .. }, Message::Refuse(reason)) => {
-                self.log(
-                    Level::Warn,
-                    crate::event_text!("refused-by-peer", peer = addr, reason = reason),
-                );
+                self.event(Event::RefusedByPeer { peer: addr, reason });
                 // A refusal is the other side's considered answer: retrying
                 // would get the same one.
                 self.wants.remove(&addr);
                 self.close(link, now);
             }
             (Origin::Outbound { addr, .. }, Message::Redirect(master)) => {
-                self.log(
-                    Level::Info,
-                    crate::event_text!("redirect-followed", peer = addr, master = master),
-                );
+                self.event(Event::RedirectFollowed { peer: addr, master });
                 // The join stays wanted, retried with backoff, until this
                 // node is meshed with the redirecting member: the master it
                 // names may be dead and the group about to elect another.
@@ -1090,23 +1076,20 @@ impl Node {
             Origin::Outbound { addr, .. } => Some(addr),
             Origin::Inbound => None,
         };
-        self.log(
-            Level::Warn,
-            crate::event_text!(
-                "protocol-violation",
-                peer = crate::protocol::OptAddr(dialed),
-                reason = reason,
-            ),
-        );
+        self.event(Event::ProtocolViolation {
+            peer: dialed,
+            message: None,
+            reason: reason.to_owned(),
+        });
         self.close(link, now);
     }
 
     fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Mono) {
         if let Some(reason) = self.mismatch(&h) {
-            self.log(
-                Level::Warn,
-                crate::event_text!("peer-refused", peer = h.addr, reason = reason),
-            );
+            self.event(Event::PeerRefused {
+                peer: Some(h.addr),
+                reason: reason.clone(),
+            });
             self.refuse(link, reason, now);
             return;
         }
@@ -1121,29 +1104,23 @@ impl Node {
                 "{} backs off after a protocol violation by {}; {when}",
                 self.cfg.addr, h.addr
             );
-            self.log(
-                Level::Debug,
-                crate::event_text!("violator-refused", peer = h.addr, reason = when),
-            );
+            self.event(Event::ViolatorRefused {
+                peer: h.addr,
+                reason: when,
+            });
             self.refuse(link, reason, now);
             return;
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
                 let reason = format!("already connected to {}", self.cfg.addr);
-                self.log(
-                    Level::Info,
-                    crate::event_text!("duplicate-refused", peer = h.addr),
-                );
+                self.event(Event::DuplicateRefused { peer: h.addr });
                 self.refuse(link, reason, now);
                 return;
             }
             // Same address, new instance: the old process is gone.
             let old = existing.link;
-            self.log(
-                Level::Info,
-                crate::event_text!("peer-restarted", peer = h.addr),
-            );
+            self.event(Event::PeerRestarted { peer: h.addr });
             self.close(old, now);
             self.replaced(h.addr, now);
         }
@@ -1162,10 +1139,10 @@ impl Node {
             && self.role == Role::Follower
             && let Some(master) = self.master().filter(|m| *m != h.addr)
         {
-            self.log(
-                Level::Info,
-                crate::event_text!("redirect-sent", peer = h.addr, master = master),
-            );
+            self.event(Event::RedirectSent {
+                peer: h.addr,
+                master,
+            });
             self.send(link, Message::Redirect(master));
             self.close(link, now);
             return;
@@ -1185,19 +1162,19 @@ impl Node {
         now: Mono,
     ) {
         if let Some(reason) = self.mismatch(&h) {
-            self.log(
-                Level::Warn,
-                crate::event_text!("join-declined", peer = dialed, reason = reason),
-            );
+            self.event(Event::JoinDeclined {
+                peer: dialed,
+                reason,
+            });
             self.wants.remove(&dialed);
             self.close(link, now);
             return;
         }
         if h.addr != dialed {
-            self.log(
-                Level::Debug,
-                crate::event_text!("peer-renamed", dialed = dialed, peer = h.addr),
-            );
+            self.event(Event::PeerRenamed {
+                dialed,
+                peer: h.addr,
+            });
             self.reached(dialed);
             // A `--join` target is known by the address it announces.
             if self.joins.remove(&dialed) {
@@ -1206,10 +1183,7 @@ impl Node {
         }
         if let Some(existing) = self.peers.get(&h.addr) {
             if existing.hello.instance == h.instance {
-                self.log(
-                    Level::Debug,
-                    crate::event_text!("duplicate-closed", peer = h.addr),
-                );
+                self.event(Event::DuplicateClosed { peer: h.addr });
                 self.close(link, now);
                 return;
             }
@@ -1339,7 +1313,7 @@ impl Node {
                 lease_margin_warned: false,
             },
         );
-        self.log(Level::Info, crate::event_text!("peer-joined", peer = addr));
+        self.event(Event::PeerJoined { peer: addr });
         if self.next_heartbeat.is_none() {
             self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
         }
@@ -1468,7 +1442,7 @@ impl Node {
                 }
             }
             Message::Leave => {
-                self.log(Level::Info, crate::event_text!("peer-left", peer = addr));
+                self.event(Event::PeerLeft { peer: addr });
                 if from_my_master {
                     self.bound_until = None;
                 }
@@ -1497,22 +1471,16 @@ impl Node {
         &mut self,
         link: LinkId,
         addr: SocketAddr,
-        message: Option<(&str, u64)>,
+        message: Option<(&'static str, u64)>,
         reason: &str,
         now: Mono,
     ) {
         self.violations = self.violations.saturating_add(1);
-        let text = match message {
-            Some((name, epoch)) => crate::event_text!(
-                "protocol-violation",
-                peer = addr,
-                message = name,
-                epoch = epoch,
-                reason = reason,
-            ),
-            None => crate::event_text!("protocol-violation", peer = addr, reason = reason),
-        };
-        self.log(Level::Warn, text);
+        self.event(Event::ProtocolViolation {
+            peer: Some(addr),
+            message,
+            reason: reason.to_owned(),
+        });
         self.links.remove(&link);
         self.actions.push_back(Action::Close(link));
         if self.peers.get(&addr).is_some_and(|p| p.link == link) {
@@ -1584,16 +1552,7 @@ impl Node {
         };
         if !p.meets_dropped {
             p.meets_dropped = true;
-            self.log(
-                Level::Warn,
-                crate::event_text!(
-                    "meets-dropped",
-                    peer = by,
-                    reason = format_args!(
-                        "more introductions than this node dials at once ({MAX_INTRODUCED_PER_PEER} from one peer, {MAX_WANTED} addresses in all); the rest are dropped"
-                    ),
-                ),
-            );
+            self.event(Event::MeetsDropped { peer: by });
         }
     }
 
@@ -1610,30 +1569,18 @@ impl Node {
         };
         if !p.lease_margin_warned && round_trip_ms > margin_ms / 2 {
             p.lease_margin_warned = true;
-            let suggested_ms = heartbeat_ms.saturating_add(round_trip_ms.saturating_mul(2));
-            self.log(
-                Level::Warn,
-                crate::event_text!(
-                    "lease-margin-low",
-                    peer = addr,
-                    round_trip_ms = round_trip_ms,
-                    heartbeat_ms = heartbeat_ms,
-                    timeout_ms = timeout_ms,
-                    reason = format_args!(
-                        "the round trip takes more than half of the lease margin (timeout - heartbeat = {margin_ms} ms): a master may lose its lease between heartbeats; raise --timeout above {suggested_ms} ms (heartbeat + 2 x round trip) on every node"
-                    ),
-                ),
-            );
+            self.event(Event::LeaseMarginLow {
+                peer: addr,
+                round_trip_ms,
+                heartbeat_ms,
+                timeout_ms,
+            });
         } else if p.lease_margin_warned && round_trip_ms <= margin_ms / 4 {
             p.lease_margin_warned = false;
-            self.log(
-                Level::Info,
-                crate::event_text!(
-                    "lease-margin-recovered",
-                    peer = addr,
-                    round_trip_ms = round_trip_ms,
-                ),
-            );
+            self.event(Event::LeaseMarginRecovered {
+                peer: addr,
+                round_trip_ms,
+            });
         }
     }
 
@@ -1677,21 +1624,7 @@ impl Node {
         }
         if let Some(d) = self.start_doubt(first, second) {
             self.start_doubt_checked = Some((pair.0, pair.1, true));
-            self.log(
-                Level::Warn,
-                crate::event_text!(
-                    "start-within-skew",
-                    criterion = d.criterion,
-                    winner = d.winner,
-                    loser = d.loser,
-                    start_gap_ms = d.start_gap_ms,
-                    skew = d.skew,
-                    reason = format!(
-                        "{} may not be the {} of the two: their start times differ by no more than their clocks",
-                        d.winner, d.criterion
-                    ),
-                ),
-            );
+            self.event(Event::StartWithinSkew(d));
         }
     }
 
@@ -1907,31 +1840,20 @@ impl Node {
                 master,
                 cause,
             };
-            self.log(
-                Level::Info,
-                crate::event_text!(
-                    "role-change",
-                    from = from,
-                    to = role,
-                    epoch = epoch,
-                    master = crate::protocol::OptAddr(master),
-                    cause = cause,
-                ),
-            );
+            self.event(Event::RoleChange {
+                from,
+                to: role,
+                epoch,
+                master,
+                cause,
+            });
             if self.journal.len() == JOURNAL_LEN {
                 self.journal.pop_front();
             }
             self.journal.push_back(entry.clone());
             self.actions.push_back(Action::RoleChanged(entry));
         } else {
-            self.log(
-                Level::Debug,
-                crate::event_text!(
-                    "epoch-change",
-                    epoch = epoch,
-                    master = crate::protocol::OptAddr(master),
-                ),
-            );
+            self.event(Event::EpochChange { epoch, master });
         }
         if !self.left {
             let state = self.state_msg();
@@ -1950,16 +1872,7 @@ impl Node {
         }
         self.epoch_exhausted = true;
         let epoch = self.epoch.max(highest);
-        self.log(
-            Level::Error,
-            crate::event_text!(
-                "epoch-exhausted",
-                epoch = epoch,
-                reason = format_args!(
-                    "no epoch above {epoch} can be claimed (the largest is {MAX_EPOCH}): this node stays without a role"
-                ),
-            ),
-        );
+        self.event(Event::EpochExhausted { epoch });
     }
 
     /// Starts (or keeps) trying to reach `addr`, for `source`; its first
@@ -2017,10 +1930,10 @@ impl Node {
             return false;
         };
         self.wants.remove(&addr);
-        self.log(
-            Level::Info,
-            crate::event_text!("gave-up", peer = addr, attempts = attempts),
-        );
+        self.event(Event::GaveUp {
+            peer: addr,
+            attempts,
+        });
         true
     }
 
@@ -2039,15 +1952,10 @@ impl Node {
         };
         if !self.want(addr, LinkKind::Mesh, source, now) {
             if !self.left {
-                self.log(
-                    Level::Warn,
-                    crate::event_text!(
-                        "peer-forgotten",
-                        peer = addr,
-                        reason =
-                            format_args!("this node already tries to reach {MAX_WANTED} addresses"),
-                    ),
-                );
+                self.event(Event::PeerForgotten {
+                    peer: addr,
+                    why: Forgotten::Full,
+                });
             }
             return;
         }
@@ -2118,15 +2026,10 @@ impl Node {
         let free = MAX_DIALS_IN_FLIGHT.saturating_sub(in_flight);
         for addr in expired {
             self.wants.remove(&addr);
-            self.log(
-                Level::Info,
-                crate::event_text!(
-                    "peer-forgotten",
-                    peer = addr,
-                    reason =
-                        format_args!("not reached within --reconnect-timeout ({timeout_ms} ms)"),
-                ),
-            );
+            self.event(Event::PeerForgotten {
+                peer: addr,
+                why: Forgotten::ReconnectTimeout { timeout_ms },
+            });
         }
         if due.len() > free {
             due.select_nth_unstable(free);
@@ -2157,14 +2060,10 @@ impl Node {
     fn reached(&mut self, dialed: SocketAddr) -> Option<Want> {
         let w = self.wants.remove(&dialed)?;
         if w.warned {
-            self.log(
-                Level::Warn,
-                crate::event_text!(
-                    "join-reached",
-                    peer = dialed,
-                    attempts = w.failures.saturating_add(1)
-                ),
-            );
+            self.event(Event::JoinReached {
+                peer: dialed,
+                attempts: w.failures.saturating_add(1),
+            });
         }
         Some(w)
     }
@@ -2188,15 +2087,11 @@ impl Node {
             if w.kind == LinkKind::Join && !w.warned {
                 w.warned = true;
                 let attempts = w.failures;
-                self.log(
-                    Level::Warn,
-                    crate::event_text!(
-                        "join-failed",
-                        peer = addr,
-                        attempts = attempts,
-                        reason = reason,
-                    ),
-                );
+                self.event(Event::JoinFailed {
+                    peer: addr,
+                    attempts,
+                    reason: reason.to_owned(),
+                });
             }
         }
         let Some(w) = self.wants.get_mut(&addr) else {
@@ -2208,10 +2103,10 @@ impl Node {
         if matches!(w.source, Source::Introduced { .. }) && w.failures >= MESH_ATTEMPTS {
             let attempts = w.failures;
             self.wants.remove(&addr);
-            self.log(
-                Level::Info,
-                crate::event_text!("gave-up", peer = addr, attempts = attempts),
-            );
+            self.event(Event::GaveUp {
+                peer: addr,
+                attempts,
+            });
             return;
         }
         let failures = w.failures;
@@ -2266,8 +2161,8 @@ impl Node {
         self.actions.push_back(Action::Send(link, msg));
     }
 
-    fn log(&mut self, level: Level, text: String) {
-        self.actions.push_back(Action::Log(level, text));
+    fn event(&mut self, event: Event) {
+        self.actions.push_back(Action::Log(event));
     }
 }
 

@@ -14,10 +14,12 @@
 //! splits on spaces outside quotes into `key=value` pairs, whatever text a
 //! remote put into a value.
 //!
-//! [`event!`](crate::event) writes an event when its level is enabled. The
-//! core does no IO: it formats with [`event_text!`](crate::event_text) and
-//! hands the text to the loop as `Action::Log`, which calls [`write()`].
-//! The level is set once at start. `docs/OPERATIONS.md` lists the events.
+//! This module is the one place logfmt text is made. [`event!`](crate::event)
+//! writes an event of the loop's own when its level is enabled. The
+//! sans-IO parts (core, links, endpoint) hand over typed events instead
+//! ([`crate::event::Event`], a [`Record`]), which [`emit`] writes, and
+//! formats only when their level is enabled. The level is set once at
+//! start. `docs/OPERATIONS.md` lists the events.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
@@ -46,7 +48,7 @@ macro_rules! event {
     }};
 }
 
-/// Formats one event as [`format_event`] does, for the core's `Action::Log`:
+/// Formats one event as [`format_event`] does, for [`event!`](crate::event):
 ///
 /// ```
 /// let text = bossd::event_text!("peer-left", peer = "127.0.0.1:7001", reason = "bye now");
@@ -116,6 +118,35 @@ pub fn stderr_line(text: &str) {
         .write_all(format!("{text}\n").as_bytes());
 }
 
+/// An event as a log line sees it: a level, a kebab-case name and
+/// `key=value` fields in order. [`crate::event::Event`] is one.
+pub trait Record {
+    fn level(&self) -> Level;
+    fn name(&self) -> &'static str;
+    /// Calls `field` with each key and value, in the order of the line.
+    fn fields(&self, field: &mut dyn FnMut(&'static str, &dyn fmt::Display));
+}
+
+/// Writes `record` to stderr if its level is enabled; formats nothing
+/// otherwise.
+pub fn emit(record: &dyn Record) {
+    let level = record.level();
+    if enabled(level) {
+        write(level, &format(record));
+    }
+}
+
+/// The text of `record` after the time and level, as [`format_event`]
+/// makes it.
+pub fn format(record: &dyn Record) -> String {
+    let name = record.name();
+    debug_assert!(is_name(name, '-'), "event name {name:?} is not kebab-case");
+    let mut out = format!("event={name}");
+    let mut value = String::new();
+    record.fields(&mut |key, v| push_field(&mut out, &mut value, key, v));
+    out
+}
+
 /// `event=<event>` and then ` key=value` for each field, in order: the text
 /// of a log line after its time and level. Pure, so the core can use it.
 ///
@@ -134,16 +165,21 @@ pub fn format_event(event: &str, fields: &[(&str, &dyn fmt::Display)]) -> String
     let mut out = format!("event={event}");
     let mut value = String::new();
     for (key, v) in fields {
-        debug_assert!(is_name(key, '_'), "log key {key:?} is not snake_case");
-        value.clear();
-        // Writing to a String cannot fail.
-        let _ = write!(value, "{v}");
-        out.push(' ');
-        out.push_str(key);
-        out.push('=');
-        push_value(&mut out, &value);
+        push_field(&mut out, &mut value, key, *v);
     }
     out
+}
+
+/// Appends ` key=value`; `value` is scratch space.
+fn push_field(out: &mut String, value: &mut String, key: &str, v: &dyn fmt::Display) {
+    debug_assert!(is_name(key, '_'), "log key {key:?} is not snake_case");
+    value.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(value, "{v}");
+    out.push(' ');
+    out.push_str(key);
+    out.push('=');
+    push_value(out, value);
 }
 
 /// Appends `value` bare or quoted, as [`format_event`] describes.

@@ -446,7 +446,7 @@ impl Server {
                     c.closing = true;
                 }
             }
-            Action::Log(level, text) => crate::log::write(level, &text),
+            Action::Log(event) => crate::log::emit(&event),
             Action::Deliver { from, text } => {
                 print_console(&format!("message from {from}: {text}"))
             }

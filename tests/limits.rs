@@ -13,7 +13,8 @@ use bossd::core::{
     Action, Config, ConnectError, ForgetError, LinkId, MAX_BACKOFF_MS, MAX_DIALS_IN_FLIGHT,
     MAX_EPOCH, MAX_EPOCH_LEAD_MS, MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
-use bossd::log::Level;
+use bossd::event::Event;
+use bossd::log::{Level, Record};
 use bossd::protocol::{Hello, LinkKind, Message, Role, State};
 use bossd::time::{Mono, Wall};
 use sim::hostile::Mode;
@@ -63,8 +64,8 @@ fn state(role: Role, epoch: u64, master: Option<SocketAddr>) -> Message {
 /// A core under test and everything it asked for so far.
 struct Probe {
     node: Node,
-    /// Log lines: level and text.
-    logs: Vec<(Level, String)>,
+    /// Everything it logged.
+    logs: Vec<Event>,
     connects: Vec<SocketAddr>,
     sent: Vec<(LinkId, Message)>,
     closed: Vec<LinkId>,
@@ -89,7 +90,7 @@ impl Probe {
                 Action::Send(l, m) => self.sent.push((l, m)),
                 Action::Connect { addr, .. } => self.connects.push(addr),
                 Action::Close(l) => self.closed.push(l),
-                Action::Log(level, text) => self.logs.push((level, text)),
+                Action::Log(event) => self.logs.push(event),
                 Action::Deliver { .. } | Action::RoleChanged(_) => {}
             }
         }
@@ -113,13 +114,12 @@ impl Probe {
         self.drain();
     }
 
-    /// Log lines of `event`.
-    fn events(&self, event: &str) -> Vec<&str> {
-        let prefix = format!("event={event} ");
+    /// The events `of` picks, as they are logged.
+    fn events(&self, of: impl Fn(&Event) -> bool) -> Vec<String> {
         self.logs
             .iter()
-            .map(|(_, t)| t.as_str())
-            .filter(|t| t.starts_with(&prefix) || *t == format!("event={event}"))
+            .filter(|e| of(e))
+            .map(|e| bossd::log::format(e))
             .collect()
     }
 
@@ -177,7 +177,7 @@ fn epochs_up_to_max_epoch_are_taken_and_none_above() {
         assert!(p.closed.contains(&link));
         assert_eq!(p.node.epoch(), MAX_EPOCH, "epoch {bad} changed nothing");
     }
-    let said = p.events("protocol-violation");
+    let said = p.events(|e| matches!(e, Event::ProtocolViolation { .. }));
     assert_eq!(said.len(), 3);
     assert!(
         said.iter()
@@ -231,7 +231,7 @@ fn no_claim_past_max_epoch() {
     let errors: Vec<_> = p
         .logs
         .iter()
-        .filter(|(l, t)| *l == Level::Error && t.starts_with("event=epoch-exhausted "))
+        .filter(|e| e.level() == Level::Error && matches!(e, Event::EpochExhausted { .. }))
         .collect();
     assert_eq!(errors.len(), 1, "{:?}", p.logs);
     // The same again, and more peers: still no claim, no second line.
@@ -243,7 +243,11 @@ fn no_claim_past_max_epoch() {
     p.accept(7, &c, 60);
     p.line(7, state(Role::None, MAX_EPOCH, None), 60);
     assert_eq!(p.node.role(), Role::None);
-    assert_eq!(p.events("epoch-exhausted").len(), 1);
+    assert_eq!(
+        p.events(|e| matches!(e, Event::EpochExhausted { .. }))
+            .len(),
+        1
+    );
 }
 
 // Guarantee 9 with --strict: the floor of a claim is the wall clock; a
@@ -272,7 +276,12 @@ fn a_strict_claim_never_passes_max_epoch_however_late_the_clock() {
         if claims {
             assert_eq!(p.node.epoch(), wall.min(MAX_EPOCH));
         } else {
-            assert_eq!(p.events("epoch-exhausted").len(), 1, "wall clock {wall}");
+            assert_eq!(
+                p.events(|e| matches!(e, Event::EpochExhausted { .. }))
+                    .len(),
+                1,
+                "wall clock {wall}"
+            );
         }
     }
 }
@@ -357,7 +366,12 @@ fn a_violator_is_called_back_after_its_backoff_and_refused_before() {
             "{refusal:?}"
         );
     }
-    assert_eq!(p.events("protocol-violation").len(), 1, "one line per step");
+    assert_eq!(
+        p.events(|e| matches!(e, Event::ProtocolViolation { .. }))
+            .len(),
+        1,
+        "one line per step"
+    );
     // Its backoff runs out: this node dials it.
     let mut now = 150;
     while p.connects.is_empty() {
@@ -415,7 +429,11 @@ fn a_peer_that_breaks_every_link_is_redialled_ever_more_slowly() {
         gaps.iter().rev().take(3).all(|g| *g >= MAX_BACKOFF_MS / 2),
         "the backoff grew: {gaps:?}"
     );
-    assert_eq!(p.events("protocol-violation").len() as u64, violations);
+    assert_eq!(
+        p.events(|e| matches!(e, Event::ProtocolViolation { .. }))
+            .len() as u64,
+        violations
+    );
     assert_eq!(p.node.counts().wanted, 1);
 }
 
@@ -513,7 +531,10 @@ fn a_meet_flood_is_bounded() {
     assert_eq!(c.introduced, MAX_INTRODUCED_PER_PEER);
     assert_eq!(p.node.introduced_by_one_peer(), MAX_INTRODUCED_PER_PEER);
     assert_eq!(c.meets_dropped, (10_000 - MAX_INTRODUCED_PER_PEER) as u64);
-    assert_eq!(p.events("meets-dropped").len(), 1);
+    assert_eq!(
+        p.events(|e| matches!(e, Event::MeetsDropped { .. })).len(),
+        1
+    );
     // A slot that frees is taken by the next due dial, and the
     // introductions are given up after their attempts.
     let mut now = 1;
@@ -524,7 +545,10 @@ fn a_meet_flood_is_bounded() {
         now += 10;
         p.timeout(now);
     }
-    assert_eq!(p.events("gave-up").len(), MAX_INTRODUCED_PER_PEER);
+    assert_eq!(
+        p.events(|e| matches!(e, Event::GaveUp { .. })).len(),
+        MAX_INTRODUCED_PER_PEER
+    );
 }
 
 // Issue 10, defect 2: a second peer's introductions still get their
@@ -555,10 +579,10 @@ fn introductions_are_bounded_per_peer_and_in_all() {
     p.node.handle_link_closed(2, Mono(1));
     p.drain();
     assert_eq!(p.node.counts().wanted, MAX_WANTED);
-    assert_eq!(p.events("gave-up").len(), 1);
+    assert_eq!(p.events(|e| matches!(e, Event::GaveUp { .. })).len(), 1);
     assert_eq!(p.node.connect(fake(99_999), Mono(1)), Ok(()));
     p.drain();
-    assert_eq!(p.events("gave-up").len(), 2);
+    assert_eq!(p.events(|e| matches!(e, Event::GaveUp { .. })).len(), 2);
     assert_eq!(p.node.counts().wanted, MAX_WANTED);
 }
 
@@ -654,7 +678,7 @@ fn lost_peers_are_forgotten_after_the_reconnect_timeout_joins_never() {
         }
     }
     assert_eq!(p.node.counts().wanted, 1, "only the --join target is left");
-    let forgotten = p.events("peer-forgotten");
+    let forgotten = p.events(|e| matches!(e, Event::PeerForgotten { .. }));
     assert_eq!(forgotten.len(), 1, "{forgotten:?}");
     assert!(forgotten[0].contains(&b.addr.to_string()));
     assert!(forgotten[0].contains("--reconnect-timeout (20000 ms)"));
@@ -682,7 +706,10 @@ fn forget_drops_a_lost_member_now() {
     p.drain();
     assert_eq!(p.node.counts().wanted, 0);
     assert_eq!(p.node.counts().dials_in_flight, 0);
-    assert_eq!(p.events("peer-forgotten").len(), 1);
+    assert_eq!(
+        p.events(|e| matches!(e, Event::PeerForgotten { .. })).len(),
+        1
+    );
     p.connects.clear();
     for now in (10_001..40_000).step_by(100) {
         p.timeout(now);
@@ -788,17 +815,29 @@ fn a_round_trip_eating_the_lease_margin_warns_once() {
     for rtt in [10, 200, 201, 400, 201, 150, 120] {
         round(&mut p, rtt);
     }
-    let warned = p.events("lease-margin-low");
+    let warned = p.events(|e| matches!(e, Event::LeaseMarginLow { .. }));
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].contains("round_trip_ms=201"), "{}", warned[0]);
     assert!(warned[0].contains("heartbeat_ms=100 timeout_ms=500"));
     assert!(warned[0].contains("raise --timeout above 502 ms"));
-    assert!(p.events("lease-margin-recovered").is_empty());
+    assert!(
+        p.events(|e| matches!(e, Event::LeaseMarginRecovered { .. }))
+            .is_empty()
+    );
     for rtt in [100, 300] {
         round(&mut p, rtt);
     }
-    assert_eq!(p.events("lease-margin-recovered").len(), 1);
-    assert_eq!(p.events("lease-margin-low").len(), 2, "warned again");
+    assert_eq!(
+        p.events(|e| matches!(e, Event::LeaseMarginRecovered { .. }))
+            .len(),
+        1
+    );
+    assert_eq!(
+        p.events(|e| matches!(e, Event::LeaseMarginLow { .. }))
+            .len(),
+        2,
+        "warned again"
+    );
     // Without --strict there is no lease, and no warning.
     let (mut q, _) = with_peer(1);
     q.timeout(100);
@@ -810,7 +849,10 @@ fn a_round_trip_eating_the_lease_margin_warns_once() {
         },
         5_000,
     );
-    assert!(q.events("lease-margin-low").is_empty());
+    assert!(
+        q.events(|e| matches!(e, Event::LeaseMarginLow { .. }))
+            .is_empty()
+    );
 }
 
 // Issue 10: in a cluster of three, a member that breaks every link it gets

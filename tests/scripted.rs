@@ -9,6 +9,7 @@
 mod sim;
 
 use bossd::core::{Cause, ConnectError};
+use bossd::event::Event;
 use bossd::protocol::Role;
 use sim::{Cluster, Spec, addr};
 
@@ -573,11 +574,12 @@ fn assert_skews_hold(c: &Cluster, members: &[usize], clock_ms: &[i64], max_error
     }
 }
 
-/// Node `i`'s warnings about decisions resting on clock skew.
-fn skew_warnings(c: &Cluster, i: usize) -> Vec<&String> {
+/// Node `i`'s warnings about decisions resting on clock skew, as logged.
+fn skew_warnings(c: &Cluster, i: usize) -> Vec<String> {
     c.warnings[i]
         .iter()
-        .filter(|w| w.starts_with("event=start-within-skew "))
+        .filter(|w| matches!(w, Event::StartWithinSkew(_)))
+        .map(|w| bossd::log::format(w))
         .collect()
 }
 
@@ -696,7 +698,7 @@ fn start_times_the_skew_cannot_reverse_do_not_warn() {
             for i in 0..2 {
                 assert_eq!(
                     skew_warnings(&c, i),
-                    Vec::<&String>::new(),
+                    Vec::<String>::new(),
                     "{rule} {started:?}"
                 );
             }

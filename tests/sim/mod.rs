@@ -22,7 +22,8 @@ use bossd::core::{
     Action, Config, JOURNAL_LEN, JournalEntry, LinkId, MAX_DIALS_IN_FLIGHT,
     MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
-use bossd::log::Level;
+use bossd::event::Event;
+use bossd::log::{Level, Record};
 use bossd::protocol::{Message, Role};
 use bossd::rule::Rule;
 use bossd::time::{Mono, Wall};
@@ -65,7 +66,7 @@ pub struct Cluster {
     pub now: Millis,
     slots: Vec<Slot>,
     /// Pending deliveries, ordered by (time, sequence number).
-    queue: BTreeMap<(Millis, u64), Event>,
+    queue: BTreeMap<(Millis, u64), Delivery>,
     seq: u64,
     /// Each link end: (node, link) -> the other end.
     ends: BTreeMap<(usize, LinkId), End>,
@@ -80,17 +81,17 @@ pub struct Cluster {
     /// Every Connect action, per node, for checking who dials whom.
     pub dials: Vec<Vec<SocketAddr>>,
     /// Every warning a node logged, in order.
-    pub warnings: Vec<Vec<String>>,
+    pub warnings: Vec<Vec<Event>>,
     /// The highest epoch each node has reported, to check it never falls.
     reported: Vec<u64>,
     next_instance: u64,
     /// Events for frozen nodes, delivered in order when they thaw.
-    held: Vec<Vec<Event>>,
+    held: Vec<Vec<Delivery>>,
     frozen: Vec<bool>,
     /// Directed cuts (from, to): nothing gets through until healed.
     cuts: BTreeSet<(usize, usize)>,
     /// What waits behind a cut, in order.
-    behind_cut: Vec<Event>,
+    behind_cut: Vec<Delivery>,
     /// Which node reported master for each epoch, to check one per epoch.
     epoch_masters: BTreeMap<u64, SocketAddr>,
     /// Check guarantee 8 (strict, majority quorum) after every step.
@@ -123,7 +124,7 @@ struct End {
     last_delivery: Millis,
 }
 
-enum Event {
+enum Delivery {
     Line {
         from: usize,
         to: usize,
@@ -326,7 +327,7 @@ impl Cluster {
             let t = end.last_delivery.max(self.now);
             self.push(
                 t,
-                Event::Closed {
+                Delivery::Closed {
                     from: i,
                     to: end.node,
                     link: end.link,
@@ -578,9 +579,9 @@ impl Cluster {
         self.deadline_of[i] = d;
     }
 
-    fn deliver(&mut self, ev: Event) {
+    fn deliver(&mut self, ev: Delivery) {
         let (from, to) = match &ev {
-            Event::Line { from, to, .. } | Event::Closed { from, to, .. } => (*from, *to),
+            Delivery::Line { from, to, .. } | Delivery::Closed { from, to, .. } => (*from, *to),
         };
         if self.cuts.contains(&(from, to)) {
             self.behind_cut.push(ev);
@@ -593,14 +594,14 @@ impl Cluster {
         if let Some(h) = self.slots[to].hostile.as_mut() {
             let now = self.now;
             match ev {
-                Event::Line { link, msg, .. } => {
+                Delivery::Line { link, msg, .. } => {
                     if !self.ends.contains_key(&(to, link)) {
                         return;
                     }
                     let out = h.on_line(link, msg, now);
                     self.carry_out_hostile(to, out);
                 }
-                Event::Closed { link, .. } => {
+                Delivery::Closed { link, .. } => {
                     h.on_closed(link, now);
                     self.refresh_deadline(to);
                 }
@@ -608,7 +609,7 @@ impl Cluster {
             return;
         }
         match ev {
-            Event::Line { to, link, msg, .. } => {
+            Delivery::Line { to, link, msg, .. } => {
                 let now = self.now;
                 let Some(node) = self.slots[to].node.as_mut() else {
                     return;
@@ -627,7 +628,7 @@ impl Cluster {
                 node.handle_message(link, msg, Mono(now));
                 self.pump(to);
             }
-            Event::Closed { to, link, .. } => {
+            Delivery::Closed { to, link, .. } => {
                 let now = self.now;
                 if let Some(node) = self.slots[to].node.as_mut() {
                     node.handle_link_closed(link, Mono(now));
@@ -786,15 +787,16 @@ impl Cluster {
                         .expect("up")
                         .handle_link_closed(link, Mono(now));
                 }
-                Action::Log(level, text) => {
+                Action::Log(event) => {
+                    let text = bossd::log::format(&event);
                     if let Err(e) = logfmt::parse_event(&text) {
                         panic!("node {i} logged a line that is not logfmt: {e}");
                     }
                     if std::env::var_os("SIM_TRACE").is_some() {
                         eprintln!("t={} n{i}: {text}", self.now);
                     }
-                    if level == Level::Warn {
-                        self.warnings[i].push(text);
+                    if event.level() == Level::Warn {
+                        self.warnings[i].push(event);
                     }
                 }
                 Action::Deliver { from, text } => self.delivered[i].push((from, text)),
@@ -854,7 +856,7 @@ impl Cluster {
         }
         self.push(
             t,
-            Event::Line {
+            Delivery::Line {
                 from,
                 to: end.node,
                 link: end.link,
@@ -863,7 +865,7 @@ impl Cluster {
         );
     }
 
-    fn push(&mut self, t: Millis, ev: Event) {
+    fn push(&mut self, t: Millis, ev: Delivery) {
         self.seq += 1;
         self.queue.insert((t, self.seq), ev);
     }
