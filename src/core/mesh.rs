@@ -1,0 +1,111 @@
+//! The full mesh: introductions (MEET) and the view digest that repairs
+//! what they missed.
+//!
+//! It owns the bounds on introductions (`MAX_INTRODUCED_PER_PEER`, and
+//! with `reconnect` `MAX_WANTED`). It decides whom to introduce and whom
+//! to dial because of an introduction; `reconnect` does the dialling.
+
+use std::net::SocketAddr;
+
+use super::Node;
+use super::reconnect::{MAX_WANTED, Rng, Source};
+use crate::event::Event;
+use crate::protocol::{LinkKind, Message};
+use crate::time::Mono;
+
+/// Introductions from one peer that may wait to be dialled at once. An
+/// honest member introduces at most the other members of its group, n - 2
+/// in a cluster of n, so 512 never slows a cluster of up to 500; and one
+/// hostile peer can fill at most half of [`MAX_WANTED`]. MEETs beyond either
+/// bound are dropped and counted (`bossd_meets_dropped_total`).
+pub const MAX_INTRODUCED_PER_PEER: usize = 512;
+
+impl Node {
+    /// `by` introduced `addr` (MEET): dial it, within the bounds on
+    /// introductions.
+    pub(super) fn introduce(&mut self, addr: SocketAddr, by: SocketAddr, now: Mono) {
+        let heartbeat_ms = self.cfg.heartbeat_ms;
+        if let Some(w) = self.wants.get_mut(&addr) {
+            // A member of our group: never to be redirected.
+            w.kind = LinkKind::Mesh;
+            // An introduction is news that the node is alive: a retry
+            // waiting out its backoff starts over now, though at most once
+            // a heartbeat (a flood of MEETs naming it must not become a
+            // flood of dials), and not for a peer that broke the protocol
+            // (the others may have let it in since).
+            if let Some(next) = w.next_try
+                && !w.penalized
+                && w.met.is_none_or(|t| now >= t.plus(heartbeat_ms))
+            {
+                w.failures = 0;
+                w.met = Some(now);
+                w.next_try = Some(next.min(now));
+            }
+            return;
+        }
+        let full = self.wants.len() >= MAX_WANTED
+            || (self.wants.len() >= MAX_INTRODUCED_PER_PEER
+                && self
+                    .wants
+                    .values()
+                    .filter(|w| w.source == Source::Introduced { by })
+                    .count()
+                    >= MAX_INTRODUCED_PER_PEER);
+        if full {
+            self.meets_dropped(by);
+            return;
+        }
+        self.want(addr, LinkKind::Mesh, Source::Introduced { by }, now);
+    }
+
+    /// Counts a MEET from `by` dropped over a bound; warns once per link.
+    pub(super) fn meets_dropped(&mut self, by: SocketAddr) {
+        self.meets_dropped = self.meets_dropped.saturating_add(1);
+        let Some(p) = self.peers.get_mut(&by) else {
+            return;
+        };
+        if !p.meets_dropped {
+            p.meets_dropped = true;
+            self.event(Event::MeetsDropped { peer: by });
+        }
+    }
+
+    /// A digest of the view's addresses: equal on every member of a full mesh.
+    pub(super) fn view_digest(&self) -> u64 {
+        std::iter::once(&self.cfg.addr)
+            .chain(self.peers.keys())
+            .map(|a| {
+                let mut r = Rng(match a {
+                    SocketAddr::V4(v4) => u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()),
+                    SocketAddr::V6(v6) => {
+                        (v6.ip().to_bits() as u64) << 16
+                            ^ u64::from(v6.port())
+                            ^ (v6.ip().to_bits() >> 64) as u64
+                    }
+                });
+                r.next()
+            })
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Repairs the mesh: a peer whose view differs from ours is sent our
+    /// members (it ignores those it has), at most once per two timeouts.
+    pub(super) fn sync_view(&mut self, addr: SocketAddr, their_view: u64, now: Mono) {
+        if their_view == self.view_digest() {
+            return;
+        }
+        let interval = self.cfg.timeout_ms.saturating_mul(2);
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if now < p.next_sync {
+            return;
+        }
+        p.next_sync = now.plus(interval);
+        let link = p.link;
+        let members: Vec<SocketAddr> = self.peers.keys().copied().filter(|a| *a != addr).collect();
+        for m in members {
+            self.send(link, Message::Meet(m));
+        }
+    }
+}

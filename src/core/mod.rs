@@ -1,0 +1,921 @@
+//! The election core: a pure, deterministic state machine (sans-IO).
+//!
+//! It owns the membership view, the handshake decisions, the election and
+//! the epoch, the reconnect plan and the journal. It is told what happened
+//! (`handle_*`, with `now` in monotonic milliseconds), and the caller drains
+//! what to do ([`Node::poll_action`]) and when to call again
+//! ([`Node::next_deadline`]). It never touches a socket, never reads a
+//! clock and draws randomness only from its own seeded generator, so a run
+//! replays exactly from its inputs.
+//!
+//! The election is level-triggered: after every event the node recomputes
+//! its role from its view and the last STATE each peer sent (`decide`).
+//! The best member of a view claims mastership with an epoch above every
+//! epoch in the view; the others follow it once its claim arrives.
+
+mod admission;
+mod election;
+mod heartbeat;
+mod journal;
+mod mesh;
+mod reconnect;
+mod skew;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+pub use election::{MAX_EPOCH, MAX_EPOCH_LEAD_MS};
+pub use journal::{Cause, JOURNAL_LEN, JournalEntry};
+pub use mesh::MAX_INTRODUCED_PER_PEER;
+pub use reconnect::{
+    ConnectError, ForgetError, JoinProgress, MAX_BACKOFF_MS, MAX_DIALS_IN_FLIGHT, MAX_WANTED,
+};
+pub use skew::{Skew, StartDoubt};
+
+use crate::event::Event;
+use crate::protocol::{Hello, LinkKind, Message, Role, State};
+use crate::rule::{Candidate, Rule};
+use crate::time::{Mono, Wall};
+use reconnect::{Loss, Rng, Source, Want};
+use skew::{SKEW_SAMPLES, best_skew};
+
+/// Identifies one connection; the caller chooses the numbers.
+pub type LinkId = usize;
+
+/// Capacity the action queue keeps once drained: a heartbeat round to
+/// every peer of a large cluster, not the peak of a burst.
+const ACTIONS_KEEP: usize = 256;
+
+/// What a node is and the settings it must share with its cluster.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub started_unix_ms: u64,
+    pub instance: u64,
+    pub priority: i32,
+    pub quorum: u32,
+    pub strict: bool,
+    pub rule: Rule,
+    pub heartbeat_ms: u64,
+    pub timeout_ms: u64,
+    /// A peer lost without LEAVE is retried this long after it was last
+    /// connected, then forgotten (`--reconnect-timeout`); `--join` targets
+    /// are retried for ever.
+    pub reconnect_timeout_ms: u64,
+    /// Seeds the generator for backoff jitter.
+    pub seed: u64,
+    /// Unix milliseconds at `now` = 0. With `--strict`, a new epoch is at
+    /// least the wall clock in milliseconds, so an epoch a restarted node
+    /// forgot is never used twice (clocks agreeing to better than the time
+    /// between two elections).
+    pub wall_at_zero: Wall,
+}
+
+/// Something the caller must do, drained with [`Node::poll_action`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Queue this message on the link.
+    Send(LinkId, Message),
+    /// Open a connection and report it with `handle_dialed` or `handle_dial_failed`.
+    Connect { addr: SocketAddr, kind: LinkKind },
+    /// Close the link once what was queued on it is written.
+    Close(LinkId),
+    /// Something to log ([`crate::log::emit`] writes it).
+    Log(Event),
+    /// A peer's `-msg` text for this node's console.
+    Deliver { from: SocketAddr, text: String },
+    /// This node's role or master changed.
+    RoleChanged(JournalEntry),
+}
+
+/// How much this node holds of what peers can make it hold, for
+/// `/metrics` and the simulator's limit checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Links open, in the handshake or established.
+    pub links: usize,
+    /// Addresses being tried: `--join` targets, lost peers, introductions
+    /// (at most [`MAX_WANTED`]).
+    pub wanted: usize,
+    /// Of those, dials under way (at most [`MAX_DIALS_IN_FLIGHT`]).
+    pub dials_in_flight: usize,
+    /// Of those, introductions.
+    pub introduced: usize,
+    /// Actions waiting for [`Node::poll_action`].
+    pub actions: usize,
+    /// Journal entries (at most [`JOURNAL_LEN`]).
+    pub journal: usize,
+    /// Peers that left lately, whose introductions are ignored.
+    pub departed: usize,
+    /// MEETs dropped over [`MAX_WANTED`] or [`MAX_INTRODUCED_PER_PEER`].
+    pub meets_dropped: u64,
+    /// Protocol violations by established peers.
+    pub violations: u64,
+}
+
+/// A peer that finished the handshake, as `-cl` and `-r` show it.
+#[derive(Clone, Debug)]
+pub struct PeerInfo<'a> {
+    pub hello: &'a Hello,
+    pub state: State,
+    pub last_heard: Mono,
+    /// The peer's clock against ours; `None` until its first PONG.
+    pub skew: Option<Skew>,
+}
+
+/// The status line's values (docs/GUARANTEES.md, status line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: SocketAddr,
+    pub role: Role,
+    pub master: Option<SocketAddr>,
+    pub epoch: u64,
+    pub peers: usize,
+    pub quorum: u32,
+    pub started_unix_ms: u64,
+    pub rule: Rule,
+}
+
+/// One node's election state machine.
+pub struct Node {
+    cfg: Config,
+    links: BTreeMap<LinkId, Link>,
+    peers: BTreeMap<SocketAddr, Peer>,
+    role: Role,
+    /// The last epoch this node accepted or claimed; never decreases.
+    epoch: u64,
+    /// The master of `epoch`, if there was one.
+    epoch_master: Option<SocketAddr>,
+    wants: BTreeMap<SocketAddr, Want>,
+    journal: VecDeque<JournalEntry>,
+    actions: VecDeque<Action>,
+    rng: Rng,
+    left: bool,
+    /// Why the last master was lost, while no new one is known: the next
+    /// election's journal entry names it rather than the claim that ended it.
+    lost_master: Option<Cause>,
+    /// This node claims mastership of `epoch` (the STATE it sends says
+    /// master); without `--strict` that is the same as being master.
+    claimed: bool,
+    /// When the current claim was sent.
+    claim_sent: Mono,
+    /// With `--strict`, this node follows no master but `epoch_master`
+    /// before this time (guarantee 8 in docs/GUARANTEES.md).
+    bound_until: Option<Mono>,
+    /// Peers that left gracefully, until when an introduction naming them
+    /// is ignored: a member that has not yet seen the LEAVE may still name
+    /// them (guarantee 6 in docs/GUARANTEES.md: no reconnecting to a node that left).
+    departed: BTreeMap<SocketAddr, Mono>,
+    /// Send times of recent heartbeats, to date the acknowledgements.
+    pings: VecDeque<(u64, Mono)>,
+    /// When heartbeats go out next; `None` while there are no peers.
+    next_heartbeat: Option<Mono>,
+    /// Number of the last heartbeat sent.
+    heartbeat_seq: u64,
+    /// The ranking's first two members (address and instance each) when
+    /// their order was last checked against the clock skew, and whether a
+    /// warning was logged for them: one warning per decision.
+    start_doubt_checked: Option<(MemberId, MemberId, bool)>,
+    /// `--join` targets: configuration, retried for ever, also once lost.
+    joins: BTreeSet<SocketAddr>,
+    /// Earliest time a returning peer makes the others be dialled at once.
+    next_heal: Mono,
+    /// Whether the error that no epoch is left to claim was logged.
+    epoch_exhausted: bool,
+    meets_dropped: u64,
+    violations: u64,
+}
+
+/// A member of one process's life: address and instance.
+type MemberId = (SocketAddr, u64);
+
+struct Link {
+    origin: Origin,
+    /// The peer's address once the handshake finished on this link.
+    peer: Option<SocketAddr>,
+    /// When the link opened: a dial not through its handshake within
+    /// `timeout_ms` (a cut network answers nothing) counts as failed.
+    opened: Mono,
+    /// A join this node dialed: its peers at the dial, its own group
+    /// (`Peer::relay_to`). Peers that link to it while the handshake runs
+    /// are mostly the acceptor's members, introduced by its flood.
+    group_at_dial: Option<Vec<SocketAddr>>,
+}
+
+#[derive(Clone, Copy)]
+enum Origin {
+    /// Dialed by this node to `addr`, announcing `kind` in its HELLO.
+    Outbound {
+        addr: SocketAddr,
+        kind: LinkKind,
+    },
+    Inbound,
+}
+
+struct Peer {
+    link: LinkId,
+    hello: Hello,
+    state: State,
+    /// When any line from the peer last arrived: silence past `timeout_ms`
+    /// drops it from the view.
+    last_heard: Mono,
+    /// Earliest time to send this peer our members again when its view
+    /// digest differs from ours.
+    next_sync: Mono,
+    /// Send time of the latest heartbeat this peer acknowledged.
+    acked_sent: Mono,
+    /// Whether `state` came from the peer (its STATE follows its HELLO):
+    /// until then its epoch is unknown, and no claim may be made above it.
+    state_known: bool,
+    /// The last few clock offsets measured by heartbeats, oldest first.
+    skew_samples: VecDeque<Skew>,
+    /// On a join link this node dialed, until the peer's first STATE: our
+    /// peers when we dialed it (our group), to whom the MEETs
+    /// the acceptor sends ahead of its STATE (its group) are passed on.
+    relay_to: Option<Vec<SocketAddr>>,
+    /// MEETs passed on from this link so far: at most
+    /// [`MAX_INTRODUCED_PER_PEER`].
+    relayed: usize,
+    /// When the handshake finished, the reconnect backoff step its address
+    /// had reached by then, and how many links to it in a row broke within
+    /// `timeout_ms` of their handshake (or for a protocol violation): from
+    /// the second such link on, the next dial goes on from that step
+    /// instead of starting over.
+    established: Mono,
+    failures: u32,
+    flaps: u32,
+    /// Whether this link's MEETs were dropped over a limit (warned once).
+    meets_dropped: bool,
+    /// Whether its round trip was reported as eating the lease margin
+    /// (`--strict`); cleared when it recovers.
+    lease_margin_warned: bool,
+}
+
+impl Node {
+    /// A node alone at time 0: no peers, epoch 0, and no master unless
+    /// its quorum is 1, when it is its own master at once (guarantee 1,
+    /// docs/GUARANTEES.md, for a group of one), with the `start` change queued as an action.
+    pub fn new(cfg: Config) -> Node {
+        let rng = Rng(cfg.seed);
+        let mut node = Node {
+            cfg,
+            links: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            role: Role::None,
+            epoch: 0,
+            epoch_master: None,
+            wants: BTreeMap::new(),
+            journal: VecDeque::new(),
+            actions: VecDeque::new(),
+            rng,
+            left: false,
+            lost_master: None,
+            next_heartbeat: None,
+            heartbeat_seq: 0,
+            claimed: false,
+            claim_sent: Mono::ZERO,
+            bound_until: None,
+            pings: VecDeque::new(),
+            departed: BTreeMap::new(),
+            start_doubt_checked: None,
+            joins: BTreeSet::new(),
+            next_heal: Mono::ZERO,
+            epoch_exhausted: false,
+            meets_dropped: 0,
+            violations: 0,
+        };
+        node.decide(Cause::Start, None, Mono::ZERO);
+        node
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The next thing to do, until `None`.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        let action = self.actions.pop_front();
+        // A mesh repair to 100 peers queues 10,000 MEETs at once; the queue
+        // must not keep that capacity for good (massif: it was most of a
+        // node's heap; docs/BENCHMARKS.md, "Memory per node").
+        if action.is_none() && self.actions.capacity() > ACTIONS_KEEP {
+            self.actions.shrink_to(ACTIONS_KEEP);
+        }
+        action
+    }
+
+    /// When `handle_timeout` must be called next, if ever.
+    pub fn next_deadline(&self) -> Option<Mono> {
+        let silence = self
+            .peers
+            .values()
+            .map(|p| p.last_heard.plus(self.cfg.timeout_ms))
+            .min();
+        // With --strict: the end of a binding that keeps this node waiting,
+        // and the end of this master's lease.
+        let strict = self.cfg.strict.then(|| {
+            let waiting = self.bound_until.filter(|_| self.role != Role::Follower);
+            let lease = (self.role == Role::Master)
+                .then(|| self.lease_until(Mono::ZERO))
+                .flatten()
+                .filter(|t| *t != Mono::MAX);
+            waiting.into_iter().chain(lease).min()
+        });
+        let handshake = self
+            .links
+            .values()
+            .filter(|l| l.peer.is_none())
+            .map(|l| l.opened.plus(self.cfg.timeout_ms))
+            .min();
+        // With every dial slot taken, no want can start before a dial
+        // ends, and that comes with an event (or the handshake deadline).
+        let (mut in_flight, mut dials) = (0, None::<Mono>);
+        for w in self.wants.values() {
+            match w.next_try {
+                None => in_flight += 1,
+                Some(t) => dials = Some(dials.map_or(t, |d| d.min(t))),
+            }
+        }
+        let dials = dials.filter(|_| in_flight < MAX_DIALS_IN_FLIGHT);
+        dials
+            .into_iter()
+            .chain(self.next_heartbeat)
+            .chain(silence)
+            .chain(handshake)
+            .chain(strict.flatten())
+            .min()
+    }
+
+    /// Sends operator text to every peer's console, its control
+    /// characters replaced ([`crate::protocol::printable`]); returns how
+    /// many peers.
+    pub fn send_text(&mut self, text: &str) -> usize {
+        let text = crate::protocol::printable(text);
+        let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+        for link in &links {
+            self.send(*link, Message::Msg(text.clone()));
+        }
+        links.len()
+    }
+
+    /// Tells every peer this node leaves, and closes every link.
+    pub fn leave(&mut self, now: Mono) {
+        if self.left {
+            return;
+        }
+        for peer in self.peers.values() {
+            self.actions
+                .push_back(Action::Send(peer.link, Message::Leave));
+        }
+        let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        for id in ids {
+            self.actions.push_back(Action::Close(id));
+        }
+        self.links.clear();
+        self.peers.clear();
+        self.wants.clear();
+        self.left = true;
+        self.claimed = false;
+        self.set_state(Role::None, self.epoch, self.epoch_master, Cause::Leave, now);
+    }
+
+    /// The dial for `addr` opened as `link`; the handshake starts.
+    pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, now: Mono) {
+        if self.left {
+            self.actions.push_back(Action::Close(link));
+            return;
+        }
+        self.links.insert(
+            link,
+            Link {
+                origin: Origin::Outbound { addr, kind },
+                peer: None,
+                opened: now,
+                group_at_dial: (kind == LinkKind::Join)
+                    .then(|| self.peers.keys().copied().collect()),
+            },
+        );
+        let hello = self.hello(kind);
+        self.send(link, hello);
+    }
+
+    /// The dial for `addr` could not even start.
+    pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: &str, now: Mono) {
+        self.event(Event::DialFailed {
+            peer: addr,
+            reason: reason.to_owned(),
+        });
+        self.dial_failed(addr, Some(reason), now);
+        self.dial_due(now);
+    }
+
+    /// The dial opened as `link` failed before any answer: the connection
+    /// was refused or the network unreachable. The caller then closes the
+    /// link; `handle_link_closed` has nothing left to do for it.
+    pub fn handle_dial_error(&mut self, link: LinkId, reason: &str, now: Mono) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
+            self.links.remove(&link);
+            self.handle_dial_failed(addr, reason, now);
+        }
+    }
+
+    /// A connection arrived whose first line was a peer message.
+    pub fn handle_accepted(&mut self, link: LinkId, now: Mono) {
+        if self.left {
+            self.actions.push_back(Action::Close(link));
+            return;
+        }
+        self.links.insert(
+            link,
+            Link {
+                origin: Origin::Inbound,
+                peer: None,
+                opened: now,
+                group_at_dial: None,
+            },
+        );
+    }
+
+    /// A line arrived on a peer link.
+    pub fn handle_message(&mut self, link: LinkId, msg: Message, now: Mono) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        let (origin, peer) = (l.origin, l.peer);
+        match peer {
+            Some(addr) => self.on_peer_message(link, addr, msg, now),
+            None => self.on_handshake_message(link, origin, msg, now),
+        }
+        self.dial_due(now);
+    }
+
+    /// A line on the link could not be decoded (`reason`): the loop's
+    /// framer or decoder refused it. An established peer broke the protocol
+    /// and is treated as for any other violation; a link still in its
+    /// handshake is closed and, if dialed, counts as a failed dial.
+    pub fn handle_protocol_violation(&mut self, link: LinkId, reason: &str, now: Mono) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        match (l.peer, l.origin) {
+            (Some(addr), _) => self.violation(link, addr, None, reason, now),
+            (None, origin) => {
+                let reason = format!("{reason}, before the handshake");
+                self.handshake_violation(link, origin, &reason, now);
+            }
+        }
+        self.dial_due(now);
+    }
+
+    /// The link is gone: closed by either side, failed, or reset.
+    pub fn handle_link_closed(&mut self, link: LinkId, now: Mono) {
+        self.link_closed(link, now);
+        self.dial_due(now);
+    }
+
+    fn link_closed(&mut self, link: LinkId, now: Mono) {
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
+        match (l.peer, l.origin) {
+            (Some(addr), _) => {
+                if self.peers.get(&addr).is_some_and(|p| p.link == link) {
+                    let peer = self.peers.remove(&addr).expect("checked above");
+                    self.event(Event::PeerLost { peer: addr });
+                    // A peer lost without LEAVE may come back: keep trying.
+                    self.lose(addr, &peer, Loss::Closed, now);
+                    self.decide(Cause::PeerLost, Some(addr), now);
+                }
+            }
+            (None, Origin::Outbound { addr, .. }) => {
+                self.dial_failed(addr, Some("closed before the handshake"), now)
+            }
+            (None, Origin::Inbound) => {}
+        }
+    }
+
+    /// Time passed; due reconnects start.
+    pub fn handle_timeout(&mut self, now: Mono) {
+        let silent: Vec<(SocketAddr, LinkId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now >= p.last_heard.plus(self.cfg.timeout_ms))
+            .map(|(a, p)| (*a, p.link))
+            .collect();
+        for (addr, link) in silent {
+            self.event(Event::PeerSilent {
+                peer: addr,
+                timeout_ms: self.cfg.timeout_ms,
+            });
+            self.link_closed(link, now);
+            self.actions.push_back(Action::Close(link));
+        }
+        let stuck: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.peer.is_none() && now >= l.opened.plus(self.cfg.timeout_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        let unanswered = format!("no answer within {} ms", self.cfg.timeout_ms);
+        for link in stuck {
+            self.event(Event::HandshakeTimeout { link });
+            self.close_failed(link, Some(&unanswered), now);
+        }
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+            self.ping(&links, now);
+            self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
+        }
+        if self.peers.is_empty() {
+            self.next_heartbeat = None;
+        }
+        self.departed.retain(|_, until| now < *until);
+        if self.cfg.strict {
+            let unbound = self.bound_until.is_some_and(|t| now >= t);
+            if unbound {
+                self.bound_until = None;
+            }
+            let lease_over =
+                self.role == Role::Master && self.lease_until(now).is_none_or(|t| now >= t);
+            if unbound || lease_over {
+                self.decide(Cause::QuorumLost, None, now);
+            }
+        }
+        self.dial_due(now);
+    }
+
+    /// Values for the `-s` line.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.cfg.addr,
+            role: self.role,
+            master: self.master(),
+            epoch: self.epoch,
+            peers: self.peers.len(),
+            quorum: self.cfg.quorum,
+            started_unix_ms: self.cfg.started_unix_ms,
+            rule: self.cfg.rule.clone(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The master this node follows or is, if any.
+    pub fn master(&self) -> Option<SocketAddr> {
+        match self.role {
+            Role::None => None,
+            Role::Master | Role::Follower => self.epoch_master,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Peers that finished the handshake, by address.
+    pub fn peers(&self) -> impl Iterator<Item = PeerInfo<'_>> {
+        self.peers.values().map(|p| PeerInfo {
+            hello: &p.hello,
+            state: p.state,
+            last_heard: p.last_heard,
+            skew: best_skew(&p.skew_samples),
+        })
+    }
+
+    /// Every member of the view, best first under the rule.
+    pub fn ranking(&self) -> Vec<Candidate> {
+        let mut v: Vec<Candidate> = std::iter::once(self.me())
+            .chain(self.peers.values().map(|p| candidate(&p.hello)))
+            .collect();
+        v.sort_by(|a, b| self.cfg.rule.compare(a, b));
+        v
+    }
+
+    /// The last role changes, oldest first.
+    pub fn journal(&self) -> impl Iterator<Item = &JournalEntry> {
+        self.journal.iter()
+    }
+
+    /// Whether this node has left the cluster.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// How much this node holds of what its peers can make it hold; linear
+    /// in the reconnect set.
+    pub fn counts(&self) -> Counts {
+        let introduced = self
+            .wants
+            .values()
+            .filter(|w| matches!(w.source, Source::Introduced { .. }))
+            .count();
+        Counts {
+            links: self.links.len(),
+            wanted: self.wants.len(),
+            dials_in_flight: self.dials_in_flight(),
+            introduced,
+            actions: self.actions.len(),
+            journal: self.journal.len(),
+            departed: self.departed.len(),
+            meets_dropped: self.meets_dropped,
+            violations: self.violations,
+        }
+    }
+
+    fn hello(&self, kind: LinkKind) -> Message {
+        Message::Hello(Hello {
+            kind,
+            addr: self.cfg.addr,
+            started_unix_ms: self.cfg.started_unix_ms,
+            instance: self.cfg.instance,
+            priority: self.cfg.priority,
+            quorum: self.cfg.quorum,
+            strict: self.cfg.strict,
+            rule: self.cfg.rule.clone(),
+        })
+    }
+
+    fn state_msg(&self) -> Message {
+        Message::State(State {
+            role: if self.claimed {
+                Role::Master
+            } else {
+                self.role
+            },
+            epoch: self.epoch,
+            epoch_master: self.epoch_master,
+        })
+    }
+
+    fn me(&self) -> Candidate {
+        Candidate {
+            addr: self.cfg.addr,
+            started_unix_ms: self.cfg.started_unix_ms,
+            priority: self.cfg.priority,
+            instance: self.cfg.instance,
+        }
+    }
+
+    fn on_peer_message(&mut self, link: LinkId, addr: SocketAddr, msg: Message, now: Mono) {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.last_heard = now;
+        }
+        let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
+        if from_my_master && self.role == Role::Follower {
+            self.bound_until = Some(now.plus(self.cfg.timeout_ms));
+        }
+        match msg {
+            Message::State(s) => {
+                if let Some(reason) = self.epoch_refusal(s.epoch, now) {
+                    // A peer sending it is broken or hostile: following it
+                    // would use the range up (guarantee 9).
+                    self.violation(link, addr, Some(("STATE", s.epoch)), &reason, now);
+                    return;
+                }
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    p.state = s;
+                    p.state_known = true;
+                    p.relay_to = None;
+                }
+                if from_my_master && s.role != Role::Master {
+                    // The master gave up its claim: it releases us.
+                    self.bound_until = None;
+                }
+                self.decide(Cause::Claim, None, now);
+            }
+            Message::Meet(other) => {
+                let left_lately = self.departed.get(&other).is_some_and(|t| now < *t);
+                // On a join link this node dialed, MEETs before the peer's
+                // first STATE are the acceptor's members (`establish`):
+                // they are passed on to the members we had when we dialed
+                // (those who linked to us since came mostly from the
+                // acceptor's group), and not dialed from here, since the
+                // acceptor introduced us to each of them.
+                let Some(p) = self.peers.get_mut(&addr) else {
+                    return;
+                };
+                if p.relay_to.is_some() {
+                    if other == self.cfg.addr || left_lately {
+                        return;
+                    }
+                    if p.relayed >= MAX_INTRODUCED_PER_PEER {
+                        self.meets_dropped(addr);
+                        return;
+                    }
+                    p.relayed += 1;
+                    let links: Vec<LinkId> = self.peers[&addr]
+                        .relay_to
+                        .iter()
+                        .flatten()
+                        .filter(|a| **a != other)
+                        .filter_map(|a| self.peers.get(a))
+                        .map(|p| p.link)
+                        .collect();
+                    for l in links {
+                        self.send(l, Message::Meet(other));
+                    }
+                } else if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately
+                {
+                    self.introduce(other, addr, now);
+                }
+            }
+            Message::Msg(text) => self.actions.push_back(Action::Deliver {
+                from: addr,
+                text: crate::protocol::printable(&text),
+            }),
+            Message::Ping { seq, view } => {
+                let replied_unix_ms = self.wall(now).ms();
+                self.send(
+                    link,
+                    Message::Pong {
+                        seq,
+                        replied_unix_ms,
+                    },
+                );
+                self.sync_view(addr, view, now);
+            }
+            Message::Pong {
+                seq,
+                replied_unix_ms,
+            } => {
+                let wall_at_zero = self.cfg.wall_at_zero;
+                if let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq)
+                    && let Some(p) = self.peers.get_mut(&addr)
+                {
+                    p.acked_sent = p.acked_sent.max(sent);
+                    if p.skew_samples.len() == SKEW_SAMPLES {
+                        p.skew_samples.pop_front();
+                    }
+                    p.skew_samples.push_back(Skew::from_round_trip(
+                        wall_at_zero.at(sent),
+                        replied_unix_ms,
+                        wall_at_zero.at(now),
+                    ));
+                    if self.cfg.strict {
+                        self.check_lease_margin(addr, now.since(sent));
+                    }
+                    if self.cfg.strict && self.claimed {
+                        self.decide(Cause::Claim, None, now);
+                    }
+                    self.check_start_doubt();
+                }
+            }
+            Message::Leave => {
+                self.event(Event::PeerLeft { peer: addr });
+                if from_my_master {
+                    self.bound_until = None;
+                }
+                self.departed
+                    .insert(addr, now.plus(self.cfg.timeout_ms.saturating_mul(2)));
+                self.links.remove(&link);
+                self.peers.remove(&addr);
+                self.wants.remove(&addr);
+                self.actions.push_back(Action::Close(link));
+                self.decide(Cause::PeerLeft, Some(addr), now);
+            }
+            other => {
+                let reason = format!("{} after the handshake", other.name());
+                self.violation(link, addr, None, &reason, now);
+            }
+        }
+    }
+
+    /// The established peer `addr` broke the protocol on `link` (`message`
+    /// names the line and its epoch, when an epoch was the fault). The link
+    /// closes and the peer counts as lost, but it is neither forgotten nor
+    /// let straight back: it is dialled again after the next step of its
+    /// backoff, and its own HELLOs are refused until then, so a peer that
+    /// breaks every link costs one link and one log line per step.
+    fn violation(
+        &mut self,
+        link: LinkId,
+        addr: SocketAddr,
+        message: Option<(&'static str, u64)>,
+        reason: &str,
+        now: Mono,
+    ) {
+        self.violations = self.violations.saturating_add(1);
+        self.event(Event::ProtocolViolation {
+            peer: Some(addr),
+            message,
+            reason: reason.to_owned(),
+        });
+        self.links.remove(&link);
+        self.actions.push_back(Action::Close(link));
+        if self.peers.get(&addr).is_some_and(|p| p.link == link) {
+            let peer = self.peers.remove(&addr).expect("checked above");
+            self.lose(addr, &peer, Loss::Violation, now);
+            self.decide(Cause::PeerLost, Some(addr), now);
+        }
+    }
+
+    /// This node's wall clock at `now`, in unix ms.
+    fn wall(&self, now: Mono) -> Wall {
+        self.cfg.wall_at_zero.at(now)
+    }
+
+    fn set_state(
+        &mut self,
+        role: Role,
+        epoch: u64,
+        epoch_master: Option<SocketAddr>,
+        cause: Cause,
+        now: Mono,
+    ) {
+        assert!(epoch >= self.epoch, "epochs never go back");
+        assert!(epoch <= MAX_EPOCH, "epochs stay within MAX_EPOCH");
+        assert!(
+            role != Role::Master || epoch_master == Some(self.cfg.addr),
+            "a master's epoch names itself"
+        );
+        let old_master = self.master();
+        let old_epoch = self.epoch;
+        let changed_role = role != self.role;
+        let changed = changed_role || epoch != self.epoch || epoch_master != self.epoch_master;
+        let from = self.role;
+        self.role = role;
+        self.epoch = epoch;
+        self.epoch_master = epoch_master;
+        if !changed {
+            return;
+        }
+        let master = self.master();
+        // A new epoch under the same master is a new fencing token: the
+        // journal and the hook hear of it too.
+        if changed_role || master != old_master || (role != Role::None && epoch != old_epoch) {
+            let entry = JournalEntry {
+                at: now,
+                epoch,
+                from,
+                to: role,
+                master,
+                cause,
+            };
+            self.event(Event::RoleChange {
+                from,
+                to: role,
+                epoch,
+                master,
+                cause,
+            });
+            if self.journal.len() == JOURNAL_LEN {
+                self.journal.pop_front();
+            }
+            self.journal.push_back(entry.clone());
+            self.actions.push_back(Action::RoleChanged(entry));
+        } else {
+            self.event(Event::EpochChange { epoch, master });
+        }
+        if !self.left {
+            let state = self.state_msg();
+            let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+            for link in links {
+                self.send(link, state.clone());
+            }
+        }
+    }
+
+    fn refuse(&mut self, link: LinkId, reason: String, now: Mono) {
+        self.send(link, Message::Refuse(reason));
+        self.close(link, now);
+    }
+
+    /// Closes a link this node gave up on. A dial closed in its handshake
+    /// counts as failed, so its want is retried (or was removed before).
+    fn close(&mut self, link: LinkId, now: Mono) {
+        self.close_failed(link, None, now);
+    }
+
+    /// [`Node::close`], for a dial that got no answer at all: why.
+    fn close_failed(&mut self, link: LinkId, unanswered: Option<&str>, now: Mono) {
+        if let Some(l) = self.links.remove(&link) {
+            self.actions.push_back(Action::Close(link));
+            if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
+                self.dial_failed(addr, unanswered, now);
+            }
+        }
+    }
+
+    fn send(&mut self, link: LinkId, msg: Message) {
+        self.actions.push_back(Action::Send(link, msg));
+    }
+
+    fn event(&mut self, event: Event) {
+        self.actions.push_back(Action::Log(event));
+    }
+}
+
+/// What the rule looks at in a peer's HELLO.
+pub fn candidate(h: &Hello) -> Candidate {
+    Candidate {
+        addr: h.addr,
+        started_unix_ms: h.started_unix_ms,
+        priority: h.priority,
+        instance: h.instance,
+    }
+}
