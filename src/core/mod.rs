@@ -316,7 +316,7 @@ impl Node {
         let strict = self.cfg.strict.then(|| {
             let waiting = self.bound_until.filter(|_| self.role != Role::Follower);
             let lease = (self.role == Role::Master)
-                .then(|| self.lease_until(Mono::ZERO))
+                .then(|| self.lease_until())
                 .flatten()
                 .filter(|t| *t != Mono::MAX);
             waiting.into_iter().chain(lease).min()
@@ -539,7 +539,7 @@ impl Node {
                 self.bound_until = None;
             }
             let lease_over =
-                self.role == Role::Master && self.lease_until(now).is_none_or(|t| now >= t);
+                self.role == Role::Master && self.lease_until().is_none_or(|t| now >= t);
             if unbound || lease_over {
                 self.decide(Cause::QuorumLost, None, now);
             }
