@@ -17,6 +17,44 @@ use crate::event::Event;
 use crate::protocol::{Hello, LinkKind, Message, Role, State};
 use crate::time::Mono;
 
+/// What becomes of a HELLO: decided by `Node::admit_inbound` or
+/// `Node::admit_outbound` without changing anything, carried out by
+/// `on_inbound_hello` or `on_outbound_hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Settings this cluster cannot share, or this node itself: why,
+    /// naming both values.
+    Mismatch(String),
+    /// It broke the protocol and its backoff step runs: refused until this
+    /// node's dial (`Some(ms)` left of the step, `None` while the dial runs).
+    Penalized(Option<u64>),
+    /// This member (address and instance) is a peer already.
+    Duplicate,
+    /// Same address, a new instance: the old process is gone, and its
+    /// link `old` with it; what follows is decided on the view without it.
+    Restarted { old: LinkId },
+    /// Both sides dialled at once, and the link this node opened is the
+    /// one both keep: the peer's is refused.
+    Crossed,
+    /// A join to a follower: sent on to the master. This node's own dial
+    /// to the newcomer, if any, gives way.
+    Redirect {
+        master: SocketAddr,
+        yield_dial: Option<LinkId>,
+    },
+    /// Established as a peer; this node's own dial to it, if any, gives way.
+    Accept { yield_dial: Option<LinkId> },
+}
+
+/// A HELLO from the address of the established peer `existing`.
+fn existing_member(existing: &Peer, h: &Hello) -> Admission {
+    if existing.hello.instance == h.instance {
+        Admission::Duplicate
+    } else {
+        Admission::Restarted { old: existing.link }
+    }
+}
+
 impl Node {
     pub(super) fn on_handshake_message(
         &mut self,
@@ -84,73 +122,114 @@ impl Node {
         self.close(link, now);
     }
 
-    pub(super) fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Mono) {
-        if let Some(reason) = self.mismatch(&h) {
-            self.event(Event::PeerRefused {
-                peer: Some(h.addr),
-                reason: reason.clone(),
-            });
-            self.refuse(link, reason, now);
-            return;
+    /// What becomes of a HELLO on a connection this node accepted; pure.
+    pub(super) fn admit_inbound(&self, h: &Hello, now: Mono) -> Admission {
+        if let Some(reason) = self.mismatch(h) {
+            return Admission::Mismatch(reason);
         }
         if let Some(wait) = self.penalty_left(h.addr, now) {
-            // It broke the protocol: this node calls it back when its
-            // backoff step ends, and not before (one violation per step).
-            let when = match wait {
-                Some(ms) => format!("it dials again in {ms} ms"),
-                None => "it is dialling now".to_owned(),
-            };
-            let reason = format!(
-                "{} backs off after a protocol violation by {}; {when}",
-                self.cfg.addr, h.addr
-            );
-            self.event(Event::ViolatorRefused {
-                peer: h.addr,
-                reason: when,
-            });
-            self.refuse(link, reason, now);
-            return;
+            return Admission::Penalized(wait);
         }
         if let Some(existing) = self.peers.get(&h.addr) {
-            if existing.hello.instance == h.instance {
-                let reason = format!("already connected to {}", self.cfg.addr);
-                self.event(Event::DuplicateRefused { peer: h.addr });
-                self.refuse(link, reason, now);
-                return;
-            }
-            // Same address, new instance: the old process is gone.
-            let old = existing.link;
-            self.event(Event::PeerRestarted { peer: h.addr });
-            self.close(old, now);
-            self.replaced(h.addr, now);
+            return existing_member(existing, h);
         }
-        if let Some(dial) = self.dialing(h.addr) {
-            // Both sides dialled at once. Both keep the link the lower
-            // address opened, so exactly one survives.
-            if h.addr < self.cfg.addr {
-                self.close(dial, now);
-            } else {
-                let reason = format!("duplicate link; {} keeps its own", self.cfg.addr);
-                self.refuse(link, reason, now);
-                return;
-            }
+        // Both sides dialled at once. Both keep the link the lower address
+        // opened, so exactly one survives.
+        let yield_dial = self.dialing(h.addr);
+        if yield_dial.is_some() && h.addr >= self.cfg.addr {
+            return Admission::Crossed;
         }
         if h.kind == LinkKind::Join
             && self.role == Role::Follower
             && let Some(master) = self.master().filter(|m| *m != h.addr)
         {
-            self.event(Event::RedirectSent {
-                peer: h.addr,
-                master,
-            });
-            self.send(link, Message::Redirect(master));
-            self.close(link, now);
-            return;
+            return Admission::Redirect { master, yield_dial };
         }
-        let reply = self.hello(h.kind);
-        self.send(link, reply);
-        let kind = h.kind;
-        self.establish(link, kind, h, now);
+        Admission::Accept { yield_dial }
+    }
+
+    /// What becomes of the HELLO that answers this node's dial; pure.
+    pub(super) fn admit_outbound(&self, h: &Hello) -> Admission {
+        if let Some(reason) = self.mismatch(h) {
+            return Admission::Mismatch(reason);
+        }
+        match self.peers.get(&h.addr) {
+            Some(existing) => existing_member(existing, h),
+            None => Admission::Accept { yield_dial: None },
+        }
+    }
+
+    pub(super) fn on_inbound_hello(&mut self, link: LinkId, h: Hello, now: Mono) {
+        let mut admission = self.admit_inbound(&h, now);
+        if let Admission::Restarted { old } = admission {
+            // Same address, new instance: the old process is gone.
+            self.event(Event::PeerRestarted { peer: h.addr });
+            self.close(old, now);
+            self.replaced(h.addr, now);
+            // The view changed (and maybe the master): decide again on it.
+            admission = self.admit_inbound(&h, now);
+        }
+        match admission {
+            Admission::Mismatch(reason) => {
+                self.event(Event::PeerRefused {
+                    peer: Some(h.addr),
+                    reason: reason.clone(),
+                });
+                self.refuse(link, reason, now);
+            }
+            Admission::Penalized(wait) => self.refuse_violator(link, h.addr, wait, now),
+            Admission::Duplicate => {
+                let reason = format!("already connected to {}", self.cfg.addr);
+                self.event(Event::DuplicateRefused { peer: h.addr });
+                self.refuse(link, reason, now);
+            }
+            Admission::Crossed => {
+                let reason = format!("duplicate link; {} keeps its own", self.cfg.addr);
+                self.refuse(link, reason, now);
+            }
+            Admission::Redirect { master, yield_dial } => {
+                self.yield_dial(yield_dial, now);
+                self.event(Event::RedirectSent {
+                    peer: h.addr,
+                    master,
+                });
+                self.send(link, Message::Redirect(master));
+                self.close(link, now);
+            }
+            Admission::Restarted { .. } => unreachable!("replaced() removed the old peer"),
+            Admission::Accept { yield_dial } => {
+                self.yield_dial(yield_dial, now);
+                let reply = self.hello(h.kind);
+                self.send(link, reply);
+                let kind = h.kind;
+                self.establish(link, kind, h, now);
+            }
+        }
+    }
+
+    /// It broke the protocol: this node calls it back when its backoff
+    /// step ends, and not before (one violation per step).
+    fn refuse_violator(&mut self, link: LinkId, addr: SocketAddr, wait: Option<u64>, now: Mono) {
+        let when = match wait {
+            Some(ms) => format!("it dials again in {ms} ms"),
+            None => "it is dialling now".to_owned(),
+        };
+        let reason = format!(
+            "{} backs off after a protocol violation by {addr}; {when}",
+            self.cfg.addr
+        );
+        self.event(Event::ViolatorRefused {
+            peer: addr,
+            reason: when,
+        });
+        self.refuse(link, reason, now);
+    }
+
+    /// This node's own dial, crossed by the peer's, gives way.
+    fn yield_dial(&mut self, dial: Option<LinkId>, now: Mono) {
+        if let Some(dial) = dial {
+            self.close(dial, now);
+        }
     }
 
     pub(super) fn on_outbound_hello(
@@ -161,7 +240,8 @@ impl Node {
         h: Hello,
         now: Mono,
     ) {
-        if let Some(reason) = self.mismatch(&h) {
+        let admission = self.admit_outbound(&h);
+        if let Admission::Mismatch(reason) = admission {
             self.event(Event::JoinDeclined {
                 peer: dialed,
                 reason,
@@ -171,29 +251,33 @@ impl Node {
             return;
         }
         if h.addr != dialed {
-            self.event(Event::PeerRenamed {
-                dialed,
-                peer: h.addr,
-            });
-            self.reached(dialed);
-            // A `--join` target is known by the address it announces.
-            if self.joins.remove(&dialed) {
-                self.joins.insert(h.addr);
-            }
+            self.renamed(dialed, h.addr);
         }
-        if let Some(existing) = self.peers.get(&h.addr) {
-            if existing.hello.instance == h.instance {
+        match admission {
+            Admission::Duplicate => {
                 self.event(Event::DuplicateClosed { peer: h.addr });
                 self.close(link, now);
                 return;
             }
-            let old = existing.link;
-            self.close(old, now);
-            self.replaced(h.addr, now);
+            Admission::Restarted { old } => {
+                self.close(old, now);
+                self.replaced(h.addr, now);
+            }
+            _ => debug_assert_eq!(admission, Admission::Accept { yield_dial: None }),
         }
         // The kind this node announced, whatever the reply says: the
         // acceptor answers with the same kind (`on_inbound_hello`).
         self.establish(link, kind, h, now);
+    }
+
+    /// The member dialled at `dialed` answers as `addr`.
+    fn renamed(&mut self, dialed: SocketAddr, addr: SocketAddr) {
+        self.event(Event::PeerRenamed { dialed, peer: addr });
+        self.reached(dialed);
+        // A `--join` target is known by the address it announces.
+        if self.joins.remove(&dialed) {
+            self.joins.insert(addr);
+        }
     }
 
     /// The peer at `addr` restarted (a new instance): its old link, just
@@ -335,5 +419,176 @@ impl Node {
         // one round trip after the handshake.
         self.ping(&[link], now);
         self.decide(Cause::PeerJoined, None, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each admission decision, reached through the node's own handshake.
+
+    use super::*;
+    use crate::core::{Action, Config};
+    use crate::rule::Rule;
+    use crate::time::Wall;
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, n], 7400))
+    }
+
+    fn node(n: u8) -> Node {
+        Node::new(Config {
+            addr: addr(n),
+            started_unix_ms: 1_000 + u64::from(n),
+            instance: u64::from(n),
+            priority: 0,
+            quorum: 1,
+            strict: false,
+            rule: Rule::default(),
+            heartbeat_ms: 100,
+            timeout_ms: 1_000,
+            reconnect_timeout_ms: 60_000,
+            seed: 1,
+            wall_at_zero: Wall(1_700_000_000_000),
+        })
+    }
+
+    fn hello(n: u8, instance: u64, kind: LinkKind) -> Hello {
+        let Message::Hello(mut h) = node(n).hello(kind) else {
+            unreachable!("hello() makes a HELLO")
+        };
+        h.instance = instance;
+        h
+    }
+
+    /// `n` accepted as a peer of `node` on `link`, from its first process.
+    fn accept(node: &mut Node, link: LinkId, n: u8, kind: LinkKind) {
+        node.handle_accepted(link, Mono(1));
+        let h = hello(n, u64::from(n), kind);
+        node.handle_message(link, Message::Hello(h), Mono(1));
+        assert!(node.peers.contains_key(&addr(n)));
+    }
+
+    #[test]
+    fn settings_and_the_node_itself_are_refused() {
+        let n = node(1);
+        let mut other = hello(2, 2, LinkKind::Mesh);
+        other.quorum = 2;
+        let Admission::Mismatch(reason) = n.admit_inbound(&other, Mono(1)) else {
+            panic!("a quorum mismatch is refused")
+        };
+        assert_eq!(
+            reason,
+            "quorum mismatch: 127.0.0.1:7400 has 1, 127.0.0.2:7400 has 2"
+        );
+        let itself = hello(3, 1, LinkKind::Mesh);
+        assert!(matches!(
+            n.admit_inbound(&itself, Mono(1)),
+            Admission::Mismatch(_)
+        ));
+        assert!(matches!(n.admit_outbound(&other), Admission::Mismatch(_)));
+    }
+
+    #[test]
+    fn a_member_is_a_peer_once_and_a_new_instance_replaces_it() {
+        let mut n = node(1);
+        accept(&mut n, 10, 2, LinkKind::Mesh);
+        let again = hello(2, 2, LinkKind::Mesh);
+        assert_eq!(n.admit_inbound(&again, Mono(2)), Admission::Duplicate);
+        assert_eq!(n.admit_outbound(&again), Admission::Duplicate);
+        let restarted = hello(2, 22, LinkKind::Mesh);
+        assert_eq!(
+            n.admit_inbound(&restarted, Mono(2)),
+            Admission::Restarted { old: 10 }
+        );
+        n.handle_accepted(11, Mono(2));
+        n.handle_message(11, Message::Hello(restarted), Mono(2));
+        assert_eq!(n.peers[&addr(2)].link, 11, "the new link replaced the old");
+        assert_eq!(n.peers[&addr(2)].hello.instance, 22);
+        assert!(!n.links.contains_key(&10));
+    }
+
+    #[test]
+    fn crossed_dials_keep_the_lower_address_link() {
+        let mut n = node(2);
+        n.connect(addr(1), Mono(0)).unwrap();
+        n.connect(addr(3), Mono(0)).unwrap();
+        n.handle_dialed(20, addr(1), LinkKind::Join, Mono(1));
+        n.handle_dialed(30, addr(3), LinkKind::Join, Mono(1));
+        let lower = hello(1, 1, LinkKind::Join);
+        let higher = hello(3, 3, LinkKind::Join);
+        assert_eq!(
+            n.admit_inbound(&lower, Mono(1)),
+            Admission::Accept {
+                yield_dial: Some(20)
+            },
+            "the lower address opened the link both keep"
+        );
+        assert_eq!(n.admit_inbound(&higher, Mono(1)), Admission::Crossed);
+    }
+
+    #[test]
+    fn a_follower_redirects_a_join_to_its_master() {
+        let mut n = node(2);
+        accept(&mut n, 10, 1, LinkKind::Join);
+        let claim = State {
+            role: Role::Master,
+            epoch: 4,
+            epoch_master: Some(addr(1)),
+        };
+        n.handle_message(10, Message::State(claim), Mono(2));
+        assert_eq!(n.role, Role::Follower);
+        let join = hello(3, 3, LinkKind::Join);
+        assert_eq!(
+            n.admit_inbound(&join, Mono(2)),
+            Admission::Redirect {
+                master: addr(1),
+                yield_dial: None
+            }
+        );
+        let mesh = hello(3, 3, LinkKind::Mesh);
+        assert_eq!(
+            n.admit_inbound(&mesh, Mono(2)),
+            Admission::Accept { yield_dial: None },
+            "a mesh link is no join"
+        );
+    }
+
+    #[test]
+    fn a_violator_waits_out_its_backoff() {
+        let mut n = node(1);
+        accept(&mut n, 10, 2, LinkKind::Mesh);
+        n.handle_message(10, Message::Hello(hello(2, 2, LinkKind::Mesh)), Mono(5));
+        assert!(
+            !n.peers.contains_key(&addr(2)),
+            "a HELLO after the handshake"
+        );
+        let back = hello(2, 2, LinkKind::Mesh);
+        let Admission::Penalized(Some(ms)) = n.admit_inbound(&back, Mono(5)) else {
+            panic!("refused while its backoff runs")
+        };
+        assert!(ms > 0);
+        let after = Mono(5).plus(ms);
+        n.handle_timeout(after);
+        let dial =
+            std::iter::from_fn(|| n.poll_action()).find(|a| matches!(a, Action::Connect { .. }));
+        assert_eq!(
+            dial,
+            Some(Action::Connect {
+                addr: addr(2),
+                kind: LinkKind::Mesh
+            }),
+            "this node calls it back when the step ends"
+        );
+        assert_eq!(
+            n.admit_inbound(&back, after),
+            Admission::Penalized(None),
+            "and refuses it while that dial runs"
+        );
+        n.handle_dial_failed(addr(2), "connection refused", after);
+        assert_eq!(
+            n.admit_inbound(&back, after),
+            Admission::Accept { yield_dial: None },
+            "once that dial failed it is let in: it may be reachable one way only"
+        );
     }
 }
