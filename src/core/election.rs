@@ -383,6 +383,19 @@ impl Node {
         self.lease_terms().end(self.epoch, self.claim_sent, peers)
     }
 
+    /// With `--strict`, time alone can change the role: a binding to the
+    /// last master runs out, or this master's lease does.
+    pub(super) fn strict_due(&mut self, now: Mono) {
+        let unbound = self.bound_until.is_some_and(|t| now >= t);
+        if unbound {
+            self.bound_until = None;
+        }
+        let lease_over = self.role == Role::Master && self.lease_until().is_none_or(|t| now >= t);
+        if unbound || lease_over {
+            self.decide(Cause::QuorumLost, None, now);
+        }
+    }
+
     /// Logs once that no epoch above `epoch` can be claimed.
     pub(super) fn epoch_exhausted(&mut self, epoch: u64) {
         if self.epoch_exhausted {

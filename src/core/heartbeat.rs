@@ -3,12 +3,13 @@
 //! strict lease counts), and the warning when the round trip eats the
 //! lease's margin.
 //!
-//! It owns the send times of recent heartbeats. Silence is noticed in
-//! `Node::handle_timeout`; what the election makes of it is `election`'s.
+//! It owns the send times of recent heartbeats, when the next round goes
+//! out, and dropping a peer silent past the timeout. What the election
+//! makes of a lost peer is `election`'s; it never decides a role.
 
 use std::net::SocketAddr;
 
-use super::{LinkId, Node};
+use super::{Action, LinkId, Node};
 use crate::event::Event;
 use crate::protocol::Message;
 use crate::time::Mono;
@@ -19,6 +20,38 @@ use crate::time::Mono;
 pub(super) const MAX_PINGS_KEPT: usize = 64;
 
 impl Node {
+    /// Peers silent for the timeout are dropped from the view: their
+    /// links close, and they count as lost.
+    pub(super) fn expire_silent(&mut self, now: Mono) {
+        let silent: Vec<(SocketAddr, LinkId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now >= p.last_heard.plus(self.cfg.timeout_ms))
+            .map(|(a, p)| (*a, p.link))
+            .collect();
+        for (addr, link) in silent {
+            self.event(Event::PeerSilent {
+                peer: addr,
+                timeout_ms: self.cfg.timeout_ms,
+            });
+            self.link_closed(link, now);
+            self.actions.push_back(Action::Close(link));
+        }
+    }
+
+    /// A heartbeat to every peer when one is due; none while there are no
+    /// peers.
+    pub(super) fn heartbeat_due(&mut self, now: Mono) {
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
+            self.ping(&links, now);
+            self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
+        }
+        if self.peers.is_empty() {
+            self.next_heartbeat = None;
+        }
+    }
+
     /// Sends a heartbeat on `links`, remembering when it left.
     pub(super) fn ping(&mut self, links: &[LinkId], now: Mono) {
         self.heartbeat_seq += 1;

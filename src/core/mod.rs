@@ -16,6 +16,7 @@
 mod admission;
 mod election;
 mod heartbeat;
+mod invariants;
 mod journal;
 mod mesh;
 mod reconnect;
@@ -184,6 +185,8 @@ pub struct Node {
     epoch_exhausted: bool,
     meets_dropped: u64,
     violations: u64,
+    /// The epoch and master the last invariant check saw (debug builds).
+    audited: (u64, Option<SocketAddr>),
 }
 
 /// A member of one process's life: address and instance.
@@ -283,8 +286,10 @@ impl Node {
             epoch_exhausted: false,
             meets_dropped: 0,
             violations: 0,
+            audited: (0, None),
         };
         node.decide(Cause::Start, None, Mono::ZERO);
+        node.audit();
         node
     }
 
@@ -377,26 +382,21 @@ impl Node {
         self.left = true;
         self.claimed = false;
         self.set_state(Role::None, self.epoch, self.epoch_master, Cause::Leave, now);
+        self.audit();
     }
 
     /// The dial for `addr` opened as `link`; the handshake starts.
     pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, now: Mono) {
         if self.left {
             self.actions.push_back(Action::Close(link));
-            return;
+        } else {
+            let group_at_dial =
+                (kind == LinkKind::Join).then(|| self.peers.keys().copied().collect());
+            self.open_link(link, Origin::Outbound { addr, kind }, group_at_dial, now);
+            let hello = self.hello(kind);
+            self.send(link, hello);
         }
-        self.links.insert(
-            link,
-            Link {
-                origin: Origin::Outbound { addr, kind },
-                peer: None,
-                opened: now,
-                group_at_dial: (kind == LinkKind::Join)
-                    .then(|| self.peers.keys().copied().collect()),
-            },
-        );
-        let hello = self.hello(kind);
-        self.send(link, hello);
+        self.audit();
     }
 
     /// The dial for `addr` could not even start.
@@ -407,49 +407,58 @@ impl Node {
         });
         self.dial_failed(addr, Some(reason), now);
         self.dial_due(now);
+        self.audit();
     }
 
     /// The dial opened as `link` failed before any answer: the connection
     /// was refused or the network unreachable. The caller then closes the
     /// link; `handle_link_closed` has nothing left to do for it.
     pub fn handle_dial_error(&mut self, link: LinkId, reason: &str, now: Mono) {
-        let Some(l) = self.links.get(&link) else {
-            return;
-        };
-        if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
+        if let Some(l) = self.links.get(&link)
+            && let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin)
+        {
             self.links.remove(&link);
             self.handle_dial_failed(addr, reason, now);
         }
+        self.audit();
     }
 
     /// A connection arrived whose first line was a peer message.
     pub fn handle_accepted(&mut self, link: LinkId, now: Mono) {
         if self.left {
             self.actions.push_back(Action::Close(link));
-            return;
+        } else {
+            self.open_link(link, Origin::Inbound, None, now);
         }
-        self.links.insert(
-            link,
-            Link {
-                origin: Origin::Inbound,
-                peer: None,
-                opened: now,
-                group_at_dial: None,
-            },
-        );
+        self.audit();
+    }
+
+    fn open_link(
+        &mut self,
+        link: LinkId,
+        origin: Origin,
+        group_at_dial: Option<Vec<SocketAddr>>,
+        now: Mono,
+    ) {
+        let opened = Link {
+            origin,
+            peer: None,
+            opened: now,
+            group_at_dial,
+        };
+        self.links.insert(link, opened);
     }
 
     /// A line arrived on a peer link.
     pub fn handle_message(&mut self, link: LinkId, msg: Message, now: Mono) {
-        let Some(l) = self.links.get(&link) else {
-            return;
-        };
-        let (origin, peer) = (l.origin, l.peer);
-        match peer {
-            Some(addr) => self.on_peer_message(link, addr, msg, now),
-            None => self.on_handshake_message(link, origin, msg, now),
+        if let Some(l) = self.links.get(&link) {
+            match (l.peer, l.origin) {
+                (Some(addr), _) => self.on_peer_message(link, addr, msg, now),
+                (None, origin) => self.on_handshake_message(link, origin, msg, now),
+            }
+            self.dial_due(now);
         }
-        self.dial_due(now);
+        self.audit();
     }
 
     /// A line on the link could not be decoded (`reason`): the loop's
@@ -457,26 +466,27 @@ impl Node {
     /// and is treated as for any other violation; a link still in its
     /// handshake is closed and, if dialed, counts as a failed dial.
     pub fn handle_protocol_violation(&mut self, link: LinkId, reason: &str, now: Mono) {
-        let Some(l) = self.links.get(&link) else {
-            return;
-        };
-        match (l.peer, l.origin) {
-            (Some(addr), _) => self.violation(link, addr, None, reason, now),
-            (None, origin) => {
-                let reason = format!("{reason}, before the handshake");
-                self.handshake_violation(link, origin, &reason, now);
+        if let Some(l) = self.links.get(&link) {
+            match (l.peer, l.origin) {
+                (Some(addr), _) => self.violation(link, addr, None, reason, now),
+                (None, origin) => {
+                    let reason = format!("{reason}, before the handshake");
+                    self.handshake_violation(link, origin, &reason, now);
+                }
             }
+            self.dial_due(now);
         }
-        self.dial_due(now);
+        self.audit();
     }
 
     /// The link is gone: closed by either side, failed, or reset.
     pub fn handle_link_closed(&mut self, link: LinkId, now: Mono) {
         self.link_closed(link, now);
         self.dial_due(now);
+        self.audit();
     }
 
-    fn link_closed(&mut self, link: LinkId, now: Mono) {
+    pub(super) fn link_closed(&mut self, link: LinkId, now: Mono) {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
@@ -499,52 +509,34 @@ impl Node {
 
     /// Time passed; due reconnects start.
     pub fn handle_timeout(&mut self, now: Mono) {
-        let silent: Vec<(SocketAddr, LinkId)> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| now >= p.last_heard.plus(self.cfg.timeout_ms))
-            .map(|(a, p)| (*a, p.link))
-            .collect();
-        for (addr, link) in silent {
-            self.event(Event::PeerSilent {
-                peer: addr,
-                timeout_ms: self.cfg.timeout_ms,
-            });
-            self.link_closed(link, now);
-            self.actions.push_back(Action::Close(link));
+        self.expire_silent(now);
+        self.expire_handshakes(now);
+        self.heartbeat_due(now);
+        self.departed.retain(|_, until| now < *until);
+        if self.cfg.strict {
+            self.strict_due(now);
         }
+        self.dial_due(now);
+        self.audit();
+    }
+
+    /// Links whose handshake got no answer within the timeout (a cut
+    /// network answers nothing) close, and a dial among them failed.
+    fn expire_handshakes(&mut self, now: Mono) {
         let stuck: Vec<LinkId> = self
             .links
             .iter()
             .filter(|(_, l)| l.peer.is_none() && now >= l.opened.plus(self.cfg.timeout_ms))
             .map(|(id, _)| *id)
             .collect();
+        if stuck.is_empty() {
+            return;
+        }
         let unanswered = format!("no answer within {} ms", self.cfg.timeout_ms);
         for link in stuck {
             self.event(Event::HandshakeTimeout { link });
             self.close_failed(link, Some(&unanswered), now);
         }
-        if self.next_heartbeat.is_some_and(|t| t <= now) {
-            let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
-            self.ping(&links, now);
-            self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
-        }
-        if self.peers.is_empty() {
-            self.next_heartbeat = None;
-        }
-        self.departed.retain(|_, until| now < *until);
-        if self.cfg.strict {
-            let unbound = self.bound_until.is_some_and(|t| now >= t);
-            if unbound {
-                self.bound_until = None;
-            }
-            let lease_over =
-                self.role == Role::Master && self.lease_until().is_none_or(|t| now >= t);
-            if unbound || lease_over {
-                self.decide(Cause::QuorumLost, None, now);
-            }
-        }
-        self.dial_due(now);
     }
 
     /// Values for the `-s` line.

@@ -190,6 +190,7 @@ impl Node {
             return Err(ConnectError::TooMany);
         }
         self.dial_due(now);
+        self.audit();
         Ok(())
     }
 
@@ -229,6 +230,7 @@ impl Node {
             why: Forgotten::Operator,
         });
         self.dial_due(now);
+        self.audit();
         Ok(())
     }
 
