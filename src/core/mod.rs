@@ -19,6 +19,7 @@ mod heartbeat;
 mod invariants;
 mod journal;
 mod mesh;
+mod peer;
 mod reconnect;
 mod skew;
 
@@ -38,7 +39,7 @@ use crate::protocol::{Hello, LinkKind, Message, Role, State};
 use crate::rule::{Candidate, Rule};
 use crate::time::{Mono, Wall};
 use reconnect::{Loss, Rng, Source, Want};
-use skew::{SKEW_SAMPLES, best_skew};
+use skew::best_skew;
 
 /// Identifies one connection; the caller chooses the numbers.
 pub type LinkId = usize;
@@ -650,159 +651,6 @@ impl Node {
             started_unix_ms: self.cfg.started_unix_ms,
             priority: self.cfg.priority,
             instance: self.cfg.instance,
-        }
-    }
-
-    fn on_peer_message(&mut self, link: LinkId, addr: SocketAddr, msg: Message, now: Mono) {
-        if let Some(p) = self.peers.get_mut(&addr) {
-            p.last_heard = now;
-        }
-        let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
-        if from_my_master && self.role == Role::Follower {
-            self.bound_until = Some(now.plus(self.cfg.timeout_ms));
-        }
-        match msg {
-            Message::State(s) => {
-                if let Some(reason) = self.epoch_refusal(s.epoch, now) {
-                    // A peer sending it is broken or hostile: following it
-                    // would use the range up (guarantee 9).
-                    self.violation(link, addr, Some(("STATE", s.epoch)), &reason, now);
-                    return;
-                }
-                if let Some(p) = self.peers.get_mut(&addr) {
-                    p.state = s;
-                    p.state_known = true;
-                    p.relay_to = None;
-                }
-                if from_my_master && s.role != Role::Master {
-                    // The master gave up its claim: it releases us.
-                    self.bound_until = None;
-                }
-                self.decide(Cause::Claim, None, now);
-            }
-            Message::Meet(other) => {
-                let left_lately = self.departed.get(&other).is_some_and(|t| now < *t);
-                // On a join link this node dialed, MEETs before the peer's
-                // first STATE are the acceptor's members (`establish`):
-                // they are passed on to the members we had when we dialed
-                // (those who linked to us since came mostly from the
-                // acceptor's group), and not dialed from here, since the
-                // acceptor introduced us to each of them.
-                let Some(p) = self.peers.get_mut(&addr) else {
-                    return;
-                };
-                if p.relay_to.is_some() {
-                    if other == self.cfg.addr || left_lately {
-                        return;
-                    }
-                    if p.relayed >= MAX_INTRODUCED_PER_PEER {
-                        self.meets_dropped(addr);
-                        return;
-                    }
-                    p.relayed += 1;
-                    let links: Vec<LinkId> = self.peers[&addr]
-                        .relay_to
-                        .iter()
-                        .flatten()
-                        .filter(|a| **a != other)
-                        .filter_map(|a| self.peers.get(a))
-                        .map(|p| p.link)
-                        .collect();
-                    for l in links {
-                        self.send(l, Message::Meet(other));
-                    }
-                } else if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately
-                {
-                    self.introduce(other, addr, now);
-                }
-            }
-            Message::Msg(text) => self.actions.push_back(Action::Deliver {
-                from: addr,
-                text: crate::protocol::printable(&text),
-            }),
-            Message::Ping { seq, view } => {
-                let replied_unix_ms = self.wall(now).ms();
-                self.send(
-                    link,
-                    Message::Pong {
-                        seq,
-                        replied_unix_ms,
-                    },
-                );
-                self.sync_view(addr, view, now);
-            }
-            Message::Pong {
-                seq,
-                replied_unix_ms,
-            } => {
-                let wall_at_zero = self.cfg.wall_at_zero;
-                if let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq)
-                    && let Some(p) = self.peers.get_mut(&addr)
-                {
-                    p.acked_sent = p.acked_sent.max(sent);
-                    if p.skew_samples.len() == SKEW_SAMPLES {
-                        p.skew_samples.pop_front();
-                    }
-                    p.skew_samples.push_back(Skew::from_round_trip(
-                        wall_at_zero.at(sent),
-                        replied_unix_ms,
-                        wall_at_zero.at(now),
-                    ));
-                    if self.cfg.strict {
-                        self.check_lease_margin(addr, now.since(sent));
-                    }
-                    if self.cfg.strict && self.claimed {
-                        self.decide(Cause::Claim, None, now);
-                    }
-                    self.check_start_doubt();
-                }
-            }
-            Message::Leave => {
-                self.event(Event::PeerLeft { peer: addr });
-                if from_my_master {
-                    self.bound_until = None;
-                }
-                self.departed
-                    .insert(addr, now.plus(self.cfg.timeout_ms.saturating_mul(2)));
-                self.links.remove(&link);
-                self.peers.remove(&addr);
-                self.wants.remove(&addr);
-                self.actions.push_back(Action::Close(link));
-                self.decide(Cause::PeerLeft, Some(addr), now);
-            }
-            other => {
-                let reason = format!("{} after the handshake", other.name());
-                self.violation(link, addr, None, &reason, now);
-            }
-        }
-    }
-
-    /// The established peer `addr` broke the protocol on `link` (`message`
-    /// names the line and its epoch, when an epoch was the fault). The link
-    /// closes and the peer counts as lost, but it is neither forgotten nor
-    /// let straight back: it is dialled again after the next step of its
-    /// backoff, and its own HELLOs are refused until then, so a peer that
-    /// breaks every link costs one link and one log line per step.
-    fn violation(
-        &mut self,
-        link: LinkId,
-        addr: SocketAddr,
-        message: Option<(&'static str, u64)>,
-        reason: &str,
-        now: Mono,
-    ) {
-        self.violations = self.violations.saturating_add(1);
-        self.event(Event::ProtocolViolation {
-            peer: Some(addr),
-            message,
-            reason: reason.to_owned(),
-        });
-        self.links.remove(&link);
-        self.actions.push_back(Action::Close(link));
-        if self.peers.get(&addr).is_some_and(|p| p.link == link) {
-            let peer = self.peers.remove(&addr).expect("checked above");
-            self.lose(addr, &peer, Loss::Violation, now);
-            self.decide(Cause::PeerLost, Some(addr), now);
         }
     }
 

@@ -1,0 +1,200 @@
+//! Established peers: what each line from one does once its handshake
+//! is done (STATE, MEET, MSG, PING, PONG, LEAVE), and what becomes of a
+//! peer that breaks the protocol.
+//!
+//! It owns the dispatch of a peer's lines and the relay of a join's
+//! introductions; each line's meaning is left to its concern (`election`
+//! for STATE, `mesh` for MEET, `heartbeat` and `skew` for PING and PONG).
+//! It never changes the role itself: a STATE or a lost peer only calls
+//! `decide`.
+
+use std::net::SocketAddr;
+
+use super::mesh::MAX_INTRODUCED_PER_PEER;
+use super::reconnect::Loss;
+use super::skew::{SKEW_SAMPLES, Skew};
+use super::{Action, Cause, LinkId, Node};
+use crate::event::Event;
+use crate::protocol::{Message, Role, State};
+use crate::time::{Mono, Wall};
+
+impl Node {
+    /// A line from the established peer `addr` on its link.
+    pub(super) fn on_peer_message(
+        &mut self,
+        link: LinkId,
+        addr: SocketAddr,
+        msg: Message,
+        now: Mono,
+    ) {
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.last_heard = now;
+        }
+        let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
+        if from_my_master && self.role == Role::Follower {
+            self.bound_until = Some(now.plus(self.cfg.timeout_ms));
+        }
+        match msg {
+            Message::State(s) => self.on_state(link, addr, s, from_my_master, now),
+            Message::Meet(other) => self.on_meet(addr, other, now),
+            Message::Msg(text) => self.actions.push_back(Action::Deliver {
+                from: addr,
+                text: crate::protocol::printable(&text),
+            }),
+            Message::Ping { seq, view } => {
+                let replied_unix_ms = self.wall(now).ms();
+                let pong = Message::Pong {
+                    seq,
+                    replied_unix_ms,
+                };
+                self.send(link, pong);
+                self.sync_view(addr, view, now);
+            }
+            Message::Pong {
+                seq,
+                replied_unix_ms,
+            } => self.on_pong(addr, seq, Wall(replied_unix_ms), now),
+            Message::Leave => self.on_leave(link, addr, from_my_master, now),
+            other => {
+                let reason = format!("{} after the handshake", other.name());
+                self.violation(link, addr, None, &reason, now);
+            }
+        }
+    }
+
+    fn on_state(&mut self, link: LinkId, addr: SocketAddr, s: State, from_master: bool, now: Mono) {
+        if let Some(reason) = self.epoch_refusal(s.epoch, now) {
+            // A peer sending it is broken or hostile: following it would
+            // use the range up (guarantee 9).
+            self.violation(link, addr, Some(("STATE", s.epoch)), &reason, now);
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.state = s;
+            p.state_known = true;
+            p.relay_to = None;
+        }
+        if from_master && s.role != Role::Master {
+            // The master gave up its claim: it releases us.
+            self.bound_until = None;
+        }
+        self.decide(Cause::Claim, None, now);
+    }
+
+    /// `by` introduced `other`. On a join link this node dialed, MEETs
+    /// before the peer's first STATE are the acceptor's members
+    /// (`establish`): they are passed on to the members we had when we
+    /// dialed (those who linked to us since came mostly from the
+    /// acceptor's group), and not dialed from here, since the acceptor
+    /// introduced us to each of them.
+    fn on_meet(&mut self, by: SocketAddr, other: SocketAddr, now: Mono) {
+        let left_lately = self.departed.get(&other).is_some_and(|t| now < *t);
+        let Some(p) = self.peers.get(&by) else {
+            return;
+        };
+        if p.relay_to.is_some() {
+            if other != self.cfg.addr && !left_lately {
+                self.relay_meet(by, other);
+            }
+        } else if other != self.cfg.addr && !self.peers.contains_key(&other) && !left_lately {
+            self.introduce(other, by, now);
+        }
+    }
+
+    /// Passes `other`, introduced by the acceptor `by` of our join, on to
+    /// our group, within [`MAX_INTRODUCED_PER_PEER`] per link.
+    fn relay_meet(&mut self, by: SocketAddr, other: SocketAddr) {
+        let Some(p) = self.peers.get_mut(&by) else {
+            return;
+        };
+        if p.relayed >= MAX_INTRODUCED_PER_PEER {
+            self.meets_dropped(by);
+            return;
+        }
+        p.relayed += 1;
+        let links: Vec<LinkId> = self.peers[&by]
+            .relay_to
+            .iter()
+            .flatten()
+            .filter(|a| **a != other)
+            .filter_map(|a| self.peers.get(a))
+            .map(|p| p.link)
+            .collect();
+        for l in links {
+            self.send(l, Message::Meet(other));
+        }
+    }
+
+    /// A heartbeat `seq` came back from `addr`, stamped `replied` on its
+    /// clock: it dates the acknowledgement and measures the clock skew.
+    fn on_pong(&mut self, addr: SocketAddr, seq: u64, replied: Wall, now: Mono) {
+        let wall_at_zero = self.cfg.wall_at_zero;
+        let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        p.acked_sent = p.acked_sent.max(sent);
+        if p.skew_samples.len() == SKEW_SAMPLES {
+            p.skew_samples.pop_front();
+        }
+        p.skew_samples.push_back(Skew::from_round_trip(
+            wall_at_zero.at(sent),
+            replied.ms(),
+            wall_at_zero.at(now),
+        ));
+        if self.cfg.strict {
+            self.check_lease_margin(addr, now.since(sent));
+        }
+        if self.cfg.strict && self.claimed {
+            self.decide(Cause::Claim, None, now);
+        }
+        self.check_start_doubt();
+    }
+
+    /// `addr` leaves the cluster: it is dropped at once and not called
+    /// back, and introductions naming it are ignored for two timeouts.
+    fn on_leave(&mut self, link: LinkId, addr: SocketAddr, from_master: bool, now: Mono) {
+        self.event(Event::PeerLeft { peer: addr });
+        if from_master {
+            self.bound_until = None;
+        }
+        self.departed
+            .insert(addr, now.plus(self.cfg.timeout_ms.saturating_mul(2)));
+        self.links.remove(&link);
+        self.peers.remove(&addr);
+        self.wants.remove(&addr);
+        self.actions.push_back(Action::Close(link));
+        self.decide(Cause::PeerLeft, Some(addr), now);
+    }
+
+    /// The established peer `addr` broke the protocol on `link` (`message`
+    /// names the line and its epoch, when an epoch was the fault). The link
+    /// closes and the peer counts as lost, but it is neither forgotten nor
+    /// let straight back: it is dialled again after the next step of its
+    /// backoff, and its own HELLOs are refused until then, so a peer that
+    /// breaks every link costs one link and one log line per step.
+    pub(super) fn violation(
+        &mut self,
+        link: LinkId,
+        addr: SocketAddr,
+        message: Option<(&'static str, u64)>,
+        reason: &str,
+        now: Mono,
+    ) {
+        self.violations = self.violations.saturating_add(1);
+        self.event(Event::ProtocolViolation {
+            peer: Some(addr),
+            message,
+            reason: reason.to_owned(),
+        });
+        self.links.remove(&link);
+        self.actions.push_back(Action::Close(link));
+        if self.peers.get(&addr).is_some_and(|p| p.link == link) {
+            let peer = self.peers.remove(&addr).expect("checked above");
+            self.lose(addr, &peer, Loss::Violation, now);
+            self.decide(Cause::PeerLost, Some(addr), now);
+        }
+    }
+}
