@@ -323,95 +323,27 @@ impl Node {
     pub(super) fn establish(&mut self, link: LinkId, kind: LinkKind, h: Hello, now: Mono) {
         let addr = h.addr;
         let want = self.reached(addr);
-        let failures = want.as_ref().map_or(0, |w| w.failures);
-        let flaps = want.as_ref().map_or(0, |w| w.flaps);
+        let (failures, flaps) = want.as_ref().map_or((0, 0), |w| (w.failures, w.flaps));
         // Dials to it had failed, and not because its links broke as soon
         // as they opened: the network between us may have healed.
         let healed = want.is_some_and(|w| w.failures > 0 && !w.suspect);
         if let Some(l) = self.links.get_mut(&link) {
             l.peer = Some(addr);
         }
-        // A join link (`--join`, `-c`, a REDIRECT; both ends know it from
-        // HELLO) may connect two groups, G1 of the dialer and G2 of the
-        // acceptor. Each end introduces the newcomer to every other member
-        // of its group, so G2 dials the dialer and G1 the acceptor; and
-        // the acceptor sends the dialer its members ahead of its STATE,
-        // which the dialer passes on to G1 (`on_peer_message`), so G1
-        // dials the rest of G2. One introduction per new pair, and no
-        // timer needed.
-        //
-        // A mesh link (an introduction, or a lost peer dialed again)
-        // floods nothing: its two ends were introduced by a member who
-        // told the rest of its group. Whatever is still missing (members
-        // of two groups a mesh link joined: a healed partition, a restart)
-        // the view digest in PING repairs (`sync_view`). Flooding every
-        // link cost n³/2 MEETs to form a mesh of n (docs/BENCHMARKS.md).
-        let mut relay_to = None;
-        let group_at_dial = self
-            .links
-            .get_mut(&link)
-            .and_then(|l| l.group_at_dial.take());
-        if kind == LinkKind::Join {
-            let others: Vec<(SocketAddr, LinkId)> =
-                self.peers.iter().map(|(a, p)| (*a, p.link)).collect();
-            for &(_, other) in &others {
-                self.send(other, Message::Meet(addr));
-            }
-            let accepted = self
-                .links
-                .get(&link)
-                .is_some_and(|l| matches!(l.origin, Origin::Inbound));
-            if accepted {
-                for &(member, _) in &others {
-                    self.send(link, Message::Meet(member));
-                }
-            } else {
-                relay_to = Some(group_at_dial.unwrap_or_default());
-            }
-        }
-        self.peers.insert(
-            addr,
-            Peer {
-                link,
-                hello: h,
-                state: State {
-                    role: Role::None,
-                    epoch: 0,
-                    epoch_master: None,
-                },
-                last_heard: now,
-                // Introductions (a join's, or the one that made this mesh
-                // link) are still in flight: view digests differ until
-                // they land, so the mesh is not repaired by digest before
-                // the next heartbeat.
-                next_sync: now.plus(self.cfg.heartbeat_ms),
-                acked_sent: Mono::ZERO,
-                state_known: false,
-                skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
-                relay_to,
-                relayed: 0,
-                established: now,
-                failures,
-                flaps,
-                meets_dropped: false,
-                lease_margin_warned: false,
-            },
-        );
+        let relay_to = self.flood_join(link, kind, addr);
+        let peer = Peer {
+            relay_to,
+            failures,
+            flaps,
+            ..self.new_peer(link, h, now)
+        };
+        self.peers.insert(addr, peer);
         self.event(Event::PeerJoined { peer: addr });
         if self.next_heartbeat.is_none() {
             self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
         }
         if healed && now >= self.next_heal {
-            // An address that failed before answers: the network (or a
-            // partition) may have healed, so the other lost peers waiting
-            // out their backoff are dialed now, not up to 5 s later. Mesh
-            // links flood no introductions, which used to start them.
-            self.next_heal = now.plus(HEAL_INTERVAL_MS);
-            for w in self.wants.values_mut() {
-                if w.next_try.is_some() && !w.suspect {
-                    w.next_try = Some(now);
-                }
-            }
+            self.heal(now);
         }
         let state = self.state_msg();
         self.send(link, state);
@@ -419,6 +351,97 @@ impl Node {
         // one round trip after the handshake.
         self.ping(&[link], now);
         self.decide(Cause::PeerJoined, None, now);
+    }
+
+    /// Introduces the newcomer `addr` that came on a join `link`; returns
+    /// the group to relay its acceptor's MEETs to, on a join this node
+    /// dialed.
+    ///
+    /// A join link (`--join`, `-c`, a REDIRECT; both ends know it from
+    /// HELLO) may connect two groups, G1 of the dialer and G2 of the
+    /// acceptor. Each end introduces the newcomer to every other member
+    /// of its group, so G2 dials the dialer and G1 the acceptor; and the
+    /// acceptor sends the dialer its members ahead of its STATE, which
+    /// the dialer passes on to G1 (`on_meet`), so G1 dials the rest of
+    /// G2. One introduction per new pair, and no timer needed.
+    ///
+    /// A mesh link (an introduction, or a lost peer dialed again) floods
+    /// nothing: its two ends were introduced by a member who told the rest
+    /// of its group. Whatever is still missing (members of two groups a
+    /// mesh link joined: a healed partition, a restart) the view digest
+    /// in PING repairs (`sync_view`). Flooding every link cost n³/2 MEETs
+    /// to form a mesh of n (docs/BENCHMARKS.md).
+    fn flood_join(
+        &mut self,
+        link: LinkId,
+        kind: LinkKind,
+        addr: SocketAddr,
+    ) -> Option<Vec<SocketAddr>> {
+        let group_at_dial = self
+            .links
+            .get_mut(&link)
+            .and_then(|l| l.group_at_dial.take());
+        if kind != LinkKind::Join {
+            return None;
+        }
+        let others: Vec<(SocketAddr, LinkId)> =
+            self.peers.iter().map(|(a, p)| (*a, p.link)).collect();
+        for &(_, other) in &others {
+            self.send(other, Message::Meet(addr));
+        }
+        let accepted = self
+            .links
+            .get(&link)
+            .is_some_and(|l| matches!(l.origin, Origin::Inbound));
+        if !accepted {
+            return Some(group_at_dial.unwrap_or_default());
+        }
+        for &(member, _) in &others {
+            self.send(link, Message::Meet(member));
+        }
+        None
+    }
+
+    /// A peer whose handshake just finished on `link`.
+    fn new_peer(&self, link: LinkId, hello: Hello, now: Mono) -> Peer {
+        Peer {
+            link,
+            hello,
+            state: State {
+                role: Role::None,
+                epoch: 0,
+                epoch_master: None,
+            },
+            last_heard: now,
+            // Introductions (a join's, or the one that made this mesh
+            // link) are still in flight: view digests differ until they
+            // land, so the mesh is not repaired by digest before the next
+            // heartbeat.
+            next_sync: now.plus(self.cfg.heartbeat_ms),
+            acked_sent: Mono::ZERO,
+            state_known: false,
+            skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
+            relay_to: None,
+            relayed: 0,
+            established: now,
+            failures: 0,
+            flaps: 0,
+            meets_dropped: false,
+            lease_margin_warned: false,
+        }
+    }
+
+    /// An address that failed before answers: the network (or a
+    /// partition) may have healed, so the other lost peers waiting out
+    /// their backoff are dialed now, not up to 5 s later. Mesh links
+    /// flood no introductions, which used to start them.
+    fn heal(&mut self, now: Mono) {
+        self.next_heal = now.plus(HEAL_INTERVAL_MS);
+        for w in self.wants.values_mut() {
+            if w.next_try.is_some() && !w.suspect {
+                w.next_try = Some(now);
+            }
+        }
     }
 }
 

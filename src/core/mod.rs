@@ -333,17 +333,7 @@ impl Node {
             .filter(|l| l.peer.is_none())
             .map(|l| l.opened.plus(self.cfg.timeout_ms))
             .min();
-        // With every dial slot taken, no want can start before a dial
-        // ends, and that comes with an event (or the handshake deadline).
-        let (mut in_flight, mut dials) = (0, None::<Mono>);
-        for w in self.wants.values() {
-            match w.next_try {
-                None => in_flight += 1,
-                Some(t) => dials = Some(dials.map_or(t, |d| d.min(t))),
-            }
-        }
-        let dials = dials.filter(|_| in_flight < MAX_DIALS_IN_FLIGHT);
-        dials
+        self.next_dial()
             .into_iter()
             .chain(self.next_heartbeat)
             .chain(silence)
@@ -688,26 +678,14 @@ impl Node {
         // A new epoch under the same master is a new fencing token: the
         // journal and the hook hear of it too.
         if changed_role || master != old_master || (role != Role::None && epoch != old_epoch) {
-            let entry = JournalEntry {
+            self.record(JournalEntry {
                 at: now,
                 epoch,
                 from,
                 to: role,
                 master,
                 cause,
-            };
-            self.event(Event::RoleChange {
-                from,
-                to: role,
-                epoch,
-                master,
-                cause,
             });
-            if self.journal.len() == JOURNAL_LEN {
-                self.journal.pop_front();
-            }
-            self.journal.push_back(entry.clone());
-            self.actions.push_back(Action::RoleChanged(entry));
         } else {
             self.event(Event::EpochChange { epoch, master });
         }
@@ -718,6 +696,22 @@ impl Node {
                 self.send(link, state.clone());
             }
         }
+    }
+
+    /// A role change: logged, kept in the journal, and handed to the hook.
+    fn record(&mut self, entry: JournalEntry) {
+        self.event(Event::RoleChange {
+            from: entry.from,
+            to: entry.to,
+            epoch: entry.epoch,
+            master: entry.master,
+            cause: entry.cause,
+        });
+        if self.journal.len() == JOURNAL_LEN {
+            self.journal.pop_front();
+        }
+        self.journal.push_back(entry.clone());
+        self.actions.push_back(Action::RoleChanged(entry));
     }
 
     fn refuse(&mut self, link: LinkId, reason: String, now: Mono) {

@@ -389,6 +389,20 @@ impl Node {
         }
     }
 
+    /// When the next dial is due, if one can start. With every dial slot
+    /// taken, no want can start before a dial ends, and that comes with
+    /// an event (or the handshake deadline).
+    pub(super) fn next_dial(&self) -> Option<Mono> {
+        let (mut in_flight, mut due) = (0, None::<Mono>);
+        for w in self.wants.values() {
+            match w.next_try {
+                None => in_flight += 1,
+                Some(t) => due = Some(due.map_or(t, |d| d.min(t))),
+            }
+        }
+        due.filter(|_| in_flight < MAX_DIALS_IN_FLIGHT)
+    }
+
     /// Dials under way: wants whose dial started and did not end.
     pub(super) fn dials_in_flight(&self) -> usize {
         self.wants.values().filter(|w| w.next_try.is_none()).count()
