@@ -174,6 +174,18 @@ impl Rng {
     }
 }
 
+/// The wait before the next dial after `failures` failures: a step from
+/// two heartbeats doubling up to [`MAX_BACKOFF_MS`], drawn between half
+/// and all of it, never under a heartbeat (guarantee 7,
+/// docs/GUARANTEES.md).
+pub(super) fn backoff_ms(heartbeat_ms: u64, failures: u32, rng: &mut Rng) -> u64 {
+    let base = heartbeat_ms
+        .max(1)
+        .saturating_mul(1 << failures.min(16))
+        .min(MAX_BACKOFF_MS);
+    (base / 2 + rng.below(base / 2 + 1)).max(heartbeat_ms.min(base))
+}
+
 impl Node {
     /// Starts joining the cluster at `addr` (`-c`); retried until reached.
     pub fn connect(&mut self, addr: SocketAddr, now: Mono) -> Result<(), ConnectError> {
@@ -526,17 +538,10 @@ impl Node {
         w.next_try = Some(now.plus(delay));
     }
 
-    /// The wait before the next dial after `failures` failures: a step
-    /// from two heartbeats doubling up to [`MAX_BACKOFF_MS`], drawn between
-    /// half and all of it, never under a heartbeat (guarantee 7,
-    /// docs/GUARANTEES.md).
+    /// The wait before the next dial after `failures` failures
+    /// ([`backoff_ms`], with this node's jitter).
     pub(super) fn backoff(&mut self, failures: u32) -> u64 {
-        let heartbeat_ms = self.cfg.heartbeat_ms;
-        let base = heartbeat_ms
-            .max(1)
-            .saturating_mul(1 << failures.min(16))
-            .min(MAX_BACKOFF_MS);
-        (base / 2 + self.rng.below(base / 2 + 1)).max(heartbeat_ms.min(base))
+        backoff_ms(self.cfg.heartbeat_ms, failures, &mut self.rng)
     }
 
     /// The link of a dial to `addr` still in its handshake, if any.
@@ -545,5 +550,53 @@ impl Node {
             Origin::Outbound { addr: a, .. } if a == addr && l.peer.is_none() => Some(*id),
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest and largest of many draws for each failure count.
+    fn range(heartbeat_ms: u64, failures: u32) -> (u64, u64) {
+        let mut rng = Rng(7);
+        (0..2_000)
+            .map(|_| backoff_ms(heartbeat_ms, failures, &mut rng))
+            .fold((u64::MAX, 0), |(lo, hi), d| (lo.min(d), hi.max(d)))
+    }
+
+    #[test]
+    fn the_step_doubles_from_two_heartbeats_to_the_cap() {
+        // (failures, the step): half of it to all of it is drawn.
+        for (failures, step) in [(1, 200), (2, 400), (3, 800), (5, 3_200), (6, 5_000)] {
+            let (lo, hi) = range(100, failures);
+            assert!(lo >= step / 2 && hi <= step, "{failures}: {lo}..={hi}");
+            assert!(hi - lo > step / 4, "{failures}: jitter spreads the draws");
+        }
+        assert_eq!(range(100, 40).1, MAX_BACKOFF_MS, "capped, and no overflow");
+        assert_eq!(range(100, u32::MAX).1, MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn never_under_a_heartbeat() {
+        assert_eq!(range(100, 0), (100, 100), "no failure yet: one heartbeat");
+        assert!(range(1_000, 1).0 >= 1_000);
+        // A heartbeat above the cap: the cap still bounds the wait.
+        assert_eq!(range(8_000, 3), (MAX_BACKOFF_MS, MAX_BACKOFF_MS));
+        assert!(range(0, 3).1 <= 8, "a zero heartbeat counts as 1 ms");
+        assert_eq!(range(u64::MAX, u32::MAX), (MAX_BACKOFF_MS, MAX_BACKOFF_MS));
+    }
+
+    #[test]
+    fn the_jitter_replays_from_the_seed() {
+        let draws = |seed| {
+            let mut rng = Rng(seed);
+            (1..10)
+                .map(|f| backoff_ms(100, f, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(3), draws(3));
+        assert_ne!(draws(3), draws(4));
+        assert_eq!(Rng(1).below(0), 0);
     }
 }
