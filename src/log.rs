@@ -14,7 +14,7 @@
 //! splits on spaces outside quotes into `key=value` pairs, whatever text a
 //! remote put into a value.
 //!
-//! This module is the one place logfmt text is made. [`event!`](crate::event)
+//! This module is the one place logfmt text is made. [`event!`](crate::event!)
 //! writes an event of the loop's own when its level is enabled. The
 //! sans-IO parts (core, links, endpoint) hand over typed events instead
 //! ([`crate::event::Event`], a [`Record`]), which [`emit`] writes, and
@@ -48,7 +48,7 @@ macro_rules! event {
     }};
 }
 
-/// Formats one event as [`format_event`] does, for [`event!`](crate::event):
+/// Formats one event as [`format_event`] does, for [`event!`](crate::event!):
 ///
 /// ```
 /// let text = bossd::event_text!("peer-left", peer = "127.0.0.1:7001", reason = "bye now");

@@ -3,9 +3,11 @@
 //! its penalty), redirected to the master, replacing a restarted peer, or
 //! established as a peer.
 //!
-//! It owns the handshake's decisions and the making of a peer
-//! (`establish`). It never touches the election's state: a new or lost
-//! peer only triggers `decide`.
+//! It owns the handshake's decisions, made by `admit_inbound` and
+//! `admit_outbound` without changing anything and carried out by
+//! `on_inbound_hello` and `on_outbound_hello`, and the making of a peer
+//! (`establish`, with a join's introductions). It never touches the
+//! election's state: a new or lost peer only triggers `decide`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

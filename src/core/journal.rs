@@ -2,8 +2,8 @@
 //! shows them and the hooks receive them.
 //!
 //! It owns the entry and the causes; the core records an entry in
-//! `Node::set_state`, the one place role and epoch change. Nothing here
-//! decides anything.
+//! `Node::set_state`, the one place role and epoch change. It never
+//! decides anything and never grows past [`JOURNAL_LEN`].
 
 use std::fmt;
 use std::net::SocketAddr;

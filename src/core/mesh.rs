@@ -3,7 +3,9 @@
 //!
 //! It owns the bounds on introductions (`MAX_INTRODUCED_PER_PEER`, and
 //! with `reconnect` `MAX_WANTED`). It decides whom to introduce and whom
-//! to dial because of an introduction; `reconnect` does the dialling.
+//! to dial because of an introduction; `reconnect` does the dialling. It
+//! never dials, and never lets a MEET grow the reconnect set past its
+//! bounds (dropped MEETs are counted instead).
 
 use std::net::SocketAddr;
 

@@ -1,17 +1,28 @@
 //! The election core: a pure, deterministic state machine (sans-IO).
 //!
-//! It owns the membership view, the handshake decisions, the election and
-//! the epoch, the reconnect plan and the journal. It is told what happened
-//! (`handle_*`, with `now` in monotonic milliseconds), and the caller drains
-//! what to do ([`Node::poll_action`]) and when to call again
-//! ([`Node::next_deadline`]). It never touches a socket, never reads a
-//! clock and draws randomness only from its own seeded generator, so a run
-//! replays exactly from its inputs.
+//! It is told what happened (`handle_*`, with `now` in monotonic
+//! milliseconds), and the caller drains what to do ([`Node::poll_action`]:
+//! sends, dials, closes, typed [`Event`]s, role changes) and when to call
+//! again ([`Node::next_deadline`]). It never touches a socket, never reads
+//! a clock, never formats a log line (`crate::log` does) and draws
+//! randomness only from its own seeded generator, so a run replays
+//! exactly from its inputs.
 //!
-//! The election is level-triggered: after every event the node recomputes
-//! its role from its view and the last STATE each peer sent (`decide`).
-//! The best member of a view claims mastership with an epoch above every
-//! epoch in the view; the others follow it once its claim arrives.
+//! This file holds [`Node`]: its state, the `handle_*` surface, the
+//! queries, and `set_state`, the one place the role and epoch change; in
+//! debug builds every `handle_*` ends with the invariant checks of
+//! `invariants`. Each concern is a file of its own:
+//!
+//! - `admission`: what becomes of a HELLO (a typed `Admission`), and the
+//!   making of a peer.
+//! - `peer`: the lines of an established peer, and protocol violations.
+//! - `election`: `elect`, a pure function from the view to a decision,
+//!   and the strict lease. The election is level-triggered: after every
+//!   event the node recomputes its role from its view (`decide`).
+//! - `mesh`: introductions (MEET) and the view digest that repairs them.
+//! - `reconnect`: the addresses it keeps dialling, backoff, forgetting.
+//! - `heartbeat`: PINGs, silence, the lease margin; `skew`: clock offsets.
+//! - `journal`: the last role changes and their causes.
 
 mod admission;
 mod election;

@@ -261,7 +261,7 @@ impl Node {
     }
 
     /// The most introductions from any one peer waiting to be dialled (at
-    /// most [`MAX_INTRODUCED_PER_PEER`]).
+    /// most [`MAX_INTRODUCED_PER_PEER`](super::MAX_INTRODUCED_PER_PEER)).
     pub fn introduced_by_one_peer(&self) -> usize {
         let mut by: Vec<SocketAddr> = self
             .wants

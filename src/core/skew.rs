@@ -4,7 +4,8 @@
 //!
 //! It owns the estimate (`Skew`, pure arithmetic on three timestamps) and
 //! the warning once per decision (`start-within-skew`). It corrects no
-//! clock and changes no ranking: it only measures and warns.
+//! clock and changes no ranking: it never does more than measure and
+//! warn.
 
 use std::collections::VecDeque;
 use std::fmt;
