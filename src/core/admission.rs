@@ -452,29 +452,14 @@ mod tests {
     //! Each admission decision, reached through the node's own handshake.
 
     use super::*;
-    use crate::core::{Action, Config};
-    use crate::rule::Rule;
-    use crate::time::Wall;
+    use crate::core::Action;
 
     fn addr(n: u8) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, n], 7400))
     }
 
     fn node(n: u8) -> Node {
-        Node::new(Config {
-            addr: addr(n),
-            started_unix_ms: 1_000 + u64::from(n),
-            instance: u64::from(n),
-            priority: 0,
-            quorum: 1,
-            strict: false,
-            rule: Rule::default(),
-            heartbeat_ms: 100,
-            timeout_ms: 1_000,
-            reconnect_timeout_ms: 60_000,
-            seed: 1,
-            wall_at_zero: Wall(1_700_000_000_000),
-        })
+        crate::core::test_node(n)
     }
 
     fn hello(n: u8, instance: u64, kind: LinkKind) -> Hello {

@@ -136,26 +136,12 @@ impl Node {
 mod tests {
     use std::net::SocketAddr;
 
-    use crate::core::{Config, Node};
+    use crate::core::Node;
     use crate::protocol::{LinkKind, Message};
-    use crate::rule::Rule;
-    use crate::time::{Mono, Wall};
+    use crate::time::Mono;
 
     fn node() -> Node {
-        Node::new(Config {
-            addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
-            started_unix_ms: 1_000,
-            instance: 1,
-            priority: 0,
-            quorum: 1,
-            strict: false,
-            rule: Rule::default(),
-            heartbeat_ms: 100,
-            timeout_ms: 1_000,
-            reconnect_timeout_ms: 60_000,
-            seed: 1,
-            wall_at_zero: Wall(1_700_000_000_000),
-        })
+        crate::core::test_node(1)
     }
 
     #[test]

@@ -764,3 +764,23 @@ pub fn candidate(h: &Hello) -> Candidate {
         instance: h.instance,
     }
 }
+
+/// A node at 127.0.0.`n`:7400, alone (quorum 1), with short timers: for
+/// the unit tests of the core's files.
+#[cfg(test)]
+fn test_node(n: u8) -> Node {
+    Node::new(Config {
+        addr: SocketAddr::from(([127, 0, 0, n], 7400)),
+        started_unix_ms: 1_000 + u64::from(n),
+        instance: u64::from(n),
+        priority: 0,
+        quorum: 1,
+        strict: false,
+        rule: Rule::default(),
+        heartbeat_ms: 100,
+        timeout_ms: 1_000,
+        reconnect_timeout_ms: 60_000,
+        seed: 1,
+        wall_at_zero: Wall(1_700_000_000_000),
+    })
+}
