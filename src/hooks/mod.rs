@@ -19,6 +19,8 @@
 //! (listener, connections, the poll, the signal pipe) is close-on-exec,
 //! as std and mio create them, so a hook inherits none of them.
 
+pub mod runner;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
