@@ -19,6 +19,7 @@
 //! (listener, connections, the poll, the signal pipe) is close-on-exec,
 //! as std and mio create them, so a hook inherits none of them.
 
+pub mod queue;
 pub mod runner;
 
 use std::collections::VecDeque;
