@@ -1,61 +1,38 @@
 //! The role-change hook (docs/GUARANTEES.md, hook): with `--notify CMD`, every change of
 //! this node's role runs `sh -c CMD` with the change in its environment.
 //!
-//! [`Hooks`] owns the changes not yet announced and the one hook process
-//! that may be running. Hooks run one at a time, in the order of the
-//! changes, and each is logged with its exit status. Nothing here blocks:
-//! the loop calls [`Hooks::poll`] once per iteration, which reaps the
-//! running hook with `try_wait`, kills it when it is past its time limit
-//! and starts the next; SIGCHLD wakes the loop when a hook ends, and
-//! [`Hooks::next_deadline`] goes into the poll timeout so the limit is
-//! enforced on time. This module decides nothing about the election and
-//! never waits for a child.
-//!
-//! A hook runs in its own process group, so the time limit (and a leave)
-//! kills everything the hook started, not just its shell, and a Ctrl-C
-//! meant for bossd does not reach it. Its stdin is `/dev/null`; its stdout
-//! and stderr go to bossd's stderr, next to the log lines, and never mix
-//! with console answers on stdout. Every descriptor bossd opens itself
-//! (listener, connections, the poll, the signal pipe) is close-on-exec,
-//! as std and mio create them, so a hook inherits none of them.
+//! [`Hooks`] is the facade the loop calls. It joins the pure [`queue`]
+//! (which change is announced next, merging, the leave) with the
+//! [`runner`] (the one child process, its time limit, killing and
+//! reaping), gives each hook its environment (`BOSSD_ROLE`,
+//! `BOSSD_PREV_ROLE`, `BOSSD_MASTER`, `BOSSD_EPOCH`, `BOSSD_ID`,
+//! `BOSSD_CAUSE`) and logs every hook that ends with its exit status.
+//! Hooks run one at a time, in the order of the changes. Nothing here
+//! blocks: the loop calls [`Hooks::poll`] once per iteration and puts
+//! [`Hooks::next_deadline`] into its poll timeout; SIGCHLD wakes it when a
+//! hook ends. This module decides nothing about the election, never waits
+//! for a child and never reads a clock.
 
 pub mod queue;
 pub mod runner;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::core::JournalEntry;
 use crate::log::Level;
 use crate::protocol::OptAddr;
+use queue::{Merged, Next, Queue};
+use runner::{Exit, Finished, Job, Runner};
+
+pub use queue::{LEAVE_KILL_AFTER, LEAVE_WAIT, MAX_PENDING_HOOKS};
 
 /// A hook still running after this long is killed (docs/GUARANTEES.md, hook): long enough
 /// for a script that moves an address or restarts a service, short enough
 /// that a hung one does not hold back the changes queued behind it for
 /// long.
 pub const HOOK_TIME_LIMIT: Duration = Duration::from_secs(30);
-
-/// Role changes waiting behind the running hook, at most. Changes come
-/// from elections, a few a second at the very worst (a flapping link), so
-/// 64 outlast a hook that hangs up to its 30 s limit in all but a storm.
-/// When one more arrives, the two oldest waiting changes merge into one
-/// (see [`Hooks::push`]): the order is kept and the latest changes are
-/// announced as they are.
-pub const MAX_PENDING_HOOKS: usize = 64;
-
-/// On leave, how long a hook of an earlier change may keep the final
-/// change (to `none`) waiting before it is killed so the final one can run.
-pub const LEAVE_KILL_AFTER: Duration = Duration::from_millis(400);
-
-/// On leave, how long the node waits for its hooks before it exits anyway:
-/// inside the one second guarantee 6 (docs/GUARANTEES.md) allows. A hook still running
-/// then is left to finish on its own.
-pub const LEAVE_WAIT: Duration = Duration::from_millis(800);
 
 /// The hook queue and the one running hook.
 ///
@@ -65,11 +42,8 @@ pub struct Hooks {
     cmd: Option<String>,
     id: SocketAddr,
     time_limit: Duration,
-    /// Changes not yet announced, oldest first.
-    pending: VecDeque<JournalEntry>,
-    running: Option<Running>,
-    /// When the node began to leave.
-    leaving_since: Option<Instant>,
+    queue: Queue,
+    runner: Runner,
 }
 
 /// How one hook ended, as [`Hooks::poll`] reports and logs it.
@@ -97,14 +71,6 @@ pub enum End {
     NotStarted(String),
 }
 
-struct Running {
-    child: Child,
-    entry: JournalEntry,
-    started: Instant,
-    /// Why it was killed, once it was: it still runs until it is reaped.
-    killed: Option<End>,
-}
-
 impl Hooks {
     /// Hooks running `sh -c cmd` for the node `id`; none without `cmd`.
     pub fn new(cmd: Option<String>, id: SocketAddr) -> Hooks {
@@ -112,9 +78,8 @@ impl Hooks {
             cmd,
             id,
             time_limit: HOOK_TIME_LIMIT,
-            pending: VecDeque::new(),
-            running: None,
-            leaving_since: None,
+            queue: Queue::new(),
+            runner: Runner::new(),
         }
     }
 
@@ -131,31 +96,13 @@ impl Hooks {
     }
 
     /// Queues the hook for one role change; it starts at the next
-    /// [`Hooks::poll`] once the hooks before it have ended.
-    ///
-    /// When [`MAX_PENDING_HOOKS`] changes already wait, the two oldest
-    /// waiting ones merge: from the first's old role to the second's new
-    /// role, with the second's epoch, master and cause. Every hook's
-    /// `BOSSD_PREV_ROLE` is still the role the hook before it announced,
-    /// and nothing is reordered.
+    /// [`Hooks::poll`] once the hooks before it have ended. When too many
+    /// wait, the two oldest merge ([`Queue::push`]).
     pub fn push(&mut self, entry: JournalEntry) {
-        if self.cmd.is_none() {
-            return;
+        if self.cmd.is_some() {
+            let merged = self.queue.push(entry);
+            log_merged(merged);
         }
-        if self.pending.len() >= MAX_PENDING_HOOKS.max(2) {
-            // Both exist: the queue holds at least two.
-            let first = self.pending.pop_front().expect("queue is full");
-            let second = self.pending.pop_front().expect("queue is full");
-            let merged = merge(first, second);
-            log_hook(
-                Level::Warn,
-                "hook-queue-full",
-                &[("waiting", &MAX_PENDING_HOOKS)],
-                &merged,
-            );
-            self.pending.push_front(merged);
-        }
-        self.pending.push_back(entry);
     }
 
     /// Reaps the running hook if it ended, kills it if it is overdue, and
@@ -166,79 +113,14 @@ impl Hooks {
         if self.cmd.is_none() {
             return ended;
         }
-        let leave_kill_due = self.leave_kill_due(now);
-        if let Some(r) = self.running.as_mut() {
-            match r.child.try_wait() {
-                Ok(Some(status)) => {
-                    let end = r.killed.clone().unwrap_or_else(|| end_of(status));
-                    let elapsed = now.saturating_duration_since(r.started);
-                    if let Some(r) = self.running.take() {
-                        ended.push(Outcome {
-                            entry: r.entry,
-                            end,
-                            elapsed,
-                        });
-                    }
-                }
-                Ok(None) if r.killed.is_none() => {
-                    if now >= r.started + self.time_limit {
-                        kill_group(&r.child);
-                        r.killed = Some(End::TimedOut);
-                    } else if leave_kill_due {
-                        kill_group(&r.child);
-                        r.killed = Some(End::KilledOnLeave);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // The child cannot be waited for (it never should): give
-                    // up on it rather than hold every later hook back.
-                    log_hook(
-                        Level::Error,
-                        "hook-wait-failed",
-                        &[("pid", &r.child.id()), ("reason", &e)],
-                        &r.entry,
-                    );
-                    self.running = None;
-                }
-            }
+        if let Some(done) = self.runner.poll(now) {
+            ended.extend(self.finish(done));
         }
-        if self.leaving_since.is_some() && self.pending.len() > 1 {
-            // Leaving, only the final change matters: one hook announces it,
-            // from the role the last announced hook left the node in.
-            let n = self.pending.len();
-            let merged = self
-                .pending
-                .drain(..)
-                .reduce(merge)
-                .expect("more than one waits");
-            log_hook(Level::Info, "hook-leave-merged", &[("count", &n)], &merged);
-            self.pending.push_back(merged);
-        }
-        while self.running.is_none() {
-            let (Some(cmd), Some(entry)) = (self.cmd.as_deref(), self.pending.pop_front()) else {
-                break;
-            };
-            match spawn(cmd, self.id, &entry) {
-                Ok(child) => {
-                    log_hook(
-                        Level::Debug,
-                        "hook-started",
-                        &[("pid", &child.id())],
-                        &entry,
-                    );
-                    self.running = Some(Running {
-                        child,
-                        entry,
-                        started: now,
-                        killed: None,
-                    });
-                }
-                Err(e) => ended.push(Outcome {
-                    entry,
-                    end: End::NotStarted(e.to_string()),
-                    elapsed: Duration::ZERO,
-                }),
+        loop {
+            match self.queue.next(now) {
+                Next::Start(entry) => ended.extend(self.start(entry, now)),
+                Next::Kill => self.runner.kill(),
+                Next::Idle(_) => break,
             }
         }
         for outcome in &ended {
@@ -250,33 +132,27 @@ impl Hooks {
     /// When [`Hooks::poll`] must run next to kill a hook on time; a hook
     /// that ends by itself wakes the loop through SIGCHLD instead.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let r = self.running.as_ref().filter(|r| r.killed.is_none())?;
-        let limit = r.started + self.time_limit;
-        let leave = self
-            .leaving_since
-            .filter(|_| !self.pending.is_empty())
-            .map(|t| t + LEAVE_KILL_AFTER);
-        Some(leave.map_or(limit, |l| l.min(limit)))
+        let limit = self.runner.deadline()?;
+        Some(self.queue.deadline().map_or(limit, |l| l.min(limit)))
     }
 
-    /// The node begins to leave. What happens to the hooks then: waiting
-    /// changes merge into one, so the final change (to `none`) is announced
-    /// next; a hook of an earlier change that still runs after
-    /// [`LEAVE_KILL_AFTER`] is killed so the final one can start; and the
-    /// node waits for its hooks at most [`LEAVE_WAIT`] ([`Hooks::exit_ready`]).
+    /// The node begins to leave: the final change is announced next, an
+    /// earlier hook that holds it back is killed, and the node waits for
+    /// its hooks at most [`LEAVE_WAIT`] ([`Queue::leave`]).
     pub fn leave(&mut self, now: Instant) {
-        self.leaving_since.get_or_insert(now);
+        let merged = self.queue.leave(now);
+        log_merged(merged);
     }
 
     /// Whether a leaving node may exit as far as hooks go: none runs or
     /// waits, or [`LEAVE_WAIT`] is over.
     pub fn exit_ready(&self, now: Instant) -> bool {
-        self.is_idle() || self.leaving_since.is_some_and(|t| now >= t + LEAVE_WAIT)
+        self.queue.exit_ready(now)
     }
 
     /// Whether no hook runs and none waits.
     pub fn is_idle(&self) -> bool {
-        self.running.is_none() && self.pending.is_empty()
+        self.queue.is_idle()
     }
 
     /// The node exits now: a hook still running is left to finish on its
@@ -284,80 +160,86 @@ impl Hooks {
     /// and killing it would leave the node's resources half released),
     /// and changes never announced are logged.
     pub fn abandon(&mut self) {
-        if let Some(r) = self.running.take() {
-            log_hook(
-                Level::Warn,
-                "hook-abandoned",
-                &[("pid", &r.child.id())],
-                &r.entry,
-            );
+        let pid = self.runner.abandon();
+        let (running, dropped) = self.queue.abandon();
+        if let (Some(pid), Some(entry)) = (pid, running) {
+            log_hook(Level::Warn, "hook-abandoned", &[("pid", &pid)], &entry);
         }
-        if !self.pending.is_empty() {
-            crate::event!(Level::Warn, "hook-dropped", count = self.pending.len());
-            self.pending.clear();
+        if dropped > 0 {
+            crate::event!(Level::Warn, "hook-dropped", count = dropped);
         }
     }
 
-    fn leave_kill_due(&self, now: Instant) -> bool {
-        !self.pending.is_empty()
-            && self
-                .leaving_since
-                .is_some_and(|t| now >= t + LEAVE_KILL_AFTER)
+    /// Starts the hook for `entry`; its outcome if it could not start.
+    fn start(&mut self, entry: JournalEntry, now: Instant) -> Option<Outcome> {
+        let cmd = self.cmd.as_deref().unwrap_or_default();
+        let job = job_for(cmd, self.id, &entry, self.time_limit);
+        match self.runner.start(&job, now) {
+            Ok(pid) => {
+                log_hook(Level::Debug, "hook-started", &[("pid", &pid)], &entry);
+                None
+            }
+            Err(failed) => self.finish(failed),
+        }
+    }
+
+    /// The running hook ended: its outcome, unless it was lost.
+    fn finish(&mut self, done: Finished) -> Option<Outcome> {
+        let entry = self.queue.ended()?;
+        let end = match done.exit {
+            Exit::Exited(code) => End::Exited(code),
+            Exit::Signalled(sig) => End::Signalled(sig),
+            Exit::TimedOut => End::TimedOut,
+            Exit::Killed => End::KilledOnLeave,
+            Exit::NotStarted(why) => End::NotStarted(why),
+            Exit::Lost(why) => {
+                // Only a started child can be lost, and it has a pid.
+                let pid = done.pid.unwrap_or_default();
+                let fields: [(&str, &dyn fmt::Display); 2] = [("pid", &pid), ("reason", &why)];
+                log_hook(Level::Error, "hook-wait-failed", &fields, &entry);
+                return None;
+            }
+        };
+        Some(Outcome {
+            entry,
+            end,
+            elapsed: done.elapsed,
+        })
     }
 }
 
-/// Starts `sh -c cmd` for one change (see the module comment for its
-/// descriptors and process group).
-fn spawn(cmd: &str, id: SocketAddr, e: &JournalEntry) -> std::io::Result<Child> {
-    // The hook's stdout goes where the log goes: stdout carries console
-    // answers. If stderr cannot be duplicated, the output is dropped.
-    let stdout = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_or_else(|_| Stdio::null(), Stdio::from);
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("BOSSD_ROLE", e.to.to_string())
-        .env("BOSSD_PREV_ROLE", e.from.to_string())
-        .env("BOSSD_MASTER", OptAddr(e.master).to_string())
-        .env("BOSSD_EPOCH", e.epoch.to_string())
-        .env("BOSSD_ID", id.to_string())
-        .env("BOSSD_CAUSE", e.cause.to_string())
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .spawn()
-}
-
-/// Two consecutive changes as one: from the first's old role to the
-/// second's new state.
-fn merge(first: JournalEntry, second: JournalEntry) -> JournalEntry {
-    JournalEntry {
-        from: first.from,
-        ..second
+/// The job announcing `e` to `sh -c cmd` on the node `id`.
+fn job_for(cmd: &str, id: SocketAddr, e: &JournalEntry, time_limit: Duration) -> Job {
+    let env = [
+        ("BOSSD_ROLE", e.to.to_string()),
+        ("BOSSD_PREV_ROLE", e.from.to_string()),
+        ("BOSSD_MASTER", OptAddr(e.master).to_string()),
+        ("BOSSD_EPOCH", e.epoch.to_string()),
+        ("BOSSD_ID", id.to_string()),
+        ("BOSSD_CAUSE", e.cause.to_string()),
+    ];
+    Job {
+        cmd: cmd.to_owned(),
+        env: env.map(|(k, v)| (k.to_owned(), v)).to_vec(),
+        time_limit,
     }
 }
 
-fn end_of(status: ExitStatus) -> End {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => End::Exited(code),
-        (None, Some(sig)) => End::Signalled(sig),
-        // Neither a code nor a signal does not happen on Unix.
-        (None, None) => End::Exited(-1),
-    }
-}
-
-/// SIGKILL to the hook's process group, which the hook leads.
-fn kill_group(child: &Child) {
-    let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory effects. The child is not reaped yet,
-    // so its pid, and with it its process group id, cannot have been reused.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
+fn log_merged(merged: Option<Merged>) {
+    match merged {
+        Some(Merged::Full(entry)) => log_hook(
+            Level::Warn,
+            "hook-queue-full",
+            &[("waiting", &MAX_PENDING_HOOKS)],
+            &entry,
+        ),
+        Some(Merged::Leaving(count, entry)) => log_hook(
+            Level::Info,
+            "hook-leave-merged",
+            &[("count", &count)],
+            &entry,
+        ),
+        None => {}
     }
 }
 
@@ -424,6 +306,7 @@ fn log_hook(
 
 #[cfg(test)]
 mod tests {
+    use super::runner::tests::TempFile;
     use super::*;
     use crate::core::Cause;
     use crate::protocol::Role;
@@ -457,27 +340,6 @@ mod tests {
         }
     }
 
-    /// A file in a directory of its own, removed with it when dropped.
-    struct TempFile(std::path::PathBuf);
-
-    impl TempFile {
-        fn new(name: &str) -> TempFile {
-            let dir = std::env::temp_dir()
-                .join(format!("bossd-hooks-unit-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("create the temp dir");
-            TempFile(dir.join(name))
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-
     #[test]
     fn without_a_command_nothing_queues() {
         let mut hooks = Hooks::new(None, id());
@@ -485,33 +347,6 @@ mod tests {
         assert!(hooks.is_idle());
         assert!(hooks.poll(Instant::now()).is_empty());
         assert_eq!(hooks.next_deadline(), None);
-    }
-
-    #[test]
-    fn a_full_queue_merges_its_two_oldest_and_keeps_the_chain() {
-        // No poll: nothing starts, so every change waits.
-        let mut hooks = Hooks::new(Some("true".into()), id());
-        let roles = [Role::Master, Role::None, Role::Follower];
-        let mut prev = Role::None;
-        let total = MAX_PENDING_HOOKS + 5;
-        for epoch in 1..=total as u64 {
-            let to = roles[epoch as usize % 3];
-            hooks.push(entry(epoch, prev, to));
-            prev = to;
-        }
-        assert_eq!(hooks.pending.len(), MAX_PENDING_HOOKS);
-        // The first waiting change absorbed the oldest six.
-        let first = &hooks.pending[0];
-        assert_eq!((first.from, first.epoch), (Role::None, 6));
-        let mut prev = Role::None;
-        let mut last_epoch = 0;
-        for e in &hooks.pending {
-            assert_eq!(e.from, prev, "each hook starts where the last ended");
-            assert!(e.epoch > last_epoch, "order kept");
-            prev = e.to;
-            last_epoch = e.epoch;
-        }
-        assert_eq!(last_epoch, total as u64, "the latest change is kept as is");
     }
 
     // docs/GUARANTEES.md, hook: one at a time, in the order of the changes, with the
@@ -630,7 +465,7 @@ mod tests {
         assert!(!hooks.exit_ready(left));
         assert_eq!(hooks.next_deadline(), Some(left + HOOK_TIME_LIMIT));
         assert!(hooks.exit_ready(left + LEAVE_WAIT));
-        let pid = hooks.running.as_ref().expect("it runs").child.id() as i32;
+        let pid = hooks.runner.pid().expect("it runs") as i32;
         hooks.abandon();
         assert!(hooks.is_idle());
         // Not killed by bossd; the test cleans up after itself.
