@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::core::JournalEntry;
 use crate::log::Level;
 use crate::protocol::OptAddr;
-use queue::{Merged, Next, Queue};
+use queue::{Next, Queue};
 use runner::{Exit, Finished, Job, Runner};
 
 pub use queue::{LEAVE_KILL_AFTER, LEAVE_WAIT, MAX_PENDING_HOOKS};
@@ -99,9 +99,12 @@ impl Hooks {
     /// [`Hooks::poll`] once the hooks before it have ended. When too many
     /// wait, the two oldest merge ([`Queue::push`]).
     pub fn push(&mut self, entry: JournalEntry) {
-        if self.cmd.is_some() {
-            let merged = self.queue.push(entry);
-            log_merged(merged);
+        if self.cmd.is_none() {
+            return;
+        }
+        if let Some(merged) = self.queue.push(entry) {
+            let waiting: [(&str, &dyn fmt::Display); 1] = [("waiting", &MAX_PENDING_HOOKS)];
+            log_hook(Level::Warn, "hook-queue-full", &waiting, &merged);
         }
     }
 
@@ -120,6 +123,12 @@ impl Hooks {
             match self.queue.next(now) {
                 Next::Start(entry) => ended.extend(self.start(entry, now)),
                 Next::Kill => self.runner.kill(),
+                Next::Merged { count, entry } => log_hook(
+                    Level::Info,
+                    "hook-leave-merged",
+                    &[("count", &count)],
+                    &entry,
+                ),
                 Next::Idle(_) => break,
             }
         }
@@ -140,8 +149,7 @@ impl Hooks {
     /// earlier hook that holds it back is killed, and the node waits for
     /// its hooks at most [`LEAVE_WAIT`] ([`Queue::leave`]).
     pub fn leave(&mut self, now: Instant) {
-        let merged = self.queue.leave(now);
-        log_merged(merged);
+        self.queue.leave(now);
     }
 
     /// Whether a leaving node may exit as far as hooks go: none runs or
@@ -222,24 +230,6 @@ fn job_for(cmd: &str, id: SocketAddr, e: &JournalEntry, time_limit: Duration) ->
         cmd: cmd.to_owned(),
         env: env.map(|(k, v)| (k.to_owned(), v)).to_vec(),
         time_limit,
-    }
-}
-
-fn log_merged(merged: Option<Merged>) {
-    match merged {
-        Some(Merged::Full(entry)) => log_hook(
-            Level::Warn,
-            "hook-queue-full",
-            &[("waiting", &MAX_PENDING_HOOKS)],
-            &entry,
-        ),
-        Some(Merged::Leaving(count, entry)) => log_hook(
-            Level::Info,
-            "hook-leave-merged",
-            &[("count", &count)],
-            &entry,
-        ),
-        None => {}
     }
 }
 

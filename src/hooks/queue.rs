@@ -4,9 +4,10 @@
 //! A [`Queue`] owns the changes not yet announced, oldest first, which
 //! change the running hook announces, and whether the node is leaving.
 //! [`Queue::next`] answers, for a given `now`, one of: start the hook for
-//! this change, kill the running one, or nothing until a given time. It
-//! keeps the order of the changes, merges waiting changes when too many
-//! wait or the node leaves, and decides the leave's kill and wait.
+//! this change, kill the running one, or nothing until a given time (and
+//! it tells when it merged what waits, for the caller to log). It keeps
+//! the order of the changes, merges waiting changes when too many wait or
+//! the node leaves, and decides the leave's kill and wait.
 //!
 //! It never runs a process, never reads a clock and never logs: the caller
 //! does what it answers (`hooks/mod.rs` with `hooks/runner.rs`) and tells
@@ -15,8 +16,8 @@
 //!
 //! Invariants: at most one hook runs; hooks start in the order of the
 //! changes; each waiting change's `from` is the role the change before it
-//! announced (merging keeps that chain); while leaving, at most one change
-//! waits.
+//! announced (merging keeps that chain); at most [`MAX_PENDING_HOOKS`]
+//! wait; while leaving, once [`Queue::next`] answered, at most one waits.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -48,17 +49,11 @@ pub enum Next {
     /// Kill the running hook: it holds back the final change of a node
     /// that leaves. Then tell [`Queue::ended`] once it is reaped.
     Kill,
+    /// The node leaves: the `count` waiting changes became this one, so
+    /// the final change is announced next. Only to be logged.
+    Merged { count: usize, entry: JournalEntry },
     /// Nothing to do until this time (if any) or until a hook ends.
     Idle(Option<Instant>),
-}
-
-/// Waiting changes merged into one, for the caller to log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Merged {
-    /// The queue was full: its two oldest changes became this one.
-    Full(JournalEntry),
-    /// The node leaves: this many waiting changes became this one.
-    Leaving(usize, JournalEntry),
 }
 
 /// The waiting changes and the running hook's change.
@@ -88,26 +83,25 @@ impl Queue {
     ///
     /// When [`MAX_PENDING_HOOKS`] changes already wait, the two oldest
     /// waiting ones merge: from the first's old role to the second's new
-    /// role, with the second's epoch, master and cause. While leaving,
-    /// every waiting change merges into the final one. Either way each
-    /// hook's `BOSSD_PREV_ROLE` is still the role the hook before it
-    /// announced, and nothing is reordered.
-    pub fn push(&mut self, entry: JournalEntry) -> Option<Merged> {
+    /// role, with the second's epoch, master and cause; that merged change
+    /// is returned, for the caller to log. Each hook's `BOSSD_PREV_ROLE` is
+    /// still the role the hook before it announced, and nothing is
+    /// reordered.
+    pub fn push(&mut self, entry: JournalEntry) -> Option<JournalEntry> {
         let full = self.pending.len() >= MAX_PENDING_HOOKS.max(2);
         let merged = full.then(|| self.merge_two_oldest());
         self.pending.push_back(entry);
-        self.merge_if_leaving().or(merged)
+        merged
     }
 
     /// The node begins to leave at `now` (later calls keep the first
-    /// time). From then on: waiting changes merge into one, so the final
-    /// change (to `none`) is announced next; a hook of an earlier change
-    /// that still runs after [`LEAVE_KILL_AFTER`] is killed so the final
-    /// one can start; and the node waits for its hooks at most
-    /// [`LEAVE_WAIT`] ([`Queue::exit_ready`]).
-    pub fn leave(&mut self, now: Instant) -> Option<Merged> {
+    /// time). From then on [`Queue::next`] merges the waiting changes into
+    /// one, so the final change (to `none`) is announced next; a hook of an
+    /// earlier change that still runs after [`LEAVE_KILL_AFTER`] is killed
+    /// so the final one can start; and the node waits for its hooks at
+    /// most [`LEAVE_WAIT`] ([`Queue::exit_ready`]).
+    pub fn leave(&mut self, now: Instant) {
         self.leaving_since.get_or_insert(now);
-        self.merge_if_leaving()
     }
 
     /// What to do at `now`. Call it until it answers [`Next::Idle`].
@@ -116,8 +110,14 @@ impl Queue {
         match self.running.as_mut() {
             Some(current) if kill_due && !current.killed => {
                 current.killed = true;
-                Next::Kill
+                return Next::Kill;
             }
+            _ => {}
+        }
+        if let Some(merged) = self.merge_if_leaving() {
+            return merged;
+        }
+        match self.running {
             Some(_) => Next::Idle(self.deadline()),
             None => self.start_next(),
         }
@@ -177,24 +177,27 @@ impl Queue {
     }
 
     /// Merges the two oldest waiting changes; the queue holds at least two.
-    fn merge_two_oldest(&mut self) -> Merged {
+    fn merge_two_oldest(&mut self) -> JournalEntry {
         let first = self.pending.pop_front().expect("the queue is full");
         let second = self.pending.pop_front().expect("the queue is full");
         let merged = merge(first, second);
         self.pending.push_front(merged.clone());
-        Merged::Full(merged)
+        merged
     }
 
     /// While leaving, only the final change matters: one hook announces
     /// it, from the role the last announced hook left the node in.
-    fn merge_if_leaving(&mut self) -> Option<Merged> {
+    fn merge_if_leaving(&mut self) -> Option<Next> {
         let count = self.pending.len();
         if self.leaving_since.is_none() || count < 2 {
             return None;
         }
         let merged = self.pending.drain(..).reduce(merge)?;
         self.pending.push_back(merged.clone());
-        Some(Merged::Leaving(count, merged))
+        Some(Next::Merged {
+            count,
+            entry: merged,
+        })
     }
 }
 
@@ -265,8 +268,7 @@ mod tests {
         let mut merges = 0;
         for epoch in 1..=total as u64 {
             let to = roles[epoch as usize % 3];
-            if let Some(m) = q.push(entry(epoch, prev, to)) {
-                assert!(matches!(m, Merged::Full(_)), "{m:?}");
+            if q.push(entry(epoch, prev, to)).is_some() {
                 merges += 1;
             }
             prev = to;
@@ -286,20 +288,47 @@ mod tests {
         assert_eq!(last_epoch, total as u64, "the latest change is kept as is");
     }
 
+    // The merge happens at the first `next` after the leave, and again for
+    // changes that arrive after it.
     #[test]
     fn leaving_merges_what_waits_and_what_comes_after() {
         let t = Instant::now();
         let mut q = Queue::new();
         q.push(entry(1, Role::None, Role::Follower));
+        assert_eq!(started(q.next(t)), 1);
         q.push(entry(2, Role::Follower, Role::Master));
         q.push(entry(3, Role::Master, Role::Follower));
-        let merged = entry(3, Role::None, Role::Follower);
-        assert_eq!(q.leave(t), Some(Merged::Leaving(3, merged)));
-        assert_eq!(q.leave(t + LEAVE_WAIT), None, "the first leave counts");
-        let last = entry(4, Role::Follower, Role::None);
-        let merged = entry(4, Role::None, Role::None);
-        assert_eq!(q.push(last), Some(Merged::Leaving(2, merged.clone())));
-        assert_eq!(q.next(t), Next::Start(merged));
+        q.leave(t);
+        q.push(entry(4, Role::Follower, Role::None));
+        let merged = entry(4, Role::Follower, Role::None);
+        let expected = Next::Merged {
+            count: 3,
+            entry: merged.clone(),
+        };
+        assert_eq!(q.next(t), expected);
+        assert_eq!(q.next(t), Next::Idle(Some(t + LEAVE_KILL_AFTER)));
+        q.leave(t + LEAVE_WAIT);
+        assert!(q.exit_ready(t + LEAVE_WAIT), "the first leave counts");
+        q.push(entry(5, Role::None, Role::Master));
+        let expected = Next::Merged {
+            count: 2,
+            entry: entry(5, Role::Follower, Role::Master),
+        };
+        assert_eq!(q.next(t), expected);
+        q.ended();
+        assert_eq!(started(q.next(t)), 5);
+        assert_eq!((q.is_idle(), q.pending().len()), (false, 0));
+    }
+
+    #[test]
+    fn a_node_that_stays_never_merges_for_a_leave() {
+        let t = Instant::now();
+        let mut q = Queue::new();
+        q.push(entry(1, Role::None, Role::Follower));
+        q.push(entry(2, Role::Follower, Role::Master));
+        assert_eq!(started(q.next(t)), 1);
+        assert_eq!(q.next(t), Next::Idle(None));
+        assert_eq!(q.pending().len(), 1);
     }
 
     // The final change (to `none`) waits behind an earlier hook: that hook
