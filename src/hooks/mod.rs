@@ -296,21 +296,10 @@ fn log_hook(
 
 #[cfg(test)]
 mod tests {
+    use super::queue::tests::entry;
     use super::runner::tests::TempFile;
     use super::*;
-    use crate::core::Cause;
     use crate::protocol::Role;
-
-    fn entry(epoch: u64, from: Role, to: Role) -> JournalEntry {
-        JournalEntry {
-            at: crate::time::Mono(epoch),
-            epoch,
-            from,
-            to,
-            master: None,
-            cause: Cause::Claim,
-        }
-    }
 
     fn id() -> SocketAddr {
         "127.0.0.1:7000".parse().expect("an address")
@@ -373,15 +362,12 @@ mod tests {
         );
     }
 
-    // docs/GUARANTEES.md, hook: a hook still running after the limit is killed, with
-    // everything it started, and the next hook runs.
+    // docs/GUARANTEES.md, hook: a hook still running after the limit is
+    // killed and the next hook runs. That the kill reaches the hook's own
+    // children is hooks/runner.rs's test.
     #[test]
-    fn a_hook_past_its_limit_is_killed_with_its_children() {
-        let file = TempFile::new("killed");
-        let cmd = format!(
-            "if [ $BOSSD_EPOCH = 1 ]; then sleep 30 & echo $! > {f}; wait; fi",
-            f = file.0.display()
-        );
+    fn a_hook_past_its_limit_is_killed_and_the_next_runs() {
+        let cmd = "if [ $BOSSD_EPOCH = 1 ]; then sleep 30; fi".to_owned();
         let mut hooks = Hooks::new(Some(cmd), id()).with_time_limit(Duration::from_millis(200));
         hooks.push(entry(1, Role::None, Role::Master));
         hooks.push(entry(2, Role::Master, Role::None));
@@ -394,21 +380,6 @@ mod tests {
             .map(|o| (o.entry.epoch, o.end))
             .collect();
         assert_eq!(ends, [(1, End::TimedOut), (2, End::Exited(0))]);
-        let pid: i32 = std::fs::read_to_string(&file.0)
-            .expect("the hook wrote its child's pid")
-            .trim()
-            .parse()
-            .expect("a pid");
-        // The sleep was killed with the group; init reaps it soon after.
-        let gone = Instant::now() + Duration::from_secs(10);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if state.contains(") Z") {
-                break;
-            }
-            assert!(Instant::now() < gone, "the hook's child {pid} survived");
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     // On leave the waiting changes merge into the final one, and an

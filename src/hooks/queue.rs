@@ -211,12 +211,13 @@ fn merge(first: JournalEntry, second: JournalEntry) -> JournalEntry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::Cause;
     use crate::protocol::Role;
 
-    fn entry(epoch: u64, from: Role, to: Role) -> JournalEntry {
+    /// A change with `epoch` as its number and its time.
+    pub(crate) fn entry(epoch: u64, from: Role, to: Role) -> JournalEntry {
         JournalEntry {
             at: crate::time::Mono(epoch),
             epoch,
