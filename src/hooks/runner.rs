@@ -1,0 +1,334 @@
+//! Runs one shell command at a time as a child process and reports how it
+//! ended: the thin IO part of the hooks, and what a health check will run
+//! through too.
+//!
+//! A [`Runner`] owns at most one child. [`Runner::start`] spawns
+//! `sh -c CMD` with the [`Job`]'s environment in a process group of its
+//! own, so a kill (the time limit, or the caller's [`Runner::kill`])
+//! reaches everything the command started, and a Ctrl-C meant for bossd
+//! does not reach it. Its stdin is `/dev/null`; its stdout and stderr go
+//! to bossd's stderr, next to the log lines, and never mix with console
+//! answers on stdout. Every descriptor bossd opens itself is close-on-exec,
+//! as std and mio create them, so the child inherits none of them.
+//!
+//! [`Runner::poll`] reaps with `try_wait` and kills the group once the
+//! job's time limit is over; the loop calls it once per iteration (SIGCHLD
+//! wakes the loop when a child ends) and puts [`Runner::deadline`] into its
+//! poll timeout. It never blocks, never waits for a child, never reads a
+//! clock (the caller passes `now`), and knows nothing of what the command
+//! is for: what to run next, and why, is the caller's business.
+
+use std::os::fd::AsFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to run: `sh -c cmd` with `env` added to bossd's environment, killed
+/// with its process group once it has run for `time_limit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub cmd: String,
+    pub env: Vec<(String, String)>,
+    pub time_limit: Duration,
+}
+
+/// How a job ended, and after how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub exit: Exit,
+    /// From start to reaping, or zero when it did not start.
+    pub elapsed: Duration,
+    /// The child's pid, when it started.
+    pub pid: Option<u32>,
+}
+
+/// The ways a job ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited by itself with this code.
+    Exited(i32),
+    /// A signal bossd did not send ended it.
+    Signalled(i32),
+    /// It ran past its time limit and was killed with its group.
+    TimedOut,
+    /// The caller killed it ([`Runner::kill`]).
+    Killed,
+    /// `sh` could not be started.
+    NotStarted(String),
+    /// The child could not be waited for (it never should be): it is
+    /// forgotten rather than hold the caller back.
+    Lost(String),
+}
+
+/// At most one running job.
+#[derive(Debug, Default)]
+pub struct Runner {
+    current: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    child: Child,
+    started: Instant,
+    time_limit: Duration,
+    /// Why it was killed, once it was: it still runs until it is reaped.
+    killed: Option<Exit>,
+}
+
+impl Runner {
+    /// A runner with nothing running.
+    pub fn new() -> Runner {
+        Runner::default()
+    }
+
+    /// Whether a job runs (or was killed and is not reaped yet).
+    pub fn is_running(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// The running job's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.current.as_ref().map(|r| r.child.id())
+    }
+
+    /// Starts `job` at `now`; its pid, or how it failed to start. A job
+    /// already running is the caller's bug: it is left alone and the new
+    /// one is reported not started.
+    pub fn start(&mut self, job: &Job, now: Instant) -> Result<u32, Finished> {
+        let not_started = |why: String| Finished {
+            exit: Exit::NotStarted(why),
+            elapsed: Duration::ZERO,
+            pid: None,
+        };
+        if self.current.is_some() {
+            debug_assert!(false, "one job at a time");
+            return Err(not_started("another job still runs".into()));
+        }
+        let child = spawn(job).map_err(|e| not_started(e.to_string()))?;
+        let pid = child.id();
+        self.current = Some(Running {
+            child,
+            started: now,
+            time_limit: job.time_limit,
+            killed: None,
+        });
+        Ok(pid)
+    }
+
+    /// Reaps the job if it ended, or kills it if its time limit is over
+    /// at `now`. Never blocks.
+    pub fn poll(&mut self, now: Instant) -> Option<Finished> {
+        let r = self.current.as_mut()?;
+        let exit = match r.child.try_wait() {
+            Ok(Some(status)) => r.killed.take().unwrap_or_else(|| exit_of(status)),
+            Ok(None) => {
+                if r.killed.is_none() && now >= r.started + r.time_limit {
+                    kill_group(&r.child);
+                    r.killed = Some(Exit::TimedOut);
+                }
+                return None;
+            }
+            Err(e) => Exit::Lost(e.to_string()),
+        };
+        let r = self.current.take()?;
+        Some(Finished {
+            exit,
+            elapsed: now.saturating_duration_since(r.started),
+            pid: Some(r.child.id()),
+        })
+    }
+
+    /// Kills the running job with its group; [`Runner::poll`] reports it
+    /// [`Exit::Killed`] once reaped. Does nothing if none runs or it was
+    /// killed already.
+    pub fn kill(&mut self) {
+        if let Some(r) = self.current.as_mut().filter(|r| r.killed.is_none()) {
+            kill_group(&r.child);
+            r.killed = Some(Exit::Killed);
+        }
+    }
+
+    /// When [`Runner::poll`] must run to kill the job on time; none once
+    /// it was killed (its end wakes the loop through SIGCHLD).
+    pub fn deadline(&self) -> Option<Instant> {
+        let r = self.current.as_ref().filter(|r| r.killed.is_none())?;
+        Some(r.started + r.time_limit)
+    }
+
+    /// Forgets the running job without killing it, for a node that exits
+    /// now; its pid.
+    pub fn abandon(&mut self) -> Option<u32> {
+        self.current.take().map(|r| r.child.id())
+    }
+}
+
+/// Starts `sh -c` for `job` (see the module comment for its descriptors
+/// and process group).
+fn spawn(job: &Job) -> std::io::Result<Child> {
+    // The child's stdout goes where the log goes: stdout carries console
+    // answers. If stderr cannot be duplicated, the output is dropped.
+    let stdout = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from);
+    Command::new("sh")
+        .arg("-c")
+        .arg(&job.cmd)
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+}
+
+fn exit_of(status: ExitStatus) -> Exit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Exited(code),
+        (None, Some(sig)) => Exit::Signalled(sig),
+        // Neither a code nor a signal does not happen on Unix.
+        (None, None) => Exit::Exited(-1),
+    }
+}
+
+/// SIGKILL to the child's process group, which the child leads.
+fn kill_group(child: &Child) {
+    let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) has no memory effects. The child is not reaped yet,
+    // so its pid, and with it its process group id, cannot have been reused.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn job(cmd: &str) -> Job {
+        Job {
+            cmd: cmd.into(),
+            env: vec![("BOSSD_TEST_VALUE".into(), "7".into())],
+            time_limit: Duration::from_secs(30),
+        }
+    }
+
+    /// Polls until the job is reaped, as the loop would after SIGCHLD.
+    fn reap(runner: &mut Runner) -> Finished {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(done) = runner.poll(Instant::now()) {
+                return done;
+            }
+            assert!(Instant::now() < give_up, "the job was not reaped");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A file in a directory of its own, removed with it when dropped.
+    pub(crate) struct TempFile(pub(crate) std::path::PathBuf);
+
+    impl TempFile {
+        pub(crate) fn new(name: &str) -> TempFile {
+            let dir = std::env::temp_dir()
+                .join(format!("bossd-hooks-unit-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create the temp dir");
+            TempFile(dir.join(name))
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    #[test]
+    fn the_exit_status_and_environment_come_back() {
+        let mut runner = Runner::new();
+        let started = runner.start(&job("exit $BOSSD_TEST_VALUE"), Instant::now());
+        assert!(started.is_ok(), "{started:?}");
+        assert!(runner.deadline().is_some());
+        let done = reap(&mut runner);
+        assert_eq!(done.exit, Exit::Exited(7));
+        assert!(!runner.is_running());
+        assert_eq!(runner.deadline(), None);
+    }
+
+    #[test]
+    fn a_signal_it_was_not_sent_is_reported() {
+        let mut runner = Runner::new();
+        let _ = runner.start(&job("kill -TERM $$"), Instant::now());
+        assert_eq!(reap(&mut runner).exit, Exit::Signalled(libc::SIGTERM));
+    }
+
+    // docs/GUARANTEES.md, hook: a command still running after its limit is
+    // killed with everything it started. `now` is moved past the limit
+    // instead of waiting for it.
+    #[test]
+    fn past_its_time_limit_the_whole_group_is_killed() {
+        let file = TempFile::new("killed");
+        let cmd = format!("sleep 30 & echo $! > {f}; wait", f = file.0.display());
+        let mut runner = Runner::new();
+        let t0 = Instant::now();
+        let _ = runner.start(&job(&cmd), t0).expect("sh starts");
+        assert_eq!(runner.deadline(), Some(t0 + Duration::from_secs(30)));
+        let give_up = Instant::now() + Duration::from_secs(20);
+        let pid = loop {
+            // The shell writes the pid before it waits.
+            if let Ok(pid) = std::fs::read_to_string(&file.0)
+                .unwrap_or_default()
+                .trim()
+                .parse::<i32>()
+            {
+                break pid;
+            }
+            assert!(Instant::now() < give_up, "the shell wrote no pid");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(runner.poll(t0 + Duration::from_secs(29)), None);
+        assert!(runner.deadline().is_some(), "not killed before its limit");
+        assert_eq!(runner.poll(t0 + Duration::from_secs(30)), None);
+        assert_eq!(runner.deadline(), None, "killed: nothing left to time");
+        assert_eq!(reap(&mut runner).exit, Exit::TimedOut);
+        // The sleep was killed with the group; init reaps it soon after.
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.contains(") Z") {
+                break;
+            }
+            assert!(Instant::now() < give_up, "the child {pid} survived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn the_callers_kill_is_reported_as_such() {
+        let mut runner = Runner::new();
+        let _ = runner.start(&job("sleep 30"), Instant::now());
+        runner.kill();
+        runner.kill();
+        assert_eq!(reap(&mut runner).exit, Exit::Killed);
+    }
+
+    #[test]
+    fn an_abandoned_job_keeps_running() {
+        let mut runner = Runner::new();
+        let pid = runner
+            .start(&job("sleep 30"), Instant::now())
+            .expect("sh starts");
+        assert_eq!(runner.abandon(), Some(pid));
+        assert!(!runner.is_running());
+        let group = libc::pid_t::try_from(pid).expect("a pid");
+        // SAFETY: kill(2) on the group of a child this test started.
+        unsafe {
+            assert_eq!(libc::kill(-group, 0), 0, "it still runs");
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+}
