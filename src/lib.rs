@@ -18,6 +18,7 @@ pub mod demo;
 pub mod event;
 pub mod hooks;
 pub mod http;
+pub mod link;
 pub mod log;
 pub mod net;
 pub mod protocol;
