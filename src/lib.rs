@@ -15,6 +15,7 @@ pub mod console;
 pub mod core;
 pub mod ctl;
 pub mod demo;
+pub mod endpoint;
 pub mod event;
 pub mod hooks;
 pub mod http;
