@@ -238,14 +238,31 @@ impl Endpoint {
 
     /// Carries out the core's actions and answers `-c`s that are due.
     pub fn drain(&mut self, now: Mono, dialer: &mut dyn Dialer) {
-        self.carry_out_all(now, dialer);
+        self.drain_observed(now, dialer, &mut |_| {});
+    }
+
+    /// [`Endpoint::drain`], showing each action to `observe` before it is
+    /// carried out (the simulator counts and checks them).
+    pub fn drain_observed(
+        &mut self,
+        now: Mono,
+        dialer: &mut dyn Dialer,
+        observe: &mut dyn FnMut(&Action),
+    ) {
+        self.carry_out_all(now, dialer, observe);
         if self.answer_joins(now) {
-            self.carry_out_all(now, dialer);
+            self.carry_out_all(now, dialer, observe);
         }
     }
 
-    fn carry_out_all(&mut self, now: Mono, dialer: &mut dyn Dialer) {
+    fn carry_out_all(
+        &mut self,
+        now: Mono,
+        dialer: &mut dyn Dialer,
+        observe: &mut dyn FnMut(&Action),
+    ) {
         while let Some(action) = self.node.poll_action() {
+            observe(&action);
             self.carry_out(action, now, dialer);
         }
     }
