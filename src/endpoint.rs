@@ -205,6 +205,14 @@ impl Endpoint {
         self.links.get(id).map_or(&[], Link::outbox)
     }
 
+    /// Takes link `id`'s whole outbox, for a transport that always
+    /// takes everything (the simulator's).
+    pub fn take_outbox(&mut self, id: LinkId) -> Vec<u8> {
+        self.links
+            .get_mut(id)
+            .map_or_else(Vec::new, Link::take_outbox)
+    }
+
     /// Link `id`'s socket took `n` bytes of its outbox.
     pub fn wrote(&mut self, id: LinkId, n: usize) {
         if let Some(link) = self.links.get_mut(id) {

@@ -552,6 +552,11 @@ impl Link {
         &self.out
     }
 
+    /// Takes the whole outbox.
+    pub fn take_outbox(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// The socket took the first `n` bytes of the outbox.
     pub fn wrote(&mut self, n: usize) {
         self.out.drain(..n);

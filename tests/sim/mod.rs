@@ -143,12 +143,15 @@ pub struct Cluster {
     rate_ppm: Vec<i64>,
     /// Seeds every node's handshake nonces.
     seed: u64,
+    /// Names of the messages one pump sent, reused.
+    sent_scratch: Vec<&'static str>,
 }
 
 struct Slot {
     addr: SocketAddr,
     spec: Spec,
-    ep: Option<Endpoint>,
+    /// Boxed: a pump moves it out of the slot and back.
+    ep: Option<Box<Endpoint>>,
     /// A hostile member in this slot instead of a node.
     hostile: Option<HostileSlot>,
 }
@@ -193,12 +196,18 @@ pub fn addr(i: usize) -> SocketAddr {
 
 /// A clock running `ppm` parts per million off: its reading at true time `t`.
 fn local_at(t: Millis, ppm: i64) -> u64 {
+    if ppm == 0 {
+        return t;
+    }
     let t = i128::from(t);
     u64::try_from(t + t * i128::from(ppm) / 1_000_000).unwrap_or(u64::MAX)
 }
 
 /// The first true time at which a clock running `ppm` off reads `d`.
 fn true_at(d: u64, ppm: i64) -> Millis {
+    if ppm == 0 {
+        return d;
+    }
     let guess = i128::from(d) * 1_000_000 / (1_000_000 + i128::from(ppm));
     let mut t = u64::try_from(guess).unwrap_or(u64::MAX);
     while t < u64::MAX && local_at(t, ppm) < d {
@@ -284,6 +293,7 @@ impl Cluster {
             secret: wire.secret,
             rate_ppm,
             seed,
+            sent_scratch: Vec::new(),
         };
         for (i, spec) in specs.into_iter().enumerate() {
             c.slots.push(Slot {
@@ -399,7 +409,12 @@ impl Cluster {
         // A new process starts from epoch 0: the guarantee is per process.
         self.reported[i] = 0;
         let node = Node::new(cfg);
-        self.slots[i].ep = Some(Endpoint::new(node, self.secret(), MAX_CONNS, nonce));
+        self.slots[i].ep = Some(Box::new(Endpoint::new(
+            node,
+            self.secret(),
+            MAX_CONNS,
+            nonce,
+        )));
         self.pump(i);
     }
 
@@ -999,7 +1014,7 @@ impl Cluster {
             // Actions per event: Connect and Close call back into the
             // core, so what it queues then belongs to that call.
             let mut events = vec![0usize];
-            let mut sent = Vec::new();
+            let mut sent = std::mem::take(&mut self.sent_scratch);
             let mut dialer = SimDialer { c: self, from: i };
             ep.drain_observed(now, &mut dialer, &mut |a| {
                 *events.last_mut().expect("one") += 1;
@@ -1010,9 +1025,10 @@ impl Cluster {
                 }
             });
             self.slots[i].ep = Some(ep);
-            for name in sent {
+            for name in sent.drain(..) {
                 *self.sent.entry(name).or_insert(0) += 1;
             }
+            self.sent_scratch = sent;
             let last = events.pop().expect("one");
             for actions in events {
                 self.check_actions(i, actions);
@@ -1044,12 +1060,7 @@ impl Cluster {
 
     /// What node `i`'s endpoint asks of the process.
     fn outputs(&mut self, i: usize) {
-        let ep = self.slots[i].ep.as_mut().expect("up");
-        let mut outputs = Vec::new();
-        while let Some(out) = ep.poll_output() {
-            outputs.push(out);
-        }
-        for out in outputs {
+        while let Some(out) = self.slots[i].ep.as_mut().and_then(|ep| ep.poll_output()) {
             match out {
                 Output::Log(event) => {
                     let text = bossd::log::format(&event);
@@ -1078,13 +1089,8 @@ impl Cluster {
             .filter(|(_, l)| !l.outbox().is_empty() && !l.is_dead())
             .map(|(id, _)| id)
             .collect();
-        let mut out = Vec::with_capacity(ready.len());
         for id in ready {
-            let bytes = ep.outbox(id).to_vec();
-            ep.wrote(id, bytes.len());
-            out.push((id, bytes));
-        }
-        for (id, bytes) in out {
+            let bytes = self.slots[i].ep.as_mut().expect("up").take_outbox(id);
             self.transmit(i, id, bytes);
         }
     }
