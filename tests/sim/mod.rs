@@ -199,6 +199,10 @@ fn local_at(t: Millis, ppm: i64) -> u64 {
     if ppm == 0 {
         return t;
     }
+    // i64 holds any product a run reaches; i128 only past that.
+    if let Some(p) = i64::try_from(t).ok().and_then(|t| t.checked_mul(ppm)) {
+        return t.saturating_add_signed(p / 1_000_000);
+    }
     let t = i128::from(t);
     u64::try_from(t + t * i128::from(ppm) / 1_000_000).unwrap_or(u64::MAX)
 }
@@ -208,8 +212,15 @@ fn true_at(d: u64, ppm: i64) -> Millis {
     if ppm == 0 {
         return d;
     }
-    let guess = i128::from(d) * 1_000_000 / (1_000_000 + i128::from(ppm));
-    let mut t = u64::try_from(guess).unwrap_or(u64::MAX);
+    let scaled = i64::try_from(d).ok().and_then(|d| d.checked_mul(1_000_000));
+    let guess = match scaled {
+        Some(s) => u64::try_from(s / (1_000_000 + ppm)).unwrap_or(u64::MAX),
+        None => {
+            let g = i128::from(d) * 1_000_000 / (1_000_000 + i128::from(ppm));
+            u64::try_from(g).unwrap_or(u64::MAX)
+        }
+    };
+    let mut t = guess;
     while t < u64::MAX && local_at(t, ppm) < d {
         t += 1;
     }
@@ -1035,11 +1046,11 @@ impl Cluster {
             }
             self.outputs(i);
             self.flush(i);
-            let closed = self.remove_finished(i, now);
-            self.check_node(i, last);
-            if !closed {
-                return;
+            if !self.remove_finished(i, now) {
+                return self.check_node(i, last);
             }
+            // Closing links told the core: drain again.
+            self.check_actions(i, last);
         }
     }
 
