@@ -2,7 +2,7 @@
 //! against plain newline splitting of the same bytes as the ceiling.
 //!
 //! The input is a reproducible mix of the lines a node receives from its
-//! peers (mostly heartbeats, see `MIX`), fed in 16 KiB reads as `src/net.rs`
+//! peers (mostly heartbeats, see `MIX`), fed in 16 KiB reads as `src/net/sockets.rs`
 //! does. Each measurement is the median of several runs. `--quick` runs a
 //! small input once per case, for CI; it asserts nothing about timings.
 //!
@@ -18,7 +18,7 @@ use std::time::Duration;
 use bossd::protocol::{Hello, LineBuffer, LinkKind, Message, Role, State, decode, encode};
 use util::{Rng, Table, rate};
 
-/// Bytes per read, as `READ_CHUNK` in src/net.rs.
+/// Bytes per read, as `READ_CHUNK` in src/net/mod.rs.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Percent of each message kind in the input: a steady cluster exchanges
@@ -118,7 +118,7 @@ fn main() {
             }
         }
     });
-    // The send path: encode into one reused String, as net.rs does.
+    // The send path: encode into one reused String, as src/endpoint.rs does.
     case("encode", "encode (reused String, as net.rs)", &mut || {
         for m in &msgs {
             out.clear();

@@ -1,11 +1,11 @@
 //! The election core's speed: events per second handled by one `Node`,
 //! and simulated clusters of 10, 100 and 200 nodes (the deterministic
 //! simulator of tests/sim), counting the messages and the virtual time a
-//! join, a crash failover and a healed partition take. (1,000 nodes would
-//! send about N^3 / 2 = 500 million introductions to form the mesh; see
-//! docs/BENCHMARKS.md.)
+//! join, a crash failover and a healed partition take. The simulated
+//! nodes are the real endpoints over a wire of bytes (tests/sim), so
+//! framing and the link layer are in the figures too.
 //!
-//! Virtual time is the simulator's: every line takes 0 to 2 ms, timers fire
+//! Virtual time is the simulator's: every flush takes 0 to 2 ms, timers fire
 //! exactly, heartbeat 100 ms and timeout 500 ms (the defaults). It says how
 //! many round trips and timers a scenario needs, not how fast a machine is.
 //! `--quick` runs the microbenchmarks briefly and clusters of 10 and 100

@@ -354,7 +354,7 @@ impl Session {
     pub fn seal(&mut self, line: &str, out: &mut String) {
         let tag = self.tag(self.role, self.sent, line);
         self.sent += 1;
-        out.push_str(&hex(&tag[..TAG_LEN]));
+        push_hex(&tag[..TAG_LEN], out);
         out.push(' ');
         out.push_str(line);
         out.push('\n');
@@ -441,13 +441,19 @@ fn bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 /// Lowercase hex.
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
     let mut s = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{b:02x}");
-    }
+    push_hex(bytes, &mut s);
     s
+}
+
+/// Appends lowercase hex: every sealed line's tag goes through here, so
+/// it spends no formatting machinery on each digit.
+fn push_hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
                 .map_or(HOOK_TIME_LIMIT, Duration::from_millis),
         ),
     };
-    net::run(cfg, opts, wall_at_zero, start)
+    net::run(cfg, opts, start)
 }
 
 /// A random number from the OS.

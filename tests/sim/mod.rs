@@ -1,12 +1,18 @@
-//! A deterministic in-memory cluster: N election cores over a virtual
-//! network, driven from one `u64` seed.
+//! A deterministic in-memory cluster: N nodes over a virtual network of
+//! bytes, driven from one `u64` seed.
 //!
-//! The network models TCP as the core sees it: a dial to a live node opens
-//! a link, lines arrive in order per link after a random delay, a close
-//! arrives after the lines sent before it, and a crashed node's links close
-//! for its peers after what it already sent. Time jumps to the next event.
-//! After every step the harness checks that no node's epoch goes back,
-//! and every log line a core hands over is logfmt (`common/logfmt.rs`).
+//! Every node is the real endpoint (src/endpoint.rs: the core, its links,
+//! the secret's handshake and sealing, framing, classification, close
+//! handling), as the real loop drives it; only the sockets and the clock
+//! are simulated. The network models TCP: a dial to a live node opens a
+//! connection the far node accepts at once, bytes arrive in order per
+//! direction after a random delay and cut into random chunks, a close
+//! arrives after the bytes sent before it, and a crashed node's
+//! connections close for its peers after what it already sent. Each node's
+//! monotonic clock runs at its own rate ([`Wire::rate_ppm`]); time jumps
+//! to the next event. After every step the harness checks that no node's
+//! epoch goes back, and every log line a core hands over is logfmt
+//! (`common/logfmt.rs`).
 
 #![allow(dead_code)]
 
@@ -18,13 +24,17 @@ pub mod hostile;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
+use bossd::auth::{NONCE_LEN, Secret};
 use bossd::core::{
     Action, Config, JOURNAL_LEN, JournalEntry, LinkId, MAX_DIALS_IN_FLIGHT,
     MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
+use bossd::endpoint::{Dialer, Endpoint, Output};
 use bossd::event::Event;
+use bossd::http::Counters;
+use bossd::link::{Ctx, Inbound, Link};
 use bossd::log::{Level, Record};
-use bossd::protocol::{Message, Role};
+use bossd::protocol::{self, Message, Role};
 use bossd::rule::Rule;
 use bossd::time::{Mono, Wall};
 use hostile::{Cover, Hostile, Mode, Out};
@@ -62,15 +72,40 @@ impl Spec {
     }
 }
 
+/// How the wire and the clocks of a cluster differ from plain ones.
+#[derive(Clone, Debug, Default)]
+pub struct Wire {
+    /// Every node (and a hostile member) shares a secret: every link runs
+    /// the handshake and seals every line.
+    pub secret: bool,
+    /// Node `i`'s monotonic clock runs `rate_ppm[i]` parts per million
+    /// fast (negative: slow); missing entries run true.
+    pub rate_ppm: Vec<i64>,
+}
+
+/// The secret of a cluster whose [`Wire`] has one.
+const SECRET: &[u8] = b"the simulated cluster's shared secret";
+
+/// Connections a simulated node accepts: more than any scenario opens.
+const MAX_CONNS: usize = 1 << 16;
+
+/// One flush in this many is cut into several chunks; the rest arrive
+/// whole (a line may still be split across two flushes' worth of bytes).
+const CHUNKED_ONE_IN: u64 = 4;
+
 pub struct Cluster {
     pub now: Millis,
     slots: Vec<Slot>,
     /// Pending deliveries, ordered by (time, sequence number).
     queue: BTreeMap<(Millis, u64), Delivery>,
     seq: u64,
-    /// Each link end: (node, link) -> the other end.
+    /// Each open connection end: (node, link) -> the other end.
     ends: BTreeMap<(usize, LinkId), End>,
+    /// Link ids of hostile members (honest ids are their endpoints').
     next_link: LinkId,
+    /// Connections opened so far: each gets a serial, so that what was in
+    /// flight on a closed one never reaches a new link with a reused id.
+    next_conn: u64,
     rng: u64,
     /// Most delivery delay on a link, in ms.
     pub max_delay_ms: Millis,
@@ -104,37 +139,53 @@ pub struct Cluster {
     deadlines: BTreeSet<(Millis, usize)>,
     /// Node `i`'s entry in `deadlines`, if any.
     deadline_of: Vec<Option<Millis>>,
+    secret: bool,
+    rate_ppm: Vec<i64>,
+    /// Seeds every node's handshake nonces.
+    seed: u64,
+    /// Names of the messages one pump sent, reused.
+    sent_scratch: Vec<&'static str>,
 }
 
 struct Slot {
     addr: SocketAddr,
     spec: Spec,
-    node: Option<Node>,
-    /// A hostile member in this slot instead of a core.
-    hostile: Option<Hostile>,
+    /// Boxed: a pump moves it out of the slot and back.
+    ep: Option<Box<Endpoint>>,
+    /// A hostile member in this slot instead of a node.
+    hostile: Option<HostileSlot>,
+}
+
+/// A hostile member with the links that frame and seal what it says.
+struct HostileSlot {
+    h: Hostile,
+    links: BTreeMap<LinkId, Link>,
+    counters: Counters,
+    nonces: u64,
 }
 
 #[derive(Clone, Copy)]
 struct End {
     node: usize,
     link: LinkId,
-    /// The far side has been told about this link (its first line arrived).
-    accepted: bool,
-    /// When the last line on this direction is delivered, for FIFO order.
+    conn: u64,
+    /// When the last bytes in this direction are delivered, for FIFO order.
     last_delivery: Millis,
 }
 
 enum Delivery {
-    Line {
+    Bytes {
         from: usize,
         to: usize,
         link: LinkId,
-        msg: Message,
+        conn: u64,
+        bytes: Vec<u8>,
     },
     Closed {
         from: usize,
         to: usize,
         link: LinkId,
+        conn: u64,
     },
 }
 
@@ -143,17 +194,96 @@ pub fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
 }
 
+/// A clock running `ppm` parts per million off: its reading at true time `t`.
+fn local_at(t: Millis, ppm: i64) -> u64 {
+    if ppm == 0 {
+        return t;
+    }
+    // i64 holds any product a run reaches; i128 only past that.
+    if let Some(p) = i64::try_from(t).ok().and_then(|t| t.checked_mul(ppm)) {
+        return t.saturating_add_signed(p / 1_000_000);
+    }
+    let t = i128::from(t);
+    u64::try_from(t + t * i128::from(ppm) / 1_000_000).unwrap_or(u64::MAX)
+}
+
+/// The first true time at which a clock running `ppm` off reads `d`.
+fn true_at(d: u64, ppm: i64) -> Millis {
+    if ppm == 0 {
+        return d;
+    }
+    let scaled = i64::try_from(d).ok().and_then(|d| d.checked_mul(1_000_000));
+    let guess = match scaled {
+        Some(s) => u64::try_from(s / (1_000_000 + ppm)).unwrap_or(u64::MAX),
+        None => {
+            let g = i128::from(d) * 1_000_000 / (1_000_000 + i128::from(ppm));
+            u64::try_from(g).unwrap_or(u64::MAX)
+        }
+    };
+    let mut t = guess;
+    while t < u64::MAX && local_at(t, ppm) < d {
+        t += 1;
+    }
+    t
+}
+
+/// Handshake nonces from `state`, for a node or a hostile member.
+fn next_nonce(state: &mut u64) -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    for chunk in nonce.chunks_mut(8) {
+        chunk.copy_from_slice(&splitmix(state).to_le_bytes());
+    }
+    nonce
+}
+
+/// The simulated network's side of a node's dial.
+struct SimDialer<'a> {
+    c: &'a mut Cluster,
+    from: usize,
+}
+
+impl Dialer for SimDialer<'_> {
+    fn dial(&mut self, id: LinkId, to: SocketAddr) -> Result<(), String> {
+        let c = &mut *self.c;
+        c.dials[self.from].push(to);
+        let target = c
+            .slots
+            .iter()
+            .position(|s| s.addr == to && (s.ep.is_some() || s.hostile.is_some()));
+        let Some(j) = target else {
+            return Err("connection refused".to_owned());
+        };
+        let far = c.accept(j, self.from).ok_or("connection refused")?;
+        c.join_ends((self.from, id), (j, far));
+        Ok(())
+    }
+}
+
 impl Cluster {
-    /// A cluster of nodes from `specs`, all started and alone.
+    /// A cluster of nodes from `specs`, all started and alone, over a
+    /// plain wire with true clocks.
     pub fn new(seed: u64, specs: Vec<Spec>) -> Cluster {
+        Cluster::with_wire(seed, specs, Wire::default())
+    }
+
+    /// [`Cluster::new`] over `wire`.
+    pub fn with_wire(seed: u64, specs: Vec<Spec>, wire: Wire) -> Cluster {
+        bossd::log::set_level(if std::env::var_os("SIM_TRACE").is_some() {
+            Level::Debug
+        } else {
+            Level::Error
+        });
         let n = specs.len();
+        let mut rate_ppm = wire.rate_ppm;
+        rate_ppm.resize(n + 1, 0);
         let mut c = Cluster {
             now: 0,
             slots: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
             ends: BTreeMap::new(),
-            next_link: 1,
+            next_link: 1 << 32,
+            next_conn: 0,
             rng: seed ^ 0x5eed,
             max_delay_ms: 2,
             journals: vec![Vec::new(); n],
@@ -171,12 +301,16 @@ impl Cluster {
             sent: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             deadline_of: vec![None; n],
+            secret: wire.secret,
+            rate_ppm,
+            seed,
+            sent_scratch: Vec::new(),
         };
         for (i, spec) in specs.into_iter().enumerate() {
             c.slots.push(Slot {
                 addr: addr(i),
                 spec,
-                node: None,
+                ep: None,
                 hostile: None,
             });
             c.start(i);
@@ -184,9 +318,30 @@ impl Cluster {
         c
     }
 
+    fn secret(&self) -> Option<Secret> {
+        self.secret
+            .then(|| Secret::new(SECRET).expect("long enough"))
+    }
+
+    /// Node `i`'s monotonic clock now.
+    pub fn local(&self, i: usize) -> Mono {
+        Mono(local_at(self.now, self.rate_ppm[i]))
+    }
+
+    /// Node `i`'s wall clock now, unix ms, as the node itself reads it.
+    pub fn wall(&self, i: usize) -> i64 {
+        let wall_at_zero = self.slots[i].spec.wall_at_zero_ms as i64;
+        wall_at_zero + self.local(i).ms() as i64
+    }
+
+    /// How far apart the rates of nodes `i` and `j` are, ppm.
+    pub fn rate_gap_ppm(&self, i: usize, j: usize) -> i64 {
+        (self.rate_ppm[i] - self.rate_ppm[j]).abs()
+    }
+
     /// Adds a hostile member at the next address (issue 10), which knows
-    /// every node's address and copies node 0's settings to get in.
-    /// Returns its slot; it is never `up`.
+    /// every node's address (and the secret) and copies node 0's settings
+    /// to get in. Returns its slot; it is never `up`.
     pub fn add_hostile(&mut self, seed: u64, mode: Mode) -> usize {
         let i = self.slots.len();
         let spec = self.slots[0].spec.clone();
@@ -201,8 +356,13 @@ impl Cluster {
         self.slots.push(Slot {
             addr: addr(i),
             spec,
-            node: None,
-            hostile: Some(Hostile::new(seed, mode, cover, members)),
+            ep: None,
+            hostile: Some(HostileSlot {
+                h: Hostile::new(seed, mode, cover, members),
+                links: BTreeMap::new(),
+                counters: Counters::default(),
+                nonces: seed ^ 0x0bad,
+            }),
         });
         self.journals.push(Vec::new());
         self.delivered.push(Vec::new());
@@ -212,13 +372,14 @@ impl Cluster {
         self.held.push(Vec::new());
         self.frozen.push(false);
         self.deadline_of.push(None);
+        self.rate_ppm.resize(self.slots.len(), 0);
         self.refresh_deadline(i);
         i
     }
 
     /// The hostile member in slot `i`, if it is still there.
     pub fn hostile(&self, i: usize) -> Option<&Hostile> {
-        self.slots[i].hostile.as_ref()
+        self.slots[i].hostile.as_ref().map(|s| &s.h)
     }
 
     /// The hostile member in slot `i` goes away: its links close.
@@ -253,46 +414,58 @@ impl Cluster {
             seed: self.next_instance,
             wall_at_zero: Wall(slot.spec.wall_at_zero_ms),
         };
+        let mut nonces = self.seed ^ self.next_instance.wrapping_mul(0x9e37_79b9);
+        let nonce = Box::new(move || next_nonce(&mut nonces));
         self.next_instance += 1;
         // A new process starts from epoch 0: the guarantee is per process.
         self.reported[i] = 0;
-        self.slots[i].node = Some(Node::new(cfg));
+        let node = Node::new(cfg);
+        self.slots[i].ep = Some(Box::new(Endpoint::new(
+            node,
+            self.secret(),
+            MAX_CONNS,
+            nonce,
+        )));
         self.pump(i);
     }
 
     pub fn node(&self, i: usize) -> &Node {
-        self.slots[i].node.as_ref().expect("node is running")
+        self.slots[i].ep.as_ref().expect("node is running").node()
+    }
+
+    fn node_mut(&mut self, i: usize) -> &mut Node {
+        self.slots[i]
+            .ep
+            .as_mut()
+            .expect("node is running")
+            .node_mut()
     }
 
     pub fn is_up(&self, i: usize) -> bool {
-        self.slots[i].node.is_some()
+        self.slots[i].ep.is_some()
     }
 
     /// Operator `-c`: node `i` joins the node at `addr(j)`.
     pub fn connect(&mut self, i: usize, j: usize) -> Result<(), bossd::core::ConnectError> {
-        let now = self.now;
-        let r = self.slots[i]
-            .node
-            .as_mut()
-            .expect("up")
-            .connect(addr(j), Mono(now));
+        let now = self.local(i);
+        let r = self.node_mut(i).connect(addr(j), now);
         self.pump(i);
         r
     }
 
     /// `-msg` from node `i`.
     pub fn send_text(&mut self, i: usize, text: &str) -> usize {
-        let n = self.slots[i].node.as_mut().expect("up").send_text(text);
+        let n = self.node_mut(i).send_text(text);
         self.pump(i);
         n
     }
 
     /// Graceful leave (`-q`, SIGTERM): node `i` says LEAVE and exits.
     pub fn leave(&mut self, i: usize) {
-        let now = self.now;
-        self.slots[i].node.as_mut().expect("up").leave(Mono(now));
+        let now = self.local(i);
+        self.slots[i].ep.as_mut().expect("up").begin_leave(now);
         self.pump(i);
-        self.slots[i].node = None;
+        self.slots[i].ep = None;
         self.refresh_deadline(i);
         // The process exits: links it never saw (dials in flight) reset.
         self.close_all(i);
@@ -301,7 +474,7 @@ impl Cluster {
     /// SIGKILL: node `i` is gone; its peers see its links close after what
     /// it already sent.
     pub fn crash(&mut self, i: usize) {
-        self.slots[i].node = None;
+        self.slots[i].ep = None;
         self.refresh_deadline(i);
         self.close_all(i);
     }
@@ -310,9 +483,8 @@ impl Cluster {
     fn close_all(&mut self, i: usize) {
         let mine: Vec<LinkId> = self
             .ends
-            .keys()
-            .filter(|(n, _)| *n == i)
-            .map(|(_, l)| *l)
+            .range((i, 0)..(i + 1, 0))
+            .map(|((_, l), _)| *l)
             .collect();
         for link in mine {
             self.close_end(i, link);
@@ -323,7 +495,6 @@ impl Cluster {
     /// what was sent before.
     fn close_end(&mut self, i: usize, link: LinkId) {
         if let Some(end) = self.ends.remove(&(i, link)) {
-            self.ends.remove(&(end.node, end.link));
             let t = end.last_delivery.max(self.now);
             self.push(
                 t,
@@ -331,9 +502,51 @@ impl Cluster {
                     from: i,
                     to: end.node,
                     link: end.link,
+                    conn: end.conn,
                 },
             );
         }
+    }
+
+    /// Whether `(node, link)` is still the open end of connection `conn`.
+    fn is_open(&self, node: usize, link: LinkId, conn: u64) -> bool {
+        self.ends.get(&(node, link)).is_some_and(|e| e.conn == conn)
+    }
+
+    /// Node or hostile member `j` accepts a connection from slot `from`;
+    /// returns its end's link id.
+    fn accept(&mut self, j: usize, from: usize) -> Option<LinkId> {
+        let peer = addr(from);
+        let link = if let Some(hs) = self.slots[j].hostile.as_mut() {
+            let link = self.next_link;
+            self.next_link += 1;
+            hs.links.insert(link, Link::accepted(peer, Mono(self.now)));
+            link
+        } else {
+            let now = self.local(j);
+            let ep = self.slots[j].ep.as_mut()?;
+            if !ep.admit(peer) {
+                return None;
+            }
+            ep.accepted(peer, now)
+        };
+        self.refresh_deadline(j);
+        Some(link)
+    }
+
+    /// Records a new connection between two ends.
+    fn join_ends(&mut self, a: (usize, LinkId), b: (usize, LinkId)) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let now = self.now;
+        let end = |(node, link)| End {
+            node,
+            link,
+            conn,
+            last_delivery: now,
+        };
+        self.ends.insert(a, end(b));
+        self.ends.insert(b, end(a));
     }
 
     /// SIGSTOP: node `i` handles nothing (no lines, no timers) until thawed;
@@ -346,10 +559,10 @@ impl Cluster {
     pub fn thaw(&mut self, i: usize) {
         self.frozen[i] = false;
         // The loop asks the core for the time before any event, as
-        // src/net.rs does after every poll.
-        let now = self.now;
-        if let Some(node) = self.slots[i].node.as_mut() {
-            node.handle_timeout(Mono(now));
+        // src/net/mod.rs does after every poll.
+        let now = self.local(i);
+        if let Some(ep) = self.slots[i].ep.as_mut() {
+            ep.handle_timeout(now);
             self.pump(i);
         }
         for ev in std::mem::take(&mut self.held[i]) {
@@ -417,21 +630,25 @@ impl Cluster {
                 let ev = self.queue.remove(&key).expect("present");
                 self.deliver(ev);
             } else if let Some((_, i)) = next_timer {
-                let now = self.now;
-                if let Some(h) = self.slots[i].hostile.as_mut() {
-                    let out = h.on_tick(now);
-                    self.carry_out_hostile(i, out);
-                    continue;
-                }
-                self.slots[i]
-                    .node
-                    .as_mut()
-                    .expect("up")
-                    .handle_timeout(Mono(now));
-                self.pump(i);
+                self.fire(i);
             }
         }
         self.now = end;
+    }
+
+    /// Slot `i`'s timer is due.
+    fn fire(&mut self, i: usize) {
+        let now = self.now;
+        if let Some(hs) = self.slots[i].hostile.as_mut() {
+            let out = hs.h.on_tick(now);
+            self.carry_out_hostile(i, out);
+            return;
+        }
+        let now = self.local(i);
+        let ep = self.slots[i].ep.as_mut().expect("up");
+        ep.handle_timeout(now);
+        ep.tick(now);
+        self.pump(i);
     }
 
     /// Runs until no line is in flight (timers may still be pending).
@@ -451,10 +668,10 @@ impl Cluster {
         let cmd = bossd::console::parse(line)
             .expect("a valid command")
             .expect("not blank");
-        let now = self.now;
-        let node = self.slots[i].node.as_mut().expect("up");
+        let now = self.local(i);
+        let node = self.node_mut(i);
         let clock = bossd::console::Clock {
-            now: Mono(now),
+            now,
             wall_at_zero: node.config().wall_at_zero,
         };
         let reply = bossd::console::execute(cmd, node, clock);
@@ -556,16 +773,17 @@ impl Cluster {
         overdue.map(|j| (self.now, j))
     }
 
-    /// Records node `i`'s next deadline after anything touched it.
+    /// Records node `i`'s next deadline, in true time, after anything
+    /// touched it.
     fn refresh_deadline(&mut self, i: usize) {
         let slot = &self.slots[i];
         let d = match &slot.hostile {
-            Some(h) => Some(h.next_deadline()),
+            Some(hs) => Some(hs.h.next_deadline()),
             None => slot
-                .node
+                .ep
                 .as_ref()
-                .and_then(Node::next_deadline)
-                .map(Mono::ms),
+                .and_then(|ep| ep.next_deadline(self.local(i)))
+                .map(|d| true_at(d.ms(), self.rate_ppm[i])),
         };
         if d == self.deadline_of[i] {
             return;
@@ -581,7 +799,7 @@ impl Cluster {
 
     fn deliver(&mut self, ev: Delivery) {
         let (from, to) = match &ev {
-            Delivery::Line { from, to, .. } | Delivery::Closed { from, to, .. } => (*from, *to),
+            Delivery::Bytes { from, to, .. } | Delivery::Closed { from, to, .. } => (*from, *to),
         };
         if self.cuts.contains(&(from, to)) {
             self.behind_cut.push(ev);
@@ -591,103 +809,162 @@ impl Cluster {
             self.held[to].push(ev);
             return;
         }
-        if let Some(h) = self.slots[to].hostile.as_mut() {
-            let now = self.now;
-            match ev {
-                Delivery::Line { link, msg, .. } => {
-                    if !self.ends.contains_key(&(to, link)) {
-                        return;
-                    }
-                    let out = h.on_line(link, msg, now);
-                    self.carry_out_hostile(to, out);
-                }
-                Delivery::Closed { link, .. } => {
-                    h.on_closed(link, now);
-                    self.refresh_deadline(to);
-                }
-            }
-            return;
-        }
         match ev {
-            Delivery::Line { to, link, msg, .. } => {
-                let now = self.now;
-                let Some(node) = self.slots[to].node.as_mut() else {
+            Delivery::Bytes {
+                to,
+                link,
+                conn,
+                bytes,
+                ..
+            } => {
+                if !self.is_open(to, link, conn) {
                     return;
-                };
-                let key = (to, link);
-                // The far end's first line makes the link known to it, as
-                // the loop does on accepting a connection.
-                if let Some(end) = self.ends.get(&key).copied()
-                    && !end.accepted
-                {
-                    node.handle_accepted(link, Mono(now));
-                    if let Some(e) = self.ends.get_mut(&key) {
-                        e.accepted = true;
-                    }
                 }
-                node.handle_message(link, msg, Mono(now));
-                self.pump(to);
+                if self.slots[to].hostile.is_some() {
+                    return self.hostile_bytes(to, link, &bytes);
+                }
+                let now = self.local(to);
+                if let Some(ep) = self.slots[to].ep.as_mut() {
+                    ep.on_bytes(link, &bytes, now);
+                    self.pump(to);
+                }
             }
-            Delivery::Closed { to, link, .. } => {
-                let now = self.now;
-                if let Some(node) = self.slots[to].node.as_mut() {
-                    node.handle_link_closed(link, Mono(now));
+            Delivery::Closed { to, link, conn, .. } => {
+                if !self.is_open(to, link, conn) {
+                    return;
+                }
+                // Both ends are closed now: nothing more goes either way.
+                self.ends.remove(&(to, link));
+                if let Some(hs) = self.slots[to].hostile.as_mut() {
+                    hs.links.remove(&link);
+                    hs.h.on_closed(link, self.now);
+                    self.refresh_deadline(to);
+                } else if let Some(ep) = self.slots[to].ep.as_mut() {
+                    ep.on_eof(link);
                     self.pump(to);
                 }
             }
         }
     }
 
-    /// A connection from slot `i` to slot `j`: returns `i`'s end; `j`
-    /// hears of its end with the first line.
-    fn open_link(&mut self, i: usize, j: usize) -> LinkId {
-        let (la, lb) = (self.next_link, self.next_link + 1);
-        self.next_link += 2;
+    /// Bytes for the hostile member in slot `i` on `link`: its link
+    /// opens and frames them, and it answers what it was told.
+    fn hostile_bytes(&mut self, i: usize, link: LinkId, bytes: &[u8]) {
+        let secret = self.secret();
+        let Some(hs) = self.slots[i].hostile.as_mut() else {
+            return;
+        };
+        let Some(l) = hs.links.get_mut(&link) else {
+            return;
+        };
+        l.on_bytes(bytes);
+        let nonces = &mut hs.nonces;
+        let mut nonce = || next_nonce(nonces);
+        let mut ctx = Ctx {
+            secret: secret.as_ref(),
+            here: hs.h.addr(),
+            counters: &mut hs.counters,
+            nonce: &mut nonce,
+        };
+        let mut heard = Vec::new();
+        while let Some(inbound) = l.poll_inbound(&mut ctx) {
+            if let Inbound::PeerOpened(msg) | Inbound::Peer { msg, .. } = inbound {
+                heard.push(msg);
+            }
+        }
         let now = self.now;
-        self.ends.insert(
-            (i, la),
-            End {
-                node: j,
-                link: lb,
-                accepted: true,
-                last_delivery: now,
-            },
-        );
-        self.ends.insert(
-            (j, lb),
-            End {
-                node: i,
-                link: la,
-                accepted: false,
-                last_delivery: now,
-            },
-        );
-        la
+        for msg in heard {
+            let Some(hs) = self.slots[i].hostile.as_mut() else {
+                return;
+            };
+            let out = hs.h.on_line(link, msg, now);
+            self.carry_out_hostile(i, out);
+        }
+        self.flush_hostile(i);
     }
 
     /// Carries out what the hostile member in slot `i` asked for.
     fn carry_out_hostile(&mut self, i: usize, out: Vec<Out>) {
         for o in out {
             match o {
-                Out::Send(link, msg) => self.send(i, link, msg),
-                Out::Close(link) => self.close_end(i, link),
-                Out::Dial(to, hello) => {
-                    let Some(j) = self
-                        .slots
-                        .iter()
-                        .position(|s| s.addr == to && s.node.is_some())
-                    else {
-                        continue;
-                    };
-                    let la = self.open_link(i, j);
-                    if let Some(h) = self.slots[i].hostile.as_mut() {
-                        h.on_dialed(la);
+                Out::Send(link, msg) => self.hostile_send(i, link, &msg),
+                Out::Close(link) => {
+                    if let Some(hs) = self.slots[i].hostile.as_mut() {
+                        hs.links.remove(&link);
                     }
-                    self.send(i, la, hello);
+                    self.close_end(i, link);
                 }
+                Out::Dial(to, hello) => self.hostile_dial(i, to, &hello),
             }
         }
+        self.flush_hostile(i);
         self.refresh_deadline(i);
+    }
+
+    fn hostile_send(&mut self, i: usize, link: LinkId, msg: &Message) {
+        *self.sent.entry(msg.name()).or_insert(0) += 1;
+        let line = protocol::encode_line(msg);
+        if let Some(l) = self.slots[i]
+            .hostile
+            .as_mut()
+            .and_then(|hs| hs.links.get_mut(&link))
+        {
+            l.send_line(line.trim_end_matches('\n'));
+        }
+    }
+
+    fn hostile_dial(&mut self, i: usize, to: SocketAddr, hello: &Message) {
+        let Some(j) = self
+            .slots
+            .iter()
+            .position(|s| s.addr == to && s.ep.is_some())
+        else {
+            return;
+        };
+        let Some(far) = self.accept(j, i) else {
+            return;
+        };
+        let secret = self.secret();
+        let (now, link) = (self.now, self.next_link);
+        self.next_link += 1;
+        let Some(hs) = self.slots[i].hostile.as_mut() else {
+            return;
+        };
+        let nonce = next_nonce(&mut hs.nonces);
+        hs.links
+            .insert(link, Link::dialed(to, Mono(now), secret.as_ref(), nonce));
+        hs.h.on_dialed(link);
+        self.join_ends((i, link), (j, far));
+        self.hostile_send(i, link, hello);
+    }
+
+    /// Sends what the hostile member's links queued; drops the links
+    /// that are done.
+    fn flush_hostile(&mut self, i: usize) {
+        let Some(hs) = self.slots[i].hostile.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for (&link, l) in hs.links.iter_mut() {
+            if !l.outbox().is_empty() && !l.is_dead() {
+                out.push((link, l.outbox().to_vec()));
+                let n = l.outbox().len();
+                l.wrote(n);
+            }
+            if l.is_finished(false) {
+                done.push(link);
+            }
+        }
+        for link in &done {
+            hs.links.remove(link);
+        }
+        for (link, bytes) in out {
+            self.transmit(i, link, bytes);
+        }
+        for link in done {
+            self.close_end(i, link);
+        }
     }
 
     /// Checks that node `i` holds no more than its limits allow (issue
@@ -695,9 +972,10 @@ impl Cluster {
     /// simulator just drained the last), its reconnect set, dials,
     /// introductions and journal.
     fn check_limits(&self, i: usize, actions: usize) {
-        let Some(node) = self.slots[i].node.as_ref() else {
+        let Some(ep) = self.slots[i].ep.as_ref() else {
             return;
         };
+        let node = ep.node();
         self.check_actions(i, actions);
         let n = node.counts();
         assert!(n.wanted <= MAX_WANTED, "node {i}: {n:?}");
@@ -723,10 +1001,10 @@ impl Cluster {
         if actions <= bound(0) {
             return;
         }
-        let Some(node) = self.slots[i].node.as_ref() else {
+        let Some(ep) = self.slots[i].ep.as_ref() else {
             return;
         };
-        let links = node.counts().links;
+        let links = ep.node().counts().links;
         assert!(
             actions <= bound(links),
             "node {i} queued {actions} actions for one event (links {links}){}",
@@ -734,60 +1012,68 @@ impl Cluster {
         );
     }
 
-    /// Carries out node `i`'s actions.
+    /// Carries out node `i`'s actions through its endpoint, sends what
+    /// its links queued and closes the links that are done, until nothing
+    /// is left; then checks the node.
     fn pump(&mut self, i: usize) {
-        let mut actions = 0;
         loop {
-            let Some(node) = self.slots[i].node.as_mut() else {
+            let Some(mut ep) = self.slots[i].ep.take() else {
                 self.refresh_deadline(i);
                 return;
             };
-            let Some(action) = node.poll_action() else {
-                break;
-            };
-            actions += 1;
-            // Connect and Close call back into the core: what it queues
-            // then belongs to that call, not to the event before.
-            if matches!(action, Action::Connect { .. } | Action::Close(_)) {
-                self.check_actions(i, actions);
-                actions = 0;
+            let now = self.local(i);
+            // Actions per event: Connect and Close call back into the
+            // core, so what it queues then belongs to that call.
+            let mut events = vec![0usize];
+            let mut sent = std::mem::take(&mut self.sent_scratch);
+            let mut dialer = SimDialer { c: self, from: i };
+            ep.drain_observed(now, &mut dialer, &mut |a| {
+                *events.last_mut().expect("one") += 1;
+                match a {
+                    Action::Send(_, msg) => sent.push(msg.name()),
+                    Action::Connect { .. } | Action::Close(_) => events.push(0),
+                    _ => {}
+                }
+            });
+            self.slots[i].ep = Some(ep);
+            for name in sent.drain(..) {
+                *self.sent.entry(name).or_insert(0) += 1;
             }
-            match action {
-                Action::Send(link, msg) => self.send(i, link, msg),
-                Action::Connect { addr: to, kind } => {
-                    self.dials[i].push(to);
-                    let target = self
-                        .slots
-                        .iter()
-                        .position(|s| s.addr == to && (s.node.is_some() || s.hostile.is_some()));
-                    let now = self.now;
-                    match target {
-                        Some(j) => {
-                            let la = self.open_link(i, j);
-                            self.slots[i].node.as_mut().expect("up").handle_dialed(
-                                la,
-                                to,
-                                kind,
-                                Mono(now),
-                            );
-                        }
-                        None => self.slots[i].node.as_mut().expect("up").handle_dial_failed(
-                            to,
-                            "connection refused",
-                            Mono(now),
-                        ),
-                    }
-                }
-                Action::Close(link) => {
-                    self.close_end(i, link);
-                    let now = self.now;
-                    self.slots[i]
-                        .node
-                        .as_mut()
-                        .expect("up")
-                        .handle_link_closed(link, Mono(now));
-                }
-                Action::Log(event) => {
+            self.sent_scratch = sent;
+            let last = events.pop().expect("one");
+            for actions in events {
+                self.check_actions(i, actions);
+            }
+            self.outputs(i);
+            self.flush(i);
+            if !self.remove_finished(i, now) {
+                return self.check_node(i, last);
+            }
+            // Closing links told the core: drain again.
+            self.check_actions(i, last);
+        }
+    }
+
+    /// After node `i` handled something: its epoch never goes back, it
+    /// keeps its limits, and guarantee 8 holds.
+    fn check_node(&mut self, i: usize, actions: usize) {
+        let epoch = self.node(i).epoch();
+        assert!(
+            epoch >= self.reported[i],
+            "node {i}'s epoch went back from {} to {epoch}",
+            self.reported[i]
+        );
+        self.reported[i] = epoch;
+        self.check_limits(i, actions);
+        self.refresh_deadline(i);
+        self.check_masters();
+    }
+
+    /// What node `i`'s endpoint asks of the process.
+    fn outputs(&mut self, i: usize) {
+        while let Some(out) = self.slots[i].ep.as_mut().and_then(|ep| ep.poll_output()) {
+            match out {
+                Output::Log(event) => {
                     let text = bossd::log::format(&event);
                     if let Err(e) = logfmt::parse_event(&text) {
                         panic!("node {i} logged a line that is not logfmt: {e}");
@@ -799,20 +1085,35 @@ impl Cluster {
                         self.warnings[i].push(event);
                     }
                 }
-                Action::Deliver { from, text } => self.delivered[i].push((from, text)),
-                Action::RoleChanged(e) => self.journals[i].push(e),
+                Output::Deliver { from, text } => self.delivered[i].push((from, text)),
+                Output::RoleChanged(e) => self.journals[i].push(e),
+                Output::Print(_) | Output::Leave => {}
             }
         }
-        let epoch = self.node(i).epoch();
-        assert!(
-            epoch >= self.reported[i],
-            "node {i}'s epoch went back from {} to {epoch}",
-            self.reported[i]
-        );
-        self.reported[i] = epoch;
-        self.check_limits(i, actions);
-        self.refresh_deadline(i);
-        self.check_masters();
+    }
+
+    /// Sends what node `i`'s links queued, as a socket would take it all.
+    fn flush(&mut self, i: usize) {
+        let ep = self.slots[i].ep.as_mut().expect("up");
+        let ready: Vec<LinkId> = ep
+            .links()
+            .filter(|(_, l)| !l.outbox().is_empty() && !l.is_dead())
+            .map(|(id, _)| id)
+            .collect();
+        for id in ready {
+            let bytes = self.slots[i].ep.as_mut().expect("up").take_outbox(id);
+            self.transmit(i, id, bytes);
+        }
+    }
+
+    /// Closes node `i`'s finished links; returns whether there were any.
+    fn remove_finished(&mut self, i: usize, now: Mono) -> bool {
+        let done = self.slots[i].ep.as_ref().expect("up").finished(|_| false);
+        for &id in &done {
+            self.close_end(i, id);
+            self.slots[i].ep.as_mut().expect("up").remove(id, now);
+        }
+        !done.is_empty()
     }
 
     /// Guarantee 8 (docs/GUARANTEES.md) at this instant: one master per epoch and, when
@@ -826,9 +1127,9 @@ impl Cluster {
             .filter(|&i| !self.frozen[i])
             .filter(|&i| {
                 self.slots[i]
-                    .node
+                    .ep
                     .as_ref()
-                    .is_some_and(|n| n.role() == Role::Master)
+                    .is_some_and(|ep| ep.node().role() == Role::Master)
             })
             .map(|i| (i, self.node(i).epoch()))
             .collect();
@@ -844,25 +1145,49 @@ impl Cluster {
         }
     }
 
-    fn send(&mut self, from: usize, link: LinkId, msg: Message) {
+    /// Puts `bytes` from slot `from`'s end of `link` on the wire: cut into
+    /// chunks (from the seed), each after a random delay, in order.
+    fn transmit(&mut self, from: usize, link: LinkId, bytes: Vec<u8>) {
         let Some(end) = self.ends.get(&(from, link)).copied() else {
             return;
         };
-        *self.sent.entry(msg.name()).or_insert(0) += 1;
-        let delay = self.below(self.max_delay_ms + 1);
-        let t = (self.now + delay).max(end.last_delivery);
+        let mut t = end.last_delivery;
+        for chunk in self.chunks(bytes) {
+            let delay = self.below(self.max_delay_ms + 1);
+            t = (self.now + delay).max(t);
+            self.push(
+                t,
+                Delivery::Bytes {
+                    from,
+                    to: end.node,
+                    link: end.link,
+                    conn: end.conn,
+                    bytes: chunk,
+                },
+            );
+        }
         if let Some(e) = self.ends.get_mut(&(from, link)) {
             e.last_delivery = t;
         }
-        self.push(
-            t,
-            Delivery::Line {
-                from,
-                to: end.node,
-                link: end.link,
-                msg,
-            },
-        );
+    }
+
+    /// Cuts one flush into the pieces the far end reads.
+    fn chunks(&mut self, mut bytes: Vec<u8>) -> Vec<Vec<u8>> {
+        if bytes.len() < 2 || self.below(CHUNKED_ONE_IN) != 0 {
+            return vec![bytes];
+        }
+        let mut cuts: Vec<usize> = (0..1 + self.below(3))
+            .map(|_| 1 + self.below(bytes.len() as u64 - 1) as usize)
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut pieces = Vec::with_capacity(cuts.len() + 1);
+        for &cut in cuts.iter().rev() {
+            pieces.push(bytes.split_off(cut));
+        }
+        pieces.push(bytes);
+        pieces.reverse();
+        pieces
     }
 
     fn push(&mut self, t: Millis, ev: Delivery) {

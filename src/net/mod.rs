@@ -1,0 +1,303 @@
+//! The event loop: one thread, one mio `Poll` over the listener, every
+//! connection, stdin and the signals. It only does IO.
+//!
+//! It owns every socket, the clock and the hooks' processes, and decides
+//! nothing: bytes go to the [`Endpoint`] (src/endpoint.rs), which owns the
+//! core and every link's state, and what it asks for is carried out here.
+//! One iteration has a fixed shape: poll with the earliest deadline as
+//! timeout; read the clock once and pass that one `now` to everything
+//! handled in this iteration; dispatch events; then `settle`: drain the
+//! endpoint, flush outboxes, remove finished connections last (deregister,
+//! tell the endpoint), until nothing is left.
+
+mod sockets;
+mod stdin;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::auth::{NONCE_LEN, Secret};
+use crate::core::{Config, Node};
+use crate::endpoint::{Endpoint, Output};
+use crate::hooks::Hooks;
+use crate::log::Level;
+use crate::time::Mono;
+use sockets::{LISTENER, Sockets};
+use stdin::{STDIN, Stdin, StdinMode, print_console};
+
+pub use crate::link::MAX_OUTBOX;
+
+/// Events taken per poll: enough to drain a busy moment in a few rounds
+/// without an unbounded buffer.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// Bytes read from a socket per call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a graceful leave waits for LEAVE lines to drain: well inside
+/// the one second guarantee 6 (docs/GUARANTEES.md) allows.
+const LEAVE_FLUSH: Duration = Duration::from_millis(300);
+
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Everything a node needs at start, beyond its core configuration.
+pub struct Options {
+    pub join: Vec<SocketAddr>,
+    pub max_conns: usize,
+    pub console: bool,
+    /// With a secret, every peer must prove it knows it, and only clients
+    /// that did may run mutating commands.
+    pub secret: Option<Secret>,
+    /// The `--notify` hook; does nothing without a command.
+    pub hooks: Hooks,
+}
+
+/// Runs a node until it leaves; `Ok` means a graceful leave (exit 0).
+///
+/// The listener is bound first. With port 0 the kernel picks a free port,
+/// and the node is known by it from then on: its id in the core (and so
+/// in HELLO, `-s` and the logs) and the hooks' BOSSD_ID.
+pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
+    let asked = cfg.addr;
+    let listener = TcpListener::bind(asked).with_context(|| format!("cannot listen on {asked}"))?;
+    let addr = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {asked}"))?;
+    cfg.addr = addr;
+    opts.hooks.set_id(addr);
+    if opts.secret.is_none() && !addr.ip().is_loopback() {
+        crate::event!(
+            Level::Warn,
+            "no-secret",
+            addr = addr,
+            reason = "anyone who can reach it can join",
+        );
+    }
+    let poll = Poll::new().context("cannot create the event poll")?;
+    let mut io = Sockets::new(poll, listener);
+    io.register_listener()
+        .context("cannot register the listener")?;
+    // SIGCHLD only wakes the loop: a hook ended and is reaped in `run`.
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGCHLD]).context("cannot install signal handlers")?;
+    io.poll
+        .registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .context("cannot register the signal handlers")?;
+    let stdin = if opts.console {
+        Stdin::open(&io.poll)
+    } else {
+        Stdin::off()
+    };
+    let nonces = Box::new(nonce);
+    let mut server = Server {
+        io,
+        signals,
+        stdin,
+        ep: Endpoint::new(Node::new(cfg), opts.secret, opts.max_conns, nonces),
+        start,
+        leaving_since: None,
+        hooks: opts.hooks,
+    };
+    crate::event!(Level::Info, "listening", addr = addr);
+    let now = server.now();
+    for target in opts.join {
+        if let Err(e) = server.ep.node_mut().join(target, now.mono) {
+            crate::event!(Level::Warn, "join-skipped", peer = target, reason = e);
+        }
+    }
+    server.run(now)
+}
+
+/// The one reading of the clock an iteration works with.
+#[derive(Clone, Copy)]
+struct Now {
+    at: Instant,
+    mono: Mono,
+}
+
+struct Server {
+    io: Sockets,
+    signals: Signals,
+    stdin: Stdin,
+    ep: Endpoint,
+    start: Instant,
+    /// Set once the node leaves; the loop ends when output drained and
+    /// hooks ended, or time is up.
+    leaving_since: Option<Instant>,
+    hooks: Hooks,
+}
+
+impl Server {
+    fn run(&mut self, mut now: Now) -> Result<()> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            self.settle(now);
+            self.hooks.poll(now.at);
+            if self.left(now) {
+                self.hooks.abandon();
+                crate::event!(Level::Info, "left");
+                return Ok(());
+            }
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.io.poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("poll failed");
+            }
+            now = self.now();
+            // Time first: after a stall (SIGSTOP, a loaded machine) a lease
+            // or a silent peer must be seen to before any command is answered.
+            self.ep.handle_timeout(now.mono);
+            // Connections whose read budget ran out last time go first.
+            for id in self.io.to_resume(&self.ep) {
+                self.io.read(id, &mut self.ep, now.mono);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.io.accept(&mut self.ep, now.mono),
+                    STDIN => self.stdin.read(&self.io.poll, &mut self.ep, now.mono),
+                    SIGNALS => self.on_signals(now),
+                    Token(id) => {
+                        let (r, w) = (event.is_readable(), event.is_writable());
+                        self.io.on_event(id, r, w, &mut self.ep, now.mono);
+                    }
+                }
+            }
+            if self.stdin.mode == StdinMode::File {
+                self.stdin.read(&self.io.poll, &mut self.ep, now.mono);
+            }
+            self.ep.handle_timeout(now.mono);
+            self.ep.tick(now.mono);
+        }
+    }
+
+    /// Reads the clock: once per iteration.
+    fn now(&self) -> Now {
+        let at = Instant::now();
+        Now {
+            at,
+            mono: Mono(at.duration_since(self.start).as_millis() as u64),
+        }
+    }
+
+    /// Whether a leave is complete: output drained (or time up) and the
+    /// hooks done.
+    fn left(&self, now: Now) -> bool {
+        let Some(since) = self.leaving_since else {
+            return false;
+        };
+        let drained = self.ep.drained(|id| self.io.connecting(id));
+        (drained || now.at.duration_since(since) >= LEAVE_FLUSH) && self.hooks.exit_ready(now.at)
+    }
+
+    fn poll_timeout(&self, now: Now) -> Option<Duration> {
+        if self.stdin.mode == StdinMode::File {
+            return Some(Duration::ZERO);
+        }
+        if self.leaving_since.is_some() {
+            return Some(Duration::from_millis(10));
+        }
+        if !self.io.to_resume(&self.ep).is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let due = self
+            .ep
+            .next_deadline(now.mono)
+            .map(|d| Duration::from_millis(d.since(now.mono)));
+        let hook = self
+            .hooks
+            .next_deadline()
+            .map(|t| t.saturating_duration_since(now.at));
+        due.into_iter().chain(hook).min()
+    }
+
+    /// Drains the endpoint, flushes output and removes finished
+    /// connections, until none of them produces more work.
+    fn settle(&mut self, now: Now) {
+        loop {
+            self.ep.drain(now.mono, &mut self.io);
+            self.outputs(now);
+            for id in self.io.ids() {
+                self.io.flush(id, &mut self.ep);
+            }
+            let done = self.ep.finished(|id| self.io.connecting(id));
+            if done.is_empty() {
+                return;
+            }
+            for id in done {
+                self.io.remove(id);
+                self.ep.remove(id, now.mono);
+            }
+            if self.io.accept_paused() {
+                // Still paused until an accept succeeds or none waits.
+                self.io.accept(&mut self.ep, now.mono);
+            }
+        }
+    }
+
+    /// Carries out what the endpoint asks of the process: logs, console
+    /// text, the hooks, the leave.
+    fn outputs(&mut self, now: Now) {
+        while let Some(out) = self.ep.poll_output() {
+            match out {
+                Output::Log(event) => crate::log::emit(&event),
+                Output::Deliver { from, text } => {
+                    print_console(&format!("message from {from}: {text}"))
+                }
+                Output::Print(line) => print_console(&line),
+                Output::RoleChanged(entry) => self.hooks.push(entry),
+                Output::Leave => {
+                    self.hooks.leave(now.at);
+                    self.leaving_since = Some(now.at);
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self, now: Now) {
+        let got: Vec<i32> = self.signals.pending().filter(|s| *s != SIGCHLD).collect();
+        if let Some(&first) = got.first() {
+            crate::event!(
+                Level::Info,
+                "leaving",
+                cause = "signal",
+                signal = signal_name(first),
+            );
+            self.ep.begin_leave(now.mono);
+        }
+    }
+}
+
+/// Fresh random bytes for a handshake, from the operating system.
+fn nonce() -> [u8; NONCE_LEN] {
+    let mut bytes = [0u8; NONCE_LEN];
+    // Without the OS generator there is no safe nonce; Linux's getrandom
+    // does not fail once the pool is initialised at boot.
+    getrandom::fill(&mut bytes).expect("the OS random generator failed");
+    bytes
+}
+
+/// A signal's name for the log: `SIGTERM`, `SIGINT`, else its number.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        SIGTERM => "SIGTERM".to_owned(),
+        SIGINT => "SIGINT".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Unix milliseconds now, read once at start.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
