@@ -1,7 +1,7 @@
 //! bossd under a fake systemd: each test binds the Unix datagram socket a
 //! `Type=notify` unit's manager would (`NOTIFY_SOCKET`), asks for a
 //! watchdog (`WATCHDOG_USEC`) and reads what the node tells it
-//! (docs/OPERATIONS.md, "Under systemd").
+//! (docs/OPERATIONS.md, "Under systemd" and "The watchdog").
 //!
 //! Conditions are polled with generous deadlines; nothing asserts how long
 //! anything took. The one "nothing arrives" check runs while the node is
