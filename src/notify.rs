@@ -128,8 +128,10 @@ impl Plan {
 
     /// What to send in a loop turn that sees `view` at `now`.
     pub fn turn(&mut self, view: View, now: Instant) -> Message {
-        let mut m = Message::default();
-        m.ready = !self.ready_sent;
+        let mut m = Message {
+            ready: !self.ready_sent,
+            ..Message::default()
+        };
         self.ready_sent = true;
         if !self.stopping && self.shown != Some(view) {
             m.status = Some(view.to_string());
