@@ -321,6 +321,10 @@ fn spawn(cmd: &str, id: SocketAddr, e: &JournalEntry) -> std::io::Result<Child> 
         .env("BOSSD_EPOCH", e.epoch.to_string())
         .env("BOSSD_ID", id.to_string())
         .env("BOSSD_CAUSE", e.cause.to_string())
+        // systemd's notify socket and watchdog are bossd's, not its hooks'.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::inherit())

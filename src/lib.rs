@@ -2,7 +2,7 @@
 //!
 //! The crate is a pure election [`core`] inside a thin mio [`net`] loop;
 //! [`protocol`] frames and parses the peer lines, [`console`] the operator
-//! commands, [`config`] the command line, [`hooks`] the `--notify` hook. `ARCHITECTURE.md` maps it.
+//! commands, [`config`] the command line, [`hooks`] the `--notify` hook, [`notify`] systemd's readiness and watchdog. `ARCHITECTURE.md` maps it.
 //!
 //! No `println!` or `eprintln!`: they panic on a closed pipe, and the
 //! release build aborts on a panic. Output goes through [`log`].
@@ -19,5 +19,6 @@ pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod net;
+pub mod notify;
 pub mod protocol;
 pub mod rule;

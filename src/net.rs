@@ -26,6 +26,7 @@ use crate::core::{Action, Config, JoinProgress, Millis, Node};
 use crate::hooks::Hooks;
 use crate::http::{self, Counters, Direction, Request};
 use crate::log::Level;
+use crate::notify::Notifier;
 use crate::protocol::{self, FrameError, LineBuffer, Message, OptAddr};
 
 /// Events taken per poll: enough to drain a busy moment in a few rounds
@@ -139,6 +140,7 @@ pub fn run(mut cfg: Config, mut opts: Options, wall_at_zero_ms: u64, start: Inst
         leaving_since: None,
         scratch: String::new(),
         hooks: opts.hooks,
+        notify: Notifier::from_env(Instant::now()),
     };
     crate::event!(Level::Info, "listening", addr = addr);
     for target in opts.join {
@@ -173,6 +175,8 @@ struct Server {
     leaving_since: Option<Instant>,
     scratch: String,
     hooks: Hooks,
+    /// systemd's READY=1, STATUS=, WATCHDOG=1 and STOPPING=1.
+    notify: Notifier,
 }
 
 struct Conn {
@@ -248,6 +252,7 @@ impl Server {
         loop {
             self.settle();
             self.hooks.poll(Instant::now());
+            self.notify.turn(&self.node, Instant::now());
             if let Some(since) = self.leaving_since {
                 let drained = self
                     .conns
@@ -338,6 +343,9 @@ impl Server {
         let hook = self
             .hooks
             .next_deadline()
+            .into_iter()
+            .chain(self.notify.next_deadline())
+            .min()
             .map(|t| t.saturating_duration_since(Instant::now()));
         self.node
             .next_deadline()
@@ -621,6 +629,7 @@ impl Server {
         let now = self.now_ms();
         self.node.leave(now);
         self.hooks.leave(Instant::now());
+        self.notify.stopping();
         for (_, c) in self.conns.iter_mut() {
             c.closing = true;
         }
