@@ -1,39 +1,55 @@
 //! Real `bossd` processes on loopback: how fast a cluster forms, how fast
-//! it fails over, and what a node costs at rest.
+//! it fails over, what a node costs at rest, and what a stall of the whole
+//! cluster does to it.
 //!
 //! Every node listens on its own address `127.77.X.host` (a range the tests
 //! never use, so this runs beside them), where `X` is new for each cluster.
 //! Every process started is killed when its guard drops, even when the
 //! bench panics. Times are measured by polling the nodes' `-s` over open
 //! console connections, one pipelined round over all of them at a time;
-//! the time of one round is printed as the resolution. Nothing here
+//! the time of one round is printed as the resolution (`scale` polls as an
+//! operator would instead, a fresh connection per `-s`). Nothing here
 //! asserts a timing: the numbers are printed for docs/BENCHMARKS.md.
 //!
 //! `cargo bench --bench cluster [-- --quick] [-- --only crash --runs 30 --strict]`
 //!
-//! `--only` takes `converge`, `crash`, `silent`, `idle`, `queries`. For
-//! failovers, `--runs` sets the runs, `--nodes N` the cluster size (5),
-//! `--timing HEARTBEAT,TIMEOUT` the flags (100,500), and `--strict` adds
-//! `--strict` with a majority quorum (compare_etcd.sh uses these). For
-//! convergence and idle CPU, `--nodes N` runs N nodes only (`--slow`:
-//! convergence with heartbeat 1000 / timeout 5000). Lines starting `RESULT` are for scripts.
-//! `BOSSD_BIN=PATH` runs another build of bossd instead (before and after
-//! a change).
+//! `--only` takes `converge`, `crash`, `silent`, `pause`, `starve`, `idle`,
+//! `syscalls`, `scale`, `queries`. For failovers, `--runs` sets the runs,
+//! `--nodes N` the cluster size (5), `--timing HEARTBEAT,TIMEOUT` the flags
+//! (100,500), and `--strict` adds `--strict` with a majority quorum
+//! (compare_etcd.sh uses these). For convergence, idle CPU, the pause and
+//! scale, `--nodes N` runs N nodes only (`--slow`: convergence with
+//! heartbeat 1000 / timeout 5000); `--runs` sets the runs of the pause,
+//! the starvation and scale too. `starve` needs root and is skipped by
+//! `--quick`; `syscalls` needs `strace` for its second table. Lines
+//! starting `RESULT` are for scripts.
+//!
+//! `BOSSD_BIN=PATH` runs another build of bossd instead. With
+//! `BOSSD_BIN_BEFORE=PATH` as well, every measurement runs both builds,
+//! alternating run by run so that the machine's load falls on both alike,
+//! and every table gets a `build` column (`before`, `after`).
 
+#[path = "cluster/cost.rs"]
+mod cost;
+#[path = "cluster/harness.rs"]
+mod harness;
+#[path = "cluster/stall.rs"]
+mod stall;
 #[path = "util/mod.rs"]
 mod util;
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bossd::console::StatusLine as Status;
+use harness::{
+    Cluster, DEADLINE, LogDir, Memory, Proc, Sched, agreed, ask_fresh, fresh_statuses,
+    journal_since, load1, median, same_master, span,
+};
 use util::{Table, ms, percentile, rate, sorted};
 
 /// The binary under test: cargo builds it with the bench profile
@@ -46,13 +62,6 @@ fn bossd_bin() -> String {
     std::env::var("BOSSD_BIN").unwrap_or_else(|_| BOSSD.to_owned())
 }
 
-/// The port every node listens on; each node has its own IP.
-const PORT: u16 = 7000;
-
-/// How long anything may take before the bench gives up on it: far more
-/// than any healthy run needs, so a loaded machine does not abort it.
-const DEADLINE: Duration = Duration::from_secs(60);
-
 /// Default heartbeat and timeout (docs/GUARANTEES.md, running bossd), for the silent failover bound.
 const HEARTBEAT_MS: f64 = 100.0;
 const TIMEOUT_MS: f64 = 500.0;
@@ -62,21 +71,31 @@ fn main() {
     let only = util::flag_value("--only");
     let strict = std::env::args().any(|a| a == "--strict");
     let runs = util::flag_value("--runs").map(|r| r.parse::<usize>().expect("--runs N"));
+    let nodes = util::flag_value("--nodes").map(|n| n.parse::<usize>().expect("--nodes N"));
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let builds = Builds::from_env();
     let _logs = LogDir::create();
     println!("# cluster bench: {}", util::machine());
-    println!(
-        "binary: {}{}",
-        bossd_bin(),
-        if quick { " (--quick)" } else { "" }
-    );
+    for b in builds.iter() {
+        let label = if builds.comparing() {
+            format!("{}: ", b.label)
+        } else {
+            String::new()
+        };
+        println!(
+            "binary: {label}{}{}",
+            b.bin,
+            if quick { " (--quick)" } else { "" }
+        );
+    }
 
-    let mut rss_big = None;
+    let mut rss_big = vec![None; builds.len()];
     if wants("converge") {
-        rss_big = converge(quick);
+        rss_big = converge(&builds, quick);
     }
     if wants("crash") {
         failover(
+            &builds,
             Fault::Crash,
             runs.unwrap_or(if quick { 3 } else { 40 }),
             strict,
@@ -84,18 +103,125 @@ fn main() {
     }
     if wants("silent") {
         failover(
+            &builds,
             Fault::Freeze,
             runs.unwrap_or(if quick { 1 } else { 20 }),
             false,
         );
     }
+    if wants("pause") {
+        let sizes = nodes.map_or(if quick { vec![3] } else { vec![3, 5] }, |n| vec![n]);
+        stall::pause(
+            &builds,
+            &sizes,
+            runs.unwrap_or(if quick { 1 } else { 3 }),
+            quick,
+        );
+    }
+    if wants("starve") {
+        stall::starve(&builds, runs.unwrap_or(3), quick);
+    }
     if wants("idle") {
-        let one = util::flag_value("--nodes").map(|n| vec![n.parse().expect("--nodes N")]);
-        let sizes = one.unwrap_or(if quick { vec![5] } else { vec![5, 10, 20, 50] });
-        idle(&sizes, if quick { 2 } else { 10 }, rss_big);
+        let sizes = nodes.map_or(
+            if quick {
+                vec![5]
+            } else {
+                vec![5, 10, 20, 50, 100]
+            },
+            |n| vec![n],
+        );
+        idle(&builds, &sizes, if quick { 2 } else { 10 }, rss_big);
+    }
+    if wants("syscalls") {
+        cost::syscalls(&builds, if quick { 1.0 } else { 10.0 });
+    }
+    if wants("scale") {
+        let sizes = nodes.map_or(if quick { vec![10] } else { vec![100, 200] }, |n| vec![n]);
+        scale(
+            &builds,
+            &sizes,
+            runs.unwrap_or(if quick { 1 } else { 2 }),
+            quick,
+        );
     }
     if wants("queries") {
-        queries(if quick { 0.5 } else { 3.0 });
+        queries(&builds, if quick { 0.5 } else { 3.0 });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The builds under test
+// ---------------------------------------------------------------------------
+
+/// One build of bossd.
+struct Build {
+    /// `before` or `after` when two builds are compared, else empty.
+    label: &'static str,
+    bin: String,
+}
+
+/// The builds every measurement runs: `BOSSD_BIN_BEFORE` and then
+/// [`bossd_bin`] when comparing, else [`bossd_bin`] alone.
+struct Builds(Vec<Build>);
+
+impl Builds {
+    fn from_env() -> Builds {
+        let after = bossd_bin();
+        match std::env::var("BOSSD_BIN_BEFORE") {
+            Ok(before) => Builds(vec![
+                Build {
+                    label: "before",
+                    bin: before,
+                },
+                Build {
+                    label: "after",
+                    bin: after,
+                },
+            ]),
+            Err(_) => Builds(vec![Build {
+                label: "",
+                bin: after,
+            }]),
+        }
+    }
+
+    fn comparing(&self) -> bool {
+        self.0.len() > 1
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Build> {
+        self.0.iter()
+    }
+
+    /// A table with a leading `build` column when comparing.
+    fn table(&self, header: &[&str]) -> Table {
+        let mut h = Vec::with_capacity(header.len() + 1);
+        if self.comparing() {
+            h.push("build");
+        }
+        h.extend_from_slice(header);
+        Table::new(&h)
+    }
+
+    /// A row of a [`Builds::table`]: `b`'s label first when comparing.
+    fn row(&self, t: &mut Table, b: &Build, mut cells: Vec<String>) {
+        if self.comparing() {
+            cells.insert(0, b.label.to_owned());
+        }
+        t.row(cells);
+    }
+
+    /// A `RESULT` key, prefixed by the build's label when comparing.
+    fn key(&self, b: &Build, key: &str) -> String {
+        if self.comparing() {
+            format!("{}_{key}", b.label)
+        } else {
+            key.to_owned()
+        }
     }
 }
 
@@ -114,11 +240,14 @@ const CONVERGE_LIMIT: Duration = Duration::from_secs(15);
 /// 100 consoles back to back would take a core from the nodes.
 const CONVERGE_PAUSE: Duration = Duration::from_millis(5);
 
+/// The largest cluster that converged, and the memory of each of its nodes.
+type BigRss = Option<(usize, Vec<Memory>)>;
+
 /// N nodes start alone; then all but the first are told `-c` to the first
 /// at once. The time from the first `-c` until every node reports the same
-/// master and epoch with `peers=N-1`. Returns the size of the largest
-/// cluster that converged and the RSS (KiB) of each of its nodes.
-fn converge(quick: bool) -> Option<(usize, Vec<Memory>)> {
+/// master and epoch with `peers=N-1`. Returns, per build, the size of the
+/// largest cluster that converged and the RSS (KiB) of each of its nodes.
+fn converge(builds: &Builds, quick: bool) -> Vec<BigRss> {
     let runs = if quick { 1 } else { 3 };
     // `--nodes N [--slow]` runs one case, for a profiler.
     let one = util::flag_value("--nodes").map(|n| n.parse::<usize>().expect("--nodes N"));
@@ -137,7 +266,7 @@ fn converge(quick: bool) -> Option<(usize, Vec<Memory>)> {
             (100, SLOW),
         ]
     };
-    let mut t = Table::new(&[
+    let mut t = builds.table(&[
         "nodes",
         "heartbeat/timeout ms",
         "runs",
@@ -145,25 +274,30 @@ fn converge(quick: bool) -> Option<(usize, Vec<Memory>)> {
         "min ms",
         "max ms",
         "poll round ms",
+        "load",
     ]);
-    let mut rss = None;
+    let mut rss: Vec<BigRss> = vec![None; builds.len()];
     for (n, args) in cases {
-        let mut times = Vec::new();
-        let mut round = Vec::new();
-        let mut failed = None;
+        let mut times = vec![Vec::new(); builds.len()];
+        let mut round = vec![Vec::new(); builds.len()];
+        let mut load = vec![Vec::new(); builds.len()];
+        let mut failed: Vec<Option<String>> = vec![None; builds.len()];
         for _ in 0..runs {
-            let mut c = Cluster::start(n, args);
-            match c.join_all(CONVERGE_PAUSE, CONVERGE_LIMIT) {
-                Ok(m) => {
-                    times.push(m.elapsed_ms);
-                    round.push(m.round_ms);
-                    if rss.as_ref().is_none_or(|(k, _)| *k <= n) {
-                        rss = Some((n, c.nodes.iter().map(|p| p.rss_kib()).collect()));
-                    }
+            for (k, b) in builds.iter().enumerate() {
+                if failed[k].is_some() {
+                    continue;
                 }
-                Err(why) => {
-                    failed = Some(why);
-                    break;
+                load[k].push(load1());
+                let mut c = Cluster::start(&b.bin, n, args);
+                match c.join_all(CONVERGE_PAUSE, CONVERGE_LIMIT) {
+                    Ok(m) => {
+                        times[k].push(m.elapsed_ms);
+                        round[k].push(m.round_ms);
+                        if rss[k].as_ref().is_none_or(|(big, _)| *big <= n) {
+                            rss[k] = Some((n, c.nodes.iter().map(|p| p.rss_kib()).collect()));
+                        }
+                    }
+                    Err(why) => failed[k] = Some(why),
                 }
             }
         }
@@ -172,34 +306,49 @@ fn converge(quick: bool) -> Option<(usize, Vec<Memory>)> {
         } else {
             format!("{}/{}", args[1], args[3])
         };
-        if let Some(why) = failed {
-            println!("{n} nodes ({timing}) did not converge:\n{why}");
-            t.row(vec![
-                n.to_string(),
-                timing,
-                format!("{} of {runs}", times.len()),
-                format!("not within {} s", CONVERGE_LIMIT.as_secs()),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
-            continue;
+        for (k, b) in builds.iter().enumerate() {
+            if let Some(why) = &failed[k] {
+                println!("{n} nodes ({timing}) did not converge:\n{why}");
+                builds.row(
+                    &mut t,
+                    b,
+                    vec![
+                        n.to_string(),
+                        timing.clone(),
+                        format!("{} of {runs}", times[k].len()),
+                        format!("not within {} s", CONVERGE_LIMIT.as_secs()),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        span(&load[k]),
+                    ],
+                );
+                continue;
+            }
+            let s = sorted(times[k].clone());
+            builds.row(
+                &mut t,
+                b,
+                vec![
+                    n.to_string(),
+                    timing.clone(),
+                    runs.to_string(),
+                    ms(percentile(&s, 50.0)),
+                    ms(s[0]),
+                    ms(s[s.len() - 1]),
+                    ms(median(round[k].clone())),
+                    span(&load[k]),
+                ],
+            );
+            println!(
+                "RESULT {}={:.2}",
+                builds.key(
+                    b,
+                    &format!("converge_{n}_{}_median_ms", timing.replace('/', "_"))
+                ),
+                percentile(&s, 50.0)
+            );
         }
-        let s = sorted(times);
-        t.row(vec![
-            n.to_string(),
-            timing.clone(),
-            runs.to_string(),
-            ms(percentile(&s, 50.0)),
-            ms(s[0]),
-            ms(s[s.len() - 1]),
-            ms(median(round)),
-        ]);
-        println!(
-            "RESULT converge_{n}_{}_median_ms={:.2}",
-            timing.replace('/', "_"),
-            percentile(&s, 50.0)
-        );
     }
     t.print("Convergence: N-1 nodes join one node at once (-c), until all agree with a full mesh");
     rss
@@ -215,7 +364,7 @@ enum Fault {
 
 /// A fresh 5-node cluster per run; the master gets the fault, and the time
 /// until the 4 survivors agree on a new master (higher epoch, `peers=3`).
-fn failover(fault: Fault, runs: usize, strict: bool) {
+fn failover(builds: &Builds, fault: Fault, runs: usize, strict: bool) {
     // `--nodes N` and `--timing HEARTBEAT,TIMEOUT` change the cluster, for
     // compare_etcd.sh; a strict cluster gets a majority quorum.
     let n: usize = util::flag_value("--nodes").map_or(5, |v| v.parse().expect("--nodes N"));
@@ -238,36 +387,41 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let args = args.as_slice();
-    let mut times = Vec::new();
-    let mut round = Vec::new();
+    let mut times = vec![Vec::new(); builds.len()];
+    let mut round = vec![Vec::new(); builds.len()];
+    let mut load = vec![Vec::new(); builds.len()];
     for _ in 0..runs {
-        let mut c = Cluster::start(n, args);
-        c.join_all(Duration::ZERO, DEADLINE)
-            .expect("the cluster forms");
-        // Let heartbeats run for a while: a steady cluster, not a fresh one.
-        thread::sleep(Duration::from_millis(300));
-        let before = c.statuses(&(0..n).collect::<Vec<_>>());
-        let master = before
-            .iter()
-            .position(|s| s.role == "master")
-            .expect("a master");
-        let survivors: Vec<usize> = (0..n).filter(|&i| i != master).collect();
-        let old_epoch = before[master].epoch;
-        let old_id = before[master].id.clone();
-        let t0 = Instant::now();
-        c.nodes[master].signal(match fault {
-            Fault::Crash => libc::SIGKILL,
-            Fault::Freeze => libc::SIGSTOP,
-        });
-        let m = c
-            .wait(&survivors, t0, Duration::ZERO, DEADLINE, |s| {
-                agreed(s, n - 1) && s[0].epoch > old_epoch && s[0].master.as_ref() != Some(&old_id)
-            })
-            .unwrap_or_else(|why| panic!("no failover: {why}"));
-        times.push(m.elapsed_ms);
-        round.push(m.round_ms);
+        for (k, b) in builds.iter().enumerate() {
+            load[k].push(load1());
+            let mut c = Cluster::start(&b.bin, n, args);
+            c.join_all(Duration::ZERO, DEADLINE)
+                .expect("the cluster forms");
+            // Let heartbeats run for a while: a steady cluster, not a fresh one.
+            thread::sleep(Duration::from_millis(300));
+            let before = c.statuses(&(0..n).collect::<Vec<_>>());
+            let master = before
+                .iter()
+                .position(|s| s.role == "master")
+                .expect("a master");
+            let survivors: Vec<usize> = (0..n).filter(|&i| i != master).collect();
+            let old_epoch = before[master].epoch;
+            let old_id = before[master].id.clone();
+            let t0 = Instant::now();
+            c.nodes[master].signal(match fault {
+                Fault::Crash => libc::SIGKILL,
+                Fault::Freeze => libc::SIGSTOP,
+            });
+            let m = c
+                .wait(&survivors, t0, Duration::ZERO, DEADLINE, |s| {
+                    agreed(s, n - 1)
+                        && s[0].epoch > old_epoch
+                        && s[0].master.as_ref() != Some(&old_id)
+                })
+                .unwrap_or_else(|why| panic!("no failover: {why}"));
+            times[k].push(m.elapsed_ms);
+            round[k].push(m.round_ms);
+        }
     }
-    let s = sorted(times);
     let key = match (fault, strict) {
         (Fault::Crash, false) => "crash",
         (Fault::Crash, true) => "crash_strict",
@@ -287,7 +441,7 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
         },
         if strict { ", --strict" } else { "" }
     );
-    let mut t = Table::new(&[
+    let mut t = builds.table(&[
         "runs",
         "over 10 ms",
         "p50 ms",
@@ -296,17 +450,34 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
         "min ms",
         "max ms",
         "poll round ms",
+        "load",
     ]);
-    t.row(vec![
-        runs.to_string(),
-        s.iter().filter(|&&v| v > 10.0).count().to_string(),
-        ms(percentile(&s, 50.0)),
-        ms(percentile(&s, 90.0)),
-        ms(percentile(&s, 99.0)),
-        ms(s[0]),
-        ms(s[s.len() - 1]),
-        ms(median(round)),
-    ]);
+    for (k, b) in builds.iter().enumerate() {
+        let s = sorted(times[k].clone());
+        builds.row(
+            &mut t,
+            b,
+            vec![
+                runs.to_string(),
+                s.iter().filter(|&&v| v > 10.0).count().to_string(),
+                ms(percentile(&s, 50.0)),
+                ms(percentile(&s, 90.0)),
+                ms(percentile(&s, 99.0)),
+                ms(s[0]),
+                ms(s[s.len() - 1]),
+                ms(median(round[k].clone())),
+                span(&load[k]),
+            ],
+        );
+        println!(
+            "RESULT {}={:.3} {}={:.3} {}={runs}",
+            builds.key(b, &format!("{key}_p50_ms")),
+            percentile(&s, 50.0),
+            builds.key(b, &format!("{key}_p99_ms")),
+            percentile(&s, 99.0),
+            builds.key(b, &format!("{key}_runs")),
+        );
+    }
     t.print(&name);
     if fault == Fault::Freeze {
         println!(
@@ -315,25 +486,23 @@ fn failover(fault: Fault, runs: usize, strict: bool) {
             timeout_ms + heartbeat_ms
         );
     }
-    println!(
-        "RESULT {key}_p50_ms={:.3} {key}_p99_ms={:.3} {key}_runs={runs}",
-        percentile(&s, 50.0),
-        percentile(&s, 99.0)
-    );
 }
 
-/// CPU used by each node of idle clusters over `secs` seconds, and the
-/// nodes' resident memory.
-fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
-    let mut t = Table::new(&[
+/// CPU used by each node of idle clusters over `secs` seconds, its
+/// wakeups, and the nodes' resident memory.
+fn idle(builds: &Builds, sizes: &[usize], secs: u64, rss_big: Vec<BigRss>) {
+    let mut t = builds.table(&[
         "nodes",
         "window s",
         "median % of a core",
         "max %",
         "all nodes %",
+        "utime+stime, all nodes %",
+        "wakeups/s per node",
         "still agreed",
+        "load",
     ]);
-    let mut rss = Table::new(&[
+    let mut rss = builds.table(&[
         "cluster",
         "VmRSS KiB",
         "max VmRSS",
@@ -341,7 +510,7 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
         "max RssAnon",
         "Pss KiB",
     ]);
-    let mut rss_row = |name: String, v: Vec<Memory>| {
+    let mut rss_row = |b: &Build, name: String, v: Vec<Memory>| {
         let med = |f: fn(&Memory) -> u64| {
             let s = sorted(v.iter().map(|m| f(m) as f64).collect());
             (percentile(&s, 50.0), s[s.len() - 1])
@@ -349,76 +518,300 @@ fn idle(sizes: &[usize], secs: u64, rss_big: Option<(usize, Vec<Memory>)>) {
         let (rss_med, rss_max) = med(|m| m.rss);
         let (anon_med, anon_max) = med(|m| m.anon);
         let (pss_med, _) = med(|m| m.pss);
-        rss.row(vec![
-            name,
-            format!("{rss_med:.0}"),
-            format!("{rss_max:.0}"),
-            format!("{anon_med:.0}"),
-            format!("{anon_max:.0}"),
-            format!("{pss_med:.0}"),
-        ]);
-    };
-    let alone = Cluster::start(1, &[]);
-    rss_row("1 node alone".into(), vec![alone.nodes[0].rss_kib()]);
-    drop(alone);
-    for &n in sizes {
-        let mut c = Cluster::start(n, &[]);
-        c.join_all(CONVERGE_PAUSE, DEADLINE)
-            .expect("the cluster forms");
-        // The console connections stay open but silent until the end.
-        thread::sleep(Duration::from_secs(1));
-        let before: Vec<u64> = c.nodes.iter().map(|p| p.cpu_ns()).collect();
-        let t0 = Instant::now();
-        thread::sleep(Duration::from_secs(secs));
-        let window = t0.elapsed().as_nanos() as f64;
-        let pct: Vec<f64> = c
-            .nodes
-            .iter()
-            .zip(&before)
-            .map(|(p, b)| (p.cpu_ns() - b) as f64 / window * 100.0)
-            .collect();
-        let all: Vec<usize> = (0..n).collect();
-        let still = agreed(&c.statuses(&all), n);
-        let s = sorted(pct.clone());
-        t.row(vec![
-            n.to_string(),
-            secs.to_string(),
-            format!("{:.3}", percentile(&s, 50.0)),
-            format!("{:.3}", s[s.len() - 1]),
-            format!("{:.1}", pct.iter().sum::<f64>()),
-            if still { "yes" } else { "no" }.into(),
-        ]);
-        println!("RESULT idle_cpu_{n}_median_pct={:.4}", percentile(&s, 50.0));
-        rss_row(
-            format!("{n} nodes, idle"),
-            c.nodes.iter().map(|p| p.rss_kib()).collect(),
+        builds.row(
+            &mut rss,
+            b,
+            vec![
+                name,
+                format!("{rss_med:.0}"),
+                format!("{rss_max:.0}"),
+                format!("{anon_med:.0}"),
+                format!("{anon_max:.0}"),
+                format!("{pss_med:.0}"),
+            ],
         );
+    };
+    for b in builds.iter() {
+        let alone = Cluster::start(&b.bin, 1, &[]);
+        rss_row(b, "1 node alone".into(), vec![alone.nodes[0].rss_kib()]);
     }
-    t.print("Idle CPU per node (heartbeat 100 ms; /proc/PID/schedstat, ns)");
-    if let Some((n, v)) = rss_big {
-        rss_row(format!("{n} nodes, just converged"), v);
+    // SAFETY: sysconf has no preconditions.
+    let tick_s = 1.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    for &n in sizes {
+        for b in builds.iter() {
+            let mut c = Cluster::start(&b.bin, n, &[]);
+            c.join_all(CONVERGE_PAUSE, DEADLINE)
+                .expect("the cluster forms");
+            // The console connections stay open but silent until the end.
+            thread::sleep(Duration::from_secs(1));
+            let load = load1();
+            let before: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();
+            let t0 = Instant::now();
+            thread::sleep(Duration::from_secs(secs));
+            let after: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();
+            let window = t0.elapsed().as_secs_f64();
+            let d: Vec<Sched> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
+            let pct: Vec<f64> = d
+                .iter()
+                .map(|s| s.cpu_ns as f64 / 1e9 / window * 100.0)
+                .collect();
+            let ticks: u64 = d.iter().map(|s| s.ticks).sum();
+            let all: Vec<usize> = (0..n).collect();
+            let still = agreed(&c.statuses(&all), n);
+            let s = sorted(pct.clone());
+            builds.row(
+                &mut t,
+                b,
+                vec![
+                    n.to_string(),
+                    secs.to_string(),
+                    format!("{:.3}", percentile(&s, 50.0)),
+                    format!("{:.3}", s[s.len() - 1]),
+                    format!("{:.1}", pct.iter().sum::<f64>()),
+                    format!("{:.1}", ticks as f64 * tick_s / window * 100.0),
+                    format!(
+                        "{:.0}",
+                        median(d.iter().map(|s| s.slices as f64 / window).collect())
+                    ),
+                    if still { "yes" } else { "no" }.into(),
+                    format!("{load:.1}"),
+                ],
+            );
+            println!(
+                "RESULT {}={:.4}",
+                builds.key(b, &format!("idle_cpu_{n}_median_pct")),
+                percentile(&s, 50.0)
+            );
+            rss_row(
+                b,
+                format!("{n} nodes, idle"),
+                c.nodes.iter().map(|p| p.rss_kib()).collect(),
+            );
+        }
+    }
+    t.print("Idle CPU per node (heartbeat 100 ms; /proc/PID/schedstat, ns; utime+stime from /proc/PID/stat in clock ticks; wakeups: timeslices from schedstat)");
+    for (b, big) in builds.iter().zip(rss_big) {
+        if let Some((n, v)) = big {
+            rss_row(b, format!("{n} nodes, just converged"), v);
+        }
     }
     rss.print("Memory per node (medians unless max)");
 }
 
+/// Pause between an operator's polling rounds in [`scale`]: a round opens
+/// a connection to every node, so polling back to back would take a core
+/// from the nodes.
+const OPERATOR_PAUSE: Duration = Duration::from_millis(20);
+
+/// Pause between polls while the steady state is watched.
+const STEADY_POLL: Duration = Duration::from_millis(250);
+
+/// N nodes start alone; all but the first are told `-c` to the first at
+/// once, each over its own fresh connection, and every node's `-s` is
+/// polled over a fresh connection per query, as an operator's script
+/// would: the time until all agree on one master and epoch, and until the
+/// mesh is full. Then the steady state: how often a poll found the
+/// cluster agreed, the role changes and epochs, and the CPU the nodes take.
+fn scale(builds: &Builds, sizes: &[usize], runs: usize, quick: bool) {
+    let limit = if quick {
+        CONVERGE_LIMIT
+    } else {
+        Duration::from_secs(60)
+    };
+    let steady = if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut t = builds.table(&[
+        "nodes",
+        "run",
+        "load",
+        "agreed ms",
+        "full mesh ms",
+        "poll round ms",
+        "polls agreed after",
+        "role changes after",
+        "new epochs after",
+        "CPU % per node (median)",
+        "all nodes %",
+    ]);
+    for &n in sizes {
+        for run in 1..=runs {
+            for b in builds.iter() {
+                let load = load1();
+                let mut c = Cluster::start(&b.bin, n, &[]);
+                // From here on, only operators' connections.
+                c.consoles.clear();
+                let addrs: Vec<SocketAddr> = c.nodes.iter().map(|p| p.addr).collect();
+                let first = addrs[0];
+                let t0 = Instant::now();
+                let cmd = format!("-c {} {}\n", first.ip(), first.port());
+                let unanswered = ask_fresh(&addrs[1..], &cmd)
+                    .iter()
+                    .filter(|a| a.is_none())
+                    .count();
+                if unanswered > 0 {
+                    println!("{n} nodes: {unanswered} did not answer -c");
+                }
+                let (mut agreed_ms, mut mesh_ms) = (None, None);
+                let (mut rounds, mut polling) = (0u32, Duration::ZERO);
+                let mut last = Vec::new();
+                while mesh_ms.is_none() && t0.elapsed() < limit {
+                    let r0 = Instant::now();
+                    last = fresh_statuses(&addrs);
+                    rounds += 1;
+                    polling += r0.elapsed();
+                    let elapsed = t0.elapsed().as_secs_f64() * 1e3;
+                    if let Some(s) = last.iter().cloned().collect::<Option<Vec<Status>>>() {
+                        if agreed_ms.is_none() && same_master(&s) {
+                            agreed_ms = Some(elapsed);
+                        }
+                        if agreed(&s, n) {
+                            mesh_ms = Some(elapsed);
+                        }
+                    }
+                    thread::sleep(OPERATOR_PAUSE);
+                }
+                if mesh_ms.is_none() {
+                    println!(
+                        "{n} nodes: no full mesh within {} s: {}",
+                        limit.as_secs(),
+                        summarize(&last)
+                    );
+                }
+                let round_ms = polling.as_secs_f64() * 1e3 / f64::from(rounds.max(1));
+                // The steady state (or what a cluster that never formed does).
+                let journals = |addrs: &[SocketAddr]| -> Vec<Vec<String>> {
+                    ask_fresh(addrs, "-j\n")
+                        .into_iter()
+                        .map(Option::unwrap_or_default)
+                        .collect()
+                };
+                let epoch = |s: &[Option<Status>]| s.iter().flatten().map(|s| s.epoch).max();
+                let j0 = journals(&addrs);
+                let e0 = epoch(&last);
+                let cpu0: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();
+                let w0 = Instant::now();
+                let (mut polls, mut good) = (0, 0);
+                let mut e1 = e0;
+                while w0.elapsed() < steady {
+                    let s = fresh_statuses(&addrs);
+                    polls += 1;
+                    if let Some(s) = s.iter().cloned().collect::<Option<Vec<Status>>>()
+                        && agreed(&s, n)
+                    {
+                        good += 1;
+                    }
+                    e1 = e1.max(epoch(&s));
+                    thread::sleep(STEADY_POLL);
+                }
+                let cpu1: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();
+                let w = w0.elapsed().as_secs_f64();
+                let j1 = journals(&addrs);
+                let changes: usize = j0
+                    .iter()
+                    .zip(&j1)
+                    .map(|(a, b)| journal_since(a, b).0.len())
+                    .sum();
+                let pct: Vec<f64> = cpu1
+                    .iter()
+                    .zip(&cpu0)
+                    .map(|(a, b)| a.since(b).cpu_ns as f64 / 1e9 / w * 100.0)
+                    .collect();
+                builds.row(
+                    &mut t,
+                    b,
+                    vec![
+                        n.to_string(),
+                        run.to_string(),
+                        format!("{load:.1}"),
+                        agreed_ms.map_or(format!("not in {} s", limit.as_secs()), ms),
+                        mesh_ms.map_or(format!("not in {} s", limit.as_secs()), ms),
+                        ms(round_ms),
+                        format!("{good} of {polls}"),
+                        changes.to_string(),
+                        match (e0, e1) {
+                            (Some(a), Some(b)) => (b - a).to_string(),
+                            _ => "?".into(),
+                        },
+                        format!("{:.2}", median(pct.clone())),
+                        format!("{:.0}", pct.iter().sum::<f64>()),
+                    ],
+                );
+                let key = builds.key(b, &format!("scale_{n}"));
+                println!(
+                    "RESULT {key}_agreed_ms={:.1} {key}_mesh_ms={:.1}",
+                    agreed_ms.unwrap_or(f64::NAN),
+                    mesh_ms.unwrap_or(f64::NAN)
+                );
+            }
+        }
+    }
+    t.print(&format!(
+        "Scale: N-1 nodes told -c to one node at once, polled as an operator would (a fresh TCP connection per -s, rounds {} ms apart); then {} s of steady state, polled every {} ms",
+        OPERATOR_PAUSE.as_millis(),
+        steady.as_secs(),
+        STEADY_POLL.as_millis()
+    ));
+    println!(
+        "(agreed: every node reports the same master and epoch; full mesh: and peers=N-1; \"after\" columns: the steady window, which follows the full mesh, or the limit when there was none)"
+    );
+}
+
+/// What a round of status lines says, for a cluster that did not form.
+fn summarize(s: &[Option<Status>]) -> String {
+    let answered: Vec<&Status> = s.iter().flatten().collect();
+    let role = |r: &str| answered.iter().filter(|x| x.role == r).count();
+    let mut groups: Vec<(Option<&String>, u64)> = answered
+        .iter()
+        .map(|x| (x.master.as_ref(), x.epoch))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let peers = sorted(answered.iter().map(|x| x.peers as f64).collect());
+    format!(
+        "{} of {} answered; {} master, {} follower, {} none; {} distinct (master, epoch); peers min {} median {} max {}",
+        answered.len(),
+        s.len(),
+        role("master"),
+        role("follower"),
+        role("none"),
+        groups.len(),
+        peers.first().copied().unwrap_or(f64::NAN),
+        percentile(&peers, 50.0),
+        peers.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
 /// `-s` queries answered per second on one TCP console connection, with
 /// many queries in flight, and one at a time for comparison.
-fn queries(secs: f64) {
-    let mut c = Cluster::start(5, &[]);
-    c.join_all(Duration::ZERO, DEADLINE)
-        .expect("the cluster forms");
-    let addr = c.nodes[0].addr;
-    let mut t = Table::new(&["in flight", "queries/s", "MB/s answered", "seconds"]);
-    for window in [1u64, 64, 1024] {
-        let (n, bytes, d) = pipeline(addr, window, Duration::from_secs_f64(secs));
-        let s = d.as_secs_f64();
-        t.row(vec![
-            window.to_string(),
-            rate(n as f64 / s),
-            format!("{:.1}", bytes as f64 / s / 1e6),
-            format!("{s:.1}"),
-        ]);
-        println!("RESULT queries_window_{window}_per_s={:.0}", n as f64 / s);
+fn queries(builds: &Builds, secs: f64) {
+    let mut t = builds.table(&["in flight", "queries/s", "MB/s answered", "seconds"]);
+    for b in builds.iter() {
+        let mut c = Cluster::start(&b.bin, 5, &[]);
+        c.join_all(Duration::ZERO, DEADLINE)
+            .expect("the cluster forms");
+        let addr = c.nodes[0].addr;
+        for window in [1u64, 64, 1024] {
+            let (n, bytes, d) = pipeline(addr, window, Duration::from_secs_f64(secs));
+            let s = d.as_secs_f64();
+            builds.row(
+                &mut t,
+                b,
+                vec![
+                    window.to_string(),
+                    rate(n as f64 / s),
+                    format!("{:.1}", bytes as f64 / s / 1e6),
+                    format!("{s:.1}"),
+                ],
+            );
+            println!(
+                "RESULT {}={:.0}",
+                builds.key(b, &format!("queries_window_{window}_per_s")),
+                n as f64 / s
+            );
+        }
     }
     t.print("Pipelined -s queries on one connection (to the master of 5 nodes)");
 }
@@ -476,307 +869,4 @@ fn pipeline(addr: SocketAddr, window: u64, span: Duration) -> (u64, u64, Duratio
         .expect("a last query wakes the reader");
     reading.join().expect("reader");
     (sent, bytes.load(Ordering::Relaxed), d)
-}
-
-// ---------------------------------------------------------------------------
-// Processes and clusters
-// ---------------------------------------------------------------------------
-
-/// Per-bench log directory, removed at the end unless the bench panicked.
-struct LogDir;
-
-impl LogDir {
-    fn path() -> PathBuf {
-        std::env::temp_dir().join(format!("bossd-bench-{}", std::process::id()))
-    }
-
-    fn create() -> LogDir {
-        std::fs::create_dir_all(LogDir::path()).expect("create the log directory");
-        LogDir
-    }
-}
-
-impl Drop for LogDir {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("node logs kept in {}", LogDir::path().display());
-        } else {
-            let _ = std::fs::remove_dir_all(LogDir::path());
-        }
-    }
-}
-
-/// A process's memory, in KiB.
-#[derive(Clone, Copy)]
-struct Memory {
-    rss: u64,
-    anon: u64,
-    pss: u64,
-}
-
-/// One `bossd` process, killed and reaped when dropped.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(addr: SocketAddr, args: &[&str]) -> Proc {
-        let log = LogDir::path().join(format!("{}.log", addr.ip()));
-        let bin = bossd_bin();
-        let child = Command::new(&bin)
-            .arg(addr.ip().to_string())
-            .arg(addr.port().to_string())
-            .args(["--no-console", "--log", "warn"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("create a log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        Proc { child, addr, log }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child, not reaped yet (we hold it), so
-        // its pid cannot have been reused.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    /// CPU time used so far, in ns: the first field of /proc/PID/schedstat
-    /// (clock ticks in /proc/PID/stat are 10 ms, too coarse for an idle node).
-    fn cpu_ns(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/schedstat", self.pid()))
-            .ok()
-            .and_then(|s| s.split(' ').next().and_then(|v| v.parse().ok()))
-            .expect("read /proc/PID/schedstat")
-    }
-
-    /// Memory in KiB: resident (VmRSS), of it private anonymous pages
-    /// (RssAnon: heap and stacks), and the proportional share (Pss), where
-    /// pages shared with other processes (libc, the binary's text) count
-    /// divided by the number of processes mapping them.
-    fn rss_kib(&self) -> Memory {
-        let read = |file: &str, key: &str| -> u64 {
-            std::fs::read_to_string(format!("/proc/{}/{file}", self.pid()))
-                .ok()
-                .and_then(|text| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(key))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                })
-                .unwrap_or_else(|| panic!("no {key} in /proc/PID/{file}"))
-        };
-        Memory {
-            rss: read("status", "VmRSS:"),
-            anon: read("status", "RssAnon:"),
-            pss: read("smaps_rollup", "Pss:"),
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGKILL ends a stopped process too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Clusters handed out so far by this process; part of the third octet.
-static NEXT_NET: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh network `127.77.X.0/24`, `X` from the process id and a counter,
-/// so two bench processes rarely share one.
-fn fresh_net() -> u8 {
-    let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
-    (1 + (std::process::id() * 7 + n) % 254) as u8
-}
-
-/// A console connection kept open for polling.
-struct Console {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Console {
-    /// Connects, retrying until the node listens.
-    fn open(p: &mut Proc) -> Console {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Ok(s) = TcpStream::connect_timeout(&p.addr, Duration::from_secs(1)) {
-                s.set_nodelay(true).expect("nodelay");
-                s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
-                let writer = s.try_clone().expect("clone");
-                return Console {
-                    reader: BufReader::new(s),
-                    writer,
-                };
-            }
-            if let Ok(Some(st)) = p.child.try_wait() {
-                panic!("{} exited ({st}):\n{}", p.addr, p.log_tail());
-            }
-            assert!(Instant::now() < deadline, "{} never listened", p.addr);
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(line.as_bytes())
-            .expect("write a command");
-    }
-
-    /// The answer lines before `OK`; panics on `ERR`.
-    fn answer(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = self.reader.read_line(&mut line).expect("read an answer");
-            assert!(n > 0, "console closed");
-            let line = line.trim_end().to_owned();
-            if line == "OK" {
-                return lines;
-            }
-            assert!(!line.starts_with("ERR"), "{line}");
-            lines.push(line);
-        }
-    }
-}
-
-/// A measured wait: the time until the condition was seen, and the time
-/// one polling round took (the resolution).
-struct Measured {
-    elapsed_ms: f64,
-    round_ms: f64,
-}
-
-struct Cluster {
-    nodes: Vec<Proc>,
-    consoles: Vec<Console>,
-}
-
-impl Cluster {
-    /// `n` nodes on a fresh network, each alone and answering its console.
-    fn start(n: usize, args: &[&str]) -> Cluster {
-        let x = fresh_net();
-        let mut nodes: Vec<Proc> = (0..n)
-            .map(|i| {
-                let addr = SocketAddr::from((Ipv4Addr::new(127, 77, x, 1 + i as u8), PORT));
-                // Something else listening there would make the node fail.
-                drop(TcpListener::bind(addr).unwrap_or_else(|e| panic!("{addr} is taken: {e}")));
-                Proc::spawn(addr, args)
-            })
-            .collect();
-        let consoles = nodes.iter_mut().map(Console::open).collect();
-        Cluster { nodes, consoles }
-    }
-
-    /// Tells every node but the first to join the first, all at once, and
-    /// waits until all agree with a full mesh.
-    fn join_all(&mut self, pause: Duration, limit: Duration) -> Result<Measured, String> {
-        let first = self.nodes[0].addr;
-        let t0 = Instant::now();
-        let cmd = format!("-c {} {}\n", first.ip(), first.port());
-        for c in &mut self.consoles[1..] {
-            c.send(&cmd);
-        }
-        for c in &mut self.consoles[1..] {
-            c.answer();
-        }
-        let all: Vec<usize> = (0..self.nodes.len()).collect();
-        let n = all.len();
-        self.wait(&all, t0, pause, limit, |s| agreed(s, n))
-    }
-
-    /// Every listed node's status, asked of all at once.
-    fn statuses(&mut self, which: &[usize]) -> Vec<Status> {
-        for &i in which {
-            self.consoles[i].send("-s\n");
-        }
-        which
-            .iter()
-            .map(|&i| {
-                let lines = self.consoles[i].answer();
-                Status::parse(lines.first().expect("a status line"))
-                    .unwrap_or_else(|e| panic!("{e}"))
-            })
-            .collect()
-    }
-
-    /// Polls the listed nodes, pausing `pause` between rounds, until `cond`
-    /// holds for their statuses; `elapsed_ms` counts from `t0` to the end
-    /// of the round that saw it. After `limit`, says what the nodes report.
-    fn wait(
-        &mut self,
-        which: &[usize],
-        t0: Instant,
-        pause: Duration,
-        limit: Duration,
-        cond: impl Fn(&[Status]) -> bool,
-    ) -> Result<Measured, String> {
-        let mut rounds = 0u32;
-        let mut polling = Duration::ZERO;
-        loop {
-            let round = Instant::now();
-            let s = self.statuses(which);
-            rounds += 1;
-            polling += round.elapsed();
-            if cond(&s) {
-                return Ok(Measured {
-                    elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
-                    round_ms: polling.as_secs_f64() * 1e3 / f64::from(rounds),
-                });
-            }
-            if t0.elapsed() > limit {
-                return Err(self.describe(which, &s));
-            }
-            thread::sleep(pause);
-        }
-    }
-
-    /// Every listed node's status, and the log tails of the first three.
-    fn describe(&self, which: &[usize], s: &[Status]) -> String {
-        let mut out = String::new();
-        for (k, &i) in which.iter().enumerate() {
-            out.push_str(&format!("  {:?}\n", s[k]));
-            if k < 3 {
-                out.push_str(&self.nodes[i].log_tail());
-                out.push('\n');
-            }
-        }
-        out
-    }
-}
-
-/// One group of `n` members: the same master (one of them) and epoch
-/// everywhere, the right roles, and a full mesh (guarantees 1 and 3 in docs/GUARANTEES.md).
-fn agreed(s: &[Status], n: usize) -> bool {
-    let Some(m) = s[0].master.as_ref() else {
-        return false;
-    };
-    s.iter().any(|x| &x.id == m)
-        && s.iter().all(|x| {
-            x.master.as_ref() == Some(m)
-                && x.epoch == s[0].epoch
-                && x.peers == n - 1
-                && x.role == if &x.id == m { "master" } else { "follower" }
-        })
-}
-
-fn median(v: Vec<f64>) -> f64 {
-    percentile(&sorted(v), 50.0)
 }

@@ -1,8 +1,9 @@
 //! bossd: a small daemon that elects one master among equal servers.
 //!
-//! The crate is a pure election [`core`] inside a thin mio [`net`] loop;
-//! [`protocol`] frames and parses the peer lines, [`console`] the operator
-//! commands, [`config`] the command line, [`hooks`] the `--notify` hook. `ARCHITECTURE.md` maps it.
+//! Everything that decides is sans-IO: the election [`core`], one
+//! connection's [`link`] state and the [`endpoint`] that joins them. The
+//! mio loop in [`net`] only moves bytes, reads the clock and runs the
+//! [`hooks`]. `ARCHITECTURE.md` maps every module and its invariants.
 //!
 //! No `println!` or `eprintln!`: they panic on a closed pipe, and the
 //! release build aborts on a panic. Output goes through [`log`].
@@ -22,6 +23,7 @@ pub mod http;
 pub mod link;
 pub mod log;
 pub mod net;
+pub mod notify;
 pub mod protocol;
 pub mod rule;
 pub mod time;

@@ -175,6 +175,10 @@ fn spawn(job: &Job) -> std::io::Result<Child> {
         .arg("-c")
         .arg(&job.cmd)
         .envs(job.env.iter().map(|(k, v)| (k, v)))
+        // systemd's notify socket and watchdog are bossd's, not its children's.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::inherit())

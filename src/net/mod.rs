@@ -27,6 +27,7 @@ use crate::core::{Config, Node};
 use crate::endpoint::{Endpoint, Output};
 use crate::hooks::Hooks;
 use crate::log::Level;
+use crate::notify::Notifier;
 use crate::time::Mono;
 use sockets::{LISTENER, Sockets};
 use stdin::{STDIN, Stdin, StdinMode, print_console};
@@ -104,6 +105,7 @@ pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
         start,
         leaving_since: None,
         hooks: opts.hooks,
+        notify: Notifier::from_env(start),
     };
     crate::event!(Level::Info, "listening", addr = addr);
     let now = server.now();
@@ -132,6 +134,8 @@ struct Server {
     /// hooks ended, or time is up.
     leaving_since: Option<Instant>,
     hooks: Hooks,
+    /// systemd's READY=1, STATUS=, WATCHDOG=1 and STOPPING=1.
+    notify: Notifier,
 }
 
 impl Server {
@@ -140,6 +144,7 @@ impl Server {
         loop {
             self.settle(now);
             self.hooks.poll(now.at);
+            self.notify.turn(self.ep.node(), now.at);
             if self.left(now) {
                 self.hooks.abandon();
                 crate::event!(Level::Info, "left");
@@ -215,6 +220,9 @@ impl Server {
         let hook = self
             .hooks
             .next_deadline()
+            .into_iter()
+            .chain(self.notify.next_deadline())
+            .min()
             .map(|t| t.saturating_duration_since(now.at));
         due.into_iter().chain(hook).min()
     }
@@ -256,6 +264,7 @@ impl Server {
                 Output::RoleChanged(entry) => self.hooks.push(entry),
                 Output::Leave => {
                     self.hooks.leave(now.at);
+                    self.notify.stopping();
                     self.leaving_since = Some(now.at);
                 }
             }

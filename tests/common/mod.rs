@@ -306,8 +306,34 @@ impl Node {
         full: Vec<String>,
         stdin: StdinKind,
     ) -> Node {
+        let cmd = Node::command(&full, stdin);
+        Node::launch(cmd, BOSSD, name, addr, full)
+    }
+
+    /// Starts `bossd IP PORT [args]` with stdin `/dev/null` and `env` added
+    /// to its environment, without waiting for anything.
+    pub fn spawn_with_env(
+        name: &str,
+        addr: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Node {
+        let mut full = vec![addr.ip().to_string(), addr.port().to_string()];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let mut cmd = Node::command(&full, StdinKind::Null);
+        cmd.envs(env.iter().copied());
+        Node::launch(cmd, BOSSD, name, addr, full)
+    }
+
+    /// `bossd ARGS...` with piped stdout and stderr. A systemd notify
+    /// socket or watchdog the test itself runs under is not passed on:
+    /// nodes tell systemd something only where a test asks for it.
+    fn command(full: &[String], stdin: StdinKind) -> Command {
         let mut cmd = Command::new(BOSSD);
-        cmd.args(&full)
+        cmd.args(full)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         match stdin {
@@ -329,7 +355,7 @@ impl Node {
                 }
             }
         }
-        Node::launch(cmd, BOSSD, name, addr, full)
+        cmd
     }
 
     /// Starts `bossd IP PORT [args]` with at most `fds` open descriptors
