@@ -89,7 +89,7 @@ fn main() {
     // bossd's framing alone: LineBuffer fed 16 KiB reads, owned lines.
     case(
         "framing",
-        "LineBuffer framing (as net.rs reads)",
+        "LineBuffer framing (as net/ reads)",
         &mut || {
             let mut buf = LineBuffer::default();
             let mut total = 0usize;
@@ -119,7 +119,7 @@ fn main() {
         }
     });
     // The send path: encode into one reused String, as src/endpoint.rs does.
-    case("encode", "encode (reused String, as net.rs)", &mut || {
+    case("encode", "encode (reused String, as the endpoint)", &mut || {
         for m in &msgs {
             out.clear();
             encode(black_box(m), &mut out);
