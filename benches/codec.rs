@@ -87,21 +87,17 @@ fn main() {
         black_box(total);
     });
     // bossd's framing alone: LineBuffer fed 16 KiB reads, owned lines.
-    case(
-        "framing",
-        "LineBuffer framing (as net/ reads)",
-        &mut || {
-            let mut buf = LineBuffer::default();
-            let mut total = 0usize;
-            for chunk in bytes.chunks(READ_CHUNK) {
-                buf.extend(chunk);
-                while let Ok(Some(line)) = buf.next_line() {
-                    total += black_box(line).len();
-                }
+    case("framing", "LineBuffer framing (as net/ reads)", &mut || {
+        let mut buf = LineBuffer::default();
+        let mut total = 0usize;
+        for chunk in bytes.chunks(READ_CHUNK) {
+            buf.extend(chunk);
+            while let Ok(Some(line)) = buf.next_line() {
+                total += black_box(line).len();
             }
-            black_box(total);
-        },
-    );
+        }
+        black_box(total);
+    });
     // The parser alone, on lines split beforehand.
     case("decode", "decode only (pre-split lines)", &mut || {
         for line in &split_lines {
@@ -119,13 +115,17 @@ fn main() {
         }
     });
     // The send path: encode into one reused String, as src/endpoint.rs does.
-    case("encode", "encode (reused String, as the endpoint)", &mut || {
-        for m in &msgs {
-            out.clear();
-            encode(black_box(m), &mut out);
-            black_box(&out);
-        }
-    });
+    case(
+        "encode",
+        "encode (reused String, as the endpoint)",
+        &mut || {
+            for m in &msgs {
+                out.clear();
+                encode(black_box(m), &mut out);
+                black_box(&out);
+            }
+        },
+    );
     case(
         "encode_line",
         "encode_line (fresh String each)",

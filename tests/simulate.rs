@@ -18,8 +18,9 @@
 //! sealed lines) for half the seeds.
 //!
 //! `SIM_SEED=<n>` replays one seed; `SIM_SEEDS=<count>` sets how many run
-//! (default 10,000); `SIM_FIRST=<n>` where they start. The sweep takes a
-//! minute or two, so it says how far it got (seeds done, violations so
+//! (default 10,000); `SIM_FIRST=<n>` where they start; `SIM_THREADS=<n>`
+//! how many threads run them (default: one per core). The sweep takes a
+//! few minutes of CPU, so it says how far it got (seeds done, violations so
 //! far) every [`PROGRESS_EVERY`], straight to stderr, which libtest does
 //! not capture: a plain `cargo test` shows it.
 
@@ -28,6 +29,8 @@ mod sim;
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bossd::protocol::Role;
@@ -72,6 +75,16 @@ struct HostileTally {
     meets: u64,
     violations: u64,
     meets_dropped: u64,
+}
+
+impl HostileTally {
+    fn add(&mut self, other: &HostileTally) {
+        self.seeds += other.seeds;
+        self.lines += other.lines;
+        self.meets += other.meets;
+        self.violations += other.violations;
+        self.meets_dropped += other.meets_dropped;
+    }
 }
 
 /// Runs one seed's scenario; panics on a violated guarantee.
@@ -330,6 +343,17 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// How many threads the sweep runs seeds on: every core the machine has
+/// (the seeds are independent), unless `SIM_THREADS` says otherwise.
+fn threads() -> usize {
+    env_u64("SIM_THREADS")
+        .map(|n| n.max(1) as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Stop after this many failed seeds: their replay lines are enough.
+const MAX_FAILED: usize = 5;
+
 #[test]
 fn seeded_sweep() {
     let seeds: Vec<u64> = match env_u64("SIM_SEED") {
@@ -340,35 +364,55 @@ fn seeded_sweep() {
         }
     };
     let count = seeds.len();
+    let workers = threads().min(count.max(1));
     let quiet_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let mut failed = Vec::new();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failed: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let total = Mutex::new(HostileTally::default());
     let started = Instant::now();
-    let mut reported = started;
-    let mut tally = HostileTally::default();
-    progress(&format!("{count} seeds to run"));
-    for (done, seed) in seeds.into_iter().enumerate() {
-        if reported.elapsed() >= PROGRESS_EVERY {
-            reported = Instant::now();
-            progress(&format!(
-                "{done} of {count} seeds done, {} violations so far, {} s",
-                failed.len(),
-                started.elapsed().as_secs()
-            ));
+    progress(&format!("{count} seeds to run on {workers} threads"));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut tally = HostileTally::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count || failed.lock().unwrap().len() >= MAX_FAILED {
+                        break;
+                    }
+                    let seed = seeds[i];
+                    if let Err(e) = catch_unwind(AssertUnwindSafe(|| run(seed, &mut tally))) {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failed.lock().unwrap().push((seed, msg));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                total.lock().unwrap().add(&tally);
+            });
         }
-        if let Err(e) = catch_unwind(AssertUnwindSafe(|| run(seed, &mut tally))) {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failed.push((seed, msg));
-            if failed.len() >= 5 {
-                break;
+        let mut reported = Instant::now();
+        while done.load(Ordering::Relaxed) < count && failed.lock().unwrap().len() < MAX_FAILED {
+            std::thread::sleep(Duration::from_millis(50));
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                progress(&format!(
+                    "{} of {count} seeds done, {} violations so far, {} s",
+                    done.load(Ordering::Relaxed),
+                    failed.lock().unwrap().len(),
+                    started.elapsed().as_secs()
+                ));
             }
         }
-    }
+    });
     std::panic::set_hook(quiet_hook);
+    let mut failed = failed.into_inner().unwrap();
+    failed.sort();
     for (seed, msg) in &failed {
         eprintln!(
             "seed {seed} failed: {msg}\nreplay: SIM_SEED={seed} cargo test --test simulate\n"
@@ -380,6 +424,7 @@ fn seeded_sweep() {
         failed.len(),
         failed[0].0
     );
+    let tally = total.into_inner().unwrap();
     progress(&format!(
         "{count} seeds, 0 violations, {} s; {} with a hostile member, which sent {} lines ({} MEETs): honest nodes closed {} links for protocol violations and dropped {} MEETs",
         started.elapsed().as_secs(),
