@@ -19,14 +19,52 @@ use crate::time::Mono;
 /// timeout is far shorter than 64 heartbeats in any sane setting.
 pub(super) const MAX_PINGS_KEPT: usize = 64;
 
+/// The loop counts as stalled when it woke this fraction of the timeout
+/// or more past its deadline. Ordinary scheduling delays are a few ms; a
+/// quarter of the timeout is where its own lateness starts to eat the
+/// margin a peer's heartbeats have (timeout - heartbeat, four fifths of
+/// the timeout at the default ratio), and a stall that short cannot make
+/// a live peer look silent once its socket was read.
+const STALL_FRACTION: u64 = 4;
+
 impl Node {
+    /// The loop woke `late_ms` after the deadline it slept for (guarantee
+    /// 10, docs/GUARANTEES.md). With `--strict` the lease is seen to
+    /// first, and never extended: a master whose lease ran out while it
+    /// stood still steps down before it answers anything. A stall of a
+    /// quarter of the timeout or more was this node's own doing, so the
+    /// silence it saw proves nothing: every peer (and every handshake)
+    /// gets a fresh timeout from now, counted after the loop read what
+    /// waits in the sockets.
+    pub(super) fn resumed(&mut self, late_ms: u64, now: Mono) {
+        if self.cfg.strict {
+            self.strict_due(now);
+        }
+        if late_ms >= (self.cfg.timeout_ms / STALL_FRACTION).max(1) {
+            self.heard_from = self.heard_from.max(now);
+            if !self.peers.is_empty() {
+                self.event(Event::Stalled {
+                    late_ms,
+                    timeout_ms: self.cfg.timeout_ms,
+                });
+            }
+        }
+    }
+
+    /// When `last_heard` (a peer's last line, or a handshake's start)
+    /// stops counting: a timeout after it, or after this node's last
+    /// stall if that ended later.
+    pub(super) fn silent_at(&self, last_heard: Mono) -> Mono {
+        last_heard.max(self.heard_from).plus(self.cfg.timeout_ms)
+    }
+
     /// Peers silent for the timeout are dropped from the view: their
     /// links close, and they count as lost.
     pub(super) fn expire_silent(&mut self, now: Mono) {
         let silent: Vec<(SocketAddr, LinkId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| now >= p.last_heard.plus(self.cfg.timeout_ms))
+            .filter(|(_, p)| now >= self.silent_at(p.last_heard))
             .map(|(a, p)| (*a, p.link))
             .collect();
         for (addr, link) in silent {
@@ -94,5 +132,57 @@ impl Node {
                 round_trip_ms,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Silence around this node's own stalls (guarantee 10).
+
+    use super::*;
+    use crate::protocol::LinkKind;
+
+    /// Node 1 (timeout 1,000 ms) with node 2 as a peer on link 3, last
+    /// heard at 1 ms.
+    fn with_peer() -> Node {
+        let mut n = crate::core::test_node(1);
+        n.handle_accepted(3, Mono(1));
+        let Message::Hello(mut h) = crate::core::test_node(2).hello(LinkKind::Mesh) else {
+            unreachable!("hello() makes a HELLO")
+        };
+        h.instance = 2;
+        n.handle_message(3, Message::Hello(h), Mono(1));
+        assert_eq!(n.peers.len(), 1);
+        n
+    }
+
+    #[test]
+    fn a_peer_silent_past_the_timeout_is_dropped() {
+        let mut n = with_peer();
+        n.handle_resumed(0, Mono(1_001));
+        n.handle_timeout(Mono(1_001));
+        assert!(n.peers.is_empty());
+    }
+
+    #[test]
+    fn after_a_stall_every_peer_gets_a_fresh_timeout() {
+        let mut n = with_peer();
+        // Woke 1,500 ms late: the silence was this node's own.
+        n.handle_resumed(1_500, Mono(2_000));
+        n.handle_timeout(Mono(2_000));
+        assert_eq!(n.peers.len(), 1, "not dropped on resuming");
+        assert_eq!(n.next_deadline(), Some(Mono(2_100)), "heartbeats went on");
+        n.handle_timeout(Mono(2_999));
+        assert_eq!(n.peers.len(), 1, "heard within the fresh timeout");
+        n.handle_timeout(Mono(3_000));
+        assert!(n.peers.is_empty(), "silent a whole timeout after the stall");
+    }
+
+    #[test]
+    fn lateness_below_a_quarter_timeout_is_no_stall() {
+        let mut n = with_peer();
+        n.handle_resumed(249, Mono(1_001));
+        n.handle_timeout(Mono(1_001));
+        assert!(n.peers.is_empty());
     }
 }
