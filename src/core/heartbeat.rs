@@ -1,18 +1,26 @@
-//! Heartbeats: the PING each peer gets every heartbeat, what its PONG
-//! tells (it is alive, the round trip, the acknowledged send time a
-//! strict lease counts), and the warning when the round trip eats the
-//! lease's margin.
+//! Heartbeats: the PING each peer gets every heartbeat, what the echo of
+//! ours in its PING tells (it is alive, the round trip, the acknowledged
+//! send time a strict lease counts, the clock skew), the warning when the
+//! round trip eats the lease's margin, and this node's own stalls.
 //!
 //! It owns the send times of recent heartbeats, when the next round goes
 //! out, and dropping a peer silent past the timeout. What the election
 //! makes of a lost peer is `election`'s; it never decides a role.
+//!
+//! One PING per peer per heartbeat, each way, and nothing answers it: a
+//! PING echoes the peer's latest one (bossd/1 answered every PING with a
+//! PONG, twice the lines and wakeups). Rounds start on multiples of the
+//! heartbeat on the wall clock, so with clocks that agree (NTP) every
+//! node's PINGs leave at once and a node's sends and receives share a
+//! wakeup.
 
 use std::net::SocketAddr;
 
+use super::skew::{SKEW_SAMPLES, Skew};
 use super::{Action, LinkId, Node};
 use crate::event::Event;
-use crate::protocol::Message;
-use crate::time::Mono;
+use crate::protocol::{Echo, Message};
+use crate::time::{Mono, Wall};
 
 /// Heartbeat send times kept to date acknowledgements: an answer older
 /// than this many heartbeats could not extend a lease anyway, since the
@@ -83,27 +91,111 @@ impl Node {
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
             self.ping(&links, now);
-            self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
+            self.next_heartbeat = Some(self.next_round(now));
         }
         if self.peers.is_empty() {
             self.next_heartbeat = None;
         }
     }
 
-    /// Sends a heartbeat on `links`, remembering when it left.
+    /// The next round after `now`: the next multiple of the heartbeat on
+    /// this node's wall clock.
+    pub(super) fn next_round(&self, now: Mono) -> Mono {
+        let every = self.cfg.heartbeat_ms.max(1);
+        now.plus(every - self.wall(now).ms() % every)
+    }
+
+    /// Sends a heartbeat on `links`, remembering when it left; each echoes
+    /// its peer's latest heartbeat.
     pub(super) fn ping(&mut self, links: &[LinkId], now: Mono) {
         self.heartbeat_seq += 1;
         if self.pings.len() == MAX_PINGS_KEPT {
             self.pings.pop_front();
         }
         self.pings.push_back((self.heartbeat_seq, now));
-        let ping = Message::Ping {
-            seq: self.heartbeat_seq,
-            view: self.view_digest(),
-        };
+        let (seq, view, stamp_unix_ms) =
+            (self.heartbeat_seq, self.view_digest(), self.wall(now).ms());
         for &link in links {
-            self.send(link, ping.clone());
+            let heard = self
+                .links
+                .get(&link)
+                .and_then(|l| l.peer)
+                .and_then(|a| self.peers.get(&a))
+                .and_then(|p| p.heard_ping);
+            let echo = heard.map(|(seq, at)| Echo {
+                seq,
+                held_ms: now.since(at),
+                stamp_unix_ms,
+            });
+            self.send(link, Message::Ping { seq, view, echo });
         }
+    }
+
+    /// A heartbeat from the established peer `addr`: kept to be echoed,
+    /// its view digest compared with ours, and its echo of ours, if any,
+    /// taken in. The peer's first heartbeat is echoed at once, so its
+    /// clock offset is known one round trip after the handshake.
+    pub(super) fn on_ping(
+        &mut self,
+        link: LinkId,
+        addr: SocketAddr,
+        seq: u64,
+        view: u64,
+        echo: Option<Echo>,
+        now: Mono,
+    ) {
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let first = p.heard_ping.is_none();
+        p.heard_ping = Some((seq, now));
+        self.sync_view(addr, view, now);
+        if let Some(e) = echo {
+            self.on_echo(addr, e, now);
+        }
+        if first {
+            self.ping(&[link], now);
+        }
+    }
+
+    /// Our heartbeat `e.seq` came back echoed by `addr`: the peer heard
+    /// it, which dates the acknowledgement a strict lease counts from, and
+    /// its stamp measures the clock skew. The peer's clock read
+    /// `stamp - held` when ours arrived, between our send and our receipt
+    /// less the time it held it.
+    fn on_echo(&mut self, addr: SocketAddr, e: Echo, now: Mono) {
+        let wall_at_zero = self.cfg.wall_at_zero;
+        let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == e.seq) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        p.acked_sent = p.acked_sent.max(sent);
+        let trip_ms = now.since(sent);
+        // A held time longer than the whole trip is a lie or a broken
+        // clock: the ack stands, but it measures nothing.
+        let Some(round_trip_ms) = trip_ms.checked_sub(e.held_ms) else {
+            return;
+        };
+        if p.skew_samples.len() == SKEW_SAMPLES {
+            p.skew_samples.pop_front();
+        }
+        // The peer measured `held` on its clock: at rates 1 % apart (the
+        // simulator's worst) that is 1 ms in 100, as clocks drifting
+        // apart over the samples' age, which the estimate already follows.
+        p.skew_samples.push_back(Skew::from_round_trip(
+            wall_at_zero.at(sent),
+            e.stamp_unix_ms.saturating_sub(e.held_ms),
+            Wall(wall_at_zero.at(now).ms().saturating_sub(e.held_ms)),
+        ));
+        if self.cfg.strict {
+            self.check_lease_margin(addr, round_trip_ms);
+        }
+        if self.cfg.strict && self.claimed {
+            self.decide(super::Cause::Claim, None, now);
+        }
+        self.check_start_doubt();
     }
 
     /// With `--strict`: warns once per peer while a heartbeat's round trip

@@ -132,7 +132,7 @@ pub struct PeerInfo<'a> {
     pub hello: &'a Hello,
     pub state: State,
     pub last_heard: Mono,
-    /// The peer's clock against ours; `None` until its first PONG.
+    /// The peer's clock against ours; `None` until its first echo.
     pub skew: Option<Skew>,
 }
 
@@ -242,6 +242,8 @@ struct Peer {
     next_sync: Mono,
     /// Send time of the latest heartbeat this peer acknowledged.
     acked_sent: Mono,
+    /// The peer's latest heartbeat and when it arrived: echoed in ours.
+    heard_ping: Option<(u64, Mono)>,
     /// Whether `state` came from the peer (its STATE follows its HELLO):
     /// until then its epoch is unknown, and no claim may be made above it.
     state_known: bool,

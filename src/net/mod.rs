@@ -171,7 +171,7 @@ impl Server {
             self.ep.handle_resumed(late.as_millis() as u64, now.mono);
             // Connections whose read budget ran out last time go first.
             for id in self.io.to_resume(&self.ep) {
-                self.io.read(id, &mut self.ep, now.mono);
+                self.io.read(id, &mut self.ep, now.mono, true);
             }
             for event in events.iter() {
                 match event.token() {
@@ -180,7 +180,8 @@ impl Server {
                     SIGNALS => self.on_signals(now),
                     Token(id) => {
                         let (r, w) = (event.is_readable(), event.is_writable());
-                        self.io.on_event(id, r, w, &mut self.ep, now.mono);
+                        let closed = event.is_read_closed() || event.is_error();
+                        self.io.on_event(id, r, w, closed, &mut self.ep, now.mono);
                     }
                 }
             }
