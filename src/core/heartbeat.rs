@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use super::skew::{SKEW_SAMPLES, Skew};
 use super::{Action, LinkId, Node};
 use crate::event::Event;
-use crate::protocol::{Echo, Message};
+use crate::protocol::{Echo, Message, Role};
 use crate::time::{Mono, Wall};
 
 /// Heartbeat send times kept to date acknowledgements: an answer older
@@ -134,7 +134,8 @@ impl Node {
     /// A heartbeat from the established peer `addr`: kept to be echoed,
     /// its view digest compared with ours, and its echo of ours, if any,
     /// taken in. The peer's first heartbeat is echoed at once, so its
-    /// clock offset is known one round trip after the handshake.
+    /// clock offset is known one round trip after the handshake; so is
+    /// every heartbeat of a strict follower's master.
     pub(super) fn on_ping(
         &mut self,
         link: LinkId,
@@ -153,7 +154,15 @@ impl Node {
         if let Some(e) = echo {
             self.on_echo(addr, e, now);
         }
-        if first {
+        // With --strict a follower echoes its master's PING at once, as
+        // bossd/1's PONG did: the master's lease counts from the send
+        // time of the PINGs a quorum echoed, and an echo held until the
+        // follower's own round would leave it up to a heartbeat shorter,
+        // so a round trip of timeout - 3 x heartbeat (not - 2 x) would
+        // already cost it the lease between heartbeats.
+        let strict_master =
+            self.cfg.strict && self.role == Role::Follower && self.epoch_master == Some(addr);
+        if first || strict_master {
             self.ping(&[link], now);
         }
     }
