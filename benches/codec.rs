@@ -15,18 +15,18 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use bossd::protocol::{Hello, LineBuffer, LinkKind, Message, Role, State, decode, encode};
+use bossd::protocol::{Echo, Hello, LineBuffer, LinkKind, Message, Role, State, decode, encode};
 use util::{Rng, Table, rate};
 
 /// Bytes per read, as `READ_CHUNK` in src/net/mod.rs.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Percent of each message kind in the input: a steady cluster exchanges
-/// PING and PONG on every link every heartbeat; elections, joins and
-/// operator text add the rest.
+/// PINGs both ways on every link every heartbeat, nearly all echoing the
+/// peer's; elections, joins and operator text add the rest.
 const MIX: [(&str, u64); 7] = [
-    ("PING", 40),
-    ("PONG", 40),
+    ("PING", 78),
+    ("PING0", 2),
     ("STATE", 10),
     ("MEET", 5),
     ("HELLO", 3),
@@ -229,10 +229,16 @@ fn message(kind: &str, rng: &mut Rng) -> Message {
         "PING" => Message::Ping {
             seq: 1 + rng.below(10_000_000),
             view: rng.next(),
+            echo: Some(Echo {
+                seq: 1 + rng.below(10_000_000),
+                held_ms: rng.below(100),
+                stamp_unix_ms: 1_795_000_000_000 + rng.below(100_000_000),
+            }),
         },
-        "PONG" => Message::Pong {
+        "PING0" => Message::Ping {
             seq: 1 + rng.below(10_000_000),
-            replied_unix_ms: 1_795_000_000_000 + rng.below(100_000_000),
+            view: rng.next(),
+            echo: None,
         },
         "STATE" => Message::State(State {
             role: [Role::Master, Role::Follower, Role::None][rng.below(3) as usize],

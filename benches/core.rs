@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bossd::core::{Config, LinkId, Node};
-use bossd::protocol::{Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
 use bossd::time::{Mono, Wall};
 use sim::Cluster;
@@ -80,7 +80,7 @@ fn main() {
             let by_kind: Vec<String> = o
                 .sent
                 .iter()
-                .filter(|(k, _)| !matches!(**k, "PING" | "PONG"))
+                .filter(|(k, _)| **k != "PING")
                 .map(|(k, v)| format!("{k} {}", thousands(*v)))
                 .collect();
             kinds.row(vec![n.to_string(), name.to_string(), by_kind.join(", ")]);
@@ -102,9 +102,12 @@ fn microbench(quick: bool) {
     let cases: [(&str, &str); 6] = [
         (
             "PING received",
-            "answer PONG; hash the view to compare digests",
+            "keep it to echo; hash the view to compare digests",
         ),
-        ("PONG received", "find the PING's send time"),
+        (
+            "PING echoing ours",
+            "find our PING's send time, sample the skew",
+        ),
         ("STATE received", "re-run the election: rank the view"),
         ("MEET of a known peer", "look the address up, ignore it"),
         ("timeout, nothing due", "scan peers, links and reconnects"),
@@ -143,6 +146,7 @@ fn microbench(quick: bool) {
                 Message::Ping {
                     seq,
                     view: 0x1234_5678,
+                    echo: None,
                 },
                 now,
             )
@@ -150,9 +154,14 @@ fn microbench(quick: bool) {
         time(cases[1].0, &mut node, &mut |n, k| {
             n.handle_message(
                 link(k),
-                Message::Pong {
-                    seq: 1,
-                    replied_unix_ms: 1_795_000_000_000,
+                Message::Ping {
+                    seq: 2,
+                    view: 0x1234_5678,
+                    echo: Some(Echo {
+                        seq: 1,
+                        held_ms: 0,
+                        stamp_unix_ms: 1_795_000_000_000,
+                    }),
                 },
                 now,
             )
@@ -185,9 +194,14 @@ fn microbench(quick: bool) {
             for &l in &links {
                 n.handle_message(
                     l,
-                    Message::Pong {
-                        seq: 0,
-                        replied_unix_ms: 1_795_000_000_000,
+                    Message::Ping {
+                        seq: 2,
+                        view: 0x1234_5678,
+                        echo: Some(Echo {
+                            seq: 0,
+                            held_ms: 0,
+                            stamp_unix_ms: 1_795_000_000_000,
+                        }),
                     },
                     now,
                 );
@@ -205,7 +219,7 @@ fn microbench(quick: bool) {
         ]);
     }
     t.print(&format!(
-        "One core: events per second (median of {} runs; the heartbeat row also delivers one PONG per peer)",
+        "One core: events per second (median of {} runs; the heartbeat row also delivers one PING per peer)",
         if quick { 1 } else { 5 }
     ));
 }
@@ -282,7 +296,7 @@ impl Outcome {
     }
 
     fn heartbeats(&self) -> u64 {
-        self.sent.get("PING").copied().unwrap_or(0) + self.sent.get("PONG").copied().unwrap_or(0)
+        self.sent.get("PING").copied().unwrap_or(0)
     }
 }
 

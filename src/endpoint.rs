@@ -220,6 +220,12 @@ impl Endpoint {
         }
     }
 
+    /// The loop woke `late_ms` after its deadline; before any read
+    /// ([`Node::handle_resumed`]).
+    pub fn handle_resumed(&mut self, late_ms: u64, now: Mono) {
+        self.node.handle_resumed(late_ms, now);
+    }
+
     /// Time passed: the core's timers, then the links' grace and idle limits.
     pub fn handle_timeout(&mut self, now: Mono) {
         self.node.handle_timeout(now);

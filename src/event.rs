@@ -64,6 +64,12 @@ pub enum Event {
         peer: SocketAddr,
         timeout_ms: u64,
     },
+    /// This node's own loop woke `late_ms` after its deadline (SIGSTOP, a
+    /// paused VM, CPU starvation): its peers get a fresh `timeout_ms`.
+    Stalled {
+        late_ms: u64,
+        timeout_ms: u64,
+    },
     PeerRestarted {
         peer: SocketAddr,
     },
@@ -213,6 +219,7 @@ impl Record for Event {
             StartWithinSkew(_)
             | LeaseMarginLow { .. }
             | PeerSilent { .. }
+            | Stalled { .. }
             | PeerRefused { .. }
             | JoinDeclined { .. }
             | JoinFailed { .. }
@@ -268,6 +275,7 @@ impl Record for Event {
             PeerLeft { .. } => "peer-left",
             PeerLost { .. } => "peer-lost",
             PeerSilent { .. } => "peer-silent",
+            Stalled { .. } => "stalled",
             PeerRestarted { .. } => "peer-restarted",
             PeerRefused { .. } => "peer-refused",
             PeerRenamed { .. } => "peer-renamed",
@@ -379,6 +387,17 @@ impl Record for Event {
             PeerSilent { peer, timeout_ms } => {
                 field("peer", peer);
                 field("timeout_ms", timeout_ms);
+            }
+            Stalled {
+                late_ms,
+                timeout_ms,
+            } => {
+                field("late_ms", late_ms);
+                field("timeout_ms", timeout_ms);
+                field(
+                    "reason",
+                    &"this node was held up; every peer gets a fresh timeout",
+                );
             }
             PeerRenamed { dialed, peer } => {
                 field("dialed", dialed);

@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till1, take_while};
 use nom::character::complete::{char, i32 as dec_i32, u8 as dec_u8, u64 as dec_u64};
-use nom::combinator::{all_consuming, map, map_res, rest, value, verify};
+use nom::combinator::{all_consuming, map, map_res, opt, rest, value, verify};
 use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
 use crate::rule::Rule;
 
 /// The protocol version this build speaks, sent in every HELLO.
-pub const VERSION: &str = "bossd/1";
+pub const VERSION: &str = "bossd/2";
 
 /// Longest line accepted from anyone, peer or console client, newline
 /// excluded. A HELLO is under 200 bytes; 4096 leaves room for `-msg` text
@@ -83,20 +83,31 @@ pub enum Message {
     Msg(String),
     /// The sender leaves the cluster for good.
     Leave,
-    /// Heartbeat, answered with `Pong` carrying the same number, with a
-    /// digest of the sender's view so members can notice a missing link.
+    /// Heartbeat, sent to every peer once per heartbeat, with a digest of
+    /// the sender's view so members can notice a missing link. It answers
+    /// nothing and is answered by nothing: once the sender has heard a
+    /// heartbeat of the peer's, it echoes the latest one (`echo`), as TCP
+    /// timestamps echo TSval, which is the acknowledgement and the round
+    /// trip for the clock skew.
     Ping {
         seq: u64,
         view: u64,
+        echo: Option<Echo>,
     },
-    /// Answer to `Ping`, carrying its number and the responder's wall
-    /// clock (unix ms) when it answered. With the send and receive times
-    /// of the PING it answers, the pinger estimates the offset between the
-    /// two clocks (NTP-style; see `core::Skew`).
-    Pong {
-        seq: u64,
-        replied_unix_ms: u64,
-    },
+}
+
+/// The peer's latest heartbeat, echoed in ours: its number, how long we
+/// held it before this heartbeat left (ms), and our wall clock (unix ms)
+/// when it left. With its own send time of `seq` and our receive time, the
+/// peer knows we heard it (the strict lease counts from that send), the
+/// round trip (less `held_ms`), and the offset between the two clocks
+/// (NTP-style; see `core::Skew`): our clock read `stamp_unix_ms -
+/// held_ms` when its heartbeat arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Echo {
+    pub seq: u64,
+    pub held_ms: u64,
+    pub stamp_unix_ms: u64,
 }
 
 impl Message {
@@ -111,7 +122,6 @@ impl Message {
             Message::Msg(_) => "MSG",
             Message::Leave => "LEAVE",
             Message::Ping { .. } => "PING",
-            Message::Pong { .. } => "PONG",
         }
     }
 }
@@ -166,17 +176,10 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
         "MSG" => Some(Message::Msg(args.to_owned())),
         "LEAVE" if args.is_empty() => Some(Message::Leave),
         "LEAVE" => None,
-        "PING" => all_consuming((dec_u64, preceded(sp, hex16)))
+        "PING" => all_consuming(ping)
             .parse(args)
             .ok()
-            .map(|(_, (seq, view))| Message::Ping { seq, view }),
-        "PONG" => all_consuming((dec_u64, preceded(sp, dec_u64)))
-            .parse(args)
-            .ok()
-            .map(|(_, (seq, replied_unix_ms))| Message::Pong {
-                seq,
-                replied_unix_ms,
-            }),
+            .map(|(_, (seq, view, echo))| Message::Ping { seq, view, echo }),
         _ => return Err(DecodeError::UnknownMessage(truncate(name, 32).to_owned())),
     };
     parsed.ok_or(DecodeError::Malformed(message_name(name)))
@@ -213,11 +216,20 @@ pub fn encode(msg: &Message, out: &mut String) {
         Message::Meet(a) => writeln!(out, "MEET {a}"),
         Message::Msg(text) => writeln!(out, "MSG {}", one_line(text)),
         Message::Leave => writeln!(out, "LEAVE"),
-        Message::Ping { seq, view } => writeln!(out, "PING {seq} {view:016x}"),
-        Message::Pong {
+        Message::Ping {
             seq,
-            replied_unix_ms,
-        } => writeln!(out, "PONG {seq} {replied_unix_ms}"),
+            view,
+            echo: None,
+        } => writeln!(out, "PING {seq} {view:016x}"),
+        Message::Ping {
+            seq,
+            view,
+            echo: Some(e),
+        } => writeln!(
+            out,
+            "PING {seq} {view:016x} {} {} {}",
+            e.seq, e.held_ms, e.stamp_unix_ms
+        ),
     };
 }
 
@@ -406,6 +418,23 @@ fn state(i: &str) -> IResult<&str, State> {
     .parse(i)
 }
 
+/// `seq view` and, once the sender heard the peer, `echo held stamp`.
+fn ping(i: &str) -> IResult<&str, (u64, u64, Option<Echo>)> {
+    let echo = map(
+        (
+            preceded(sp, dec_u64),
+            preceded(sp, dec_u64),
+            preceded(sp, dec_u64),
+        ),
+        |(seq, held_ms, stamp_unix_ms)| Echo {
+            seq,
+            held_ms,
+            stamp_unix_ms,
+        },
+    );
+    (dec_u64, preceded(sp, hex16), opt(echo)).parse(i)
+}
+
 /// Exactly 16 hex digits: instance ids and view digests. Written by hand:
 /// nom's `take_while_m_n` made a PING's decode twice as slow (profiled in
 /// docs/BENCHMARKS.md).
@@ -447,7 +476,6 @@ fn message_name(name: &str) -> &'static str {
         "MEET" => "MEET",
         "LEAVE" => "LEAVE",
         "PING" => "PING",
-        "PONG" => "PONG",
         _ => "message",
     }
 }
@@ -529,26 +557,42 @@ mod tests {
         let line = encode_line(&Message::Hello(hello()));
         assert_eq!(
             line,
-            "HELLO bossd/1 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest\n"
+            "HELLO bossd/2 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest\n"
         );
         assert_eq!(decode(line.trim_end()), Ok(Message::Hello(hello())));
     }
 
-    // docs/PROTOCOL.md: a heartbeat and its answer, with the responder's
-    // wall clock.
+    // docs/PROTOCOL.md: a first heartbeat, and one echoing the peer's.
     #[test]
-    fn ping_and_pong_read_like_the_docs() {
-        for s in ["PING 2 73d88d856a78f3de", "PONG 2 1795551169301"] {
+    fn pings_read_like_the_docs() {
+        for s in [
+            "PING 2 73d88d856a78f3de",
+            "PING 3 73d88d856a78f3de 41 37 1795551169301",
+        ] {
             let m = decode(s).unwrap();
             assert_eq!(encode_line(&m).trim_end(), s);
         }
         assert_eq!(
-            decode("PONG 2 1795551169301"),
-            Ok(Message::Pong {
-                seq: 2,
-                replied_unix_ms: 1_795_551_169_301
+            decode("PING 3 73d88d856a78f3de 41 37 1795551169301"),
+            Ok(Message::Ping {
+                seq: 3,
+                view: 0x73d8_8d85_6a78_f3de,
+                echo: Some(Echo {
+                    seq: 41,
+                    held_ms: 37,
+                    stamp_unix_ms: 1_795_551_169_301
+                })
             })
         );
+        for bad in [
+            "PING 3 73d88d856a78f3de 41",
+            "PING 3 73d88d856a78f3de 41 37",
+            "PING 3 73d88d856a78f3de 41 37 -1",
+            "PING 3 73d88d856a78f3de 41 37 1 2",
+            "PONG 2 1795551169301",
+        ] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -569,7 +613,8 @@ mod tests {
             decode("PING 7 0123456789ABCdef"),
             Ok(Message::Ping {
                 seq: 7,
-                view: 0x0123_4567_89ab_cdef
+                view: 0x0123_4567_89ab_cdef,
+                echo: None,
             })
         );
         for bad in [

@@ -7,8 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bossd::protocol::{
-    DecodeError, FrameError, Hello, LineBuffer, LinkKind, MAX_LINE, Message, Role, State, decode,
-    encode_line,
+    DecodeError, Echo, FrameError, Hello, LineBuffer, LinkKind, MAX_LINE, Message, Role, State,
+    decode, encode_line,
 };
 use bossd::rule::Rule;
 use proptest::prelude::*;
@@ -84,11 +84,22 @@ fn message() -> impl Strategy<Value = Message> {
         addr().prop_map(Message::Meet),
         text().prop_map(Message::Msg),
         Just(Message::Leave),
-        (any::<u64>(), any::<u64>()).prop_map(|(seq, view)| Message::Ping { seq, view }),
-        (any::<u64>(), any::<u64>()).prop_map(|(seq, replied_unix_ms)| Message::Pong {
+        (any::<u64>(), any::<u64>()).prop_map(|(seq, view)| Message::Ping {
             seq,
-            replied_unix_ms
+            view,
+            echo: None
         }),
+        (any::<u64>(), any::<u64>(), any::<(u64, u64, u64)>()).prop_map(
+            |(seq, view, (echoed, held_ms, stamp_unix_ms))| Message::Ping {
+                seq,
+                view,
+                echo: Some(Echo {
+                    seq: echoed,
+                    held_ms,
+                    stamp_unix_ms
+                })
+            }
+        ),
     ]
 }
 
@@ -260,7 +271,7 @@ fn word_soup() -> impl Strategy<Value = String> {
     let shapes: [&[&str]; 10] = [
         &[
             "HELLO",
-            "bossd/1 | bossd/2",
+            "bossd/2 | bossd/1",
             "join mesh | knock",
             ADDR,
             U64,
@@ -273,7 +284,7 @@ fn word_soup() -> impl Strategy<Value = String> {
         &["STATE", "master follower none | boss", U64, ADDR],
         &["STATE", "master follower none", U64, "- | -x"],
         &["PING", U64, HEX],
-        &["PONG", U64],
+        &["PING", U64, HEX, U64, U64, U64],
         &["MEET", ADDR],
         &["REDIRECT", ADDR],
         &["LEAVE"],
@@ -334,7 +345,7 @@ fn check_reencodes(line: &str) -> Result<(), TestCaseError> {
 #[test]
 fn malformed_lines_are_refused() {
     let good_hello =
-        "HELLO bossd/1 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 oldest";
+        "HELLO bossd/2 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 oldest";
     assert!(decode(good_hello).is_ok());
     let table: &[(&str, &str)] = &[
         ("", "empty line"),
@@ -342,55 +353,55 @@ fn malformed_lines_are_refused() {
         ("NOPE 1 2", "unknown message"),
         ("HELLO", "HELLO without fields"),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
             "other version",
         ),
         (
-            "HELLO bossd/1 knock 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/2 knock 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
             "bad kind",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1 1 deadbeef00000001 0 2 0 oldest",
             "address without port",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:70000 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1:70000 1 deadbeef00000001 0 2 0 oldest",
             "port out of range",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 -1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1:7000 -1 deadbeef00000001 0 2 0 oldest",
             "negative start",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef 0 2 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef 0 2 0 oldest",
             "short instance",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef0000000g 0 2 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef0000000g 0 2 0 oldest",
             "non-hex instance",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef00000001 99999999999 2 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 99999999999 2 0 oldest",
             "priority overflow",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef00000001 0 4294967296 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 4294967296 0 oldest",
             "quorum overflow",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef00000001 0 2 2 oldest",
+            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 2 2 oldest",
             "strict not 0/1",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 eldest",
+            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 eldest",
             "unknown rule",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest extra",
+            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest extra",
             "trailing word",
         ),
         (
-            "HELLO bossd/1 join 127.0.0.1:7000  1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/2 join 127.0.0.1:7000  1 deadbeef00000001 0 2 0 oldest",
             "double space",
         ),
         ("STATE master 1", "STATE without master"),
@@ -408,12 +419,22 @@ fn malformed_lines_are_refused() {
         ("PING -1 0000000000000000", "negative PING"),
         ("PING 1", "PING without a digest"),
         ("PING 1 abc", "PING with a short digest"),
-        ("PONG", "PONG without a number"),
-        ("PONG 1", "PONG without a time"),
-        ("PONG 1 2 3", "PONG three numbers"),
-        ("PONG 1 -2", "PONG with a negative time"),
-        ("PONG 1 18446744073709551616", "PONG time overflow"),
-        ("PONG 1  2", "PONG double space"),
+        ("PING 1 0000000000000000 2", "PING with half an echo"),
+        ("PING 1 0000000000000000 2 3", "PING echo without a stamp"),
+        (
+            "PING 1 0000000000000000 2 3 4 5",
+            "PING with a word too many",
+        ),
+        (
+            "PING 1 0000000000000000 2 -3 4",
+            "PING with a negative held time",
+        ),
+        (
+            "PING 1 0000000000000000 2 3 18446744073709551616",
+            "PING stamp overflow",
+        ),
+        ("PING 1 0000000000000000  2 3 4", "PING double space"),
+        ("PONG 1 2", "PONG, which bossd/1 answered PINGs with"),
     ];
     for (line, why) in table {
         assert!(decode(line).is_err(), "{why}: {line:?} was accepted");

@@ -526,3 +526,51 @@ fn a_lone_node_with_quorum_one_announces_its_start() {
         }]
     );
 }
+
+// ---------------------------------------------------------------------------
+// Stalls (guarantee 10)
+// ---------------------------------------------------------------------------
+
+// Guarantee 10 (docs/GUARANTEES.md; issue 14): three nodes stopped together
+// for 1.5 s (three timeouts; a paused VM host) resume with no role change,
+// no new epoch and no hook run. Then the master alone is frozen: the
+// survivors still replace it (guarantee 5).
+#[test]
+fn a_whole_cluster_stopped_together_changes_nothing() {
+    let net = TestNet::new();
+    let dir = TempDir::new("stall");
+    let (a, fa) = start_recorded("A", &net, &dir, None);
+    let (b, fb) = start_recorded("B", &net, &dir, Some(&a));
+    let (c, fc) = start_recorded("C", &net, &dir, Some(&a));
+    let all = [&a, &b, &c];
+    let before = wait_agreed(&all, Some(&a));
+    let recorded: Vec<Vec<Call>> = [(&a, &fa), (&b, &fb), (&c, &fc)]
+        .iter()
+        .map(|(n, f)| wait_recorded(n, f, &all))
+        .collect();
+    for n in all {
+        n.sigstop();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    for n in all {
+        n.sigcont();
+    }
+    // Two timeouts: any false failover would have happened by then.
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    let after = wait_agreed(&all, Some(&a));
+    assert_eq!(after[0].epoch, before[0].epoch, "no new epoch");
+    for ((n, f), was) in [(&a, &fa), (&b, &fb), (&c, &fc)].iter().zip(&recorded) {
+        assert_eq!(&journal(n), was, "{}'s journal is unchanged", n.name);
+        assert_eq!(&calls(f), was, "{}'s hook did not run", n.name);
+    }
+    assert!(
+        all.iter().any(|n| n.logged("stalled", &[])),
+        "a stalled node says so"
+    );
+
+    a.sigstop();
+    let st = wait_agreed(&[&b, &c], Some(&b));
+    assert!(st[0].epoch > before[0].epoch, "a frozen master is replaced");
+    a.sigcont();
+    wait_agreed(&all, Some(&a));
+}

@@ -15,7 +15,7 @@ use bossd::core::{
 };
 use bossd::event::Event;
 use bossd::log::{Level, Record};
-use bossd::protocol::{Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
 use bossd::time::{Mono, Wall};
 use sim::hostile::Mode;
 use sim::{Cluster, Millis, addr};
@@ -299,19 +299,13 @@ fn times_at_the_end_of_the_range_saturate() {
     for now in [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
         p.accept(now as usize % 1000 + 1, &b, now);
         p.line(1, state(Role::Follower, 1, Some(addr(0))), now);
-        p.line(
-            1,
-            Message::Pong {
-                seq: 1,
-                replied_unix_ms: u64::MAX,
-            },
-            now,
-        );
+        p.line(1, echo(1, u64::MAX, u64::MAX), now);
         p.line(
             1,
             Message::Ping {
                 seq: u64::MAX,
                 view: 0,
+                echo: None,
             },
             now,
         );
@@ -484,7 +478,15 @@ fn links_lost_right_after_their_handshake_are_redialled_ever_more_slowly() {
     p.node.handle_dialed(link, a, LinkKind::Join, Mono(now));
     p.line(link, hello_of(&b, LinkKind::Join), now);
     now += 10_000;
-    p.line(link, Message::Ping { seq: 1, view: 0 }, now - 1);
+    p.line(
+        link,
+        Message::Ping {
+            seq: 1,
+            view: 0,
+            echo: None,
+        },
+        now - 1,
+    );
     p.node.handle_link_closed(link, Mono(now));
     p.drain();
     assert_eq!(
@@ -801,14 +803,7 @@ fn a_round_trip_eating_the_lease_margin_warns_once() {
                 _ => None,
             })
             .unwrap();
-        p.line(
-            1,
-            Message::Pong {
-                seq,
-                replied_unix_ms: WALL + now,
-            },
-            now + rtt,
-        );
+        p.line(1, echo(seq, 0, WALL + now), now + rtt);
         now += rtt;
     };
     // timeout 500 - heartbeat 100 = 400: half is 200, a quarter 100.
@@ -841,14 +836,7 @@ fn a_round_trip_eating_the_lease_margin_warns_once() {
     // Without --strict there is no lease, and no warning.
     let (mut q, _) = with_peer(1);
     q.timeout(100);
-    q.line(
-        1,
-        Message::Pong {
-            seq: 1,
-            replied_unix_ms: WALL,
-        },
-        5_000,
-    );
+    q.line(1, echo(1, 0, WALL), 5_000);
     assert!(
         q.events(|e| matches!(e, Event::LeaseMarginLow { .. }))
             .is_empty()
@@ -908,5 +896,19 @@ fn a_member_breaking_every_link_costs_little_in_a_cluster() {
         c.run_for(1_000);
         assert_eq!(c.assert_agreement(&[0, 1, 2]), master);
         assert_eq!(c.view(0).2, epoch, "seed {seed}: the epoch moved");
+    }
+}
+
+/// A PING from the peer echoing our heartbeat `seq`, held `held_ms`,
+/// stamped `stamp_unix_ms` on its clock.
+fn echo(seq: u64, held_ms: u64, stamp_unix_ms: u64) -> Message {
+    Message::Ping {
+        seq: 1,
+        view: 0,
+        echo: Some(Echo {
+            seq,
+            held_ms,
+            stamp_unix_ms,
+        }),
     }
 }

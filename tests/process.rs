@@ -549,7 +549,7 @@ fn a_half_closed_connection_gets_its_answer() {
     let net = TestNet::new();
     let a = Node::start("A", net.addr(), &[]);
     let other = net.addr();
-    let hello = format!("HELLO bossd/1 join {other} 1764000000123 deadbeef00000001 0 3 0 oldest\n");
+    let hello = format!("HELLO bossd/2 join {other} 1764000000123 deadbeef00000001 0 3 0 oldest\n");
     for round in 0..20 {
         let answer = ask_half_closed(a.addr, &hello);
         assert_eq!(
@@ -562,6 +562,42 @@ fn a_half_closed_connection_gets_its_answer() {
         let answer = ask_half_closed(a.addr, "-bogus\n");
         assert_eq!(answer, "ERR unknown command\n", "round {round}");
     }
+    assert_eq!(a.status().peers, 0);
+}
+
+// Issue 14 (docs/PROTOCOL.md, "Versions"): a peer still speaking bossd/1
+// is refused with a REFUSE naming both versions and one warning, which
+// names both too.
+#[test]
+fn a_peer_of_the_old_version_is_refused_naming_both() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    let other = net.addr();
+    let hello = format!("HELLO bossd/1 join {other} 1764000000123 deadbeef00000001 0 2 0 oldest\n");
+    let answer = ask_half_closed(a.addr, &hello);
+    assert_eq!(
+        answer,
+        "REFUSE unsupported protocol version \"bossd/1\" (this is bossd/2)\n"
+    );
+    wait_until("the refusal is logged", &[&a], || {
+        a.logged("peer-refused", &[])
+    });
+    let refused: Vec<_> = a
+        .events()
+        .into_iter()
+        .filter(|e| e.name == "peer-refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "one line: {refused:?}");
+    let reason = refused[0]
+        .fields
+        .iter()
+        .find(|(k, _)| k == "reason")
+        .map(|(_, v)| v.as_str())
+        .expect("a reason");
+    assert!(
+        reason.contains("bossd/1") && reason.contains("bossd/2"),
+        "{reason}"
+    );
     assert_eq!(a.status().peers, 0);
 }
 
@@ -1335,7 +1371,7 @@ fn every_log_line_is_logfmt() {
     wait_agreed(&[&a, &b, &c], Some(&a));
     // A HELLO whose refusal quotes `"`, `=` and a tab back.
     let mut hello = Console::open(a.addr);
-    hello.send("HELLO bossd/2 join \"x=y\"\t1\n");
+    hello.send("HELLO bossd/1 join \"x=y\"\t1\n");
     let answer = hello.read_line().unwrap_or_default();
     assert!(answer.starts_with("REFUSE "), "{answer:?}");
     wait_until("A logs the refused HELLO", &[&a], || {
@@ -1398,7 +1434,7 @@ fn every_log_line_is_logfmt() {
     let refused = a.events().into_iter().find(|e| e.name == "peer-refused");
     let reason = refused.as_ref().and_then(|e| e.field("reason"));
     assert!(
-        reason.is_some_and(|r| r.contains("\"bossd/2\"")),
+        reason.is_some_and(|r| r.contains("\"bossd/1\"")),
         "{refused:?}"
     );
     assert!(b.logged("redirect-sent", &[("peer", &c_id), ("master", &a_id)]));

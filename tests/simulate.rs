@@ -3,7 +3,9 @@
 //!
 //! Each seed picks a size, a rule, a mode (default; majority quorum; strict
 //! with a majority quorum) and a script of joins, crashes, restarts,
-//! freezes, graceful leaves, one- and two-way partitions and delays. After
+//! freezes of one node or of the whole cluster at once (a stall: nothing
+//! handled, then everything queued at once), graceful leaves, one- and
+//! two-way partitions and delays. After
 //! every step the harness checks that no node's epoch goes back and, when
 //! strict, that no two nodes are master at the same virtual instant and no
 //! epoch has two masters (guarantees 8 and 9, docs/GUARANTEES.md). After
@@ -185,6 +187,15 @@ fn run(seed: u64, tally: &mut HostileTally) {
                 }
             }
             7 => c.heal(),
+            8 => {
+                // The whole cluster stalls together (a paused VM host,
+                // starved CPUs): everything queued arrives at once after.
+                for i in c.up() {
+                    c.freeze(i);
+                }
+                c.run_for(d.below(2000));
+                c.thaw_all();
+            }
             _ => {}
         }
         c.run_for(d.below(1500));

@@ -27,7 +27,7 @@ use bossd::core::{
     Action, Config, JOURNAL_LEN, LinkId, MAX_DIALS_IN_FLIGHT, MAX_EPOCH, MAX_EPOCH_LEAD_MS,
     MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
-use bossd::protocol::{Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
 use bossd::time::{Mono, Wall};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -367,10 +367,16 @@ impl Driver {
             8 => Message::Ping {
                 seq: u.arbitrary()?,
                 view: u.arbitrary()?,
+                echo: None,
             },
-            _ => Message::Pong {
-                seq: u.int_in_range(0..=100)?,
-                replied_unix_ms: self.time(u)?,
+            _ => Message::Ping {
+                seq: u.arbitrary()?,
+                view: u.arbitrary()?,
+                echo: Some(Echo {
+                    seq: u.int_in_range(0..=100)?,
+                    held_ms: u.arbitrary()?,
+                    stamp_unix_ms: self.time(u)?,
+                }),
             },
         })
     }

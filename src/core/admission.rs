@@ -342,15 +342,15 @@ impl Node {
         self.peers.insert(addr, peer);
         self.event(Event::PeerJoined { peer: addr });
         if self.next_heartbeat.is_none() {
-            self.next_heartbeat = Some(now.plus(self.cfg.heartbeat_ms));
+            self.next_heartbeat = Some(self.next_round(now));
         }
         if healed && now >= self.next_heal {
             self.heal(now);
         }
         let state = self.state_msg();
         self.send(link, state);
-        // A first heartbeat at once, so the peer's clock offset is known
-        // one round trip after the handshake.
+        // A first heartbeat at once, which the peer echoes at once, so the
+        // peer's clock offset is known one round trip after the handshake.
         self.ping(&[link], now);
         self.decide(Cause::PeerJoined, None, now);
     }
@@ -421,6 +421,7 @@ impl Node {
             // heartbeat.
             next_sync: now.plus(self.cfg.heartbeat_ms),
             acked_sent: Mono::ZERO,
+            heard_ping: None,
             state_known: false,
             skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
             relay_to: None,

@@ -132,7 +132,7 @@ pub struct PeerInfo<'a> {
     pub hello: &'a Hello,
     pub state: State,
     pub last_heard: Mono,
-    /// The peer's clock against ours; `None` until its first PONG.
+    /// The peer's clock against ours; `None` until its first echo.
     pub skew: Option<Skew>,
 }
 
@@ -183,6 +183,9 @@ pub struct Node {
     pings: VecDeque<(u64, Mono)>,
     /// When heartbeats go out next; `None` while there are no peers.
     next_heartbeat: Option<Mono>,
+    /// The end of this node's last stall: silence before it is not
+    /// counted (guarantee 10 in docs/GUARANTEES.md).
+    heard_from: Mono,
     /// Number of the last heartbeat sent.
     heartbeat_seq: u64,
     /// The ranking's first two members (address and instance each) when
@@ -239,6 +242,8 @@ struct Peer {
     next_sync: Mono,
     /// Send time of the latest heartbeat this peer acknowledged.
     acked_sent: Mono,
+    /// The peer's latest heartbeat and when it arrived: echoed in ours.
+    heard_ping: Option<(u64, Mono)>,
     /// Whether `state` came from the peer (its STATE follows its HELLO):
     /// until then its epoch is unknown, and no claim may be made above it.
     state_known: bool,
@@ -286,6 +291,7 @@ impl Node {
             left: false,
             lost_master: None,
             next_heartbeat: None,
+            heard_from: Mono::ZERO,
             heartbeat_seq: 0,
             claimed: false,
             claim_sent: Mono::ZERO,
@@ -326,7 +332,7 @@ impl Node {
         let silence = self
             .peers
             .values()
-            .map(|p| p.last_heard.plus(self.cfg.timeout_ms))
+            .map(|p| self.silent_at(p.last_heard))
             .min();
         // With --strict: the end of a binding that keeps this node waiting,
         // and the end of this master's lease.
@@ -342,7 +348,7 @@ impl Node {
             .links
             .values()
             .filter(|l| l.peer.is_none())
-            .map(|l| l.opened.plus(self.cfg.timeout_ms))
+            .map(|l| self.silent_at(l.opened))
             .min();
         self.next_dial()
             .into_iter()
@@ -509,6 +515,17 @@ impl Node {
         }
     }
 
+    /// The loop woke `late_ms` after the deadline it slept for (0 when on
+    /// time or woken early by input). Called before the sockets are read
+    /// in each iteration: with `--strict` an expired lease ends first;
+    /// after a stall every peer gets a fresh timeout (guarantee 10,
+    /// docs/GUARANTEES.md). Silence itself is judged in `handle_timeout`,
+    /// after the reads.
+    pub fn handle_resumed(&mut self, late_ms: u64, now: Mono) {
+        self.resumed(late_ms, now);
+        self.audit();
+    }
+
     /// Time passed; due reconnects start.
     pub fn handle_timeout(&mut self, now: Mono) {
         self.expire_silent(now);
@@ -528,7 +545,7 @@ impl Node {
         let stuck: Vec<LinkId> = self
             .links
             .iter()
-            .filter(|(_, l)| l.peer.is_none() && now >= l.opened.plus(self.cfg.timeout_ms))
+            .filter(|(_, l)| l.peer.is_none() && now >= self.silent_at(l.opened))
             .map(|(id, _)| *id)
             .collect();
         if stuck.is_empty() {

@@ -1,10 +1,10 @@
 //! Established peers: what each line from one does once its handshake
-//! is done (STATE, MEET, MSG, PING, PONG, LEAVE), and what becomes of a
+//! is done (STATE, MEET, MSG, PING, LEAVE), and what becomes of a
 //! peer that breaks the protocol.
 //!
 //! It owns the dispatch of a peer's lines and the relay of a join's
 //! introductions; each line's meaning is left to its concern (`election`
-//! for STATE, `mesh` for MEET, `heartbeat` and `skew` for PING and PONG).
+//! for STATE, `mesh` for MEET, `heartbeat` and `skew` for PING).
 //! It never changes the role itself: a STATE or a lost peer only calls
 //! `decide`.
 
@@ -12,11 +12,10 @@ use std::net::SocketAddr;
 
 use super::mesh::MAX_INTRODUCED_PER_PEER;
 use super::reconnect::Loss;
-use super::skew::{SKEW_SAMPLES, Skew};
 use super::{Action, Cause, LinkId, Node};
 use crate::event::Event;
 use crate::protocol::{Message, Role, State};
-use crate::time::{Mono, Wall};
+use crate::time::Mono;
 
 impl Node {
     /// A line from the established peer `addr` on its link.
@@ -41,19 +40,7 @@ impl Node {
                 from: addr,
                 text: crate::protocol::printable(&text),
             }),
-            Message::Ping { seq, view } => {
-                let replied_unix_ms = self.wall(now).ms();
-                let pong = Message::Pong {
-                    seq,
-                    replied_unix_ms,
-                };
-                self.send(link, pong);
-                self.sync_view(addr, view, now);
-            }
-            Message::Pong {
-                seq,
-                replied_unix_ms,
-            } => self.on_pong(addr, seq, Wall(replied_unix_ms), now),
+            Message::Ping { seq, view, echo } => self.on_ping(link, addr, seq, view, echo, now),
             Message::Leave => self.on_leave(link, addr, from_my_master, now),
             other => {
                 let reason = format!("{} after the handshake", other.name());
@@ -123,34 +110,6 @@ impl Node {
         for l in links {
             self.send(l, Message::Meet(other));
         }
-    }
-
-    /// A heartbeat `seq` came back from `addr`, stamped `replied` on its
-    /// clock: it dates the acknowledgement and measures the clock skew.
-    fn on_pong(&mut self, addr: SocketAddr, seq: u64, replied: Wall, now: Mono) {
-        let wall_at_zero = self.cfg.wall_at_zero;
-        let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == seq) else {
-            return;
-        };
-        let Some(p) = self.peers.get_mut(&addr) else {
-            return;
-        };
-        p.acked_sent = p.acked_sent.max(sent);
-        if p.skew_samples.len() == SKEW_SAMPLES {
-            p.skew_samples.pop_front();
-        }
-        p.skew_samples.push_back(Skew::from_round_trip(
-            wall_at_zero.at(sent),
-            replied.ms(),
-            wall_at_zero.at(now),
-        ));
-        if self.cfg.strict {
-            self.check_lease_margin(addr, now.since(sent));
-        }
-        if self.cfg.strict && self.claimed {
-            self.decide(Cause::Claim, None, now);
-        }
-        self.check_start_doubt();
     }
 
     /// `addr` leaves the cluster: it is dropped at once and not called

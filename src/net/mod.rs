@@ -6,7 +6,8 @@
 //! core and every link's state, and what it asks for is carried out here.
 //! One iteration has a fixed shape: poll with the earliest deadline as
 //! timeout; read the clock once and pass that one `now` to everything
-//! handled in this iteration; dispatch events; then `settle`: drain the
+//! handled in this iteration, with how late it woke; read every ready
+//! socket; then the timers (silence is judged only after the reads); then `settle`: drain the
 //! endpoint, flush outboxes, remove finished connections last (deregister,
 //! tell the endpoint), until nothing is left.
 
@@ -157,13 +158,20 @@ impl Server {
                 }
                 return Err(e).context("poll failed");
             }
+            let slept_from = now.at;
             now = self.now();
-            // Time first: after a stall (SIGSTOP, a loaded machine) a lease
-            // or a silent peer must be seen to before any command is answered.
-            self.ep.handle_timeout(now.mono);
+            // How late the loop woke against the deadline it slept for: a
+            // SIGSTOP, a paused VM or a starved CPU held it up (guarantee
+            // 10, docs/GUARANTEES.md). An expired strict lease ends before
+            // any command is answered; silence is judged only after every
+            // readable socket was read, below.
+            let late = timeout.map_or(Duration::ZERO, |t| {
+                now.at.saturating_duration_since(slept_from + t)
+            });
+            self.ep.handle_resumed(late.as_millis() as u64, now.mono);
             // Connections whose read budget ran out last time go first.
             for id in self.io.to_resume(&self.ep) {
-                self.io.read(id, &mut self.ep, now.mono);
+                self.io.read(id, &mut self.ep, now.mono, true);
             }
             for event in events.iter() {
                 match event.token() {
@@ -172,7 +180,8 @@ impl Server {
                     SIGNALS => self.on_signals(now),
                     Token(id) => {
                         let (r, w) = (event.is_readable(), event.is_writable());
-                        self.io.on_event(id, r, w, &mut self.ep, now.mono);
+                        let closed = event.is_read_closed() || event.is_error();
+                        self.io.on_event(id, r, w, closed, &mut self.ep, now.mono);
                     }
                 }
             }

@@ -167,6 +167,7 @@ impl Sockets {
         id: LinkId,
         readable: bool,
         writable: bool,
+        closed: bool,
         ep: &mut Endpoint,
         now: Mono,
     ) {
@@ -180,14 +181,20 @@ impl Sockets {
                 Err(e) => return ep.on_dial_error(id, &e.to_string(), now),
             }
         }
-        if readable {
-            self.read(id, ep, now);
+        if readable || closed {
+            self.read(id, ep, now, closed);
         }
     }
 
     /// Reads link `id` until the socket would block, its link takes no
-    /// more, or the read budget is spent.
-    pub(super) fn read(&mut self, id: LinkId, ep: &mut Endpoint, now: Mono) {
+    /// more, or the read budget is spent. A read shorter than the buffer
+    /// took everything the kernel had, and any later byte brings a new
+    /// (edge-triggered) event, so the read that would only say
+    /// `EAGAIN` is skipped (issue 14: it was half of an idle node's
+    /// `recvfrom` calls). Unless `to_the_end`: when the event said the
+    /// peer closed, or the budget ran out last time, it reads on until
+    /// the socket says so.
+    pub(super) fn read(&mut self, id: LinkId, ep: &mut Endpoint, now: Mono, to_the_end: bool) {
         let mut buf = [0u8; READ_CHUNK];
         let mut taken = 0;
         loop {
@@ -214,6 +221,9 @@ impl Sockets {
                 Ok(n) => {
                     taken += n;
                     ep.on_bytes(id, &buf[..n], now);
+                    if n < buf.len() && !to_the_end {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -11,7 +11,7 @@
 //! claims for masters that do not exist, its own, honest and made-up
 //! addresses in HELLO, MEET, REDIRECT and STATE, floods of MEETs naming
 //! thousands of addresses, LEAVE under another member's name, HELLO,
-//! REFUSE and REDIRECT after the handshake, PINGs and PONGs with absurd
+//! REFUSE and REDIRECT after the handshake, PINGs with absurd echoes,
 //! numbers, and MSG text full of control characters.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use bossd::core::{LinkId, MAX_EPOCH, MAX_EPOCH_LEAD_MS};
 
 use super::Millis;
-use bossd::protocol::{Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
 
 /// What the hostile member does.
@@ -141,11 +141,20 @@ impl Hostile {
                 } else {
                     seq
                 };
+                let held_ms = match self.below(4) {
+                    0 => self.any_u64(),
+                    _ => self.below(100),
+                };
                 out.push(Out::Send(
                     link,
-                    Message::Pong {
-                        seq,
-                        replied_unix_ms,
+                    Message::Ping {
+                        seq: self.any_u64(),
+                        view: self.any_u64(),
+                        echo: Some(Echo {
+                            seq,
+                            held_ms,
+                            stamp_unix_ms: replied_unix_ms,
+                        }),
                     },
                 ));
             }
@@ -246,10 +255,16 @@ impl Hostile {
             6 => Message::Ping {
                 seq: self.any_u64(),
                 view: self.any_u64(),
+                echo: None,
             },
-            7 => Message::Pong {
-                seq: self.below(200),
-                replied_unix_ms: self.extreme_time(now),
+            7 => Message::Ping {
+                seq: self.any_u64(),
+                view: self.any_u64(),
+                echo: Some(Echo {
+                    seq: self.below(200),
+                    held_ms: self.below(200),
+                    stamp_unix_ms: self.extreme_time(now),
+                }),
             },
             8 => {
                 let kind = if self.below(2) == 0 {

@@ -123,6 +123,8 @@ pub struct Cluster {
     /// Events for frozen nodes, delivered in order when they thaw.
     held: Vec<Vec<Delivery>>,
     frozen: Vec<bool>,
+    /// When each node was frozen, for how late it wakes.
+    frozen_at: Vec<Millis>,
     /// Directed cuts (from, to): nothing gets through until healed.
     cuts: BTreeSet<(usize, usize)>,
     /// What waits behind a cut, in order.
@@ -294,6 +296,7 @@ impl Cluster {
             next_instance: 1,
             held: (0..n).map(|_| Vec::new()).collect(),
             frozen: vec![false; n],
+            frozen_at: vec![0; n],
             cuts: BTreeSet::new(),
             behind_cut: Vec::new(),
             epoch_masters: BTreeMap::new(),
@@ -371,6 +374,7 @@ impl Cluster {
         self.reported.push(0);
         self.held.push(Vec::new());
         self.frozen.push(false);
+        self.frozen_at.push(0);
         self.deadline_of.push(None);
         self.rate_ppm.resize(self.slots.len(), 0);
         self.refresh_deadline(i);
@@ -552,22 +556,34 @@ impl Cluster {
     /// SIGSTOP: node `i` handles nothing (no lines, no timers) until thawed;
     /// its links stay open, so only silence can tell.
     pub fn freeze(&mut self, i: usize) {
-        self.frozen[i] = true;
+        if !self.frozen[i] {
+            self.frozen[i] = true;
+            self.frozen_at[i] = self.now;
+        }
     }
 
-    /// SIGCONT: node `i` gets what arrived meanwhile, in order.
+    /// SIGCONT: node `i` gets everything that arrived meanwhile at once, as
+    /// src/net/mod.rs handles one iteration: first how late it woke against
+    /// the deadline it slept for, then every line waiting in its sockets,
+    /// then its timers.
     pub fn thaw(&mut self, i: usize) {
         self.frozen[i] = false;
-        // The loop asks the core for the time before any event, as
-        // src/net/mod.rs does after every poll.
         let now = self.local(i);
+        let woke = self.deadline_of[i]
+            .unwrap_or(self.now)
+            .max(self.frozen_at[i]);
+        let late = self.now.saturating_sub(woke);
         if let Some(ep) = self.slots[i].ep.as_mut() {
-            ep.handle_timeout(now);
+            ep.handle_resumed(late, now);
             self.pump(i);
         }
         for ev in std::mem::take(&mut self.held[i]) {
-            let t = self.now;
-            self.push(t, ev);
+            self.deliver(ev);
+        }
+        if let Some(ep) = self.slots[i].ep.as_mut() {
+            ep.handle_timeout(now);
+            ep.tick(now);
+            self.pump(i);
         }
     }
 
