@@ -22,3 +22,4 @@ pub mod net;
 pub mod notify;
 pub mod protocol;
 pub mod rule;
+pub mod state;
