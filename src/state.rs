@@ -332,7 +332,10 @@ mod tests {
         assert_eq!(parse(&format(&v6)), Ok(v6));
         let text = format(&state(42));
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[..3], ["bossd-state 1", "id 127.0.0.1:7000", "epoch 42"]);
+        assert_eq!(
+            lines[..3],
+            ["bossd-state 1", "id 127.0.0.1:7000", "epoch 42"]
+        );
         assert_eq!(lines[3].len(), "sha256 ".len() + 64);
     }
 
@@ -355,7 +358,11 @@ mod tests {
         }
         assert!(parse(&format!("{text}extra\n")).is_err());
         assert!(parse("").unwrap_err().contains("not a bossd state file"));
-        assert!(parse("42\n").unwrap_err().contains("not a bossd state file"));
+        assert!(
+            parse("42\n")
+                .unwrap_err()
+                .contains("not a bossd state file")
+        );
         let v2 = text.replace("bossd-state 1", "bossd-state 2");
         assert!(parse(&v2).unwrap_err().contains("version \"2\""));
     }
@@ -451,7 +458,10 @@ mod tests {
         assert!(open_err(&file).contains("not a directory"));
         let below = file.join("sub");
         let e = open_err(&below);
-        assert!(e.contains(&below.display().to_string()) && e.contains("Not a directory"), "{e}");
+        assert!(
+            e.contains(&below.display().to_string()) && e.contains("Not a directory"),
+            "{e}"
+        );
         // Permissions bind only a user other than root.
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
