@@ -556,7 +556,10 @@ mod tests {
         assert_eq!(n.opts.state_dir, Some(PathBuf::from("/var/lib/bossd")));
         let e = node(&["127.0.0.1", "0", "--state-dir", "/var/lib/bossd"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("--state-dir needs a fixed PORT"), "{e}");
+        assert!(
+            e.to_string().contains("--state-dir needs a fixed PORT"),
+            "{e}"
+        );
         assert!(node(&["127.0.0.1", "0"]).is_ok());
     }
 
