@@ -9,17 +9,20 @@ when it wakes up carries its old epoch, and its late write is rejected,
 even though it still believes it is the master.
 
 The check must happen in the store, atomically with the write: here one
-SQLite transaction raises the fence (UPDATE fence SET epoch = ? WHERE
-epoch <= ?) and writes only if that matched. Asking bossd "am I master?"
+SQLite transaction raises the fence (UPDATE fence ... WHERE epoch < ? OR
+(epoch = ? AND holder = ?)) and writes only if that matched. Asking bossd "am I master?"
 first and then writing is not fencing: the answer can be stale by the
 time the write lands.
 
-    fenced_sqlite.py --db PATH write KEY VALUE   epoch from BOSSD_EPOCH
+    fenced_sqlite.py --db PATH write KEY VALUE   token from BOSSD_EPOCH, BOSSD_ID
     fenced_sqlite.py --db PATH show              the fence and the rows
 
-Exit codes: 0 written, 3 rejected by the fence (the epoch is below the
-highest the store has seen), 2 usage, 1 another error. A write with the
-same epoch as the highest is accepted: one master writes many times.
+Exit codes: 0 written, 3 rejected by the fence, 2 usage, 1 another error.
+A write is accepted when its epoch is above the highest the store has
+seen, or equal to it and from the same holder (BOSSD_ID): one master
+writes many times. Without --strict, two sides of a cut network can each
+elect a master with the same epoch (only the pair epoch, master is
+unique); the first to write holds that epoch, and the other is refused.
 
 From a --notify hook, where bossd sets BOSSD_EPOCH:
 
@@ -37,10 +40,11 @@ import sys
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fence (
-    id    INTEGER PRIMARY KEY CHECK (id = 1),
-    epoch INTEGER NOT NULL
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch  INTEGER NOT NULL,
+    holder TEXT NOT NULL
 );
-INSERT OR IGNORE INTO fence (id, epoch) VALUES (1, 0);
+INSERT OR IGNORE INTO fence (id, epoch, holder) VALUES (1, 0, '-');
 CREATE TABLE IF NOT EXISTS data (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -66,18 +70,22 @@ def connect(path):
     return db
 
 
-def write(db, epoch, key, value):
-    """Writes KEY = VALUE if EPOCH is not below the highest seen, and
-    raises the fence to EPOCH, in one transaction; else raises Rejected."""
+def write(db, epoch, holder, key, value):
+    """Writes KEY = VALUE if (EPOCH, HOLDER) passes the fence, and raises
+    the fence to it, in one transaction; else raises Rejected."""
     # IMMEDIATE takes the write lock before the check, so no other writer
     # can raise the fence between the check and the write.
     db.execute("BEGIN IMMEDIATE")
     try:
         raised = db.execute(
-            "UPDATE fence SET epoch = ? WHERE id = 1 AND epoch <= ?", (epoch, epoch)
+            "UPDATE fence SET epoch = ?, holder = ? "
+            "WHERE id = 1 AND (epoch < ? OR (epoch = ? AND holder = ?))",
+            (epoch, holder, epoch, epoch, holder),
         ).rowcount
         if raised != 1:
-            (highest,) = db.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
+            highest, by = db.execute("SELECT epoch, holder FROM fence WHERE id = 1").fetchone()
+            if epoch == highest:
+                raise Rejected(f"epoch {epoch} is held by {by}, not {holder}")
             raise Rejected(f"epoch {epoch} is below {highest}, the highest this store has seen")
         db.execute(
             "INSERT INTO data (key, value, epoch) VALUES (?, ?, ?) "
@@ -91,8 +99,8 @@ def write(db, epoch, key, value):
 
 
 def show(db):
-    (highest,) = db.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
-    print(f"fence epoch={highest}")
+    highest, by = db.execute("SELECT epoch, holder FROM fence WHERE id = 1").fetchone()
+    print(f"fence epoch={highest} holder={by}")
     for key, value, epoch in db.execute("SELECT key, value, epoch FROM data ORDER BY key"):
         print(f"{key}={value} epoch={epoch}")
 
@@ -109,13 +117,22 @@ def epoch_from_env():
     return epoch
 
 
+def holder_from_env():
+    holder = os.environ.get("BOSSD_ID", "")
+    if not holder or holder == "-":
+        raise ValueError("BOSSD_ID is not set (bossd sets it for --notify hooks)")
+    return holder
+
+
 def main(argv):
     parser = argparse.ArgumentParser(
         description="Fenced writes to SQLite with BOSSD_EPOCH as the fencing token."
     )
     parser.add_argument("--db", required=True, help="the SQLite database file")
     sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="write KEY=VALUE with the epoch in BOSSD_EPOCH")
+    w = sub.add_parser(
+        "write", help="write KEY=VALUE with the token in BOSSD_EPOCH and BOSSD_ID"
+    )
     w.add_argument("key")
     w.add_argument("value")
     sub.add_parser("show", help="print the fence's epoch and every row")
@@ -125,8 +142,8 @@ def main(argv):
         if args.command == "show":
             show(db)
             return 0
-        epoch = epoch_from_env()
-        write(db, epoch, args.key, args.value)
+        epoch, holder = epoch_from_env(), holder_from_env()
+        write(db, epoch, holder, args.key, args.value)
         print(f"wrote {args.key}={args.value} epoch={epoch}")
         return 0
     except Rejected as e:

@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         crate::test_list![
             a_deposed_masters_late_write_is_rejected,
             a_state_file_bossd_cannot_trust_stops_the_node,
+            the_fence_admits_one_holder_per_epoch,
         ],
     )
 }
@@ -33,14 +34,15 @@ const WRITER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/fenced_sqlite
 /// The writer's exit code for a write the fence rejected.
 const REJECTED: i32 = 3;
 
-/// Runs the writer with `args`, and `BOSSD_EPOCH=epoch` if given; its exit
-/// code, stdout and stderr.
-fn writer(db: &Path, epoch: Option<u64>, args: &[&str]) -> (i32, String, String) {
+/// Runs the writer with `args`, and the token `BOSSD_EPOCH`, `BOSSD_ID`
+/// if given, as a hook gets it; its exit code, stdout and stderr.
+fn writer(db: &Path, token: Option<(u64, &str)>, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new("python3");
     cmd.arg(WRITER).arg("--db").arg(db).args(args);
-    cmd.env_remove("BOSSD_EPOCH");
-    if let Some(e) = epoch {
-        cmd.env("BOSSD_EPOCH", e.to_string());
+    cmd.env_remove("BOSSD_EPOCH").env_remove("BOSSD_ID");
+    if let Some((epoch, id)) = token {
+        cmd.env("BOSSD_EPOCH", epoch.to_string())
+            .env("BOSSD_ID", id);
     }
     let out = cmd.output().expect("run python3");
     (
@@ -59,7 +61,7 @@ fn store(db: &Path) -> (u64, Option<(String, u64)>) {
     let fence = lines
         .next()
         .and_then(|l| l.strip_prefix("fence epoch="))
-        .and_then(|e| e.parse().ok())
+        .and_then(|l| l.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no fence line in {out:?}"));
     let owner = lines.find_map(|l| {
         let (value, epoch) = l.strip_prefix("owner=")?.split_once(" epoch=")?;
@@ -130,7 +132,11 @@ fn a_deposed_masters_late_write_is_rejected() {
     // A wakes up still believing it is the master, and writes with the
     // token its hook was given.
     a.sigcont();
-    let (code, out, err) = writer(&db, Some(token_a.1), &["write", "owner", &a.id()]);
+    let (code, out, err) = writer(
+        &db,
+        Some((token_a.1, &a.id())),
+        &["write", "owner", &a.id()],
+    );
     assert_eq!(
         code, REJECTED,
         "A's late write with epoch {epoch_a} after B's {epoch_b}: {out}{err}"
@@ -166,6 +172,37 @@ fn a_deposed_masters_late_write_is_rejected() {
     assert!(
         writes.windows(2).all(|w| w[0].1 < w[1].1),
         "epochs did not grow: {writes:?}"
+    );
+}
+
+// Without --strict, two sides of a cut can each elect a master with the
+// same epoch (guarantee 9: only the pair epoch, master is unique): the
+// store takes the first to write at an epoch as its holder, refuses the
+// other, and takes any larger epoch. The writer alone, no nodes.
+fn the_fence_admits_one_holder_per_epoch() {
+    runner::need_program("python3", &["--version"], "apt-get install python3");
+    let tmp = TempDir::new("holder");
+    let db = tmp.file("app.db");
+    let write = |epoch, id, value| writer(&db, Some((epoch, id)), &["write", "owner", value]).0;
+    assert_eq!(write(3, "10.0.0.1:7000", "a"), 0);
+    assert_eq!(
+        write(3, "10.0.0.1:7000", "a again"),
+        0,
+        "one master writes often"
+    );
+    assert_eq!(
+        write(3, "10.0.0.2:7000", "b"),
+        REJECTED,
+        "same epoch, other master"
+    );
+    assert_eq!(write(4, "10.0.0.2:7000", "b"), 0);
+    assert_eq!(write(3, "10.0.0.1:7000", "a late"), REJECTED);
+    assert_eq!(store(&db), (4, Some(("b".to_owned(), 4))));
+    let (code, _, err) = writer(&db, None, &["write", "owner", "no token"]);
+    assert_eq!(
+        (code, err.contains("BOSSD_EPOCH is not set")),
+        (2, true),
+        "{err}"
     );
 }
 
