@@ -82,6 +82,22 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Read before the node listens, so that an unreadable, corrupt or
+    // foreign state file stops it with one line and exit 1 before it
+    // joins anything (guarantee 12, docs/GUARANTEES.md).
+    let _state = match &args.opts.state_dir {
+        Some(dir) => {
+            let (state, highest) = bossd::state::StateDir::open(dir, addr)?;
+            bossd::event!(
+                Level::Info,
+                "state-read",
+                path = state.path().display(),
+                epoch = highest.map_or("-".to_owned(), |e| e.to_string()),
+            );
+            Some(state)
+        }
+        None => None,
+    };
     let wall_at_zero = Wall(net::unix_ms_now().saturating_sub(start.elapsed().as_millis() as u64));
     let cfg = Config {
         addr,
