@@ -23,6 +23,8 @@ fn main() -> std::process::ExitCode {
         include_str!("fencing.rs"),
         crate::test_list![
             a_deposed_masters_late_write_is_rejected,
+            epochs_grow_across_a_full_cluster_restart,
+            a_node_that_cannot_persist_an_epoch_stops,
             a_state_file_bossd_cannot_trust_stops_the_node,
             the_fence_admits_one_holder_per_epoch,
         ],
@@ -95,13 +97,7 @@ fn a_deposed_masters_late_write_is_rejected() {
     let tmp = TempDir::new("fencing");
     let db = tmp.file("app.db");
     let tokens = tmp.file("tokens");
-    let hook = format!(
-        "[ \"$BOSSD_ROLE\" = master ] || exit 0\n\
-         python3 '{WRITER}' --db '{}' write owner \"$BOSSD_ID\"\n\
-         echo \"$BOSSD_ID $BOSSD_EPOCH $?\" >> '{}'",
-        db.display(),
-        tokens.display()
-    );
+    let hook = fenced_hook(&db, &tokens);
     let args = ["--notify", hook.as_str()];
     let a = Node::start("A", net.addr(), &args);
     let a_addr = a.addr.to_string();
@@ -173,6 +169,99 @@ fn a_deposed_masters_late_write_is_rejected() {
         writes.windows(2).all(|w| w[0].1 < w[1].1),
         "epochs did not grow: {writes:?}"
     );
+}
+
+/// The hook of [`a_deposed_masters_late_write_is_rejected`]: on becoming
+/// master, write `owner = BOSSD_ID` through the fence and record the token.
+fn fenced_hook(db: &Path, tokens: &Path) -> String {
+    format!(
+        "[ \"$BOSSD_ROLE\" = master ] || exit 0\n\
+         python3 '{WRITER}' --db '{}' write owner \"$BOSSD_ID\"\n\
+         echo \"$BOSSD_ID $BOSSD_EPOCH $?\" >> '{}'",
+        db.display(),
+        tokens.display()
+    )
+}
+
+/// The epoch in a node's state file.
+fn on_disk(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join(bossd::state::STATE_FILE)).expect("a state file");
+    bossd::state::parse(&text)
+        .expect("a valid state file")
+        .epoch
+}
+
+// Guarantee 12 (docs/GUARANTEES.md): three nodes with --state-dir, each
+// hook writing through the fence. A is master, then frozen until B takes
+// over and writes; then every node is SIGKILLed (A still frozen) and
+// restarted on the same address and state dir. The new master's epoch is
+// above every epoch before, so its hook's write is accepted, and the
+// frozen old master's token is rejected. In default mode and in strict.
+// Without --state-dir the default mode would start again at epoch 1, and
+// the store would reject the new master.
+fn epochs_grow_across_a_full_cluster_restart() {
+    runner::need_program("python3", &["--version"], "apt-get install python3");
+    for strict in [false, true] {
+        let net = TestNet::new();
+        let tmp = TempDir::new("restart");
+        let db = tmp.file("app.db");
+        let tokens = tmp.file("tokens");
+        let hook = fenced_hook(&db, &tokens);
+        let addrs = [net.addr(), net.addr(), net.addr()];
+        let dirs: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|n| tmp.file(n).to_string_lossy().into_owned())
+            .collect();
+        let start = |i: usize| {
+            let mut args = vec!["--state-dir", dirs[i].as_str(), "--notify", hook.as_str()];
+            let seed = addrs[0].to_string();
+            if strict {
+                args.push("--strict");
+            }
+            if i > 0 {
+                args.extend(["--join", seed.as_str()]);
+            }
+            Node::start(["A", "B", "C"][i], addrs[i], &args)
+        };
+        let (mut a, mut b, mut c) = (start(0), start(1), start(2));
+        let epoch_a = wait_agreed(&[&a, &b, &c], Some(&a))[0].epoch;
+        wait_until("A's hook wrote", &[&a, &b, &c], || {
+            store(&db).1 == Some((a.id(), epoch_a))
+        });
+        a.sigstop();
+        let epoch_b = wait_agreed(&[&b, &c], Some(&b))[0].epoch;
+        wait_until("B's hook wrote", &[&b, &c], || {
+            store(&db).1 == Some((b.id(), epoch_b))
+        });
+        assert!(
+            on_disk(Path::new(&dirs[1])) >= epoch_b,
+            "B persisted {epoch_b}"
+        );
+
+        for n in [&mut a, &mut b, &mut c] {
+            n.sigkill();
+        }
+        drop((a, b, c));
+        let (a, b, c) = (start(0), start(1), start(2));
+        let after = wait_agreed(&[&a, &b, &c], Some(&a))[0].epoch;
+        assert!(
+            after > epoch_b,
+            "strict {strict}: epoch {after} after the restart, not above {epoch_b}"
+        );
+        wait_until("the new master's write was accepted", &[&a, &b, &c], || {
+            store(&db).1 == Some((a.id(), after))
+        });
+        // The old master, frozen through it all, writes with its old token.
+        let (code, out, err) = writer(&db, Some((epoch_a, &a.id())), &["write", "owner", "late"]);
+        assert_eq!(code, REJECTED, "strict {strict}: {out}{err}");
+        assert_eq!(store(&db), (after, Some((a.id(), after))));
+        let writes = hook_writes(&tokens);
+        assert!(
+            writes.iter().all(|w| w.2 == 0) && writes.windows(2).all(|w| w[0].1 < w[1].1),
+            "strict {strict}: every master's write went through, epochs growing: {writes:?}"
+        );
+        assert!(on_disk(Path::new(&dirs[0])) >= after, "A persisted {after}");
+    }
 }
 
 // Without --strict, two sides of a cut can each elect a master with the
@@ -255,4 +344,43 @@ fn a_state_file_bossd_cannot_trust_stops_the_node() {
             "the file is left as it was"
         );
     }
+}
+
+// Guarantee 12: a node whose state dir went away after start cannot make
+// its next epoch durable, so it stops (exit 1, `state-write-failed`)
+// rather than claim it; its peer never sees it master.
+fn a_node_that_cannot_persist_an_epoch_stops() {
+    let net = TestNet::new();
+    let tmp = TempDir::new("nopersist");
+    let dir = tmp.file("state");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mut a = Node::start("A", net.addr(), &["--state-dir", &dir_arg]);
+    std::fs::remove_dir_all(&dir).expect("remove the state dir");
+    let a_addr = a.addr.to_string();
+    let b = Node::start("B", net.addr(), &["--join", &a_addr]);
+    let status = a.wait_exit(std::time::Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "A: {}",
+        a.stderr_text()
+    );
+    assert!(
+        a.logged("state-write-failed", &[("epoch", "1")]),
+        "{}",
+        a.stderr_text()
+    );
+    assert!(
+        a.stderr_text()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("bossd: cannot write epoch 1")),
+        "{}",
+        a.stderr_text()
+    );
+    assert!(
+        !b.logged("role-change", &[("master", &a_addr)]),
+        "B saw A master: {}",
+        b.stderr_text()
+    );
 }
