@@ -245,6 +245,7 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
         reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 1,
         wall_at_zero: Wall(1_000_000),
+        durable: None,
     });
     let mut links = Vec::new();
     for i in 0..peers {

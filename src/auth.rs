@@ -439,8 +439,8 @@ fn bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex; also the state file's checksum (`state`).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(2 * bytes.len());
     push_hex(bytes, &mut s);
     s

@@ -130,6 +130,25 @@ pub struct NodeOptions {
     /// may join).
     #[arg(long, value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+    /// Keep the highest epoch this node has seen in DIR, so that epochs
+    /// never go back, even when every node restarts at once. Default: none.
+    ///
+    /// Without it, a cluster restarted as a whole counts epochs from 1
+    /// again, and a storage system fencing on BOSSD_EPOCH would accept a
+    /// token it has already seen; --strict floors epochs at the wall clock
+    /// instead, which trusts clocks.
+    /// The node writes DIR/bossd.state (temp file, fsync, rename, fsync of
+    /// DIR) before it claims a new epoch or reports one it adopted, once
+    /// per new epoch and never per heartbeat, and reads it at start.
+    /// A missing DIR is created (mode 700). An unreadable, corrupt or
+    /// foreign file (another node's, another format) stops the node at
+    /// start with one line and exit 1; it is never silently reset. It does
+    /// not survive the loss of the disk: a node whose disk is replaced
+    /// starts with no floor, safe only while another member remembers the
+    /// epoch. Needs a fixed PORT (the file belongs to IP:PORT); one
+    /// directory per node.
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    pub state_dir: Option<PathBuf>,
     /// Shell command run with `sh -c` on every role change, one at a time
     /// and in order; killed after 30 s. Default: none.
     ///
@@ -273,6 +292,13 @@ where
                 "--reconnect-timeout ({} ms) must be at least --timeout ({} ms)\n",
                 node.opts.reconnect_timeout, node.opts.timeout
             ),
+        ));
+    }
+    if node.opts.state_dir.is_some() && node.port == 0 {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--state-dir needs a fixed PORT, not 0: the state file belongs to this node's IP:PORT, \
+             which port 0 would change at every start\n",
         ));
     }
     Ok(Invocation::Node(node))
@@ -426,6 +452,7 @@ mod tests {
         );
         assert_eq!(o.reconnect_timeout, 86_400_000);
         assert!(!o.strict && !o.no_console && o.join.is_empty());
+        assert_eq!(o.state_dir, None);
         assert_eq!(o.log, Level::Info);
     }
 
@@ -519,6 +546,21 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         assert!(node(&["127.0.0.1", "7000", "--reconnect-timeout", "0"]).is_err());
         assert!(node(&["127.0.0.1", "7000", "--reconnect-timeout", "-1"]).is_err());
+    }
+
+    // Guarantee 12 (docs/GUARANTEES.md): the state file belongs to IP:PORT,
+    // so port 0, a new port at every start, cannot have one.
+    #[test]
+    fn state_dir_needs_a_fixed_port() {
+        let n = node(&["127.0.0.1", "7000", "--state-dir", "/var/lib/bossd"]).unwrap();
+        assert_eq!(n.opts.state_dir, Some(PathBuf::from("/var/lib/bossd")));
+        let e = node(&["127.0.0.1", "0", "--state-dir", "/var/lib/bossd"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("--state-dir needs a fixed PORT"),
+            "{e}"
+        );
+        assert!(node(&["127.0.0.1", "0"]).is_ok());
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum Output {
     Print(String),
     /// The role changed: the hooks run.
     RoleChanged(JournalEntry),
+    /// Write this epoch to the state dir before any byte queued since is
+    /// sent and any later output is carried out; stop the node if that
+    /// fails (guarantee 12, docs/GUARANTEES.md).
+    Persist(u64),
     /// The node leaves: output drains, hooks end, the process exits.
     Leave,
 }
@@ -344,6 +348,7 @@ impl Endpoint {
                 self.counters.role_changes += 1;
                 self.outputs.push_back(Output::RoleChanged(entry));
             }
+            Action::Persist(epoch) => self.outputs.push_back(Output::Persist(epoch)),
         }
     }
 

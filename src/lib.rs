@@ -26,4 +26,6 @@ pub mod net;
 pub mod notify;
 pub mod protocol;
 pub mod rule;
+pub mod state;
 pub mod time;
+pub mod watch;

@@ -82,6 +82,23 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Read before the node listens, so that an unreadable, corrupt or
+    // foreign state file stops it with one line and exit 1 before it
+    // joins anything (guarantee 12, docs/GUARANTEES.md).
+    let state = match &args.opts.state_dir {
+        Some(dir) => {
+            let (state, highest) = bossd::state::StateDir::open(dir, addr)?;
+            bossd::event!(
+                Level::Info,
+                "state-read",
+                path = state.path().display(),
+                epoch = highest.map_or("-".to_owned(), |e| e.to_string()),
+            );
+            Some((state, highest.unwrap_or(0)))
+        }
+        None => None,
+    };
+    let durable = state.as_ref().map(|(_, highest)| *highest);
     let wall_at_zero = Wall(net::unix_ms_now().saturating_sub(start.elapsed().as_millis() as u64));
     let cfg = Config {
         addr,
@@ -96,6 +113,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         reconnect_timeout_ms: args.opts.reconnect_timeout,
         seed: random_u64(),
         wall_at_zero,
+        durable,
     };
     let opts = net::Options {
         join: args.opts.join.clone(),
@@ -107,6 +125,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
                 .notify_time_limit
                 .map_or(HOOK_TIME_LIMIT, Duration::from_millis),
         ),
+        state: state.map(|(state, _)| state),
     };
     net::run(cfg, opts, start)
 }

@@ -37,6 +37,7 @@ fn config(i: usize, wall_at_zero_ms: u64) -> Config {
         reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 7,
         wall_at_zero: Wall(wall_at_zero_ms),
+        durable: None,
     }
 }
 
@@ -91,7 +92,7 @@ impl Probe {
                 Action::Connect { addr, .. } => self.connects.push(addr),
                 Action::Close(l) => self.closed.push(l),
                 Action::Log(event) => self.logs.push(event),
-                Action::Deliver { .. } | Action::RoleChanged(_) => {}
+                Action::Deliver { .. } | Action::RoleChanged(_) | Action::Persist(_) => {}
             }
         }
     }

@@ -352,6 +352,7 @@ fn each_rule_elects_its_first() {
                     strict: false,
                     rule: rule.parse().unwrap(),
                     wall_at_zero_ms: sim::WALL_AT_ZERO_MS,
+                    state_dir: false,
                 })
                 .collect();
             let mut c = Cluster::new(seed, specs);
@@ -822,5 +823,60 @@ fn a_stalled_follower_resuming_never_claims() {
             changes.iter().all(|e| e.to != Role::Master),
             "the stalled follower claimed: {changes:?}"
         );
+    }
+}
+
+// Guarantee 12 (docs/GUARANTEES.md): with a state dir, every node of a
+// cluster crashes and restarts, and the new master's epoch is above every
+// epoch persisted before, in default and strict mode. Without a state dir
+// (default mode) the cluster starts again at epoch 1: the check can fail.
+#[test]
+fn state_dir_epochs_survive_a_full_restart() {
+    for (strict, state_dir) in [(false, true), (true, true), (false, false)] {
+        for seed in 0..50 {
+            let specs = (0..3)
+                .map(|i| Spec {
+                    strict,
+                    state_dir,
+                    ..Spec::started(1000 + i)
+                })
+                .collect();
+            let mut c = Cluster::new(seed, specs);
+            c.connect(1, 0).unwrap();
+            c.connect(2, 0).unwrap();
+            c.run_for(3_000);
+            // A few failovers first, so the epochs differ between nodes.
+            c.crash(0);
+            c.run_for(3_000);
+            c.start(0);
+            c.connect(0, 1).unwrap();
+            c.run_for(3_000);
+            let before = (0..3).map(|i| c.view(i).2).max().unwrap();
+            let on_disk = (0..3).filter_map(|i| c.persisted(i)).max();
+            if state_dir {
+                assert_eq!(on_disk, Some(before), "seed {seed}{}", c.dump());
+            }
+            for i in 0..3 {
+                c.crash(i);
+            }
+            for i in 0..3 {
+                c.start(i);
+            }
+            c.connect(1, 0).unwrap();
+            c.connect(2, 1).unwrap();
+            c.run_for(3_000);
+            let master = c.assert_agreement(&[0, 1, 2]);
+            let after = c.view(0).2;
+            assert_eq!(master, addr(0), "seed {seed}{}", c.dump());
+            if state_dir || strict {
+                assert!(
+                    after > before,
+                    "strict {strict}, seed {seed}: epoch {after} after the restart, not above {before}{}",
+                    c.dump()
+                );
+            } else {
+                assert!(after <= before, "without a state dir epochs start over");
+            }
+        }
     }
 }

@@ -105,6 +105,10 @@ fn run(seed: u64, tally: &mut HostileTally) {
     // scripts stay those of earlier sweeps. Strict clusters keep agreeing
     // clocks: their epoch floor assumes them (docs/PROTOCOL.md).
     let mut clocks = Dice(seed ^ 0xc10c);
+    // A state dir for half the seeds, from dice of its own: restarts then
+    // start from the persisted epoch, and the harness checks that every
+    // epoch is persisted before a STATE or role change carries it.
+    let state_dir = Dice(seed ^ 0x57a7e).below(2) == 0;
     let specs = (0..n)
         .map(|_| Spec {
             started_unix_ms: 1000 + d.below(50),
@@ -117,6 +121,7 @@ fn run(seed: u64, tally: &mut HostileTally) {
             } else {
                 sim::WALL_AT_ZERO_MS - 100 + clocks.below(201)
             },
+            state_dir,
         })
         .collect();
     // The wire, from dice of its own too: a secret for half the seeds,

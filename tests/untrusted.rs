@@ -169,6 +169,7 @@ fn node() -> Node {
         reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
         seed: 1,
         wall_at_zero: Wall(1_764_000_000_000),
+        durable: None,
     })
 }
 

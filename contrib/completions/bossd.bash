@@ -41,7 +41,7 @@ _bossd() {
 
     case "${cmd}" in
         bossd)
-            opts="-h -V --join --rule --priority --quorum --strict --heartbeat --timeout --reconnect-timeout --secret-file --notify --max-conns --log --no-console --help --version ctl demo help"
+            opts="-h -V --join --rule --priority --quorum --strict --heartbeat --timeout --reconnect-timeout --secret-file --state-dir --notify --max-conns --log --no-console --help --version ctl demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -77,6 +77,13 @@ _bossd() {
                     ;;
                 --secret-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
                     return 0
                     ;;
                 --notify)

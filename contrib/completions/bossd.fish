@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_bossd_global_optspecs
-    string join \n join= rule= priority= quorum= strict heartbeat= timeout= reconnect-timeout= secret-file= notify= max-conns= log= no-console h/help V/version
+    string join \n join= rule= priority= quorum= strict heartbeat= timeout= reconnect-timeout= secret-file= state-dir= notify= max-conns= log= no-console h/help V/version
 end
 
 function __fish_bossd_needs_command
@@ -32,6 +32,7 @@ complete -c bossd -n "__fish_bossd_needs_command" -l heartbeat -d 'Interval betw
 complete -c bossd -n "__fish_bossd_needs_command" -l timeout -d 'A peer not heard from for this long is dead, in milliseconds; must exceed 2 x heartbeat' -r
 complete -c bossd -n "__fish_bossd_needs_command" -l reconnect-timeout -d 'How long a peer lost without leaving is retried, in milliseconds, counted from when it was last connected; then it is forgotten with one log line (and joins as a newcomer if it comes back). --join targets are retried for ever. Must be at least --timeout. The default, one day (as Serf\'s reconnect_timeout; Consul uses 72 h), outlasts a reboot, a maintenance window or a night\'s outage, and keeps no more than a day of replaced hosts (autoscaling, containers) being redialled; -forget drops one at once' -r
 complete -c bossd -n "__fish_bossd_needs_command" -l secret-file -d 'File holding the shared cluster secret (trailing newlines ignored; keep it mode 600). Peers must prove they know it before they join, every peer line is then authenticated, and only console clients that authenticated (`bossd ctl --secret-file`) may run mutating commands. Use at least 16 random bytes (head -c 32 /dev/urandom | base64): one recorded handshake lets anyone test guesses offline, and a shorter secret warns at start. Default: none (anyone who reaches the port may join)' -r -F
+complete -c bossd -n "__fish_bossd_needs_command" -l state-dir -d 'Keep the highest epoch this node has seen in DIR, so that epochs never go back, even when every node restarts at once. Default: none' -r -f -a "(__fish_complete_directories)"
 complete -c bossd -n "__fish_bossd_needs_command" -l notify -d 'Shell command run with `sh -c` on every role change, one at a time and in order; killed after 30 s. Default: none' -r -f -a "(__fish_complete_command)"
 complete -c bossd -n "__fish_bossd_needs_command" -l max-conns -d 'Most open connections, peers and console clients together' -r
 complete -c bossd -n "__fish_bossd_needs_command" -l log -d 'Log level on stderr: error, warn, info or debug' -r

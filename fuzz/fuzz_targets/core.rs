@@ -102,6 +102,7 @@ fn run(data: &[u8]) -> Result<()> {
         reconnect_timeout_ms,
         seed: u.arbitrary()?,
         wall_at_zero: Wall(wall_at_zero_ms),
+        durable: None,
     };
     let mut d = Driver {
         node: Node::new(cfg),
@@ -220,7 +221,10 @@ impl Driver {
                             "a control character reached the console: {text:?}"
                         );
                     }
-                    Action::Send(..) | Action::Log(..) | Action::RoleChanged(_) => {}
+                    Action::Send(..)
+                    | Action::Log(..)
+                    | Action::RoleChanged(_)
+                    | Action::Persist(_) => {}
                 }
             }
             for link in closed {
@@ -250,6 +254,7 @@ impl Driver {
         let clock = Clock {
             now: self.now,
             wall_at_zero: Wall(self.wall_at_zero_ms),
+            durable: None,
         };
         for line in ["-s", "-cl", "-r", "-j", "-t", "-cn", "-m", "-h"] {
             let cmd = console::parse(line).expect("a command").expect("not blank");

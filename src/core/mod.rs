@@ -80,8 +80,15 @@ pub struct Config {
     /// Unix milliseconds at `now` = 0. With `--strict`, a new epoch is at
     /// least the wall clock in milliseconds, so an epoch a restarted node
     /// forgot is never used twice (clocks agreeing to better than the time
-    /// between two elections).
+    /// between two elections). Only without `durable`: a state dir's
+    /// floor does not trust clocks.
     pub wall_at_zero: Wall,
+    /// With `--state-dir`: the highest epoch on disk at start (0 on a
+    /// first start). The node starts at this epoch, and every epoch above
+    /// it is made durable ([`Action::Persist`]) before the node claims,
+    /// accepts or reports it (guarantee 12, docs/GUARANTEES.md). `None`:
+    /// no state dir, nothing is persisted.
+    pub durable: Option<u64>,
 }
 
 /// Something the caller must do, drained with [`Node::poll_action`].
@@ -99,6 +106,11 @@ pub enum Action {
     Deliver { from: SocketAddr, text: String },
     /// This node's role or master changed.
     RoleChanged(JournalEntry),
+    /// Make this epoch durable now, before any later action is carried out
+    /// (only with [`Config::durable`]): the core queues it ahead of every
+    /// message, log line and role change that carries the epoch, once per
+    /// new epoch. If it cannot be written the node must stop.
+    Persist(u64),
 }
 
 /// How much this node holds of what peers can make it hold, for
@@ -202,6 +214,9 @@ pub struct Node {
     violations: u64,
     /// The epoch and master the last invariant check saw (debug builds).
     audited: (u64, Option<SocketAddr>),
+    /// With a state dir: the highest epoch handed out as
+    /// [`Action::Persist`] (or on disk at start).
+    persisted: Option<u64>,
 }
 
 /// A member of one process's life: address and instance.
@@ -277,12 +292,17 @@ impl Node {
     /// docs/GUARANTEES.md, for a group of one), with the `start` change queued as an action.
     pub fn new(cfg: Config) -> Node {
         let rng = Rng(cfg.seed);
+        // With a state dir the node starts at the epoch on disk: its STATE
+        // says so, so no peer's lower epoch is followed and the next claim
+        // is above it.
+        let epoch = cfg.durable.unwrap_or(0).min(MAX_EPOCH);
+        let persisted = cfg.durable;
         let mut node = Node {
             cfg,
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
             role: Role::None,
-            epoch: 0,
+            epoch,
             epoch_master: None,
             wants: BTreeMap::new(),
             journal: VecDeque::new(),
@@ -304,7 +324,8 @@ impl Node {
             epoch_exhausted: false,
             meets_dropped: 0,
             violations: 0,
-            audited: (0, None),
+            audited: (epoch, None),
+            persisted,
         };
         node.decide(Cause::Start, None, Mono::ZERO);
         node.audit();
@@ -691,6 +712,14 @@ impl Node {
             role != Role::Master || epoch_master == Some(self.cfg.addr),
             "a master's epoch names itself"
         );
+        // Durable before anything below (a STATE, the journal, the hook)
+        // carries it.
+        if let Some(persisted) = self.persisted
+            && epoch > persisted
+        {
+            self.persisted = Some(epoch);
+            self.actions.push_back(Action::Persist(epoch));
+        }
         let old_master = self.master();
         let old_epoch = self.epoch;
         let changed_role = role != self.role;
@@ -799,5 +828,6 @@ fn test_node(n: u8) -> Node {
         reconnect_timeout_ms: 60_000,
         seed: 1,
         wall_at_zero: Wall(1_700_000_000_000),
+        durable: None,
     })
 }

@@ -29,6 +29,7 @@ use crate::endpoint::{Endpoint, Output};
 use crate::hooks::Hooks;
 use crate::log::Level;
 use crate::notify::Notifier;
+use crate::state::StateDir;
 use crate::time::Mono;
 use sockets::{LISTENER, Sockets};
 use stdin::{STDIN, Stdin, StdinMode, print_console};
@@ -58,6 +59,9 @@ pub struct Options {
     pub secret: Option<Secret>,
     /// The `--notify` hook; does nothing without a command.
     pub hooks: Hooks,
+    /// `--state-dir`, opened at start: where each new epoch is written
+    /// before the node claims, accepts or reports it.
+    pub state: Option<StateDir>,
 }
 
 /// Runs a node until it leaves; `Ok` means a graceful leave (exit 0).
@@ -107,6 +111,7 @@ pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
         leaving_since: None,
         hooks: opts.hooks,
         notify: Notifier::from_env(start),
+        state: opts.state,
     };
     crate::event!(Level::Info, "listening", addr = addr);
     let now = server.now();
@@ -137,13 +142,14 @@ struct Server {
     hooks: Hooks,
     /// systemd's READY=1, STATUS=, WATCHDOG=1 and STOPPING=1.
     notify: Notifier,
+    state: Option<StateDir>,
 }
 
 impl Server {
     fn run(&mut self, mut now: Now) -> Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            self.settle(now);
+            self.settle(now)?;
             self.hooks.poll(now.at);
             self.notify.turn(self.ep.node(), now.at);
             if self.left(now) {
@@ -237,17 +243,19 @@ impl Server {
     }
 
     /// Drains the endpoint, flushes output and removes finished
-    /// connections, until none of them produces more work.
-    fn settle(&mut self, now: Now) {
+    /// connections, until none of them produces more work. Outputs come
+    /// before the flush: an epoch is on disk before a byte that carries it
+    /// is written. `Err`: the state dir could not be written.
+    fn settle(&mut self, now: Now) -> Result<()> {
         loop {
             self.ep.drain(now.mono, &mut self.io);
-            self.outputs(now);
+            self.outputs(now)?;
             for id in self.io.ids() {
                 self.io.flush(id, &mut self.ep);
             }
             let done = self.ep.finished(|id| self.io.connecting(id));
             if done.is_empty() {
-                return;
+                return Ok(());
             }
             for id in done {
                 self.io.remove(id);
@@ -261,8 +269,8 @@ impl Server {
     }
 
     /// Carries out what the endpoint asks of the process: logs, console
-    /// text, the hooks, the leave.
-    fn outputs(&mut self, now: Now) {
+    /// text, the hooks, the state dir, the leave.
+    fn outputs(&mut self, now: Now) -> Result<()> {
         while let Some(out) = self.ep.poll_output() {
             match out {
                 Output::Log(event) => crate::log::emit(&event),
@@ -276,8 +284,34 @@ impl Server {
                     self.notify.stopping();
                     self.leaving_since = Some(now.at);
                 }
+                Output::Persist(epoch) => self.persist(epoch)?,
             }
         }
+        Ok(())
+    }
+
+    /// Writes `epoch` to the state dir. If that fails the node stops at
+    /// once, before anything carrying the epoch is sent or run: an epoch
+    /// that is not durable must not be used (guarantee 12,
+    /// docs/GUARANTEES.md).
+    fn persist(&mut self, epoch: u64) -> Result<()> {
+        let Some(state) = &mut self.state else {
+            return Ok(());
+        };
+        if let Err(e) = state.persist(epoch) {
+            crate::event!(
+                Level::Error,
+                "state-write-failed",
+                epoch = epoch,
+                path = state.path().display(),
+                reason = e,
+            );
+            return Err(e).with_context(|| {
+                format!("cannot write epoch {epoch} to {}", state.path().display())
+            });
+        }
+        crate::event!(Level::Debug, "state-written", epoch = epoch);
+        Ok(())
     }
 
     fn on_signals(&mut self, now: Now) {

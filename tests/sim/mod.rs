@@ -53,6 +53,9 @@ pub struct Spec {
     /// The node's wall clock at virtual time 0, unix ms: nodes whose
     /// values differ have clocks that disagree by the difference.
     pub wall_at_zero_ms: u64,
+    /// `--state-dir`: the node persists its epochs, and a restart starts
+    /// from what it persisted ([`Cluster::persisted`]).
+    pub state_dir: bool,
 }
 
 /// The wall clock of every node unless a test skews it.
@@ -68,6 +71,7 @@ impl Spec {
             strict: false,
             rule: Rule::default(),
             wall_at_zero_ms: WALL_AT_ZERO_MS,
+            state_dir: false,
         }
     }
 }
@@ -119,6 +123,10 @@ pub struct Cluster {
     pub warnings: Vec<Vec<Event>>,
     /// The highest epoch each node has reported, to check it never falls.
     reported: Vec<u64>,
+    /// What each node with a state dir has on disk: the last epoch it
+    /// persisted. Unlike everything else about a node it survives a crash
+    /// and a restart.
+    persisted: Vec<Option<u64>>,
     next_instance: u64,
     /// Events for frozen nodes, delivered in order when they thaw.
     held: Vec<Vec<Delivery>>,
@@ -293,6 +301,7 @@ impl Cluster {
             dials: vec![Vec::new(); n],
             warnings: vec![Vec::new(); n],
             reported: vec![0; n],
+            persisted: vec![None; n],
             next_instance: 1,
             held: (0..n).map(|_| Vec::new()).collect(),
             frozen: vec![false; n],
@@ -372,6 +381,7 @@ impl Cluster {
         self.dials.push(Vec::new());
         self.warnings.push(Vec::new());
         self.reported.push(0);
+        self.persisted.push(None);
         self.held.push(Vec::new());
         self.frozen.push(false);
         self.frozen_at.push(0);
@@ -417,7 +427,11 @@ impl Cluster {
             reconnect_timeout_ms: bossd::config::DEFAULT_RECONNECT_TIMEOUT_MS,
             seed: self.next_instance,
             wall_at_zero: Wall(slot.spec.wall_at_zero_ms),
+            durable: slot.spec.state_dir.then(|| self.persisted[i].unwrap_or(0)),
         };
+        if slot.spec.state_dir {
+            self.persisted[i] = Some(self.persisted[i].unwrap_or(0));
+        }
         let mut nonces = self.seed ^ self.next_instance.wrapping_mul(0x9e37_79b9);
         let nonce = Box::new(move || next_nonce(&mut nonces));
         self.next_instance += 1;
@@ -1042,6 +1056,7 @@ impl Cluster {
             // core, so what it queues then belongs to that call.
             let mut events = vec![0usize];
             let mut sent = std::mem::take(&mut self.sent_scratch);
+            let mut persisted = self.persisted[i];
             let mut dialer = SimDialer { c: self, from: i };
             ep.drain_observed(now, &mut dialer, &mut |a| {
                 *events.last_mut().expect("one") += 1;
@@ -1050,7 +1065,9 @@ impl Cluster {
                     Action::Connect { .. } | Action::Close(_) => events.push(0),
                     _ => {}
                 }
+                check_durable(i, a, &mut persisted);
             });
+            self.persisted[i] = persisted;
             self.slots[i].ep = Some(ep);
             for name in sent.drain(..) {
                 *self.sent.entry(name).or_insert(0) += 1;
@@ -1080,6 +1097,12 @@ impl Cluster {
             self.reported[i]
         );
         self.reported[i] = epoch;
+        if let Some(persisted) = self.persisted[i] {
+            assert!(
+                epoch <= persisted,
+                "node {i} holds epoch {epoch}, above the {persisted} it persisted"
+            );
+        }
         self.check_limits(i, actions);
         self.refresh_deadline(i);
         self.check_masters();
@@ -1103,7 +1126,7 @@ impl Cluster {
                 }
                 Output::Deliver { from, text } => self.delivered[i].push((from, text)),
                 Output::RoleChanged(e) => self.journals[i].push(e),
-                Output::Print(_) | Output::Leave => {}
+                Output::Print(_) | Output::Leave | Output::Persist(_) => {}
             }
         }
     }
@@ -1130,6 +1153,11 @@ impl Cluster {
             self.slots[i].ep.as_mut().expect("up").remove(id, now);
         }
         !done.is_empty()
+    }
+
+    /// The highest epoch node `i` has persisted, if it has a state dir.
+    pub fn persisted(&self, i: usize) -> Option<u64> {
+        self.persisted[i]
     }
 
     /// Guarantee 8 (docs/GUARANTEES.md) at this instant: one master per epoch and, when
@@ -1214,6 +1242,37 @@ impl Cluster {
     fn below(&mut self, n: u64) -> u64 {
         splitmix(&mut self.rng) % n.max(1)
     }
+}
+
+/// Guarantee 12 (docs/GUARANTEES.md) for node `i`'s next action `a`,
+/// given what it has `persisted` (`None`: no state dir): an epoch is
+/// persisted once, above the last, and before any STATE or role change
+/// carries it.
+fn check_durable(i: usize, a: &Action, persisted: &mut Option<u64>) {
+    let Some(on_disk) = persisted else {
+        assert!(
+            !matches!(a, Action::Persist(_)),
+            "node {i} persists without a state dir"
+        );
+        return;
+    };
+    let carried = match a {
+        Action::Persist(epoch) => {
+            assert!(
+                *epoch > *on_disk,
+                "node {i} persisted {epoch}, not above {on_disk}"
+            );
+            *on_disk = *epoch;
+            return;
+        }
+        Action::Send(_, Message::State(s)) => s.epoch,
+        Action::RoleChanged(e) => e.epoch,
+        _ => return,
+    };
+    assert!(
+        carried <= *on_disk,
+        "node {i} used epoch {carried} before persisting it ({on_disk} on disk)"
+    );
 }
 
 /// splitmix64: the next number from `state`.
