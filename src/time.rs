@@ -1,7 +1,7 @@
 //! The two kinds of time bossd counts, as distinct types so that they
 //! cannot be mixed up: [`Mono`], monotonic milliseconds since the node
 //! started (every timer, deadline and "last heard"), and [`Wall`], unix
-//! milliseconds (start times, the strict epoch floor, PONG timestamps,
+//! milliseconds (start times, the strict epoch floor, PING echo stamps,
 //! what humans read).
 //!
 //! It owns only the arithmetic, all of it saturating: a remote can send

@@ -422,6 +422,7 @@ impl Node {
             next_sync: now.plus(self.cfg.heartbeat_ms),
             acked_sent: Mono::ZERO,
             heard_ping: None,
+            echoed_at: None,
             state_known: false,
             skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
             relay_to: None,

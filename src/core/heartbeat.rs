@@ -150,6 +150,8 @@ impl Node {
         };
         let first = p.heard_ping.is_none();
         p.heard_ping = Some((seq, now));
+        let half = self.cfg.heartbeat_ms / 2;
+        let may_echo = p.echoed_at.is_none_or(|t| now >= t.plus(half));
         self.sync_view(addr, view, now);
         if let Some(e) = echo {
             self.on_echo(addr, e, now);
@@ -162,7 +164,10 @@ impl Node {
         // already cost it the lease between heartbeats.
         let strict_master =
             self.cfg.strict && self.role == Role::Follower && self.epoch_master == Some(addr);
-        if first || strict_master {
+        if (first || strict_master) && may_echo {
+            if let Some(p) = self.peers.get_mut(&addr) {
+                p.echoed_at = Some(now);
+            }
             self.ping(&[link], now);
         }
     }

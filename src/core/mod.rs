@@ -259,6 +259,11 @@ struct Peer {
     acked_sent: Mono,
     /// The peer's latest heartbeat and when it arrived: echoed in ours.
     heard_ping: Option<(u64, Mono)>,
+    /// When one of its heartbeats was last echoed at once, out of round:
+    /// at most one such echo per half heartbeat, so a peer that answers
+    /// every PING at once cannot make the two ping each other at wire
+    /// speed.
+    echoed_at: Option<Mono>,
     /// Whether `state` came from the peer (its STATE follows its HELLO):
     /// until then its epoch is unknown, and no claim may be made above it.
     state_known: bool,

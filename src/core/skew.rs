@@ -25,8 +25,9 @@ pub(super) const SKEW_SAMPLES: usize = 8;
 /// How far another node's wall clock is from this node's, measured by a
 /// heartbeat's round trip (NTP-style, from three timestamps).
 ///
-/// A PING leaves at `t1` and its PONG arrives at `t4`, both on our clock;
-/// the peer stamps the PONG with its clock, `t2`, at some moment between.
+/// A PING leaves at `t1` and the peer's PING echoing it arrives at `t4`
+/// (less the time the peer held it), both on our clock; the peer's clock
+/// read `t2` when ours arrived, at some moment between.
 /// So the peer's clock minus ours lies within `t2 - t4 .. t2 - t1`,
 /// widened by 1 ms because every timestamp is truncated to whole
 /// milliseconds: the estimate is the middle, `t2 - (t1 + t4) / 2`, and the
@@ -66,7 +67,8 @@ impl Skew {
     };
 
     /// The estimate from one round trip: a PING sent at `sent` and
-    /// its PONG received at `received` on our clock, answered at
+    /// its echo received at `received` on our clock (less the time the
+    /// peer held it), heard at
     /// `replied_unix_ms` on the peer's. Saturates rather than overflows on
     /// absurd times.
     pub fn from_round_trip(sent: Wall, replied_unix_ms: u64, received: Wall) -> Skew {
