@@ -219,8 +219,15 @@ answer (a frozen process, a cut network) ends it with exit 1 and 'no
 answer from IP:PORT within 5 s'. To wait as long as it takes, use nc:
 echo -s | nc -N 127.0.0.1 7000.
 
+With the command -w it watches instead: it prints the status line, then
+each role change as the node journals it, as it happens, with no time
+limit (with --secret-file every line's tag is checked). SIGINT or SIGTERM
+ends it with exit 0; the node closing the connection (it left, crashed or
+refused the watcher) ends it with exit 1 and a line saying so.
+
 Examples:
   bossd ctl 127.0.0.1 7000 -s
+  bossd ctl 127.0.0.1 7000 -w
   bossd ctl 127.0.0.1 7000 -c 127.0.0.1 7001
   bossd ctl --secret-file /etc/bossd/secret 10.0.0.1 7000 -msg hello
 

@@ -10,7 +10,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::core::{JoinProgress, Node, Skew};
+use crate::core::{JoinProgress, JournalEntry, Node, Skew};
 use crate::protocol::{self, OptAddr, Role};
 use crate::time::{Mono, Wall};
 
@@ -26,6 +26,9 @@ pub enum Command {
     Status,
     Ranking,
     Journal,
+    /// `-w`: the connection becomes a watcher (src/watch.rs); run by the
+    /// endpoint, not by [`execute`].
+    Watch,
     Msg(String),
     Forget(SocketAddr),
     Quit,
@@ -90,6 +93,7 @@ pub const HELP: &[&str] = &[
     "-s              status line: id role master epoch peers quorum started rule",
     "-r              ranking of the view under the rule, best first, with deciding values and clock skew",
     "-j              journal of the last 100 role changes",
+    "-w              watch: the status line, then each new journal line as it happens (no OK)",
     "-msg TEXT       send TEXT to every peer's console (control characters become U+FFFD)",
     "-forget IP PORT stop retrying that lost member; if it comes back it joins anew",
     "-q              leave the cluster gracefully and exit",
@@ -123,6 +127,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "-s" => no_args(Command::Status),
         "-r" => no_args(Command::Ranking),
         "-j" => no_args(Command::Journal),
+        "-w" => no_args(Command::Watch),
         "-q" => no_args(Command::Quit),
         "-msg" if rest.is_empty() => Err("usage: -msg TEXT".into()),
         "-msg" => {
@@ -201,19 +206,10 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
                 lines.push(line);
             }
         }
-        Command::Journal => {
-            for e in node.journal() {
-                lines.push(format!(
-                    "{} epoch={} {}->{} master={} cause={}",
-                    iso_ms(clock.wall(e.at).ms()),
-                    e.epoch,
-                    e.from,
-                    e.to,
-                    OptAddr(e.master),
-                    e.cause
-                ));
-            }
-        }
+        Command::Journal => lines.extend(node.journal().map(|e| journal_line(e, clock))),
+        // The endpoint makes the connection a watcher; alone, the status
+        // line is what a watcher is shown first.
+        Command::Watch => lines.push(status_line(node)),
         Command::Msg(text) => {
             let n = node.send_text(&text);
             lines.push(format!("sent to {n} peer{}", if n == 1 { "" } else { "s" }));
@@ -233,6 +229,20 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
         quit,
         join,
     }
+}
+
+/// One journal entry as `-j` and `-w` write it: time, epoch, old and new
+/// role, master, cause.
+pub fn journal_line(e: &JournalEntry, clock: Clock) -> String {
+    format!(
+        "{} epoch={} {}->{} master={} cause={}",
+        iso_ms(clock.wall(e.at).ms()),
+        e.epoch,
+        e.from,
+        e.to,
+        OptAddr(e.master),
+        e.cause
+    )
 }
 
 /// The answer to `-c` for `addr` as its join stands: `connected to` once

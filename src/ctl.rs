@@ -1,8 +1,11 @@
 //! `bossd ctl`: sends one console command to a node and prints the answer.
 //!
 //! A plain blocking client: connect, authenticate if given the secret, write
-//! one line, read lines until `OK` or `ERR`. It shares nothing with the loop
-//! but the console's framing and the handshake of [`crate::auth`].
+//! one line, read lines until `OK` or `ERR`. `bossd ctl IP PORT -w` instead
+//! prints each line of the watch stream as it arrives, without a timeout,
+//! until a signal ends it (exit 0) or the node closes the connection (an
+//! error). It shares nothing with the loop but the console's framing and
+//! the handshake of [`crate::auth`].
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -69,31 +72,11 @@ impl Client {
 
     /// Sends one command line and reads its answer up to `OK` or `ERR`.
     pub fn ask(&mut self, command: &str) -> Result<Answer> {
-        let addr = self.addr;
-        let mut out = String::new();
-        match &mut self.session {
-            Some(s) => s.seal(command, &mut out),
-            None => {
-                out.push_str(command);
-                out.push('\n');
-            }
-        }
-        self.writer
-            .write_all(out.as_bytes())
-            .with_context(|| format!("cannot send to {addr}"))?;
+        self.send(command)?;
         let mut lines = Vec::new();
         loop {
-            let raw = read_line(addr, &mut self.reader)?;
-            let line = match &mut self.session {
-                Some(s) => match s.open(&raw) {
-                    Ok(line) => line.to_owned(),
-                    Err(_) if raw.starts_with("ERR ") || raw.starts_with("REFUSE ") => {
-                        bail!("{addr} answered: {raw}")
-                    }
-                    Err(e) => bail!("{addr}: {e}; the answer cannot be trusted"),
-                },
-                None => raw,
-            };
+            let raw = read_line(self.addr, &mut self.reader)?;
+            let line = self.open(raw)?;
             if line == "OK" {
                 return Ok(Answer {
                     lines,
@@ -111,18 +94,108 @@ impl Client {
     }
 }
 
-/// Runs the command; `Ok` carries the node's answer, `Err` a failure to ask.
-pub fn run(args: &CtlArgs) -> Result<Answer> {
-    let secret = match &args.secret_file {
+impl Client {
+    /// Sends one command line, sealed on an authenticated connection.
+    fn send(&mut self, command: &str) -> Result<()> {
+        let mut out = String::new();
+        match &mut self.session {
+            Some(s) => s.seal(command, &mut out),
+            None => {
+                out.push_str(command);
+                out.push('\n');
+            }
+        }
+        self.writer
+            .write_all(out.as_bytes())
+            .with_context(|| format!("cannot send to {}", self.addr))
+    }
+
+    /// One received line, its tag checked on an authenticated connection.
+    fn open(&mut self, raw: String) -> Result<String> {
+        let addr = self.addr;
+        match &mut self.session {
+            Some(s) => match s.open(&raw) {
+                Ok(line) => Ok(line.to_owned()),
+                Err(_) if raw.starts_with("ERR ") || raw.starts_with("REFUSE ") => {
+                    bail!("{addr} answered: {raw}")
+                }
+                Err(e) => bail!("{addr}: {e}; the answer cannot be trusted"),
+            },
+            None => Ok(raw),
+        }
+    }
+
+    /// Sends `-w` and hands each line of the stream to `line` as it
+    /// arrives, waiting as long as it takes. Returns only on an error: an
+    /// `ERR` answer (too many watchers), a line whose tag does not match,
+    /// or the node closing the connection.
+    pub fn watch(&mut self, mut line: impl FnMut(&str)) -> Result<()> {
+        self.reader.get_ref().set_read_timeout(None)?;
+        self.send("-w")?;
+        let addr = self.addr;
+        loop {
+            let mut raw = String::new();
+            let n = self
+                .reader
+                .read_line(&mut raw)
+                .with_context(|| format!("lost the connection to {addr}"))?;
+            if n == 0 {
+                bail!("{addr} closed the connection: the node went away");
+            }
+            let raw = raw.trim_end_matches(['\n', '\r']).to_owned();
+            let text = self.open(raw)?;
+            if let Some(reason) = text.strip_prefix("ERR") {
+                bail!("ERR {}", reason.trim_start());
+            }
+            line(&text);
+        }
+    }
+}
+
+/// Whether the command is `-w`, which [`watch`] runs.
+pub fn is_watch(args: &CtlArgs) -> bool {
+    args.command.len() == 1 && args.command[0] == "-w"
+}
+
+/// `bossd ctl IP PORT -w`: prints each line of the watch stream as it
+/// arrives. SIGINT and SIGTERM end it with exit 0 (the lines printed are
+/// complete: each is written and flushed whole); an `Err` says why it
+/// ended otherwise, the node's going away included.
+pub fn watch(args: &CtlArgs) -> Result<()> {
+    let secret = load_secret(args)?;
+    let addr = SocketAddr::new(args.ip, args.port);
+    let mut client = Client::connect_with(addr, secret.as_ref())?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
+    // Reading blocks for as long as the cluster is quiet; a thread of its
+    // own takes the signal and ends the process.
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            std::process::exit(0);
+        }
+    });
+    client.watch(crate::log::stdout_line)
+}
+
+fn load_secret(args: &CtlArgs) -> Result<Option<Secret>> {
+    match &args.secret_file {
         Some(path) => {
             let loaded = Secret::load(path)?;
             if let Some(warning) = loaded.warning {
                 crate::log::stderr_line(&format!("bossd ctl: warning: {warning}"));
             }
-            Some(loaded.secret)
+            Ok(Some(loaded.secret))
         }
-        None => None,
-    };
+        None => Ok(None),
+    }
+}
+
+/// Runs the command; `Ok` carries the node's answer, `Err` a failure to ask.
+pub fn run(args: &CtlArgs) -> Result<Answer> {
+    let secret = load_secret(args)?;
     let addr = SocketAddr::new(args.ip, args.port);
     let line = args.command.join(" ");
     ask_with(addr, &line, secret.as_ref())

@@ -27,6 +27,11 @@ use crate::link::{Ctx, Inbound, Kind, Link};
 use crate::log::Level;
 use crate::protocol::{self, LinkKind, Message, OptAddr};
 use crate::time::Mono;
+use crate::watch::{self, Item, Watchers};
+
+/// The watcher id of the stdin console's `-w`: no link has it (a slab's
+/// keys stay far below), and its lines go out as [`Output::Print`].
+const STDIN_WATCHER: LinkId = LinkId::MAX;
 
 /// A connection that neither finished a peer handshake nor sent a command
 /// within this many timeouts is closed (docs/GUARANTEES.md, console): a
@@ -80,6 +85,8 @@ pub struct Endpoint {
     nonce: Nonces,
     outputs: VecDeque<Output>,
     scratch: String,
+    /// `-w` and `/events` connections (and the stdin console's `-w`).
+    watchers: Watchers,
 }
 
 impl Endpoint {
@@ -95,7 +102,13 @@ impl Endpoint {
             nonce,
             outputs: VecDeque::new(),
             scratch: String::new(),
+            watchers: Watchers::new(),
         }
+    }
+
+    /// The watchers now, `-w` and `/events` (and the stdin console's).
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
     }
 
     pub fn node(&self) -> &Node {
@@ -230,9 +243,16 @@ impl Endpoint {
         self.node.handle_resumed(late_ms, now);
     }
 
-    /// Time passed: the core's timers, then the links' grace and idle limits.
+    /// Time passed: the core's timers and the watchers' keep-alives.
     pub fn handle_timeout(&mut self, now: Mono) {
         self.node.handle_timeout(now);
+        if self.watchers.next_deadline().is_some_and(|t| now.0 >= t) {
+            let links = &self.links;
+            let out = self
+                .watchers
+                .handle_timeout(now.0, |id| outbox_len(links, id));
+            self.watch_outputs(out);
+        }
     }
 
     /// Applies every link's close grace and idle limit.
@@ -251,7 +271,13 @@ impl Endpoint {
             .links
             .iter()
             .filter_map(|(_, l)| l.deadline(now, limit));
-        self.node.next_deadline().into_iter().chain(links).min()
+        let keepalive = self.watchers.next_deadline().map(Mono);
+        self.node
+            .next_deadline()
+            .into_iter()
+            .chain(links)
+            .chain(keepalive)
+            .min()
     }
 
     /// Carries out the core's actions and answers `-c`s that are due.
@@ -306,6 +332,7 @@ impl Endpoint {
         if self.links.try_remove(id).is_none() {
             return;
         }
+        self.watchers.close(id);
         self.node.handle_link_closed(id, now);
         if self.refused_while_full > 0 && self.links.len() < self.max_conns {
             crate::event!(
@@ -346,6 +373,7 @@ impl Endpoint {
             }
             Action::RoleChanged(entry) => {
                 self.counters.role_changes += 1;
+                self.publish(&entry, now);
                 self.outputs.push_back(Output::RoleChanged(entry));
             }
             Action::Persist(epoch) => self.outputs.push_back(Output::Persist(epoch)),
@@ -437,6 +465,7 @@ impl Endpoint {
             Ok(Some(cmd)) if cmd.is_mutating() && !permitted => {
                 (vec!["ERR not permitted".to_owned()], false)
             }
+            Ok(Some(Command::Watch)) => return self.open_watcher(id, watch::Kind::Console, now),
             Ok(Some(cmd)) => match self.execute(id, cmd, now) {
                 Some(answer) => answer,
                 None => return,
@@ -509,6 +538,9 @@ impl Endpoint {
     }
 
     fn answer_http(&mut self, id: LinkId, req: Request, head: bool, now: Mono) {
+        if req == Request::Events && !head {
+            return self.open_watcher(id, watch::Kind::Sse, now);
+        }
         let open = self.open_connections();
         let answer = http::answer(req, head, &self.node, &self.counters, open, self.clock(now));
         if let Some(link) = self.links.get_mut(id) {
@@ -519,6 +551,10 @@ impl Endpoint {
     fn open_connections(&self) -> http::Open {
         let mut open = http::Open::default();
         for (_, link) in &self.links {
+            if link.is_watching() {
+                open.watchers += 1;
+                continue;
+            }
             match link.kind() {
                 Kind::Peer => open.peers += 1,
                 Kind::Console => open.clients += 1,
@@ -534,6 +570,9 @@ impl Endpoint {
     pub fn stdin_line(&mut self, line: &str, now: Mono) {
         let cmd = match console::parse(line) {
             Ok(None) => return,
+            Ok(Some(Command::Watch)) => {
+                return self.open_watcher(STDIN_WATCHER, watch::Kind::Console, now);
+            }
             Ok(Some(cmd)) => cmd,
             Err(reason) => return self.print(format!("ERR {reason}")),
         };
@@ -562,4 +601,86 @@ impl Endpoint {
     pub fn print(&mut self, line: String) {
         self.outputs.push_back(Output::Print(line));
     }
+
+    /// Makes link `id` (or [`STDIN_WATCHER`]) a watcher of `kind`: it is
+    /// sent the status first, or refused when [`watch::MAX_WATCHERS`]
+    /// watch already.
+    fn open_watcher(&mut self, id: LinkId, kind: watch::Kind, now: Mono) {
+        let line = console::status_line(&self.node);
+        let json = http::status_json(&self.node, self.clock(now));
+        let out = self.watchers.open(
+            id,
+            kind,
+            Item {
+                line: &line,
+                json: &json,
+            },
+            now.0,
+        );
+        if self.watchers.kind(id).is_some()
+            && let Some(link) = self.links.get_mut(id)
+        {
+            link.watch();
+        }
+        self.watch_outputs(out);
+    }
+
+    /// A role change for every watcher; nothing is rendered when none
+    /// watches.
+    fn publish(&mut self, entry: &JournalEntry, now: Mono) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        let clock = self.clock(now);
+        let line = console::journal_line(entry, clock);
+        let json = http::journal_json(entry, clock);
+        let links = &self.links;
+        let out = self.watchers.publish(
+            Item {
+                line: &line,
+                json: &json,
+            },
+            |id| outbox_len(links, id),
+        );
+        self.watch_outputs(out);
+    }
+
+    /// Carries what the watchers ask out onto their links.
+    fn watch_outputs(&mut self, out: Vec<watch::Output>) {
+        for o in out {
+            match o {
+                watch::Output::Line(STDIN_WATCHER, text) => self.print(text.to_string()),
+                watch::Output::Line(id, text) => {
+                    if let Some(link) = self.links.get_mut(id) {
+                        link.send_line(&text);
+                    }
+                }
+                watch::Output::Bytes(id, text) => {
+                    if let Some(link) = self.links.get_mut(id) {
+                        link.send_bytes(text.as_bytes());
+                    }
+                }
+                watch::Output::Close(id, why) => {
+                    let peer = match self.links.get_mut(id) {
+                        Some(link) => {
+                            link.close();
+                            OptAddr(link.peer_addr())
+                        }
+                        None => OptAddr(None),
+                    };
+                    let level = match why {
+                        watch::Closed::TooMany => Level::Info,
+                        watch::Closed::OutboxFull => Level::Warn,
+                    };
+                    crate::event!(level, "watcher-closed", reason = why.as_str(), peer = peer);
+                }
+            }
+        }
+    }
+}
+
+/// Bytes waiting in link `id`'s outbox (none for the stdin watcher, whose
+/// lines are printed at once).
+fn outbox_len(links: &Slab<Link>, id: LinkId) -> usize {
+    links.get(id).map_or(0, |l| l.outbox().len())
 }

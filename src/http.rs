@@ -1,20 +1,21 @@
 //! HTTP on the console port: `GET /metrics` answers Prometheus text
 //! exposition, `GET /status` JSON with the status line's fields, the peers
-//! and the journal (issue 5).
+//! and the journal (issue 5), and `GET /events` the watch stream
+//! (src/watch.rs, which the endpoint runs).
 //!
 //! It owns the request-line test, the counters the loop keeps, and the
-//! rendering of both answers. It is HTTP/1.x at its smallest: one request
-//! per connection, headers read and ignored, `Connection: close`. Both
-//! pages are read-only, so they need no secret, like `-s`. It never touches
-//! a socket.
+//! rendering of the pages and of the JSON `/events` sends. It is HTTP/1.x
+//! at its smallest: one request per connection, headers read and ignored,
+//! `Connection: close`. Every page is read-only, so they need no secret,
+//! like `-s`. It never touches a socket.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::console::{Clock, iso_ms};
-use crate::core::Node;
+use crate::core::{JournalEntry, Node};
 use crate::protocol::Role;
 
 /// Header lines read before a request is refused as too large: real
@@ -26,6 +27,8 @@ pub const MAX_HEADERS: usize = 64;
 pub enum Request {
     Metrics,
     Status,
+    /// `/events`: the watch stream as Server-Sent Events (src/watch.rs).
+    Events,
     /// Another path: 404.
     NotFound,
     /// Another method than GET or HEAD: 405.
@@ -50,6 +53,7 @@ pub fn request_line(line: &str) -> Option<(Request, bool)> {
     let req = match path {
         "/metrics" => Request::Metrics,
         "/status" => Request::Status,
+        "/events" => Request::Events,
         _ => Request::NotFound,
     };
     Some((req, head))
@@ -95,6 +99,9 @@ pub struct Open {
     pub http: usize,
     /// Accepted, before their first line says what they are.
     pub unknown: usize,
+    /// `-w` and `/events` connections (counted here, not as clients or
+    /// HTTP).
+    pub watchers: usize,
 }
 
 /// The `/metrics` page: Prometheus text exposition format 0.0.4.
@@ -261,6 +268,7 @@ pub fn metrics(node: &Node, counters: &Counters, open: Open) -> String {
             ("{kind=\"client\"}".into(), open.clients.to_string()),
             ("{kind=\"http\"}".into(), open.http.to_string()),
             ("{kind=\"unknown\"}".into(), open.unknown.to_string()),
+            ("{kind=\"watcher\"}".into(), open.watchers.to_string()),
         ],
     );
     family(
@@ -275,6 +283,13 @@ pub fn metrics(node: &Node, counters: &Counters, open: Open) -> String {
 /// The `/status` page: the `-s` fields, the peers of `-cl` and the journal
 /// of `-j`, as one JSON object.
 pub fn status(node: &Node, clock: Clock) -> String {
+    let mut text = serde_json::to_string_pretty(&status_json(node, clock)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The document `/status` renders, which `/events` sends first.
+pub fn status_json(node: &Node, clock: Clock) -> Value {
     let st = node.status();
     let master = node.master();
     let peers: Vec<_> = node
@@ -292,22 +307,8 @@ pub fn status(node: &Node, clock: Clock) -> String {
             })
         })
         .collect();
-    let journal: Vec<_> = node
-        .journal()
-        .map(|e| {
-            let at = clock.wall(e.at).ms();
-            json!({
-                "time": iso_ms(at),
-                "unix_ms": at,
-                "epoch": e.epoch,
-                "from": e.from.to_string(),
-                "to": e.to.to_string(),
-                "master": e.master.map(|m| m.to_string()),
-                "cause": e.cause.to_string(),
-            })
-        })
-        .collect();
-    let doc = json!({
+    let journal: Vec<_> = node.journal().map(|e| journal_json(e, clock)).collect();
+    json!({
         "id": st.id.to_string(),
         "role": st.role.to_string(),
         "master": st.master.map(|m| m.to_string()),
@@ -320,10 +321,21 @@ pub fn status(node: &Node, clock: Clock) -> String {
         "status_line": crate::console::status_line(node),
         "members": peers,
         "journal": journal,
-    });
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    text.push('\n');
-    text
+    })
+}
+
+/// One journal entry as `/status` lists it and `/events` sends it.
+pub fn journal_json(e: &JournalEntry, clock: Clock) -> Value {
+    let at = clock.wall(e.at).ms();
+    json!({
+        "time": iso_ms(at),
+        "unix_ms": at,
+        "epoch": e.epoch,
+        "from": e.from.to_string(),
+        "to": e.to.to_string(),
+        "master": e.master.map(|m| m.to_string()),
+        "cause": e.cause.to_string(),
+    })
 }
 
 /// A whole response with `Connection: close`; `head` leaves the body out.
@@ -366,10 +378,12 @@ pub fn answer(
             head,
         ),
         Request::Status => response(200, "application/json", &status(node, clock), head),
+        // A GET becomes a watcher (the endpoint's); a HEAD gets the head.
+        Request::Events => crate::watch::SSE_HEAD.to_owned(),
         Request::NotFound => response(
             404,
             "text/plain; charset=utf-8",
-            "not found: try /metrics or /status\n",
+            "not found: try /metrics, /status or /events\n",
             head,
         ),
         Request::BadMethod => response(

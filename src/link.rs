@@ -38,7 +38,8 @@ pub const CLOSE_GRACE_MS: u64 = 1_000;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     /// Accepted; its first line tells whether it is a peer, a console
-    /// client or an HTTP request. (A watcher kind goes beside these.)
+    /// client or an HTTP request. A console client or an HTTP request
+    /// can then become a watcher ([`Link::watch`]).
     Undecided,
     Peer,
     Console,
@@ -128,6 +129,10 @@ pub struct Link {
     /// to the address, until the time given. Its later lines wait too, so
     /// answers keep their order.
     awaiting_join: Option<(SocketAddr, Mono)>,
+    /// A watcher (`-w`, `GET /events`): it takes the stream the endpoint
+    /// queues, answers nothing more, and the idle limit and HTTP's one
+    /// answer do not close it.
+    watching: bool,
 }
 
 impl Link {
@@ -165,6 +170,7 @@ impl Link {
             held: Vec::new(),
             held_bytes: 0,
             awaiting_join: None,
+            watching: false,
         }
     }
 
@@ -191,7 +197,18 @@ impl Link {
 
     /// Whether the idle limit applies: nothing useful was said yet.
     pub fn awaits_request(&self) -> bool {
-        matches!(self.kind, Kind::Undecided | Kind::Http { .. })
+        !self.watching && matches!(self.kind, Kind::Undecided | Kind::Http { .. })
+    }
+
+    /// Makes this connection a watcher: from now on the lines it sends
+    /// are read and ignored (a watcher is read-only), and it stays open
+    /// until its client closes or the endpoint closes it.
+    pub fn watch(&mut self) {
+        self.watching = true;
+    }
+
+    pub fn is_watching(&self) -> bool {
+        self.watching
     }
 
     /// Bytes received from the socket. The caller stops reading while
@@ -241,6 +258,10 @@ impl Link {
                     return None;
                 }
             };
+            // A watcher answers nothing; what it sends is dropped unread.
+            if self.watching {
+                continue;
+            }
             if let Some(inbound) = self.on_line(raw, ctx) {
                 return Some(inbound);
             }
@@ -526,6 +547,11 @@ impl Link {
                 self.queue(sealed.as_bytes());
             }
         }
+    }
+
+    /// Queues bytes as they are (a watcher's Server-Sent Events).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.queue(bytes);
     }
 
     fn queue_line_plain(&mut self, line: &str) {

@@ -30,6 +30,13 @@ fn main() -> ExitCode {
         }
     };
     match invocation {
+        Invocation::Ctl(args) if bossd::ctl::is_watch(&args) => match bossd::ctl::watch(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::stderr_line(&format!("bossd ctl: {e:#}"));
+                ExitCode::from(1)
+            }
+        },
         Invocation::Ctl(args) => match bossd::ctl::run(&args) {
             Ok(answer) => {
                 for line in &answer.lines {

@@ -1,0 +1,356 @@
+//! The watch stream (docs/PROTOCOL.md, "Watching"): `-w` on the console,
+//! `bossd ctl IP PORT -w`, and `GET /events` as Server-Sent Events, on
+//! real `bossd` processes over loopback.
+//!
+//! What a watcher reads is checked against the node's own journal (`-j`
+//! and `/status`) through join, crash, freeze and leave; the limit of 64
+//! watchers is driven to its end (the outbox bound of a watcher that does
+//! not read is tested sans-IO, in src/watch.rs). The SSE stream is read by curl (`curl -N`), a real client; without
+//! curl that test says SKIPPED and why (`tests/common/runner.rs`), and
+//! under CI a skip is a failure.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{BOSSD, Console, Node, TempDir, TestNet, runner, wait_agreed, wait_until};
+use serde_json::Value;
+
+fn main() -> std::process::ExitCode {
+    runner::run(
+        include_str!("watch.rs"),
+        crate::test_list![
+            the_stream_follows_join_crash_freeze_and_leave,
+            ctl_watch_checks_tags_and_ends_on_signals,
+            the_65th_watcher_is_refused,
+            stdin_watch_prints_the_stream,
+        ],
+    )
+}
+
+/// A child process whose stdout and stderr are collected as they arrive,
+/// killed when dropped (pass or fail).
+struct Reader {
+    child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+}
+
+impl Reader {
+    fn spawn(program: &str, args: &[&str]) -> Reader {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let collect = |pipe: Box<dyn Read + Send>| {
+            let buf = Arc::new(Mutex::new(String::new()));
+            let into = buf.clone();
+            thread::spawn(move || {
+                let mut r = BufReader::new(pipe);
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    into.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+            buf
+        };
+        let out = collect(Box::new(child.stdout.take().expect("stdout")));
+        let err = collect(Box::new(child.stderr.take().expect("stderr")));
+        Reader { child, out, err }
+    }
+
+    /// `bossd ctl ADDR -w` with more ctl arguments before `-w`.
+    fn ctl_watch(addr: SocketAddr, extra: &[&str]) -> Reader {
+        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+        let mut args = vec!["ctl", ip.as_str(), port.as_str()];
+        args.extend(extra);
+        args.push("-w");
+        Reader::spawn(BOSSD, &args)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.out
+            .lock()
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, which we have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Its exit code once it ended by itself (a signal: `None` in it).
+    fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        for _ in 0..400 {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The events of an SSE stream, `(event, data)` each, and how many
+/// comments it had.
+fn sse_events(body: &str) -> (Vec<(String, String)>, usize) {
+    let (mut events, mut comments) = (Vec::new(), 0);
+    let (mut name, mut data) = (String::new(), None::<String>);
+    for line in body.lines() {
+        if line.is_empty() {
+            if let Some(d) = data.take() {
+                events.push((std::mem::take(&mut name), d));
+            }
+        } else if line.starts_with(':') {
+            comments += 1;
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            name = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = Some(v.to_owned());
+        } else {
+            panic!("not an SSE line: {line:?}");
+        }
+    }
+    (events, comments)
+}
+
+/// `GET path` over a raw socket: the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The `journal` of a node's `/status`.
+fn status_journal(addr: SocketAddr) -> Vec<Value> {
+    let page = http_get(addr, "/status");
+    let body = page.split_once("\r\n\r\n").expect("a body").1;
+    let doc: Value = serde_json::from_str(body).expect("JSON");
+    doc["journal"].as_array().expect("a journal").clone()
+}
+
+// D watches (ctl -w and curl -N /events) from before it joins: it joins A,
+// B and C; A crashes (B takes over), B freezes (C takes over), C leaves (D
+// is alone, below quorum). Both streams carry exactly D's journal, the
+// lines `-j` prints and the JSON `/status` lists, each as it happened.
+// Then D leaves: ctl says the node went away and exits 1.
+fn the_stream_follows_join_crash_freeze_and_leave() {
+    runner::need_program("curl", &["--version"], "apt-get install curl");
+    let net = TestNet::new();
+    let mut a = Node::start("A", net.addr(), &[]);
+    let a_addr = a.addr.to_string();
+    let join = ["--join", a_addr.as_str()];
+    let b = Node::start("B", net.addr(), &join);
+    let mut c = Node::start("C", net.addr(), &join);
+    let d = Node::start("D", net.addr(), &[]);
+    let url = format!("http://{}/events", d.addr);
+    let sse = Reader::spawn("curl", &["-sN", &url]);
+    let mut w = Reader::ctl_watch(d.addr, &[]);
+    wait_until("both watchers have D's status", &[&d], || {
+        w.lines().len() == 1 && sse_events(&sse.stdout()).0.len() == 1
+    });
+    assert_eq!(w.lines()[0], d.status().line, "the status line first");
+
+    d.ctl(&format!("-c {} {}", a.addr.ip(), a.addr.port()))
+        .1
+        .expect("D joins A");
+    wait_agreed(&[&a, &b, &c, &d], Some(&a));
+    a.sigkill();
+    wait_agreed(&[&b, &c, &d], Some(&b));
+    b.sigstop();
+    wait_agreed(&[&c, &d], Some(&c));
+    c.sigterm();
+    c.wait_exit(Duration::from_secs(10));
+    wait_until("D alone has no master", &[&d], || d.status().role == "none");
+
+    let (journal, _) = d.ctl("-j");
+    assert!(
+        journal.len() >= 4,
+        "join, two failovers, a leave: {journal:?}"
+    );
+    wait_until("ctl -w printed D's whole journal", &[&d], || {
+        w.lines().len() == 1 + journal.len()
+    });
+    assert_eq!(w.lines()[1..], journal[..], "ctl -w's lines are -j's");
+    let want = status_journal(d.addr);
+    wait_until("/events sent D's whole journal", &[&d], || {
+        sse_events(&sse.stdout()).0.len() == 1 + want.len()
+    });
+    let (events, _) = sse_events(&sse.stdout());
+    assert_eq!(events[0].0, "status");
+    let status: Value = serde_json::from_str(&events[0].1).expect("status JSON");
+    assert_eq!(status["id"], d.id().as_str());
+    assert_eq!(status["role"], "none", "D had not joined yet");
+    for (i, (name, data)) in events[1..].iter().enumerate() {
+        assert_eq!(name, "role-change");
+        let got: Value = serde_json::from_str(data).expect("role-change JSON");
+        assert_eq!(got, want[i], "event {i}: /events and /status differ");
+    }
+    let changes: Vec<(&str, &str)> = want
+        .iter()
+        .map(|e| (e["to"].as_str().unwrap(), e["cause"].as_str().unwrap()))
+        .collect();
+    assert_eq!(changes[0].0, "follower", "D joined: {changes:?}");
+    assert_eq!(changes.last().unwrap().0, "none", "C left: {changes:?}");
+
+    d.sigterm();
+    let status = w.wait_exit().expect("ctl -w ended with the node");
+    assert_eq!(status.code(), Some(1), "{}", w.stderr());
+    assert!(
+        w.stderr()
+            .contains("closed the connection: the node went away"),
+        "{}",
+        w.stderr()
+    );
+    drop(b);
+}
+
+// With a secret, ctl -w authenticates and checks every line's tag; a
+// plain nc-style watcher may watch too (watching is read-only). SIGINT and
+// SIGTERM end ctl -w with exit 0; a wrong secret ends it with exit 1.
+fn ctl_watch_checks_tags_and_ends_on_signals() {
+    let net = TestNet::new();
+    let tmp = TempDir::new("watch");
+    let secret = tmp.secret("secret", "the watch test's shared secret, long enough");
+    let wrong = tmp.secret("wrong", "another secret altogether, also long enough");
+    let args = ["--secret-file", secret.as_str()];
+    let a = Node::start("A", net.addr(), &args);
+    let a_addr = a.addr.to_string();
+    let mut plain = Console::open(a.addr);
+    plain.send("-w\n");
+    let first = plain.read_line().expect("a status line");
+    assert!(first.starts_with(&format!("id={} ", a.addr)), "{first}");
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut w = Reader::ctl_watch(a.addr, &["--secret-file", &secret]);
+        wait_until("ctl -w printed the status", &[&a], || w.lines().len() == 1);
+        assert!(
+            w.lines()[0].starts_with("id="),
+            "tags stripped: {:?}",
+            w.lines()
+        );
+        w.signal(signal);
+        let status = w.wait_exit().expect("ctl -w ended");
+        assert_eq!(status.code(), Some(0), "signal {signal}: {}", w.stderr());
+    }
+    let w = Reader::ctl_watch(a.addr, &["--secret-file", &secret]);
+    wait_until("ctl -w printed the status", &[&a], || w.lines().len() == 1);
+    let b = Node::start(
+        "B",
+        net.addr(),
+        &["--join", &a_addr, "--secret-file", &secret],
+    );
+    wait_agreed(&[&a, &b], Some(&a));
+    wait_until("the sealed change arrived", &[&a], || w.lines().len() == 2);
+    assert!(w.lines()[1].contains(" none->master "), "{:?}", w.lines());
+    assert_eq!(
+        plain.read_line().as_deref(),
+        Some(w.lines()[1].as_str()),
+        "the plain watcher reads the same line"
+    );
+    drop(w);
+    let mut bad = Reader::ctl_watch(a.addr, &["--secret-file", &wrong]);
+    let status = bad.wait_exit().expect("ctl -w with a wrong secret ended");
+    assert_eq!(status.code(), Some(1), "{}", bad.stderr());
+    assert!(bad.lines().is_empty(), "{:?}", bad.lines());
+}
+
+// 64 watchers watch; the 65th gets one line and is closed, over the
+// console (and so ctl -w, exit 1) and over HTTP (503). Once one watcher
+// goes, another is taken.
+fn the_65th_watcher_is_refused() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    let mut watchers: Vec<Console> = (0..64)
+        .map(|_| {
+            let mut c = Console::open(a.addr);
+            c.send("-w\n");
+            c
+        })
+        .collect();
+    for w in &mut watchers {
+        assert!(w.read_line().expect("a status line").starts_with("id="));
+    }
+    let mut extra = Console::open(a.addr);
+    extra.send("-w\n");
+    assert_eq!(
+        extra.read_line().as_deref(),
+        Some("ERR too many watchers: 64 are watching already")
+    );
+    assert_eq!(extra.read_line(), None, "then closed");
+    let mut ctl = Reader::ctl_watch(a.addr, &[]);
+    let status = ctl.wait_exit().expect("ctl -w ended");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        ctl.stderr().contains("too many watchers"),
+        "{}",
+        ctl.stderr()
+    );
+    let page = http_get(a.addr, "/events");
+    assert!(page.starts_with("HTTP/1.1 503 "), "{page}");
+    assert!(a.logged("watcher-closed", &[("reason", "too-many-watchers")]));
+    let metrics = http_get(a.addr, "/metrics");
+    assert!(
+        metrics.contains("bossd_connections{kind=\"watcher\"} 64"),
+        "{metrics}"
+    );
+    // The node answers its console meanwhile.
+    assert_eq!(a.status().role, "none");
+
+    drop(watchers.pop());
+    wait_until("a freed slot takes a new watcher", &[&a], || {
+        let mut c = Console::open(a.addr);
+        c.send("-w\n");
+        c.read_line().is_some_and(|l| l.starts_with("id="))
+    });
+}
+
+// -w on the stdin console prints the status line, then each change.
+fn stdin_watch_prints_the_stream() {
+    let net = TestNet::new();
+    let mut a = Node::start_with("A", net.addr(), &[], common::StdinKind::Piped);
+    a.write_stdin("-w\n");
+    wait_until("stdin -w printed the status", &[&a], || {
+        a.stdout_text().lines().count() == 1
+    });
+    let a_addr = a.addr.to_string();
+    let b = Node::start("B", net.addr(), &["--join", &a_addr]);
+    wait_agreed(&[&a, &b], Some(&a));
+    let (journal, _) = a.ctl("-j");
+    wait_until("stdin -w printed the change", &[&a], || {
+        a.stdout_text().lines().count() == 2
+    });
+    let out = a.stdout_text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("id="), "{out}");
+    assert_eq!(lines[1], journal[0]);
+}
