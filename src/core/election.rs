@@ -84,8 +84,8 @@ pub(super) struct Ballot<'a> {
     pub(super) best: SocketAddr,
     pub(super) quorum: u32,
     pub(super) strict: bool,
-    /// The lowest epoch a new claim may take: with `--strict` and no state
-    /// dir this node's wall clock in ms, else 0.
+    /// The lowest epoch a new claim may take: with `--strict` this node's
+    /// wall clock in ms, else 0.
     pub(super) floor: u64,
     /// How long a follower stays bound to a master it heard.
     pub(super) timeout_ms: u64,
@@ -327,8 +327,10 @@ impl Node {
             best: self.ranking()[0].addr,
             quorum: self.cfg.quorum,
             strict: self.cfg.strict,
-            // A state dir's epoch (the node started at it) needs no clock.
-            floor: if self.cfg.strict && self.cfg.durable.is_none() {
+            // Also with a state dir: the disk keeps what this node saw, the
+            // clock keeps a claim above what a cut-off majority may have
+            // seen (the sweep found epoch reuse in strict mode without it).
+            floor: if self.cfg.strict {
                 self.wall(now).ms()
             } else {
                 0

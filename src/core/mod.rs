@@ -80,8 +80,7 @@ pub struct Config {
     /// Unix milliseconds at `now` = 0. With `--strict`, a new epoch is at
     /// least the wall clock in milliseconds, so an epoch a restarted node
     /// forgot is never used twice (clocks agreeing to better than the time
-    /// between two elections). Only without `durable`: a state dir's
-    /// floor does not trust clocks.
+    /// between two elections); with a state dir as well.
     pub wall_at_zero: Wall,
     /// With `--state-dir`: the highest epoch on disk at start (0 on a
     /// first start). The node starts at this epoch, and every epoch above
