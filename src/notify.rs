@@ -211,7 +211,7 @@ impl View {
             role: node.role(),
             master: node.master(),
             epoch: node.epoch(),
-            peers: node.peers().count(),
+            peers: node.peer_count(),
             quorum: node.config().quorum,
         }
     }

@@ -4,21 +4,26 @@
 //!
 //! What a watcher reads is checked against the node's own journal (`-j`
 //! and `/status`) through join, crash, freeze and leave; the limit of 64
-//! watchers is driven to its end (the outbox bound of a watcher that does
-//! not read is tested sans-IO, in src/watch.rs). The SSE stream is read by curl (`curl -N`), a real client; without
+//! watchers is driven to its end, and so is the outbox of a watcher that
+//! does not read (its exact bound is tested sans-IO, in src/watch.rs).
+//! The SSE stream is read by curl (`curl -N`), a real client; without
 //! curl that test says SKIPPED and why (`tests/common/runner.rs`), and
 //! under CI a skip is a failure.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{BOSSD, Console, Node, TempDir, TestNet, runner, wait_agreed, wait_until};
+use bossd::watch::MAX_WATCH_OUTBOX;
+use common::{
+    BOSSD, Console, DEADLINE, Node, StdinKind, TempDir, TestNet, runner, wait_agreed, wait_until,
+};
 use serde_json::Value;
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +33,7 @@ fn main() -> std::process::ExitCode {
             the_stream_follows_join_crash_freeze_and_leave,
             ctl_watch_checks_tags_and_ends_on_signals,
             the_65th_watcher_is_refused,
+            a_watcher_that_does_not_read_is_dropped_while_the_cluster_elects,
             stdin_watch_prints_the_stream,
         ],
     )
@@ -331,6 +337,159 @@ fn the_65th_watcher_is_refused() {
         let mut c = Console::open(a.addr);
         c.send("-w\n");
         c.read_line().is_some_and(|l| l.starts_with("id="))
+    });
+}
+
+/// A console connection to `addr` (IPv4) whose kernel buffers hold tens
+/// of KiB, not the megabytes loopback gives them: a receive buffer set to
+/// the kernel's minimum and a small segment size, both before connect.
+/// The node's side sizes its send buffer from the segment size (on
+/// loopback's 64 KiB segments it starts above 1 MiB), and a receiver that
+/// never opens its window never lets it grow. A watcher on it that does
+/// not read fills the node's outbox after about a thousand lines (here,
+/// about 70 KiB in the kernels and 64 KiB in the outbox), not tens of
+/// thousands: without these two options this test ran for minutes.
+fn small_buffered_connection(addr: SocketAddr) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr}: IPv4 only");
+    };
+    let check = |r: libc::c_int, what: &str| {
+        assert!(r >= 0, "{what}: {}", std::io::Error::last_os_error());
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns from
+    // its creation on (`OwnedFd` closes it on every path), with pointers
+    // to live values of the sizes given.
+    unsafe {
+        let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        check(raw, "socket");
+        let fd = OwnedFd::from_raw_fd(raw);
+        let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        for (level, name, value, what) in [
+            (libc::SOL_SOCKET, libc::SO_RCVBUF, 1, "SO_RCVBUF"),
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 536, "TCP_MAXSEG"),
+        ] {
+            let value: libc::c_int = value;
+            let p = (&raw const value).cast::<libc::c_void>();
+            check(libc::setsockopt(raw, level, name, p, int), what);
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        check(
+            libc::connect(raw, (&raw const sin).cast::<libc::sockaddr>(), len),
+            "connect",
+        );
+        TcpStream::from(fd)
+    }
+}
+
+/// What is left to read on `s` until the node's close (an end of file, or
+/// a reset when the node gave up on what it had queued).
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "the dropped watcher stayed open ({e}) after {} bytes",
+                got.len()
+            ),
+        }
+    }
+}
+
+// A watcher that sends -w and never reads is dropped once its outbox is
+// full (64 KiB), with a log line, while the cluster keeps electing: node
+// after node joins W and leaves, so W goes none->master and back each
+// time, and a watcher that reads gets every change, before the drop and
+// after. What the dropped watcher got is the start of the same stream.
+fn a_watcher_that_does_not_read_is_dropped_while_the_cluster_elects() {
+    /// Rounds run after the drop, to see the cluster and the reading
+    /// watcher carry on.
+    const AFTER: usize = 5;
+    let net = TestNet::new();
+    let w = Node::start("W", net.addr(), &[]);
+    let w_addr = w.addr.to_string();
+    let mut slow = small_buffered_connection(w.addr);
+    slow.write_all(b"-w\n").unwrap();
+    let mut fast = Console::open(w.addr);
+    fast.send("-w\n");
+    let mut seen = vec![fast.read_line().expect("the status line")];
+    let stream_len = |seen: &[String]| seen.iter().map(|l| l.len() + 1).sum::<usize>();
+    // Each round's X on a host of its own, 250 in turn, so that one that
+    // is slow to exit never holds the address of the next.
+    let x_port = net.addr_on(2).port();
+    let x_addr = |round: usize| {
+        (0..250)
+            .map(|k| SocketAddr::new(net.ip(2 + ((round + k) % 250) as u8), x_port))
+            .find(|&a| std::net::TcpListener::bind(a).is_ok())
+            .expect("a free address for X")
+    };
+    let mut left: Vec<Node> = Vec::new();
+    let started = Instant::now();
+    let mut dropped: Option<(usize, usize)> = None;
+    let mut round = 0;
+    while dropped.is_none_or(|(at, _)| round < at + AFTER) {
+        assert!(
+            started.elapsed() < 6 * DEADLINE,
+            "no drop after {round} rounds and {} bytes\n{}",
+            stream_len(&seen),
+            w.describe()
+        );
+        let x = Node::spawn("X", x_addr(round), &["--join", &w_addr], StdinKind::Null);
+        for (to, why) in [("master", "X joined"), ("none", "X left")] {
+            let line = fast
+                .read_line()
+                .unwrap_or_else(|| panic!("W closed the reading watcher\n{}", w.describe()));
+            assert!(
+                line.contains(&format!("->{to} ")),
+                "round {round}, {why}: {line}"
+            );
+            seen.push(line);
+            if to == "master" {
+                x.sigterm();
+            }
+        }
+        left.push(x);
+        left.retain_mut(|n| n.try_exit().is_none());
+        round += 1;
+        if dropped.is_none() && w.logged("watcher-closed", &[("reason", "outbox-full")]) {
+            dropped = Some((round, stream_len(&seen)));
+        }
+    }
+    let (at, bytes) = dropped.unwrap();
+    eprintln!(
+        "dropped after {at} rounds, {bytes} bytes of stream, in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        bytes > MAX_WATCH_OUTBOX,
+        "dropped after only {bytes} bytes, the outbox holds {MAX_WATCH_OUTBOX}"
+    );
+    // The reading watcher got W's whole journal (its last 100 lines).
+    let (journal, _) = w.ctl("-j");
+    assert_eq!(journal[..], seen[seen.len() - journal.len()..]);
+    // The node closed the dropped watcher; the other still watches.
+    let got = read_until_closed(&mut slow);
+    let stream: String = seen.iter().map(|l| format!("{l}\n")).collect();
+    assert!(!got.is_empty(), "the dropped watcher got nothing");
+    assert!(
+        stream.as_bytes().starts_with(&got),
+        "the dropped watcher got what the other did not:\n{}",
+        String::from_utf8_lossy(&got)
+    );
+    wait_until("W counts one watcher", &[&w], || {
+        http_get(w.addr, "/metrics").contains("bossd_connections{kind=\"watcher\"} 1\n")
     });
 }
 

@@ -623,6 +623,12 @@ impl Node {
         })
     }
 
+    /// How many peers finished the handshake: [`Node::peers`]`.count()`
+    /// without walking them, for what asks every loop turn.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Every member of the view, best first under the rule.
     pub fn ranking(&self) -> Vec<Candidate> {
         let mut v: Vec<Candidate> = std::iter::once(self.me())
