@@ -14,7 +14,8 @@
 //! `cargo bench --bench cluster [-- --quick] [-- --only crash --runs 30 --strict]`
 //!
 //! `--only` takes `converge`, `crash`, `silent`, `pause`, `starve`, `idle`,
-//! `syscalls`, `scale`, `queries`. For failovers, `--runs` sets the runs,
+//! `syscalls`, `scale`, `queries`, `watch` (crash failovers with watchers
+//! and with `--state-dir`, benches/cluster/watch.rs). For failovers, `--runs` sets the runs,
 //! `--nodes N` the cluster size (5), `--timing HEARTBEAT,TIMEOUT` the flags
 //! (100,500), and `--strict` adds `--strict` with a majority quorum
 //! (compare_etcd.sh uses these). For convergence, idle CPU, the pause and
@@ -37,6 +38,8 @@ mod harness;
 mod stall;
 #[path = "util/mod.rs"]
 mod util;
+#[path = "cluster/watch.rs"]
+mod watch;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -146,6 +149,9 @@ fn main() {
     }
     if wants("queries") {
         queries(&builds, if quick { 0.5 } else { 3.0 });
+    }
+    if wants("watch") {
+        watch::failovers(&builds, runs.unwrap_or(if quick { 2 } else { 40 }));
     }
 }
 

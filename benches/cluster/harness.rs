@@ -264,7 +264,7 @@ static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh network `127.77.X.0/24`, `X` from the process id and a counter,
 /// so two bench processes rarely share one.
-fn fresh_net() -> u8 {
+pub fn fresh_net() -> u8 {
     let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
     (1 + (std::process::id() * 7 + n) % 254) as u8
 }
