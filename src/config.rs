@@ -11,11 +11,23 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser};
 
+use crate::core::check::MAX_STREAK;
 use crate::log::Level;
 use crate::rule::Rule;
 
 /// `--reconnect-timeout`'s default: one day, in ms.
 pub const DEFAULT_RECONNECT_TIMEOUT_MS: u64 = 86_400_000;
+
+/// `--check-interval`'s default: once a second, as keepalived's
+/// `vrrp_script` and Consul's checks are commonly run.
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 1_000;
+
+/// The shortest `--check-interval`: a process started more often than
+/// every 10 ms costs a core for the forks alone.
+pub const MIN_CHECK_INTERVAL_MS: u64 = 10;
+
+/// The longest `--check-interval` and `--check-timeout`: one day.
+pub const MAX_CHECK_MS: u64 = 86_400_000;
 
 /// What `main` should run.
 #[derive(Debug)]
@@ -161,6 +173,41 @@ pub struct NodeOptions {
     /// second the exit may take.
     #[arg(long, value_name = "CMD", value_hint = clap::ValueHint::CommandString)]
     pub notify: Option<String>,
+    /// Health check: shell command run with `sh -c` at start and then every
+    /// --check-interval; exit status 0 passes. Default: none (always
+    /// healthy).
+    ///
+    /// A node whose check fails is `failing`: it ranks after every healthy
+    /// member and is never master, and a master whose check fails hands
+    /// over at once. It is failing from start until its first check
+    /// passes, after --check-fall failures in a row, and healthy again
+    /// after --check-rise passes in a row. One check runs at a time and
+    /// the node never waits for it; it gets BOSSD_ROLE, BOSSD_MASTER,
+    /// BOSSD_EPOCH and BOSSD_ID as a hook does, its stdin and output are
+    /// /dev/null, and a check past --check-timeout is killed with its
+    /// process group and counts as a failure. Changes of the health are
+    /// logged (event=check-failed, event=check-passed), not every run.
+    /// Example: --check 'curl -fsS -m 1 http://127.0.0.1/health'.
+    #[arg(long, value_name = "CMD", value_hint = clap::ValueHint::CommandString)]
+    pub check: Option<String>,
+    /// Time between the starts of two checks, in milliseconds (10 to one
+    /// day). A check that runs longer delays the next one: checks never
+    /// overlap.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_CHECK_INTERVAL_MS, requires = "check", value_parser = clap::value_parser!(u64).range(MIN_CHECK_INTERVAL_MS..=MAX_CHECK_MS))]
+    pub check_interval: u64,
+    /// A check still running after this many milliseconds is killed with
+    /// its process group and counts as a failure (1 to one day). Default:
+    /// --check-interval.
+    #[arg(long, value_name = "MS", requires = "check", value_parser = clap::value_parser!(u64).range(1..=MAX_CHECK_MS))]
+    pub check_timeout: Option<u64>,
+    /// Consecutive failed checks that make a healthy node failing (1 to
+    /// 100). A failure is seen after about fall x interval.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "check", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    pub check_fall: u32,
+    /// Consecutive passed checks that make a failing node healthy again (1
+    /// to 100); the first pass after start is enough, whatever N.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "check", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    pub check_rise: u32,
     /// The --notify time limit in milliseconds instead of 30 s; for tests.
     #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub notify_time_limit: Option<u64>,
@@ -299,6 +346,17 @@ where
                 "--reconnect-timeout ({} ms) must be at least --timeout ({} ms)\n",
                 node.opts.reconnect_timeout, node.opts.timeout
             ),
+        ));
+    }
+    if node
+        .opts
+        .check
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            "--check needs a command, e.g. --check 'systemctl is-active --quiet nginx'\n",
         ));
     }
     if node.opts.state_dir.is_some() && node.port == 0 {

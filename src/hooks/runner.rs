@@ -1,6 +1,6 @@
 //! Runs one shell command at a time as a child process and reports how it
-//! ended: the thin IO part of the hooks, and what a health check will run
-//! through too.
+//! ended: the thin IO part of the hooks, and of the health check
+//! (`src/net/check.rs`), each with a runner of its own.
 //!
 //! A [`Runner`] owns at most one child. [`Runner::start`] spawns
 //! `sh -c CMD` with the [`Job`]'s environment in a process group of its
@@ -8,7 +8,11 @@
 //! reaches everything the command started, and a Ctrl-C meant for bossd
 //! does not reach it. Its stdin is `/dev/null`; its stdout and stderr go
 //! to bossd's stderr, next to the log lines, and never mix with console
-//! answers on stdout. Every descriptor bossd opens itself is close-on-exec,
+//! answers on stdout ([`Output::Log`], for hooks, which run once per role
+//! change), or to `/dev/null` ([`Output::Discard`], for a check, which
+//! runs every interval and would otherwise fill the log with the same
+//! lines; its exit status is what counts, and what is logged when it
+//! changes the health). Every descriptor bossd opens itself is close-on-exec,
 //! as std and mio create them, so the child inherits none of them.
 //!
 //! [`Runner::poll`] reaps with `try_wait` and kills the group once the
@@ -60,10 +64,21 @@ pub enum Exit {
     Lost(String),
 }
 
+/// Where a job's stdout and stderr go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// To bossd's stderr, beside the log lines.
+    #[default]
+    Log,
+    /// To `/dev/null`.
+    Discard,
+}
+
 /// At most one running job.
 #[derive(Debug, Default)]
 pub struct Runner {
     current: Option<Running>,
+    output: Output,
 }
 
 #[derive(Debug)]
@@ -79,6 +94,14 @@ impl Runner {
     /// A runner with nothing running.
     pub fn new() -> Runner {
         Runner::default()
+    }
+
+    /// A runner whose jobs' output goes to `output`.
+    pub fn with_output(output: Output) -> Runner {
+        Runner {
+            current: None,
+            output,
+        }
     }
 
     /// Whether a job runs (or was killed and is not reaped yet).
@@ -104,7 +127,7 @@ impl Runner {
             debug_assert!(false, "one job at a time");
             return Err(not_started("another job still runs".into()));
         }
-        let child = spawn(job).map_err(|e| not_started(e.to_string()))?;
+        let child = spawn(job, self.output).map_err(|e| not_started(e.to_string()))?;
         let pid = child.id();
         self.current = Some(Running {
             child,
@@ -164,13 +187,19 @@ impl Runner {
 
 /// Starts `sh -c` for `job` (see the module comment for its descriptors
 /// and process group).
-fn spawn(job: &Job) -> std::io::Result<Child> {
+fn spawn(job: &Job, output: Output) -> std::io::Result<Child> {
     // The child's stdout goes where the log goes: stdout carries console
     // answers. If stderr cannot be duplicated, the output is dropped.
-    let stdout = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_or_else(|_| Stdio::null(), Stdio::from);
+    let (stdout, stderr) = match output {
+        Output::Log => (
+            std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+            Stdio::inherit(),
+        ),
+        Output::Discard => (Stdio::null(), Stdio::null()),
+    };
     Command::new("sh")
         .arg("-c")
         .arg(&job.cmd)
@@ -181,7 +210,7 @@ fn spawn(job: &Job) -> std::io::Result<Child> {
         .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .process_group(0)
         .spawn()
 }

@@ -11,6 +11,7 @@
 //! endpoint, flush outboxes, remove finished connections last (deregister,
 //! tell the endpoint), until nothing is left.
 
+pub mod check;
 mod sockets;
 mod stdin;
 
@@ -31,6 +32,7 @@ use crate::log::Level;
 use crate::notify::Notifier;
 use crate::state::StateDir;
 use crate::time::Mono;
+use check::{Check, CheckSpec};
 use sockets::{LISTENER, Sockets};
 use stdin::{STDIN, Stdin, StdinMode, print_console};
 
@@ -62,6 +64,8 @@ pub struct Options {
     /// `--state-dir`, opened at start: where each new epoch is written
     /// before the node claims, accepts or reports it.
     pub state: Option<StateDir>,
+    /// `--check` and its options; none without `--check`.
+    pub check: Option<CheckSpec>,
 }
 
 /// Runs a node until it leaves; `Ok` means a graceful leave (exit 0).
@@ -112,6 +116,7 @@ pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
         hooks: opts.hooks,
         notify: Notifier::from_env(start),
         state: opts.state,
+        check: opts.check.map(|spec| Check::new(spec, addr, start)),
     };
     crate::event!(Level::Info, "listening", addr = addr);
     let now = server.now();
@@ -143,17 +148,25 @@ struct Server {
     /// systemd's READY=1, STATUS=, WATCHDOG=1 and STOPPING=1.
     notify: Notifier,
     state: Option<StateDir>,
+    /// The health check, if `--check` was given.
+    check: Option<Check>,
 }
 
 impl Server {
     fn run(&mut self, mut now: Now) -> Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
+            // Before settle: a verdict that changes the election is acted
+            // on in this iteration, not after the next poll.
+            self.poll_check(now);
             self.settle(now)?;
             self.hooks.poll(now.at);
             self.notify.turn(self.ep.node(), now.at);
             if self.left(now) {
                 self.hooks.abandon();
+                if let Some(check) = &mut self.check {
+                    check.abandon();
+                }
                 crate::event!(Level::Info, "left");
                 return Ok(());
             }
@@ -215,7 +228,27 @@ impl Server {
             return false;
         };
         let drained = self.ep.drained(|id| self.io.connecting(id));
-        (drained || now.at.duration_since(since) >= LEAVE_FLUSH) && self.hooks.exit_ready(now.at)
+        (drained || now.at.duration_since(since) >= LEAVE_FLUSH)
+            && self.hooks.exit_ready(now.at)
+            && self.check.as_ref().is_none_or(|c| c.exit_ready(now.at))
+    }
+
+    /// Reaps, times and starts the health check; a run that changed the
+    /// verdict goes to the core, every run to the metrics.
+    fn poll_check(&mut self, now: Now) {
+        let Some(check) = &mut self.check else {
+            return;
+        };
+        let status = self.ep.node().status();
+        for ran in check.poll(now.at, &status) {
+            self.ep
+                .counters_mut()
+                .checks
+                .record(ran.result, ran.elapsed);
+            if let Some(passing) = ran.change {
+                self.ep.node_mut().handle_check(passing, now.mono);
+            }
+        }
     }
 
     fn poll_timeout(&self, now: Now) -> Option<Duration> {
@@ -232,11 +265,13 @@ impl Server {
             .ep
             .next_deadline(now.mono)
             .map(|d| Duration::from_millis(d.since(now.mono)));
+        let check = self.check.as_ref().and_then(Check::next_deadline);
         let hook = self
             .hooks
             .next_deadline()
             .into_iter()
             .chain(self.notify.next_deadline())
+            .chain(check)
             .min()
             .map(|t| t.saturating_duration_since(now.at));
         due.into_iter().chain(hook).min()
@@ -281,6 +316,9 @@ impl Server {
                 Output::RoleChanged(entry) => self.hooks.push(entry),
                 Output::Leave => {
                     self.hooks.leave(now.at);
+                    if let Some(check) = &mut self.check {
+                        check.leave(now.at);
+                    }
                     self.notify.stopping();
                     self.leaving_since = Some(now.at);
                 }

@@ -1,0 +1,221 @@
+//! The health check (`--check CMD`): runs `sh -c CMD` at start and then
+//! every `--check-interval`, and turns how each run ended into the node's
+//! health.
+//!
+//! [`Check`] owns a [`Runner`] of its own (the hooks have theirs), so a
+//! check never waits for a hook nor a hook for a check. One check runs at
+//! a time: the next starts one interval after the previous one started,
+//! or as soon as it ends if it is still running then. A check past
+//! `--check-timeout` is killed with its process group and counts as a
+//! failure. Its output is discarded ([`Output::Discard`]): it runs every
+//! interval, and the same lines each second would bury the log. The
+//! debounced verdict comes from [`Verdict`] (`src/core/check.rs`); only a
+//! change of it is logged (`check-failed`, `check-passed`), plus a first
+//! run that fails, which explains why a node never became eligible.
+//!
+//! Like the hooks, it never blocks and never reads a clock: the loop
+//! calls [`Check::poll`] once per iteration (SIGCHLD wakes it when the
+//! check ends) and puts [`Check::next_deadline`] into its poll timeout. It
+//! decides nothing about the election: the loop hands verdict changes to
+//! `Node::handle_check`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::core::Status;
+use crate::core::check::{RunResult, Verdict};
+use crate::hooks::runner::{Exit, Finished, Job, Output, Runner};
+use crate::log::Level;
+use crate::protocol::OptAddr;
+
+/// How long a leaving node waits for a killed check to be reaped before it
+/// exits regardless; SIGKILL ends a process at once unless the kernel
+/// holds it in an uninterruptible wait.
+pub const CHECK_REAP_WAIT: Duration = Duration::from_millis(200);
+
+/// What `--check` and its options ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSpec {
+    pub cmd: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+}
+
+/// One check that ended, as [`Check::poll`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ran {
+    pub result: RunResult,
+    pub elapsed: Duration,
+    /// The new verdict, when this run changed it: `false` failing, `true`
+    /// healthy.
+    pub change: Option<bool>,
+}
+
+/// The health check and its one running process.
+pub struct Check {
+    spec: CheckSpec,
+    id: SocketAddr,
+    verdict: Verdict,
+    runner: Runner,
+    /// When the next check starts (or started, while it runs).
+    next_start: Instant,
+    /// Whether any run has ended yet: the first failure is logged.
+    ran_once: bool,
+    /// Set once the node leaves: nothing starts any more.
+    left_at: Option<Instant>,
+}
+
+impl Check {
+    /// A check for the node `id` (its bound address, BOSSD_ID), its first
+    /// run due at `now`.
+    pub fn new(spec: CheckSpec, id: SocketAddr, now: Instant) -> Check {
+        Check {
+            verdict: Verdict::new(spec.fall, spec.rise),
+            spec,
+            id,
+            runner: Runner::with_output(Output::Discard),
+            next_start: now,
+            ran_once: false,
+            left_at: None,
+        }
+    }
+
+    /// Whether the check passes, debounced.
+    pub fn passing(&self) -> bool {
+        self.verdict.passing()
+    }
+
+    /// Reaps the running check if it ended (or kills it past its time
+    /// limit), and starts the next one when it is due, with `status` (the
+    /// node's role, master and epoch) in its environment. Never blocks.
+    /// Logs a run that changed the verdict and returns the runs that
+    /// ended (two at most: one reaped, and one that could not start).
+    pub fn poll(&mut self, now: Instant, status: &Status) -> Vec<Ran> {
+        let mut ran = Vec::new();
+        ran.extend(self.runner.poll(now).and_then(|done| self.finish(done)));
+        let due = self.left_at.is_none() && !self.runner.is_running() && now >= self.next_start;
+        if due && let Err(failed) = self.start(now, status) {
+            ran.extend(self.finish(failed));
+        }
+        ran
+    }
+
+    /// When [`Check::poll`] must run next: the running check's time limit,
+    /// or the next start. A check that ends by itself wakes the loop
+    /// through SIGCHLD.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.runner.is_running() {
+            return self.runner.deadline();
+        }
+        self.left_at.is_none().then_some(self.next_start)
+    }
+
+    /// The node leaves: a running check is killed (and reaped by the next
+    /// polls), and none starts any more.
+    pub fn leave(&mut self, now: Instant) {
+        self.left_at.get_or_insert(now);
+        self.runner.kill();
+    }
+
+    /// Whether a leaving node may exit as far as the check goes: none runs,
+    /// or the killed one was not reaped within [`CHECK_REAP_WAIT`].
+    pub fn exit_ready(&self, now: Instant) -> bool {
+        !self.runner.is_running()
+            || self
+                .left_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= CHECK_REAP_WAIT)
+    }
+
+    /// The node exits now: a check still not reaped is forgotten (it was
+    /// killed; init reaps it).
+    pub fn abandon(&mut self) {
+        if let Some(pid) = self.runner.abandon() {
+            crate::event!(Level::Warn, "check-abandoned", pid = pid);
+        }
+    }
+
+    /// Starts a check; how it ended if `sh` could not start.
+    fn start(&mut self, now: Instant, status: &Status) -> Result<u32, Finished> {
+        // Between starts: a check that outlasts the interval delays the
+        // next one rather than overlapping it.
+        self.next_start = now + self.spec.interval;
+        let env = [
+            ("BOSSD_ROLE", status.role.to_string()),
+            ("BOSSD_MASTER", OptAddr(status.master).to_string()),
+            ("BOSSD_EPOCH", status.epoch.to_string()),
+            ("BOSSD_ID", self.id.to_string()),
+        ];
+        let job = Job {
+            cmd: self.spec.cmd.clone(),
+            env: env.map(|(k, v)| (k.to_owned(), v)).to_vec(),
+            time_limit: self.spec.timeout,
+        };
+        self.runner.start(&job, now)
+    }
+
+    /// The verdict after one run; logs it if it changed.
+    fn finish(&mut self, done: Finished) -> Option<Ran> {
+        let result = match &done.exit {
+            Exit::Exited(0) => RunResult::Pass,
+            Exit::TimedOut => RunResult::Timeout,
+            Exit::Exited(_) | Exit::Signalled(_) | Exit::NotStarted(_) => RunResult::Fail,
+            // Killed on leave: the node is going, nothing to judge.
+            Exit::Killed => return None,
+            Exit::Lost(why) => {
+                crate::event!(Level::Error, "check-wait-failed", reason = why);
+                RunResult::Fail
+            }
+        };
+        let first = !self.ran_once;
+        self.ran_once = true;
+        let change = self.verdict.record(result == RunResult::Pass);
+        if change == Some(false) || (first && result != RunResult::Pass) {
+            self.log_failed(&done);
+        } else if change == Some(true) {
+            crate::event!(
+                Level::Info,
+                "check-passed",
+                elapsed_ms = done.elapsed.as_millis(),
+                rise = if first { 1 } else { self.spec.rise },
+            );
+        }
+        Some(Ran {
+            result,
+            elapsed: done.elapsed,
+            change,
+        })
+    }
+
+    fn log_failed(&self, done: &Finished) {
+        let (ms, fall) = (done.elapsed.as_millis(), self.spec.fall);
+        match &done.exit {
+            Exit::Exited(code) => crate::event!(
+                Level::Warn,
+                "check-failed",
+                status = code,
+                elapsed_ms = ms,
+                fall = fall,
+            ),
+            Exit::Signalled(sig) => crate::event!(
+                Level::Warn,
+                "check-failed",
+                signal = sig,
+                elapsed_ms = ms,
+                fall = fall,
+            ),
+            Exit::TimedOut => crate::event!(
+                Level::Warn,
+                "check-failed",
+                reason = "timeout",
+                timeout_ms = self.spec.timeout.as_millis(),
+                fall = fall,
+            ),
+            Exit::NotStarted(why) | Exit::Lost(why) => {
+                crate::event!(Level::Warn, "check-failed", reason = why, fall = fall,)
+            }
+            Exit::Killed => {}
+        }
+    }
+}
