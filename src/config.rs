@@ -183,10 +183,12 @@ pub struct NodeOptions {
     /// passes, after --check-fall failures in a row, and healthy again
     /// after --check-rise passes in a row. One check runs at a time and
     /// the node never waits for it; it gets BOSSD_ROLE, BOSSD_MASTER,
-    /// BOSSD_EPOCH and BOSSD_ID as a hook does, its stdin and output are
-    /// /dev/null, and a check past --check-timeout is killed with its
-    /// process group and counts as a failure. Changes of the health are
-    /// logged (event=check-failed, event=check-passed), not every run.
+    /// BOSSD_EPOCH and BOSSD_ID as a hook does and stdin /dev/null, and a
+    /// check past --check-timeout is killed with its process group and
+    /// counts as a failure. Changes of the health are logged
+    /// (event=check-failed, event=check-passed), not every run; the
+    /// output of a check is kept out of the log, but for the last 256
+    /// bytes of a failing run in its check-failed line.
     /// Example: --check 'curl -fsS -m 1 http://127.0.0.1/health'.
     #[arg(long, value_name = "CMD", value_hint = clap::ValueHint::CommandString)]
     pub check: Option<String>,

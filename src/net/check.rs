@@ -7,11 +7,13 @@
 //! a time: the next starts one interval after the previous one started,
 //! or as soon as it ends if it is still running then. A check past
 //! `--check-timeout` is killed with its process group and counts as a
-//! failure. Its output is discarded ([`Output::Discard`]): it runs every
-//! interval, and the same lines each second would bury the log. The
-//! debounced verdict comes from [`Verdict`] (`src/core/check.rs`); only a
-//! change of it is logged (`check-failed`, `check-passed`), plus a first
-//! run that fails, which explains why a node never became eligible.
+//! failure. Its output is captured ([`Output::Capture`]), never copied to
+//! the log as it comes: it runs every interval, and the same lines each
+//! second would bury the log. The debounced verdict comes from
+//! [`Verdict`] (`src/core/check.rs`); only a change of it is logged
+//! (`check-failed`, with the last [`MAX_CAPTURED`](crate::hooks::runner::MAX_CAPTURED) bytes the failing run
+//! wrote, and `check-passed`), plus a first run that fails, which explains
+//! why a node never became eligible.
 //!
 //! Like the hooks, it never blocks and never reads a clock: the loop
 //! calls [`Check::poll`] once per iteration (SIGCHLD wakes it when the
@@ -19,6 +21,7 @@
 //! decides nothing about the election: the loop hands verdict changes to
 //! `Node::handle_check`.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,6 +68,9 @@ pub struct Check {
     ran_once: bool,
     /// Set once the node leaves: nothing starts any more.
     left_at: Option<Instant>,
+    /// A run started whose output pipe the loop has not taken yet
+    /// ([`Check::take_started`]).
+    started: bool,
 }
 
 impl Check {
@@ -75,10 +81,11 @@ impl Check {
             verdict: Verdict::new(spec.fall, spec.rise),
             spec,
             id,
-            runner: Runner::with_output(Output::Discard),
+            runner: Runner::with_output(Output::Capture),
             next_start: now,
             ran_once: false,
             left_at: None,
+            started: false,
         }
     }
 
@@ -110,6 +117,29 @@ impl Check {
             return self.runner.deadline();
         }
         self.left_at.is_none().then_some(self.next_start)
+    }
+
+    /// Whether a run started since the last call: its output pipe is new,
+    /// for the loop to watch.
+    pub fn take_started(&mut self) -> bool {
+        std::mem::take(&mut self.started)
+    }
+
+    /// The running check's output pipe, for the loop to watch; readable
+    /// means [`Check::read_output`].
+    pub fn output_source(&mut self) -> Option<&mut mio::unix::pipe::Receiver> {
+        self.runner.output_source()
+    }
+
+    /// Drains what the running check wrote (bounded), never blocking.
+    pub fn read_output(&mut self) {
+        self.runner.read_output();
+    }
+
+    /// Whether the last read left output in the pipe: the loop must come
+    /// round again at once, as the check may be blocked on a full pipe.
+    pub fn output_unread(&self) -> bool {
+        self.runner.output_unread()
     }
 
     /// The node leaves: a running check is killed (and reaped by the next
@@ -152,7 +182,9 @@ impl Check {
             env: env.map(|(k, v)| (k.to_owned(), v)).to_vec(),
             time_limit: self.spec.timeout,
         };
-        self.runner.start(&job, now)
+        let started = self.runner.start(&job, now);
+        self.started = started.is_ok();
+        started
     }
 
     /// The verdict after one run; logs it if it changed.
@@ -188,34 +220,28 @@ impl Check {
         })
     }
 
+    /// `check-failed` with how the run ended, the fall, and (when it wrote
+    /// any) the last [`MAX_CAPTURED`](crate::hooks::runner::MAX_CAPTURED) bytes of its output.
     fn log_failed(&self, done: &Finished) {
-        let (ms, fall) = (done.elapsed.as_millis(), self.spec.fall);
-        match &done.exit {
-            Exit::Exited(code) => crate::event!(
-                Level::Warn,
-                "check-failed",
-                status = code,
-                elapsed_ms = ms,
-                fall = fall,
-            ),
-            Exit::Signalled(sig) => crate::event!(
-                Level::Warn,
-                "check-failed",
-                signal = sig,
-                elapsed_ms = ms,
-                fall = fall,
-            ),
-            Exit::TimedOut => crate::event!(
-                Level::Warn,
-                "check-failed",
-                reason = "timeout",
-                timeout_ms = self.spec.timeout.as_millis(),
-                fall = fall,
-            ),
-            Exit::NotStarted(why) | Exit::Lost(why) => {
-                crate::event!(Level::Warn, "check-failed", reason = why, fall = fall,)
-            }
-            Exit::Killed => {}
+        if !crate::log::enabled(Level::Warn) {
+            return;
         }
+        let (ms, fall) = (done.elapsed.as_millis(), self.spec.fall);
+        let timeout_ms = self.spec.timeout.as_millis();
+        let mut fields: Vec<(&str, &dyn fmt::Display)> = match &done.exit {
+            Exit::Exited(code) => vec![("status", code), ("elapsed_ms", &ms)],
+            Exit::Signalled(sig) => vec![("signal", sig), ("elapsed_ms", &ms)],
+            Exit::TimedOut => vec![("reason", &"timeout"), ("timeout_ms", &timeout_ms)],
+            Exit::NotStarted(why) | Exit::Lost(why) => vec![("reason", why)],
+            Exit::Killed => return,
+        };
+        fields.push(("fall", &fall));
+        if !done.output.is_empty() {
+            fields.push(("output", &done.output));
+        }
+        crate::log::write(
+            Level::Warn,
+            &crate::log::format_event("check-failed", &fields),
+        );
     }
 }

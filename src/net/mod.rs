@@ -51,6 +51,9 @@ const LEAVE_FLUSH: Duration = Duration::from_millis(300);
 
 const SIGNALS: Token = Token(usize::MAX - 3);
 
+/// The running health check's output pipe (src/net/check.rs).
+const CHECK_OUTPUT: Token = Token(usize::MAX - 4);
+
 /// Everything a node needs at start, beyond its core configuration.
 pub struct Options {
     pub join: Vec<SocketAddr>,
@@ -197,6 +200,11 @@ impl Server {
                     LISTENER => self.io.accept(&mut self.ep, now.mono),
                     STDIN => self.stdin.read(&self.io.poll, &mut self.ep, now.mono),
                     SIGNALS => self.on_signals(now),
+                    CHECK_OUTPUT => {
+                        if let Some(check) = &mut self.check {
+                            check.read_output();
+                        }
+                    }
                     Token(id) => {
                         let (r, w) = (event.is_readable(), event.is_writable());
                         let closed = event.is_read_closed() || event.is_error();
@@ -240,7 +248,22 @@ impl Server {
             return;
         };
         let status = self.ep.node().status();
-        for ran in check.poll(now.at, &status) {
+        let started = check.poll(now.at, &status);
+        // A new run's pipe (the last one's closed with it, which took it out
+        // of the poll): readable wakes the loop to drain it, so a check
+        // that writes much never blocks on a full pipe. If it cannot be
+        // watched, it is still read once per iteration.
+        if check.take_started()
+            && let Some(pipe) = check.output_source()
+            && let Err(e) = self
+                .io
+                .poll
+                .registry()
+                .register(pipe, CHECK_OUTPUT, Interest::READABLE)
+        {
+            crate::event!(Level::Debug, "check-output-unwatched", reason = e);
+        }
+        for ran in started {
             self.ep
                 .counters_mut()
                 .checks
@@ -258,7 +281,9 @@ impl Server {
         if self.leaving_since.is_some() {
             return Some(Duration::from_millis(10));
         }
-        if !self.io.to_resume(&self.ep).is_empty() {
+        if !self.io.to_resume(&self.ep).is_empty()
+            || self.check.as_ref().is_some_and(Check::output_unread)
+        {
             return Some(Duration::ZERO);
         }
         let due = self
