@@ -495,6 +495,13 @@ impl NodeArgs {
     }
 }
 
+impl NodeOptions {
+    /// `--check-timeout`, which defaults to `--check-interval`.
+    pub fn check_timeout_ms(&self) -> u64 {
+        self.check_timeout.unwrap_or(self.check_interval)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +528,76 @@ mod tests {
         assert!(!o.strict && !o.no_console && o.join.is_empty());
         assert_eq!(o.state_dir, None);
         assert_eq!(o.log, Level::Info);
+    }
+
+    // docs/GUARANTEES.md, options of a node: the health check's defaults,
+    // and the timeout following the interval unless given.
+    #[test]
+    fn check_options_default_and_parse() {
+        let o = node(&["127.0.0.1", "7000"]).unwrap().opts;
+        assert_eq!(o.check, None);
+        assert_eq!(
+            (
+                o.check_interval,
+                o.check_timeout_ms(),
+                o.check_fall,
+                o.check_rise
+            ),
+            (1000, 1000, 1, 1)
+        );
+        let o = node(&[
+            "127.0.0.1",
+            "7000",
+            "--check",
+            "true",
+            "--check-interval",
+            "250",
+        ])
+        .unwrap()
+        .opts;
+        assert_eq!(o.check.as_deref(), Some("true"));
+        assert_eq!((o.check_interval, o.check_timeout_ms()), (250, 250));
+        let o = node(&[
+            "127.0.0.1",
+            "7000",
+            "--check",
+            "test -e /run/up",
+            "--check-timeout",
+            "5000",
+            "--check-fall",
+            "3",
+            "--check-rise",
+            "100",
+        ])
+        .unwrap()
+        .opts;
+        assert_eq!(
+            (
+                o.check_interval,
+                o.check_timeout_ms(),
+                o.check_fall,
+                o.check_rise
+            ),
+            (1000, 5000, 3, 100)
+        );
+    }
+
+    #[test]
+    fn check_options_refuse_misuse() {
+        for args in [
+            &["--check-interval", "1000"][..],
+            &["--check-rise", "2"],
+            &["--check", ""],
+            &["--check", "true", "--check-interval", "9"],
+            &["--check", "true", "--check-interval", "86400001"],
+            &["--check", "true", "--check-timeout", "0"],
+            &["--check", "true", "--check-fall", "101"],
+            &["--check", "true", "--check-rise", "0"],
+        ] {
+            let full: Vec<&str> = ["127.0.0.1", "7000"].iter().chain(args).copied().collect();
+            let err = node(&full).expect_err(&format!("{args:?} is refused"));
+            assert!(err.use_stderr(), "{args:?}: a usage error, exit 2");
+        }
     }
 
     #[test]

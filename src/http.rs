@@ -501,6 +501,62 @@ mod tests {
         }
     }
 
+    /// A node alone, with `--check` or without.
+    fn node(checked: bool) -> Node {
+        let mut cfg = crate::core::test_node(1).config().clone();
+        cfg.checked = checked;
+        Node::new(cfg)
+    }
+
+    // The histogram's buckets are cumulative and end in +Inf = _count.
+    #[test]
+    fn check_runs_render_as_a_counter_and_a_histogram() {
+        let mut runs = CheckRuns::default();
+        runs.record(RunResult::Pass, std::time::Duration::from_millis(3));
+        runs.record(RunResult::Fail, std::time::Duration::from_millis(30));
+        runs.record(RunResult::Timeout, std::time::Duration::from_secs(60));
+        assert_eq!(
+            (runs.pass, runs.fail, runs.timeout, runs.count()),
+            (1, 1, 1, 3)
+        );
+        let counters = Counters {
+            checks: runs,
+            ..Counters::default()
+        };
+        let page = metrics(&node(true), &counters, Open::default());
+        let value = |name: &str| -> String {
+            page.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("{name} in\n{page}"))
+                .to_owned()
+        };
+        assert_eq!(value("bossd_check_runs_total{result=\"pass\"}"), "1");
+        assert_eq!(value("bossd_check_runs_total{result=\"fail\"}"), "1");
+        assert_eq!(value("bossd_check_runs_total{result=\"timeout\"}"), "1");
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"0.005\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"0.025\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"0.05\"}"),
+            "2"
+        );
+        assert_eq!(value("bossd_check_duration_seconds_bucket{le=\"30\"}"), "2");
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"+Inf\"}"),
+            "3"
+        );
+        assert_eq!(value("bossd_check_duration_seconds_count"), "3");
+        assert_eq!(value("bossd_check_duration_seconds_sum"), "60.033000");
+        assert!(page.contains("# TYPE bossd_check_duration_seconds histogram"));
+        let page = metrics(&node(false), &counters, Open::default());
+        assert!(!page.contains("bossd_check_"), "without --check: {page}");
+    }
+
     #[test]
     fn responses_carry_their_length() {
         let r = response(200, "text/plain", "abc\n", false);

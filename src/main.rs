@@ -126,7 +126,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
     let check = args.opts.check.clone().map(|cmd| net::check::CheckSpec {
         cmd,
         interval: Duration::from_millis(args.opts.check_interval),
-        timeout: Duration::from_millis(args.opts.check_timeout.unwrap_or(args.opts.check_interval)),
+        timeout: Duration::from_millis(args.opts.check_timeout_ms()),
         fall: args.opts.check_fall,
         rise: args.opts.check_rise,
     });

@@ -840,7 +840,7 @@ pub fn candidate(h: &Hello) -> Candidate {
 /// A node at 127.0.0.`n`:7400, alone (quorum 1), with short timers: for
 /// the unit tests of the core's files.
 #[cfg(test)]
-fn test_node(n: u8) -> Node {
+pub(crate) fn test_node(n: u8) -> Node {
     Node::new(Config {
         addr: SocketAddr::from(([127, 0, 0, n], 7400)),
         started_unix_ms: 1_000 + u64::from(n),

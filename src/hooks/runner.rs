@@ -407,6 +407,32 @@ pub(crate) mod tests {
         assert_eq!(runner.deadline(), None);
     }
 
+    // A captured job's output comes back, only its last MAX_CAPTURED
+    // bytes, and a job writing more than a pipe holds does not block as
+    // long as the caller reads on.
+    #[test]
+    fn captured_output_keeps_its_tail() {
+        let mut runner = Runner::with_output(Output::Capture);
+        let cmd = "head -c 200000 /dev/zero | tr '\\0' a; echo; echo the end >&2; exit 3";
+        let _ = runner.start(&job(cmd), Instant::now()).expect("sh starts");
+        assert!(runner.output_source().is_some());
+        let done = reap(&mut runner);
+        assert_eq!(done.exit, Exit::Exited(3));
+        assert!(done.output.len() <= MAX_CAPTURED, "{}", done.output.len());
+        assert!(done.output.ends_with("aaa\nthe end"), "{:?}", done.output);
+        let mut quiet = Runner::with_output(Output::Capture);
+        let _ = quiet
+            .start(&job("true"), Instant::now())
+            .expect("sh starts");
+        assert_eq!(reap(&mut quiet).output, "");
+        let mut logged = Runner::new();
+        let _ = logged
+            .start(&job("true"), Instant::now())
+            .expect("sh starts");
+        assert!(logged.output_source().is_none());
+        let _ = reap(&mut logged);
+    }
+
     #[test]
     fn a_signal_it_was_not_sent_is_reported() {
         let mut runner = Runner::new();

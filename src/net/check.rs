@@ -245,3 +245,100 @@ impl Check {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::runner::tests::TempFile;
+
+    fn spec(cmd: &str, interval_ms: u64, timeout_ms: u64) -> CheckSpec {
+        CheckSpec {
+            cmd: cmd.into(),
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            fall: 1,
+            rise: 1,
+        }
+    }
+
+    fn status() -> Status {
+        crate::core::test_node(1).status()
+    }
+
+    /// Polls as the loop would until `runs` checks ended; what they were.
+    fn run(check: &mut Check, runs: usize) -> Vec<Ran> {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        let mut out = Vec::new();
+        while out.len() < runs {
+            out.extend(check.poll(Instant::now(), &status()));
+            assert!(Instant::now() < give_up, "only {out:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        out
+    }
+
+    #[test]
+    fn the_first_run_starts_at_once_and_the_next_an_interval_later() {
+        let t0 = Instant::now();
+        let id = "127.0.0.1:7000".parse().expect("an address");
+        let mut check = Check::new(spec("true", 60_000, 1_000), id, t0);
+        assert_eq!(check.next_deadline(), Some(t0));
+        assert!(check.poll(t0, &status()).is_empty());
+        assert!(check.take_started() && !check.take_started());
+        let ran = run(&mut check, 1);
+        assert_eq!(ran[0].result, RunResult::Pass);
+        assert_eq!(ran[0].change, Some(true));
+        assert!(check.passing());
+        // Not due again for a minute.
+        assert_eq!(check.next_deadline(), Some(t0 + Duration::from_secs(60)));
+        assert!(check.poll(Instant::now(), &status()).is_empty());
+        assert!(!check.take_started());
+    }
+
+    #[test]
+    fn results_change_the_verdict_once() {
+        let file = TempFile::new("verdict");
+        let cmd = format!("test -e '{}'", file.0.display());
+        let id = "127.0.0.1:7000".parse().expect("an address");
+        let mut check = Check::new(spec(&cmd, 10, 1_000), id, Instant::now());
+        let ran = run(&mut check, 3);
+        assert!(
+            ran.iter()
+                .all(|r| r.result == RunResult::Fail && r.change.is_none())
+        );
+        std::fs::write(&file.0, "").expect("create the file");
+        let ran = run(&mut check, 3);
+        let changes: Vec<_> = ran.iter().filter_map(|r| r.change).collect();
+        assert_eq!(changes, [true]);
+    }
+
+    #[test]
+    fn a_check_past_its_timeout_counts_as_a_timeout() {
+        let id = "127.0.0.1:7000".parse().expect("an address");
+        let mut check = Check::new(spec("sleep 30", 10, 50), id, Instant::now());
+        let ran = run(&mut check, 1);
+        assert_eq!(ran[0].result, RunResult::Timeout);
+        assert!(!check.passing());
+    }
+
+    #[test]
+    fn a_leave_kills_the_running_check_and_starts_no_other() {
+        let id = "127.0.0.1:7000".parse().expect("an address");
+        let t0 = Instant::now();
+        let mut check = Check::new(spec("sleep 30", 10, 60_000), id, t0);
+        assert!(check.poll(t0, &status()).is_empty());
+        assert!(check.take_started());
+        check.leave(t0);
+        assert!(!check.exit_ready(t0));
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while !check.exit_ready(t0) {
+            // Killed on leave: not a result.
+            assert!(check.poll(Instant::now(), &status()).is_empty());
+            assert!(Instant::now() < give_up, "the killed check was not reaped");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(check.next_deadline(), None);
+        assert!(check.poll(Instant::now(), &status()).is_empty());
+        assert!(!check.take_started());
+    }
+}
