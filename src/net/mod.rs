@@ -1,9 +1,11 @@
 //! The event loop: one thread, one mio `Poll` over the listener, every
-//! connection, stdin and the signals. It only does IO.
+//! connection, stdin, the signals and the health check's output pipe. It
+//! only does IO.
 //!
-//! It owns every socket, the clock and the hooks' processes, and decides
-//! nothing: bytes go to the [`Endpoint`] (src/endpoint.rs), which owns the
-//! core and every link's state, and what it asks for is carried out here.
+//! It owns every socket, the clock and the processes of the hooks and the
+//! health check (`check`), and decides nothing: bytes go to the
+//! [`Endpoint`] (src/endpoint.rs), which owns the core and every link's
+//! state, and what it asks for is carried out here.
 //! One iteration has a fixed shape: poll with the earliest deadline as
 //! timeout; read the clock once and pass that one `now` to everything
 //! handled in this iteration, with how late it woke; read every ready
