@@ -14,14 +14,15 @@
 //! `cargo bench --bench cluster [-- --quick] [-- --only crash --runs 30 --strict]`
 //!
 //! `--only` takes `converge`, `crash`, `silent`, `pause`, `starve`, `idle`,
-//! `syscalls`, `scale`, `queries`, `watch` (crash failovers with watchers
-//! and with `--state-dir`, benches/cluster/watch.rs). For failovers, `--runs` sets the runs,
+//! `check` (idle CPU with a passing `--check`), `syscalls`, `scale`,
+//! `queries`, `watch` (crash failovers with watchers and with
+//! `--state-dir`, benches/cluster/watch.rs). For failovers, `--runs` sets the runs,
 //! `--nodes N` the cluster size (5), `--timing HEARTBEAT,TIMEOUT` the flags
 //! (100,500), and `--strict` adds `--strict` with a majority quorum
 //! (compare_etcd.sh uses these). For convergence, idle CPU, the pause and
 //! scale, `--nodes N` runs N nodes only (`--slow`: convergence with
 //! heartbeat 1000 / timeout 5000); `--runs` sets the runs of the pause,
-//! the starvation and scale too. `starve` needs root and is skipped by
+//! the starvation, scale and check too. `starve` needs root and is skipped by
 //! `--quick`; `syscalls` needs `strace` for its second table. Lines
 //! starting `RESULT` are for scripts.
 //!
@@ -134,6 +135,13 @@ fn main() {
             |n| vec![n],
         );
         idle(&builds, &sizes, if quick { 2 } else { 10 }, rss_big);
+    }
+    if wants("check") {
+        cost::check(
+            &builds,
+            if quick { 1.0 } else { 10.0 },
+            runs.unwrap_or(if quick { 1 } else { 3 }),
+        );
     }
     if wants("syscalls") {
         cost::syscalls(&builds, if quick { 1.0 } else { 10.0 });

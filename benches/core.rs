@@ -246,6 +246,7 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
         seed: 1,
         wall_at_zero: Wall(1_000_000),
         durable: None,
+        checked: false,
     });
     let mut links = Vec::new();
     for i in 0..peers {

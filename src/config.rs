@@ -11,11 +11,23 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser};
 
+use crate::core::check::MAX_STREAK;
 use crate::log::Level;
 use crate::rule::Rule;
 
 /// `--reconnect-timeout`'s default: one day, in ms.
 pub const DEFAULT_RECONNECT_TIMEOUT_MS: u64 = 86_400_000;
+
+/// `--check-interval`'s default: once a second, as keepalived's
+/// `vrrp_script` and Consul's checks are commonly run.
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 1_000;
+
+/// The shortest `--check-interval`: a process started more often than
+/// every 10 ms costs a core for the forks alone.
+pub const MIN_CHECK_INTERVAL_MS: u64 = 10;
+
+/// The longest `--check-interval` and `--check-timeout`: one day.
+pub const MAX_CHECK_MS: u64 = 86_400_000;
 
 /// What `main` should run.
 #[derive(Debug)]
@@ -161,6 +173,43 @@ pub struct NodeOptions {
     /// second the exit may take.
     #[arg(long, value_name = "CMD", value_hint = clap::ValueHint::CommandString)]
     pub notify: Option<String>,
+    /// Health check: shell command run with `sh -c` at start and then every
+    /// --check-interval; exit status 0 passes. Default: none (always
+    /// healthy).
+    ///
+    /// A node whose check fails is `failing`: it ranks after every healthy
+    /// member and is never master, and a master whose check fails hands
+    /// over at once. It is failing from start until its first check
+    /// passes, after --check-fall failures in a row, and healthy again
+    /// after --check-rise passes in a row. One check runs at a time and
+    /// the node never waits for it; it gets BOSSD_ROLE, BOSSD_MASTER,
+    /// BOSSD_EPOCH and BOSSD_ID as a hook does and stdin /dev/null, and a
+    /// check past --check-timeout is killed with its process group and
+    /// counts as a failure. Changes of the health are logged
+    /// (event=check-failed, event=check-passed), not every run; the
+    /// output of a check is kept out of the log, but for the last 256
+    /// bytes of a failing run in its check-failed line.
+    /// Example: --check 'curl -fsS -m 1 http://127.0.0.1/health'.
+    #[arg(long, value_name = "CMD", value_hint = clap::ValueHint::CommandString)]
+    pub check: Option<String>,
+    /// Time between the starts of two checks, in milliseconds (10 to one
+    /// day). A check that runs longer delays the next one: checks never
+    /// overlap.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_CHECK_INTERVAL_MS, requires = "check", value_parser = clap::value_parser!(u64).range(MIN_CHECK_INTERVAL_MS..=MAX_CHECK_MS))]
+    pub check_interval: u64,
+    /// A check still running after this many milliseconds is killed with
+    /// its process group and counts as a failure (1 to one day). Default:
+    /// --check-interval.
+    #[arg(long, value_name = "MS", requires = "check", value_parser = clap::value_parser!(u64).range(1..=MAX_CHECK_MS))]
+    pub check_timeout: Option<u64>,
+    /// Consecutive failed checks that make a healthy node failing (1 to
+    /// 100). A failure is seen after about fall x interval.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "check", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    pub check_fall: u32,
+    /// Consecutive passed checks that make a failing node healthy again (1
+    /// to 100); the first pass after start is enough, whatever N.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "check", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    pub check_rise: u32,
     /// The --notify time limit in milliseconds instead of 30 s; for tests.
     #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub notify_time_limit: Option<u64>,
@@ -301,6 +350,17 @@ where
             ),
         ));
     }
+    if node
+        .opts
+        .check
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            "--check needs a command, e.g. --check 'systemctl is-active --quiet nginx'\n",
+        ));
+    }
     if node.opts.state_dir.is_some() && node.port == 0 {
         return Err(clap::Error::raw(
             clap::error::ErrorKind::ArgumentConflict,
@@ -435,6 +495,13 @@ impl NodeArgs {
     }
 }
 
+impl NodeOptions {
+    /// `--check-timeout`, which defaults to `--check-interval`.
+    pub fn check_timeout_ms(&self) -> u64 {
+        self.check_timeout.unwrap_or(self.check_interval)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +528,76 @@ mod tests {
         assert!(!o.strict && !o.no_console && o.join.is_empty());
         assert_eq!(o.state_dir, None);
         assert_eq!(o.log, Level::Info);
+    }
+
+    // docs/GUARANTEES.md, options of a node: the health check's defaults,
+    // and the timeout following the interval unless given.
+    #[test]
+    fn check_options_default_and_parse() {
+        let o = node(&["127.0.0.1", "7000"]).unwrap().opts;
+        assert_eq!(o.check, None);
+        assert_eq!(
+            (
+                o.check_interval,
+                o.check_timeout_ms(),
+                o.check_fall,
+                o.check_rise
+            ),
+            (1000, 1000, 1, 1)
+        );
+        let o = node(&[
+            "127.0.0.1",
+            "7000",
+            "--check",
+            "true",
+            "--check-interval",
+            "250",
+        ])
+        .unwrap()
+        .opts;
+        assert_eq!(o.check.as_deref(), Some("true"));
+        assert_eq!((o.check_interval, o.check_timeout_ms()), (250, 250));
+        let o = node(&[
+            "127.0.0.1",
+            "7000",
+            "--check",
+            "test -e /run/up",
+            "--check-timeout",
+            "5000",
+            "--check-fall",
+            "3",
+            "--check-rise",
+            "100",
+        ])
+        .unwrap()
+        .opts;
+        assert_eq!(
+            (
+                o.check_interval,
+                o.check_timeout_ms(),
+                o.check_fall,
+                o.check_rise
+            ),
+            (1000, 5000, 3, 100)
+        );
+    }
+
+    #[test]
+    fn check_options_refuse_misuse() {
+        for args in [
+            &["--check-interval", "1000"][..],
+            &["--check-rise", "2"],
+            &["--check", ""],
+            &["--check", "true", "--check-interval", "9"],
+            &["--check", "true", "--check-interval", "86400001"],
+            &["--check", "true", "--check-timeout", "0"],
+            &["--check", "true", "--check-fall", "101"],
+            &["--check", "true", "--check-rise", "0"],
+        ] {
+            let full: Vec<&str> = ["127.0.0.1", "7000"].iter().chain(args).copied().collect();
+            let err = node(&full).expect_err(&format!("{args:?} is refused"));
+            assert!(err.use_stderr(), "{args:?}: a usage error, exit 2");
+        }
     }
 
     #[test]

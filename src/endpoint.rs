@@ -131,6 +131,11 @@ impl Endpoint {
         &self.counters
     }
 
+    /// The counters the loop keeps itself, such as the health check's runs.
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
     pub fn is_leaving(&self) -> bool {
         self.leaving
     }

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::console::{Clock, iso_ms};
+use crate::core::check::RunResult;
 use crate::core::{JournalEntry, Node};
 use crate::protocol::Role;
 
@@ -82,11 +83,55 @@ pub struct Counters {
     pub refused_auth: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// Health check runs (`--check`).
+    pub checks: CheckRuns,
 }
 
 impl Counters {
     pub fn message(&mut self, name: &'static str, dir: Direction) {
         *self.messages.entry((name, dir)).or_default() += 1;
+    }
+}
+
+/// Upper bounds of `bossd_check_duration_seconds`' buckets, in seconds:
+/// from a fork-and-exit (a few ms) to a check near a long time limit.
+pub const CHECK_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Health check runs by result, and their durations as a histogram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckRuns {
+    pub pass: u64,
+    pub fail: u64,
+    pub timeout: u64,
+    /// Runs at or under each of [`CHECK_BUCKETS`] (not cumulative).
+    buckets: [u64; CHECK_BUCKETS.len()],
+    /// Total run time, in seconds.
+    seconds: f64,
+}
+
+impl CheckRuns {
+    /// One run that ended with `result` after `elapsed`.
+    pub fn record(&mut self, result: RunResult, elapsed: std::time::Duration) {
+        let n = match result {
+            RunResult::Pass => &mut self.pass,
+            RunResult::Fail => &mut self.fail,
+            RunResult::Timeout => &mut self.timeout,
+        };
+        *n = n.saturating_add(1);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = CHECK_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i] = self.buckets[i].saturating_add(1);
+        }
+        self.seconds += secs;
+    }
+
+    /// Every run counted.
+    pub fn count(&self) -> u64 {
+        self.pass
+            .saturating_add(self.fail)
+            .saturating_add(self.timeout)
     }
 }
 
@@ -271,6 +316,34 @@ pub fn metrics(node: &Node, counters: &Counters, open: Open) -> String {
             ("{kind=\"watcher\"}".into(), open.watchers.to_string()),
         ],
     );
+    if cfg.checked {
+        let runs = &counters.checks;
+        family(
+            "bossd_check_runs_total",
+            "counter",
+            "Health check (--check) runs by result: pass, fail (exit status not 0), timeout (killed past --check-timeout).",
+            &[
+                ("{result=\"pass\"}".into(), runs.pass.to_string()),
+                ("{result=\"fail\"}".into(), runs.fail.to_string()),
+                ("{result=\"timeout\"}".into(), runs.timeout.to_string()),
+            ],
+        );
+        let mut samples = Vec::with_capacity(CHECK_BUCKETS.len() + 3);
+        let mut cumulative = 0u64;
+        for (bound, n) in CHECK_BUCKETS.iter().zip(runs.buckets) {
+            cumulative = cumulative.saturating_add(n);
+            samples.push((format!("_bucket{{le=\"{bound}\"}}"), cumulative.to_string()));
+        }
+        samples.push(("_bucket{le=\"+Inf\"}".into(), runs.count().to_string()));
+        samples.push(("_sum".into(), format!("{:.6}", runs.seconds)));
+        samples.push(("_count".into(), runs.count().to_string()));
+        family(
+            "bossd_check_duration_seconds",
+            "histogram",
+            "How long health check runs took, from start to exit or kill.",
+            &samples,
+        );
+    }
     family(
         "bossd_start_time_seconds",
         "gauge",
@@ -426,6 +499,62 @@ mod tests {
         ] {
             assert_eq!(request_line(console), None, "{console:?}");
         }
+    }
+
+    /// A node alone, with `--check` or without.
+    fn node(checked: bool) -> Node {
+        let mut cfg = crate::core::test_node(1).config().clone();
+        cfg.checked = checked;
+        Node::new(cfg)
+    }
+
+    // The histogram's buckets are cumulative and end in +Inf = _count.
+    #[test]
+    fn check_runs_render_as_a_counter_and_a_histogram() {
+        let mut runs = CheckRuns::default();
+        runs.record(RunResult::Pass, std::time::Duration::from_millis(3));
+        runs.record(RunResult::Fail, std::time::Duration::from_millis(30));
+        runs.record(RunResult::Timeout, std::time::Duration::from_secs(60));
+        assert_eq!(
+            (runs.pass, runs.fail, runs.timeout, runs.count()),
+            (1, 1, 1, 3)
+        );
+        let counters = Counters {
+            checks: runs,
+            ..Counters::default()
+        };
+        let page = metrics(&node(true), &counters, Open::default());
+        let value = |name: &str| -> String {
+            page.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("{name} in\n{page}"))
+                .to_owned()
+        };
+        assert_eq!(value("bossd_check_runs_total{result=\"pass\"}"), "1");
+        assert_eq!(value("bossd_check_runs_total{result=\"fail\"}"), "1");
+        assert_eq!(value("bossd_check_runs_total{result=\"timeout\"}"), "1");
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"0.005\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"0.025\"}"),
+            "1"
+        );
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"0.05\"}"),
+            "2"
+        );
+        assert_eq!(value("bossd_check_duration_seconds_bucket{le=\"30\"}"), "2");
+        assert_eq!(
+            value("bossd_check_duration_seconds_bucket{le=\"+Inf\"}"),
+            "3"
+        );
+        assert_eq!(value("bossd_check_duration_seconds_count"), "3");
+        assert_eq!(value("bossd_check_duration_seconds_sum"), "60.033000");
+        assert!(page.contains("# TYPE bossd_check_duration_seconds histogram"));
+        let page = metrics(&node(false), &counters, Open::default());
+        assert!(!page.contains("bossd_check_"), "without --check: {page}");
     }
 
     #[test]

@@ -121,7 +121,15 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         seed: random_u64(),
         wall_at_zero,
         durable,
+        checked: args.opts.check.is_some(),
     };
+    let check = args.opts.check.clone().map(|cmd| net::check::CheckSpec {
+        cmd,
+        interval: Duration::from_millis(args.opts.check_interval),
+        timeout: Duration::from_millis(args.opts.check_timeout_ms()),
+        fall: args.opts.check_fall,
+        rise: args.opts.check_rise,
+    });
     let opts = net::Options {
         join: args.opts.join.clone(),
         max_conns: args.opts.max_conns as usize,
@@ -133,6 +141,7 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
                 .map_or(HOOK_TIME_LIMIT, Duration::from_millis),
         ),
         state: state.map(|(state, _)| state),
+        check,
     };
     net::run(cfg, opts, start)
 }

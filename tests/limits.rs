@@ -38,6 +38,7 @@ fn config(i: usize, wall_at_zero_ms: u64) -> Config {
         seed: 7,
         wall_at_zero: Wall(wall_at_zero_ms),
         durable: None,
+        checked: false,
     }
 }
 

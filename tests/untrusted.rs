@@ -170,6 +170,7 @@ fn node() -> Node {
         seed: 1,
         wall_at_zero: Wall(1_764_000_000_000),
         durable: None,
+        checked: false,
     })
 }
 

@@ -1,5 +1,5 @@
 //! What an idle node spends each second: wakeups, context switches and
-//! system calls (`strace -c`).
+//! system calls (`strace -c`), and what a health check that passes adds.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -235,4 +235,87 @@ fn parse_strace_summary(text: &str) -> Vec<SyscallCount> {
             })
         })
         .collect()
+}
+
+/// Idle CPU per node of a 5-node cluster with `--check true
+/// --check-interval 1000` against the same cluster without a check, the
+/// two alternating run by run so the machine's load falls on both alike:
+/// bossd's own CPU (schedstat) and wakeups, and the CPU of the checks it
+/// ran (cutime + cstime of the reaped children, in clock ticks).
+pub fn check(builds: &Builds, secs: f64, runs: usize) {
+    let n = 5;
+    let window = Duration::from_secs_f64(secs);
+    let configs: [(&str, &[&str]); 2] = [
+        ("no check", &[]),
+        (
+            "--check true --check-interval 1000",
+            &["--check", "true", "--check-interval", "1000"],
+        ),
+    ];
+    let mut t = builds.table(&[
+        "config",
+        "runs",
+        "window s",
+        "bossd % of a core (median node)",
+        "max node %",
+        "wakeups/s per node",
+        "checks' CPU % per node",
+        "load",
+    ]);
+    // SAFETY: sysconf has no preconditions.
+    let tick_s = 1.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    for b in builds.iter() {
+        // Per config: each run's median node %, max node %, wakeups/s,
+        // children's %, load.
+        let mut seen: Vec<Vec<[f64; 5]>> = vec![Vec::new(); configs.len()];
+        for _ in 0..runs {
+            for (i, (_, args)) in configs.iter().enumerate() {
+                let mut c = Cluster::start(&b.bin, n, args);
+                c.join_all(CONVERGE_PAUSE, DEADLINE)
+                    .expect("the cluster forms");
+                thread::sleep(Duration::from_secs(1));
+                let load = load1();
+                let before: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();
+                let t0 = Instant::now();
+                thread::sleep(window);
+                let after: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();
+                let w = t0.elapsed().as_secs_f64();
+                let d: Vec<Sched> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
+                let pct: Vec<f64> = d
+                    .iter()
+                    .map(|s| s.cpu_ns as f64 / 1e9 / w * 100.0)
+                    .collect();
+                let max = pct.iter().cloned().fold(0.0, f64::max);
+                let wake = median(d.iter().map(|s| s.slices as f64 / w).collect());
+                let children = d.iter().map(|s| s.child_ticks).sum::<u64>() as f64 * tick_s / w
+                    * 100.0
+                    / n as f64;
+                seen[i].push([median(pct), max, wake, children, load]);
+            }
+        }
+        for (i, (name, _)) in configs.iter().enumerate() {
+            let col = |k: usize| median(seen[i].iter().map(|r| r[k]).collect());
+            builds.row(
+                &mut t,
+                b,
+                vec![
+                    (*name).into(),
+                    runs.to_string(),
+                    format!("{secs:.0}"),
+                    format!("{:.3}", col(0)),
+                    format!("{:.3}", col(1)),
+                    format!("{:.1}", col(2)),
+                    format!("{:.3}", col(3)),
+                    format!("{:.1}", col(4)),
+                ],
+            );
+            let key = if i == 0 {
+                "idle_cpu_nocheck"
+            } else {
+                "idle_cpu_check"
+            };
+            println!("RESULT {}={:.4}", builds.key(b, key), col(0));
+        }
+    }
+    t.print("Idle CPU per node with a passing health check (5 nodes, heartbeat 100 ms; medians over runs of the median node; checks' CPU from cutime+cstime in clock ticks)");
 }

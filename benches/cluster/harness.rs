@@ -73,6 +73,9 @@ pub struct Sched {
     pub involuntary: u64,
     /// utime + stime of /proc/PID/stat, in clock ticks, as `top` counts.
     pub ticks: u64,
+    /// cutime + cstime of /proc/PID/stat, in clock ticks: the CPU of the
+    /// children it reaped (hooks, health checks).
+    pub child_ticks: u64,
 }
 
 impl Sched {
@@ -83,6 +86,7 @@ impl Sched {
             voluntary: self.voluntary - before.voluntary,
             involuntary: self.involuntary - before.involuntary,
             ticks: self.ticks - before.ticks,
+            child_ticks: self.child_ticks - before.child_ticks,
         }
     }
 }
@@ -168,7 +172,8 @@ impl Proc {
                 .unwrap_or_else(|| panic!("no {key} in /proc/PID/status"))
         };
         // The fields after the command name, which is in parentheses and
-        // may hold spaces: state is field 3, utime 14, stime 15.
+        // may hold spaces: state is field 3, utime 14, stime 15, cutime
+        // 16, cstime 17.
         let stat = read("stat");
         let rest: Vec<u64> = stat[stat.rfind(')').expect("(comm) in /proc/PID/stat") + 1..]
             .split_whitespace()
@@ -181,6 +186,7 @@ impl Proc {
             voluntary: field("voluntary_ctxt_switches:"),
             involuntary: field("nonvoluntary_ctxt_switches:"),
             ticks: rest[10] + rest[11],
+            child_ticks: rest[12] + rest[13],
         }
     }
 

@@ -103,6 +103,7 @@ fn run(data: &[u8]) -> Result<()> {
         seed: u.arbitrary()?,
         wall_at_zero: Wall(wall_at_zero_ms),
         durable: None,
+        checked: false,
     };
     let mut d = Driver {
         node: Node::new(cfg),
@@ -255,6 +256,7 @@ impl Driver {
             now: self.now,
             wall_at_zero: Wall(self.wall_at_zero_ms),
             durable: None,
+            checked: false,
         };
         for line in ["-s", "-cl", "-r", "-j", "-t", "-cn", "-m", "-h"] {
             let cmd = console::parse(line).expect("a command").expect("not blank");

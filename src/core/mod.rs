@@ -25,6 +25,7 @@
 //! - `journal`: the last role changes and their causes.
 
 mod admission;
+pub mod check;
 mod election;
 mod heartbeat;
 mod invariants;
@@ -88,6 +89,8 @@ pub struct Config {
     /// accepts or reports it (guarantee 12, docs/GUARANTEES.md). `None`:
     /// no state dir, nothing is persisted.
     pub durable: Option<u64>,
+    /// `--check` is set: the node is `failing` from start until its first check passes.
+    pub checked: bool,
 }
 
 /// Something the caller must do, drained with [`Node::poll_action`].
@@ -216,6 +219,9 @@ pub struct Node {
     /// With a state dir: the highest epoch handed out as
     /// [`Action::Persist`] (or on disk at start).
     persisted: Option<u64>,
+    /// The health check's verdict (`--check`): false from start until the
+    /// first check passes; always true without a check.
+    check_passing: bool,
 }
 
 /// A member of one process's life: address and instance.
@@ -301,6 +307,7 @@ impl Node {
         // is above it.
         let epoch = cfg.durable.unwrap_or(0).min(MAX_EPOCH);
         let persisted = cfg.durable;
+        let checked = cfg.checked;
         let mut node = Node {
             cfg,
             links: BTreeMap::new(),
@@ -330,6 +337,7 @@ impl Node {
             violations: 0,
             audited: (epoch, None),
             persisted,
+            check_passing: !checked,
         };
         node.decide(Cause::Start, None, Mono::ZERO);
         node.audit();
@@ -338,6 +346,20 @@ impl Node {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The health check's verdict changed (already debounced by --check-fall /
+    /// --check-rise): `passing` false makes this node failing (ineligible),
+    /// true healthy again. Causes `check-failed` / `check-passed`.
+    pub fn handle_check(&mut self, passing: bool, now: Mono) {
+        let _ = now;
+        self.check_passing = passing;
+    }
+
+    /// Whether the health check passes: false from start until the first
+    /// check passed (with `--check`), always true without one.
+    pub fn check_passing(&self) -> bool {
+        self.check_passing
     }
 
     /// The next thing to do, until `None`.
@@ -824,7 +846,7 @@ pub fn candidate(h: &Hello) -> Candidate {
 /// A node at 127.0.0.`n`:7400, alone (quorum 1), with short timers: for
 /// the unit tests of the core's files.
 #[cfg(test)]
-fn test_node(n: u8) -> Node {
+pub(crate) fn test_node(n: u8) -> Node {
     Node::new(Config {
         addr: SocketAddr::from(([127, 0, 0, n], 7400)),
         started_unix_ms: 1_000 + u64::from(n),
@@ -839,5 +861,6 @@ fn test_node(n: u8) -> Node {
         seed: 1,
         wall_at_zero: Wall(1_700_000_000_000),
         durable: None,
+        checked: false,
     })
 }

@@ -1,9 +1,11 @@
 //! The event loop: one thread, one mio `Poll` over the listener, every
-//! connection, stdin and the signals. It only does IO.
+//! connection, stdin, the signals and the health check's output pipe. It
+//! only does IO.
 //!
-//! It owns every socket, the clock and the hooks' processes, and decides
-//! nothing: bytes go to the [`Endpoint`] (src/endpoint.rs), which owns the
-//! core and every link's state, and what it asks for is carried out here.
+//! It owns every socket, the clock and the processes of the hooks and the
+//! health check (`check`), and decides nothing: bytes go to the
+//! [`Endpoint`] (src/endpoint.rs), which owns the core and every link's
+//! state, and what it asks for is carried out here.
 //! One iteration has a fixed shape: poll with the earliest deadline as
 //! timeout; read the clock once and pass that one `now` to everything
 //! handled in this iteration, with how late it woke; read every ready
@@ -11,6 +13,7 @@
 //! endpoint, flush outboxes, remove finished connections last (deregister,
 //! tell the endpoint), until nothing is left.
 
+pub mod check;
 mod sockets;
 mod stdin;
 
@@ -31,6 +34,7 @@ use crate::log::Level;
 use crate::notify::Notifier;
 use crate::state::StateDir;
 use crate::time::Mono;
+use check::{Check, CheckSpec};
 use sockets::{LISTENER, Sockets};
 use stdin::{STDIN, Stdin, StdinMode, print_console};
 
@@ -49,6 +53,9 @@ const LEAVE_FLUSH: Duration = Duration::from_millis(300);
 
 const SIGNALS: Token = Token(usize::MAX - 3);
 
+/// The running health check's output pipe (src/net/check.rs).
+const CHECK_OUTPUT: Token = Token(usize::MAX - 4);
+
 /// Everything a node needs at start, beyond its core configuration.
 pub struct Options {
     pub join: Vec<SocketAddr>,
@@ -62,6 +69,8 @@ pub struct Options {
     /// `--state-dir`, opened at start: where each new epoch is written
     /// before the node claims, accepts or reports it.
     pub state: Option<StateDir>,
+    /// `--check` and its options; none without `--check`.
+    pub check: Option<CheckSpec>,
 }
 
 /// Runs a node until it leaves; `Ok` means a graceful leave (exit 0).
@@ -112,6 +121,7 @@ pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
         hooks: opts.hooks,
         notify: Notifier::from_env(start),
         state: opts.state,
+        check: opts.check.map(|spec| Check::new(spec, addr, start)),
     };
     crate::event!(Level::Info, "listening", addr = addr);
     let now = server.now();
@@ -143,17 +153,25 @@ struct Server {
     /// systemd's READY=1, STATUS=, WATCHDOG=1 and STOPPING=1.
     notify: Notifier,
     state: Option<StateDir>,
+    /// The health check, if `--check` was given.
+    check: Option<Check>,
 }
 
 impl Server {
     fn run(&mut self, mut now: Now) -> Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
+            // Before settle: a verdict that changes the election is acted
+            // on in this iteration, not after the next poll.
+            self.poll_check(now);
             self.settle(now)?;
             self.hooks.poll(now.at);
             self.notify.turn(self.ep.node(), now.at);
             if self.left(now) {
                 self.hooks.abandon();
+                if let Some(check) = &mut self.check {
+                    check.abandon();
+                }
                 crate::event!(Level::Info, "left");
                 return Ok(());
             }
@@ -184,6 +202,11 @@ impl Server {
                     LISTENER => self.io.accept(&mut self.ep, now.mono),
                     STDIN => self.stdin.read(&self.io.poll, &mut self.ep, now.mono),
                     SIGNALS => self.on_signals(now),
+                    CHECK_OUTPUT => {
+                        if let Some(check) = &mut self.check {
+                            check.read_output();
+                        }
+                    }
                     Token(id) => {
                         let (r, w) = (event.is_readable(), event.is_writable());
                         let closed = event.is_read_closed() || event.is_error();
@@ -215,7 +238,42 @@ impl Server {
             return false;
         };
         let drained = self.ep.drained(|id| self.io.connecting(id));
-        (drained || now.at.duration_since(since) >= LEAVE_FLUSH) && self.hooks.exit_ready(now.at)
+        (drained || now.at.duration_since(since) >= LEAVE_FLUSH)
+            && self.hooks.exit_ready(now.at)
+            && self.check.as_ref().is_none_or(|c| c.exit_ready(now.at))
+    }
+
+    /// Reaps, times and starts the health check; a run that changed the
+    /// verdict goes to the core, every run to the metrics.
+    fn poll_check(&mut self, now: Now) {
+        let Some(check) = &mut self.check else {
+            return;
+        };
+        let status = self.ep.node().status();
+        let started = check.poll(now.at, &status);
+        // A new run's pipe (the last one's closed with it, which took it out
+        // of the poll): readable wakes the loop to drain it, so a check
+        // that writes much never blocks on a full pipe. If it cannot be
+        // watched, it is still read once per iteration.
+        if check.take_started()
+            && let Some(pipe) = check.output_source()
+            && let Err(e) = self
+                .io
+                .poll
+                .registry()
+                .register(pipe, CHECK_OUTPUT, Interest::READABLE)
+        {
+            crate::event!(Level::Debug, "check-output-unwatched", reason = e);
+        }
+        for ran in started {
+            self.ep
+                .counters_mut()
+                .checks
+                .record(ran.result, ran.elapsed);
+            if let Some(passing) = ran.change {
+                self.ep.node_mut().handle_check(passing, now.mono);
+            }
+        }
     }
 
     fn poll_timeout(&self, now: Now) -> Option<Duration> {
@@ -225,18 +283,22 @@ impl Server {
         if self.leaving_since.is_some() {
             return Some(Duration::from_millis(10));
         }
-        if !self.io.to_resume(&self.ep).is_empty() {
+        if !self.io.to_resume(&self.ep).is_empty()
+            || self.check.as_ref().is_some_and(Check::output_unread)
+        {
             return Some(Duration::ZERO);
         }
         let due = self
             .ep
             .next_deadline(now.mono)
             .map(|d| Duration::from_millis(d.since(now.mono)));
+        let check = self.check.as_ref().and_then(Check::next_deadline);
         let hook = self
             .hooks
             .next_deadline()
             .into_iter()
             .chain(self.notify.next_deadline())
+            .chain(check)
             .min()
             .map(|t| t.saturating_duration_since(now.at));
         due.into_iter().chain(hook).min()
@@ -281,6 +343,9 @@ impl Server {
                 Output::RoleChanged(entry) => self.hooks.push(entry),
                 Output::Leave => {
                     self.hooks.leave(now.at);
+                    if let Some(check) = &mut self.check {
+                        check.leave(now.at);
+                    }
                     self.notify.stopping();
                     self.leaving_since = Some(now.at);
                 }

@@ -428,6 +428,7 @@ impl Cluster {
             seed: self.next_instance,
             wall_at_zero: Wall(slot.spec.wall_at_zero_ms),
             durable: slot.spec.state_dir.then(|| self.persisted[i].unwrap_or(0)),
+            checked: false,
         };
         if slot.spec.state_dir {
             self.persisted[i] = Some(self.persisted[i].unwrap_or(0));
