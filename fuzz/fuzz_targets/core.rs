@@ -254,7 +254,6 @@ impl Driver {
         let clock = Clock {
             now: self.now,
             wall_at_zero: Wall(self.wall_at_zero_ms),
-            durable: None,
         };
         for line in ["-s", "-cl", "-r", "-j", "-t", "-cn", "-m", "-h"] {
             let cmd = console::parse(line).expect("a command").expect("not blank");
