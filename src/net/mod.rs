@@ -13,7 +13,6 @@
 
 mod sockets;
 mod stdin;
-mod timer;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,7 +33,6 @@ use crate::state::StateDir;
 use crate::time::Mono;
 use sockets::{LISTENER, Sockets};
 use stdin::{STDIN, Stdin, StdinMode, print_console};
-use timer::{TIMER, Timer};
 
 pub use crate::link::MAX_OUTBOX;
 
@@ -50,11 +48,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const LEAVE_FLUSH: Duration = Duration::from_millis(300);
 
 const SIGNALS: Token = Token(usize::MAX - 3);
-
-/// How far past a deadline the poll's own timeout is set when the
-/// [`Timer`] wakes the loop: only a timer that failed to go off lets it
-/// matter.
-const TIMER_BACKSTOP: Duration = Duration::from_millis(1);
 
 /// Everything a node needs at start, beyond its core configuration.
 pub struct Options {
@@ -77,8 +70,6 @@ pub struct Options {
 /// and the node is known by it from then on: its id in the core (and so
 /// in HELLO, `-s` and the logs) and the hooks' BOSSD_ID.
 pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
-    let (start, wall_at_zero) = on_a_wall_ms(start);
-    cfg.wall_at_zero = wall_at_zero;
     let asked = cfg.addr;
     let listener = TcpListener::bind(asked).with_context(|| format!("cannot listen on {asked}"))?;
     let addr = listener
@@ -111,10 +102,8 @@ pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
         Stdin::off()
     };
     let nonces = Box::new(nonce);
-    let timer = Timer::new(&io.poll);
     let mut server = Server {
         io,
-        timer,
         signals,
         stdin,
         ep: Endpoint::new(Node::new(cfg), opts.secret, opts.max_conns, nonces),
@@ -143,7 +132,6 @@ struct Now {
 
 struct Server {
     io: Sockets,
-    timer: Timer,
     signals: Signals,
     stdin: Stdin,
     ep: Endpoint,
@@ -169,24 +157,23 @@ impl Server {
                 crate::event!(Level::Info, "left");
                 return Ok(());
             }
-            let due = self.wake_at(now);
-            let timeout = due.map(|at| match self.timer.set(at, now.at) {
-                true => at.saturating_duration_since(now.at) + TIMER_BACKSTOP,
-                false => at.saturating_duration_since(now.at),
-            });
+            let timeout = self.poll_timeout(now);
             if let Err(e) = self.io.poll.poll(&mut events, timeout) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e).context("poll failed");
             }
+            let slept_from = now.at;
             now = self.now();
             // How late the loop woke against the deadline it slept for: a
             // SIGSTOP, a paused VM or a starved CPU held it up (guarantee
             // 10, docs/GUARANTEES.md). An expired strict lease ends before
             // any command is answered; silence is judged only after every
             // readable socket was read, below.
-            let late = due.map_or(Duration::ZERO, |at| now.at.saturating_duration_since(at));
+            let late = timeout.map_or(Duration::ZERO, |t| {
+                now.at.saturating_duration_since(slept_from + t)
+            });
             self.ep.handle_resumed(late.as_millis() as u64, now.mono);
             // Connections whose read budget ran out last time go first.
             for id in self.io.to_resume(&self.ep) {
@@ -197,7 +184,6 @@ impl Server {
                     LISTENER => self.io.accept(&mut self.ep, now.mono),
                     STDIN => self.stdin.read(&self.io.poll, &mut self.ep, now.mono),
                     SIGNALS => self.on_signals(now),
-                    TIMER => self.timer.went_off(),
                     Token(id) => {
                         let (r, w) = (event.is_readable(), event.is_writable());
                         let closed = event.is_read_closed() || event.is_error();
@@ -232,24 +218,28 @@ impl Server {
         (drained || now.at.duration_since(since) >= LEAVE_FLUSH) && self.hooks.exit_ready(now.at)
     }
 
-    /// When the loop should wake next, at the latest; `None`: only for
-    /// input. The endpoint's deadline is a whole millisecond of [`Mono`],
-    /// which starts on a wall-clock millisecond (see [`on_a_wall_ms`]).
-    fn wake_at(&self, now: Now) -> Option<Instant> {
-        if self.stdin.mode == StdinMode::File || !self.io.to_resume(&self.ep).is_empty() {
-            return Some(now.at);
+    fn poll_timeout(&self, now: Now) -> Option<Duration> {
+        if self.stdin.mode == StdinMode::File {
+            return Some(Duration::ZERO);
         }
         if self.leaving_since.is_some() {
-            return Some(now.at + Duration::from_millis(10));
+            return Some(Duration::from_millis(10));
+        }
+        if !self.io.to_resume(&self.ep).is_empty() {
+            return Some(Duration::ZERO);
         }
         let due = self
             .ep
             .next_deadline(now.mono)
-            .map(|d| self.start + Duration::from_millis(d.ms()));
-        due.into_iter()
-            .chain(self.hooks.next_deadline())
+            .map(|d| Duration::from_millis(d.since(now.mono)));
+        let hook = self
+            .hooks
+            .next_deadline()
+            .into_iter()
             .chain(self.notify.next_deadline())
             .min()
+            .map(|t| t.saturating_duration_since(now.at));
+        due.into_iter().chain(hook).min()
     }
 
     /// Drains the endpoint, flushes output and removes finished
@@ -336,24 +326,6 @@ impl Server {
             self.ep.begin_leave(now.mono);
         }
     }
-}
-
-/// Moves `start`, the node's time zero, back to the wall clock's last
-/// whole millisecond, and returns it with that millisecond. Every node's
-/// [`Mono`] milliseconds then begin on the same instants as the wall
-/// clock's, so heartbeat rounds that start on a multiple of the heartbeat
-/// (src/core/heartbeat.rs) start at the same instant on every node of a
-/// host, not somewhere in the same millisecond.
-fn on_a_wall_ms(start: Instant) -> (Instant, crate::time::Wall) {
-    let now = Instant::now();
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let unix_at_start = unix.saturating_sub(now.saturating_duration_since(start));
-    let past_ms = Duration::from_nanos(u64::from(unix_at_start.subsec_nanos() % 1_000_000));
-    let zero = start.checked_sub(past_ms).unwrap_or(start);
-    let zero_unix = unix_at_start.saturating_sub(start.duration_since(zero));
-    (zero, crate::time::Wall(zero_unix.as_millis() as u64))
 }
 
 /// Fresh random bytes for a handshake, from the operating system.
