@@ -103,7 +103,6 @@ fn run(data: &[u8]) -> Result<()> {
         seed: u.arbitrary()?,
         wall_at_zero: Wall(wall_at_zero_ms),
         durable: None,
-        checked: false,
     };
     let mut d = Driver {
         node: Node::new(cfg),
@@ -255,8 +254,6 @@ impl Driver {
         let clock = Clock {
             now: self.now,
             wall_at_zero: Wall(self.wall_at_zero_ms),
-            durable: None,
-            checked: false,
         };
         for line in ["-s", "-cl", "-r", "-j", "-t", "-cn", "-m", "-h"] {
             let cmd = console::parse(line).expect("a command").expect("not blank");

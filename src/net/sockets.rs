@@ -54,6 +54,9 @@ pub(super) struct Sockets {
     conns: Vec<Option<Conn>>,
     /// Accepting stopped because descriptors ran out; retried when one frees.
     accept_paused: bool,
+    /// Every read's buffer: one, rather than 16 KiB zeroed on the stack
+    /// per read (2.6 % of an idle node's time in `memset`, issue 14).
+    buf: Box<[u8; READ_CHUNK]>,
 }
 
 impl Sockets {
@@ -64,6 +67,7 @@ impl Sockets {
             listener,
             conns: Vec::new(),
             accept_paused: false,
+            buf: Box::new([0; READ_CHUNK]),
         }
     }
 
@@ -195,7 +199,6 @@ impl Sockets {
     /// peer closed, or the budget ran out last time, it reads on until
     /// the socket says so.
     pub(super) fn read(&mut self, id: LinkId, ep: &mut Endpoint, now: Mono, to_the_end: bool) {
-        let mut buf = [0u8; READ_CHUNK];
         let mut taken = 0;
         loop {
             let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) else {
@@ -214,14 +217,14 @@ impl Sockets {
                 c.more_input = true;
                 return;
             }
-            match c.stream.read(&mut buf) {
+            match c.stream.read(&mut self.buf[..]) {
                 // The other side may only have half-closed: what its lines
                 // produced is still written before the connection goes.
                 Ok(0) => return ep.on_eof(id),
                 Ok(n) => {
                     taken += n;
-                    ep.on_bytes(id, &buf[..n], now);
-                    if n < buf.len() && !to_the_end {
+                    ep.on_bytes(id, &self.buf[..n], now);
+                    if n < READ_CHUNK && !to_the_end {
                         return;
                     }
                 }
