@@ -103,6 +103,7 @@ fn run(data: &[u8]) -> Result<()> {
         seed: u.arbitrary()?,
         wall_at_zero: Wall(wall_at_zero_ms),
         durable: None,
+        checked: false,
     };
     let mut d = Driver {
         node: Node::new(cfg),
