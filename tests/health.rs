@@ -21,6 +21,11 @@ use common::{DEADLINE, Node, TempDir, TestNet, holds_for, run_to_exit, wait_agre
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// `--check-timeout` for checks run every few ms: a loaded machine can
+/// take far longer than the interval to run even `sh -c true`, and a
+/// check must time out only where a test means it to.
+const SLOW_OK: &str = "10000";
+
 /// The `/metrics` page of the node at `addr`.
 fn metrics(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
@@ -89,7 +94,18 @@ fn sleeping_check(pids: &Path) -> String {
 fn a_node_whose_check_fails_is_never_master() {
     let net = TestNet::new();
     let (a_addr, b_addr) = (net.addr(), net.addr());
-    let a = Node::start("a", a_addr, &["--check", "false", "--check-interval", "50"]);
+    let a = Node::start(
+        "a",
+        a_addr,
+        &[
+            "--check",
+            "false",
+            "--check-interval",
+            "50",
+            "--check-timeout",
+            SLOW_OK,
+        ],
+    );
     let join = a_addr.to_string();
     let b = Node::start("b", b_addr, &["--join", &join]);
     wait_agreed(&[&a, &b], Some(&b));
@@ -111,7 +127,18 @@ fn a_master_whose_check_fails_hands_over_and_takes_back_when_it_passes() {
     std::fs::write(&flag, "").expect("create the flag file");
     let check = format!("test -e '{}'", flag.display());
     let (a_addr, b_addr) = (net.addr(), net.addr());
-    let a = Node::start("a", a_addr, &["--check", &check, "--check-interval", "50"]);
+    let a = Node::start(
+        "a",
+        a_addr,
+        &[
+            "--check",
+            &check,
+            "--check-interval",
+            "50",
+            "--check-timeout",
+            SLOW_OK,
+        ],
+    );
     let join = a_addr.to_string();
     let b = Node::start("b", b_addr, &["--join", &join]);
     let first = wait_agreed(&[&a, &b], Some(&a))[0].epoch;
@@ -160,6 +187,8 @@ fn fall_and_rise_count_consecutive_results() {
         &check,
         "--check-interval",
         "20",
+        "--check-timeout",
+        SLOW_OK,
         "--check-fall",
         "3",
         "--check-rise",
@@ -235,7 +264,16 @@ fn the_check_gets_the_nodes_role_master_epoch_and_id() {
         out.display()
     );
     let addr = net.addr();
-    let args = ["--quorum", "1", "--check", &check, "--check-interval", "20"];
+    let args = [
+        "--quorum",
+        "1",
+        "--check",
+        &check,
+        "--check-interval",
+        "20",
+        "--check-timeout",
+        SLOW_OK,
+    ];
     let a = Node::start("a", addr, &args);
     wait_until("a is master", &[&a], || a.status().role == "master");
     let epoch = a.status().epoch;
@@ -264,7 +302,14 @@ fn results_are_logged_once_per_change_not_per_run() {
         fails.display()
     );
     let passing = format!("echo run >> '{}'; echo noisy-output", passes.display());
-    let base = ["--quorum", "1", "--check-interval", "20"];
+    let base = [
+        "--quorum",
+        "1",
+        "--check-interval",
+        "20",
+        "--check-timeout",
+        SLOW_OK,
+    ];
     let a = Node::start(
         "a",
         net.addr(),

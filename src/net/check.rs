@@ -25,7 +25,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::core::Status;
+use crate::core::Node;
 use crate::core::check::{RunResult, Verdict};
 use crate::hooks::runner::{Exit, Finished, Job, Output, Runner};
 use crate::log::Level;
@@ -95,15 +95,15 @@ impl Check {
     }
 
     /// Reaps the running check if it ended (or kills it past its time
-    /// limit), and starts the next one when it is due, with `status` (the
-    /// node's role, master and epoch) in its environment. Never blocks.
+    /// limit), and starts the next one when it is due, with `node`'s role,
+    /// master and epoch in its environment. Never blocks.
     /// Logs a run that changed the verdict and returns the runs that
     /// ended (two at most: one reaped, and one that could not start).
-    pub fn poll(&mut self, now: Instant, status: &Status) -> Vec<Ran> {
+    pub fn poll(&mut self, now: Instant, node: &Node) -> Vec<Ran> {
         let mut ran = Vec::new();
         ran.extend(self.runner.poll(now).and_then(|done| self.finish(done)));
         let due = self.left_at.is_none() && !self.runner.is_running() && now >= self.next_start;
-        if due && let Err(failed) = self.start(now, status) {
+        if due && let Err(failed) = self.start(now, node) {
             ran.extend(self.finish(failed));
         }
         ran
@@ -167,14 +167,14 @@ impl Check {
     }
 
     /// Starts a check; how it ended if `sh` could not start.
-    fn start(&mut self, now: Instant, status: &Status) -> Result<u32, Finished> {
+    fn start(&mut self, now: Instant, node: &Node) -> Result<u32, Finished> {
         // Between starts: a check that outlasts the interval delays the
         // next one rather than overlapping it.
         self.next_start = now + self.spec.interval;
         let env = [
-            ("BOSSD_ROLE", status.role.to_string()),
-            ("BOSSD_MASTER", OptAddr(status.master).to_string()),
-            ("BOSSD_EPOCH", status.epoch.to_string()),
+            ("BOSSD_ROLE", node.role().to_string()),
+            ("BOSSD_MASTER", OptAddr(node.master()).to_string()),
+            ("BOSSD_EPOCH", node.epoch().to_string()),
             ("BOSSD_ID", self.id.to_string()),
         ];
         let job = Job {
@@ -261,8 +261,8 @@ mod tests {
         }
     }
 
-    fn status() -> Status {
-        crate::core::test_node(1).status()
+    fn node() -> Node {
+        crate::core::test_node(1)
     }
 
     /// Polls as the loop would until `runs` checks ended; what they were.
@@ -270,7 +270,7 @@ mod tests {
         let give_up = Instant::now() + Duration::from_secs(20);
         let mut out = Vec::new();
         while out.len() < runs {
-            out.extend(check.poll(Instant::now(), &status()));
+            out.extend(check.poll(Instant::now(), &node()));
             assert!(Instant::now() < give_up, "only {out:?}");
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -283,7 +283,7 @@ mod tests {
         let id = "127.0.0.1:7000".parse().expect("an address");
         let mut check = Check::new(spec("true", 60_000, 1_000), id, t0);
         assert_eq!(check.next_deadline(), Some(t0));
-        assert!(check.poll(t0, &status()).is_empty());
+        assert!(check.poll(t0, &node()).is_empty());
         assert!(check.take_started() && !check.take_started());
         let ran = run(&mut check, 1);
         assert_eq!(ran[0].result, RunResult::Pass);
@@ -291,7 +291,7 @@ mod tests {
         assert!(check.passing());
         // Not due again for a minute.
         assert_eq!(check.next_deadline(), Some(t0 + Duration::from_secs(60)));
-        assert!(check.poll(Instant::now(), &status()).is_empty());
+        assert!(check.poll(Instant::now(), &node()).is_empty());
         assert!(!check.take_started());
     }
 
@@ -326,19 +326,19 @@ mod tests {
         let id = "127.0.0.1:7000".parse().expect("an address");
         let t0 = Instant::now();
         let mut check = Check::new(spec("sleep 30", 10, 60_000), id, t0);
-        assert!(check.poll(t0, &status()).is_empty());
+        assert!(check.poll(t0, &node()).is_empty());
         assert!(check.take_started());
         check.leave(t0);
         assert!(!check.exit_ready(t0));
         let give_up = Instant::now() + Duration::from_secs(20);
         while !check.exit_ready(t0) {
             // Killed on leave: not a result.
-            assert!(check.poll(Instant::now(), &status()).is_empty());
+            assert!(check.poll(Instant::now(), &node()).is_empty());
             assert!(Instant::now() < give_up, "the killed check was not reaped");
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(check.next_deadline(), None);
-        assert!(check.poll(Instant::now(), &status()).is_empty());
+        assert!(check.poll(Instant::now(), &node()).is_empty());
         assert!(!check.take_started());
     }
 }

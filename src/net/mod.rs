@@ -249,8 +249,7 @@ impl Server {
         let Some(check) = &mut self.check else {
             return;
         };
-        let status = self.ep.node().status();
-        let started = check.poll(now.at, &status);
+        let started = check.poll(now.at, self.ep.node());
         // A new run's pipe (the last one's closed with it, which took it out
         // of the poll): readable wakes the loop to drain it, so a check
         // that writes much never blocks on a full pipe. If it cannot be
