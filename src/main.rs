@@ -121,6 +121,9 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         seed: random_u64(),
         wall_at_zero,
         durable,
+        checked: false,
+        no_preempt: args.opts.no_preempt,
+        preempt_delay_ms: args.opts.preempt_delay,
     };
     let opts = net::Options {
         join: args.opts.join.clone(),

@@ -353,6 +353,7 @@ fn each_rule_elects_its_first() {
                     rule: rule.parse().unwrap(),
                     wall_at_zero_ms: sim::WALL_AT_ZERO_MS,
                     state_dir: false,
+                    ..Spec::started(0)
                 })
                 .collect();
             let mut c = Cluster::new(seed, specs);
@@ -634,8 +635,8 @@ fn skew_over_instant_links_is_exact_and_shown_in_cl_and_r() {
     assert_eq!(
         r,
         [
-            "1 127.0.0.1:7000 started=1000 instance=0000000000000001 skew=-7+-1ms master",
-            "2 127.0.0.1:7001 started=1001 instance=0000000000000002 skew=+0+-0ms within-skew self",
+            "1 127.0.0.1:7000 started=1000 instance=0000000000000001 skew=-7+-1ms master health=ok",
+            "2 127.0.0.1:7001 started=1001 instance=0000000000000002 skew=+0+-0ms within-skew health=ok self",
         ]
     );
 }

@@ -122,6 +122,7 @@ fn run(seed: u64, tally: &mut HostileTally) {
                 sim::WALL_AT_ZERO_MS - 100 + clocks.below(201)
             },
             state_dir,
+            ..Spec::started(0)
         })
         .collect();
     // The wire, from dice of its own too: a secret for half the seeds,

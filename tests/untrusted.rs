@@ -170,6 +170,9 @@ fn node() -> Node {
         seed: 1,
         wall_at_zero: Wall(1_764_000_000_000),
         durable: None,
+        checked: false,
+        no_preempt: false,
+        preempt_delay_ms: 0,
     })
 }
 

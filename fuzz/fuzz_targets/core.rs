@@ -103,6 +103,9 @@ fn run(data: &[u8]) -> Result<()> {
         seed: u.arbitrary()?,
         wall_at_zero: Wall(wall_at_zero_ms),
         durable: None,
+        checked: false,
+        no_preempt: false,
+        preempt_delay_ms: 0,
     };
     let mut d = Driver {
         node: Node::new(cfg),
@@ -255,6 +258,9 @@ impl Driver {
             now: self.now,
             wall_at_zero: Wall(self.wall_at_zero_ms),
             durable: None,
+            checked: false,
+            no_preempt: false,
+            preempt_delay_ms: 0,
         };
         for line in ["-s", "-cl", "-r", "-j", "-t", "-cn", "-m", "-h"] {
             let cmd = console::parse(line).expect("a command").expect("not blank");

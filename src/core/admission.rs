@@ -319,6 +319,18 @@ impl Node {
                 self.cfg.addr, self.cfg.strict, h.addr, h.strict
             ));
         }
+        if h.no_preempt != self.cfg.no_preempt {
+            return Some(format!(
+                "no-preempt mismatch: {} has {}, {} has {}",
+                self.cfg.addr, self.cfg.no_preempt, h.addr, h.no_preempt
+            ));
+        }
+        if h.preempt_delay_ms != self.cfg.preempt_delay_ms {
+            return Some(format!(
+                "preempt-delay mismatch: {} has {}, {} has {}",
+                self.cfg.addr, self.cfg.preempt_delay_ms, h.addr, h.preempt_delay_ms
+            ));
+        }
         None
     }
 
@@ -408,6 +420,8 @@ impl Node {
     fn new_peer(&self, link: LinkId, hello: Hello, now: Mono) -> Peer {
         Peer {
             link,
+            health: hello.health,
+            eligible_since: now,
             hello,
             state: State {
                 role: Role::None,
