@@ -164,9 +164,15 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             _ => Err("usage: -standby on|off".into()),
         },
         "-handover" if rest.is_empty() => Ok(Some(Command::Handover(None))),
-        "-handover" => {
-            parse_target(rest, "-handover [IP PORT]").map(|a| Some(Command::Handover(Some(a))))
-        }
+        "-handover" => parse_target(rest, "-handover")
+            .map(|a| Some(Command::Handover(Some(a))))
+            .map_err(|e| {
+                if e.starts_with("usage") {
+                    "usage: -handover [IP PORT]".to_owned()
+                } else {
+                    e
+                }
+            }),
         "-priority" if rest.is_empty() => Err("usage: -priority N".into()),
         "-priority" => rest
             .parse::<i32>()

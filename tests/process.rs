@@ -680,7 +680,7 @@ fn status_line_matches_the_format() {
     assert_eq!(
         alone.line,
         format!(
-            "id={} role=none master=- epoch=0 peers=0 quorum=2 started={} rule=priority,oldest",
+            "id={} role=none master=- epoch=0 peers=0 quorum=2 started={} rule=priority,oldest health=ok",
             a.id(),
             alone.started
         )
@@ -690,7 +690,7 @@ fn status_line_matches_the_format() {
     assert_eq!(
         st[0].line,
         format!(
-            "id={} role=master master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest",
+            "id={} role=master master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest health=ok",
             a.id(),
             a.id(),
             st[0].epoch,
@@ -700,7 +700,7 @@ fn status_line_matches_the_format() {
     assert_eq!(
         st[1].line,
         format!(
-            "id={} role=follower master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest",
+            "id={} role=follower master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest health=ok",
             b.id(),
             a.id(),
             st[0].epoch,

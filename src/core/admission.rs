@@ -201,7 +201,7 @@ impl Node {
             Admission::Restarted { .. } => unreachable!("replaced() removed the old peer"),
             Admission::Accept { yield_dial } => {
                 self.yield_dial(yield_dial, now);
-                let reply = self.hello(h.kind);
+                let reply = self.hello_on(link, h.kind);
                 self.send(link, reply);
                 let kind = h.kind;
                 self.establish(link, kind, h, now);
@@ -361,6 +361,17 @@ impl Node {
         }
         let state = self.state_msg();
         self.send(link, state);
+        let announced = self.links.get(&link).map(|l| l.announced);
+        if announced != Some((self.health(), self.cfg.priority)) {
+            // Our HELLO left before the health or priority changed.
+            self.send(
+                link,
+                Message::Rank {
+                    health: self.health(),
+                    priority: self.cfg.priority,
+                },
+            );
+        }
         // A first heartbeat at once, which the peer echoes at once, so the
         // peer's clock offset is known one round trip after the handshake.
         self.ping(&[link], now);

@@ -156,7 +156,7 @@ pub(super) fn elect(b: &Ballot) -> Decision {
             (next.role, next.epoch, next.epoch_master) = (Role::Follower, epoch, b.best);
         }
     }
-    if next.claimed && b.strict && !leased(b, next.claim_sent) {
+    if next.claimed && b.strict && !leased(b, next.epoch, next.claim_sent) {
         // A strict claimant is master only while a quorum is bound to it.
         next.role = Role::None;
     }
@@ -245,11 +245,13 @@ fn free_for(b: &Ballot, who: SocketAddr) -> bool {
     !b.strict || was.epoch_master == Some(who) || was.bound_until.is_none_or(|t| b.now >= t)
 }
 
-/// Whether a quorum is bound to this claimant now (`--strict`), its
-/// claim sent at `claim_sent`.
-fn leased(b: &Ballot, claim_sent: Mono) -> bool {
+/// Whether a quorum is bound to this claimant of `epoch` now
+/// (`--strict`), its claim sent at `claim_sent`. The epoch is the claim's,
+/// not the one held before it: followers of an older claim are bound to
+/// nothing new (seed 1406 of the sweep found a master made by them).
+fn leased(b: &Ballot, epoch: u64, claim_sent: Mono) -> bool {
     let bound = b.peers.iter().map(|p| (p.state, p.acked_sent));
-    let lease = b.lease.end(b.standing.epoch, claim_sent, bound);
+    let lease = b.lease.end(epoch, claim_sent, bound);
     lease.is_some_and(|t| b.now < t)
 }
 
@@ -318,9 +320,7 @@ fn cause(b: &Ballot, role: Role) -> (Cause, bool) {
     {
         b.trigger
     } else if was.role == Role::Master && role != Role::Master {
-        if b.best.is_none() {
-            Cause::QuorumLost
-        } else if b.best == Some(b.me) {
+        if b.best.is_none() || b.best == Some(b.me) {
             Cause::QuorumLost
         } else {
             Cause::Outranked

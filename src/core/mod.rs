@@ -319,6 +319,8 @@ struct Link {
     /// (`Peer::relay_to`). Peers that link to it while the handshake runs
     /// are mostly the acceptor's members, introduced by its flood.
     group_at_dial: Option<Vec<SocketAddr>>,
+    /// The health and priority our HELLO on this link said.
+    announced: (Health, i32),
 }
 
 #[derive(Clone, Copy)]
@@ -548,7 +550,7 @@ impl Node {
             let group_at_dial =
                 (kind == LinkKind::Join).then(|| self.peers.keys().copied().collect());
             self.open_link(link, Origin::Outbound { addr, kind }, group_at_dial, now);
-            let hello = self.hello(kind);
+            let hello = self.hello_on(link, kind);
             self.send(link, hello);
         }
         self.audit();
@@ -600,6 +602,7 @@ impl Node {
             peer: None,
             opened: now,
             group_at_dial,
+            announced: (self.health(), self.cfg.priority),
         };
         self.links.insert(link, opened);
     }
@@ -810,6 +813,15 @@ impl Node {
             violations: self.violations,
             handovers: self.handovers,
         }
+    }
+
+    /// Our HELLO for `link`, noting what it says of our health and priority.
+    fn hello_on(&mut self, link: LinkId, kind: LinkKind) -> Message {
+        let announced = (self.health(), self.cfg.priority);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.announced = announced;
+        }
+        self.hello(kind)
     }
 
     fn hello(&self, kind: LinkKind) -> Message {

@@ -474,6 +474,8 @@ impl Cluster {
         self.next_instance += 1;
         // A new process starts from epoch 0: the guarantee is per process.
         self.reported[i] = 0;
+        // And with no hook of the old process running.
+        self.hook_until[i] = self.now;
         let node = Node::new(cfg);
         self.slots[i].ep = Some(Box::new(Endpoint::new(
             node,
