@@ -41,7 +41,7 @@ _bossd() {
 
     case "${cmd}" in
         bossd)
-            opts="-h -V --join --rule --priority --quorum --strict --heartbeat --timeout --reconnect-timeout --secret-file --state-dir --notify --max-conns --log --no-console --help --version ctl demo help"
+            opts="-h -V --join --rule --priority --quorum --strict --no-preempt --preempt-delay --heartbeat --timeout --reconnect-timeout --secret-file --state-dir --notify --max-conns --log --no-console --help --version ctl demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -60,6 +60,10 @@ _bossd() {
                     return 0
                     ;;
                 --quorum)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --preempt-delay)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
