@@ -15,7 +15,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use bossd::protocol::{Echo, Hello, LineBuffer, LinkKind, Message, Role, State, decode, encode};
+use bossd::protocol::{
+    Echo, Health, Hello, LineBuffer, LinkKind, Message, Role, State, decode, encode,
+};
 use util::{Rng, Table, rate};
 
 /// Bytes per read, as `READ_CHUNK` in src/net/mod.rs.
@@ -261,6 +263,9 @@ fn message(kind: &str, rng: &mut Rng) -> Message {
             rule: ["oldest", "priority,oldest", "lowest-addr"][rng.below(3) as usize]
                 .parse()
                 .expect("a valid rule"),
+            no_preempt: rng.below(4) == 0,
+            preempt_delay_ms: rng.below(2) * 500,
+            health: Health::Ok,
         }),
         "MSG" => Message::Msg(format!(
             "deploy {} finished on host {}",

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bossd::core::{Config, LinkId, Node};
-use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Health, Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
 use bossd::time::{Mono, Wall};
 use sim::Cluster;
@@ -247,6 +247,8 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
         wall_at_zero: Wall(1_000_000),
         durable: None,
         checked: false,
+        no_preempt: false,
+        preempt_delay_ms: 0,
     });
     let mut links = Vec::new();
     for i in 0..peers {
@@ -263,6 +265,9 @@ fn master_with(peers: usize) -> (Node, Vec<LinkId>) {
                 quorum: 2,
                 strict: false,
                 rule: Rule::default(),
+                no_preempt: false,
+                preempt_delay_ms: 0,
+                health: Health::Ok,
             }),
             Mono::ZERO,
         );

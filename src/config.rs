@@ -115,6 +115,18 @@ pub struct NodeOptions {
     /// about --timeout. Must match across the cluster. Default: off.
     #[arg(long)]
     pub strict: bool,
+    /// An eligible master keeps its role when a member that ranks before it
+    /// joins, restarts or becomes eligible: the role moves only when the
+    /// master fails, leaves, becomes ineligible or hands over (-handover).
+    /// Must match across the cluster. Default: off.
+    #[arg(long)]
+    pub no_preempt: bool,
+    /// A member that ranks before the master takes over only after it has
+    /// been eligible and in the group this long, in milliseconds (a flapping
+    /// service does not drag the role along). Must match across the
+    /// cluster.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub preempt_delay: u64,
     /// Interval between heartbeats on each peer link, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat: u64,

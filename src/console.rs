@@ -32,6 +32,12 @@ pub enum Command {
     Msg(String),
     Forget(SocketAddr),
     Quit,
+    /// `-standby on|off`.
+    Standby(bool),
+    /// `-handover [IP PORT]`: to that member, or the best other eligible one.
+    Handover(Option<SocketAddr>),
+    /// `-priority N`.
+    Priority(i32),
 }
 
 impl Command {
@@ -40,7 +46,13 @@ impl Command {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Command::Connect(_) | Command::Msg(_) | Command::Forget(_) | Command::Quit
+            Command::Connect(_)
+                | Command::Msg(_)
+                | Command::Forget(_)
+                | Command::Quit
+                | Command::Standby(_)
+                | Command::Handover(_)
+                | Command::Priority(_)
         )
     }
 }
@@ -90,12 +102,15 @@ pub const HELP: &[&str] = &[
     "-t              start time: ISO-8601 UTC, then unix milliseconds",
     "-cn             number of live peer connections",
     "-cl             one line per peer: address, start time, master, ms since last heard, clock skew",
-    "-s              status line: id role master epoch peers quorum started rule",
-    "-r              ranking of the view under the rule, best first, with deciding values and clock skew",
+    "-s              status line: id role master epoch peers quorum started rule health",
+    "-r              ranking of the view, eligible members first under the rule, with deciding values, health and clock skew",
     "-j              journal of the last 100 role changes",
     "-w              watch: the status line, then each new journal line as it happens (no OK)",
     "-msg TEXT       send TEXT to every peer's console (control characters become U+FFFD)",
     "-forget IP PORT stop retrying that lost member; if it comes back it joins anew",
+    "-standby on|off maintenance: stay in the mesh but never be master; a master hands over at once",
+    "-handover [IP PORT] on the master: hand the role to that member, or the best other eligible one (--no-preempt)",
+    "-priority N     set this node's priority now and tell every peer",
     "-q              leave the cluster gracefully and exit",
 ];
 
@@ -143,6 +158,33 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         }
         "-c" => parse_target(rest, "-c").map(|a| Some(Command::Connect(a))),
         "-forget" => parse_target(rest, "-forget").map(|a| Some(Command::Forget(a))),
+        "-standby" => match rest {
+            "on" => Ok(Some(Command::Standby(true))),
+            "off" => Ok(Some(Command::Standby(false))),
+            _ => Err("usage: -standby on|off".into()),
+        },
+        "-handover" if rest.is_empty() => Ok(Some(Command::Handover(None))),
+        "-handover" => parse_target(rest, "-handover")
+            .map(|a| Some(Command::Handover(Some(a))))
+            .map_err(|e| {
+                if e.starts_with("usage") {
+                    "usage: -handover [IP PORT]".to_owned()
+                } else {
+                    e
+                }
+            }),
+        "-priority" if rest.is_empty() => Err("usage: -priority N".into()),
+        "-priority" => rest
+            .parse::<i32>()
+            .map(|n| Some(Command::Priority(n)))
+            .map_err(|_| {
+                format!(
+                    "not a priority: {} (a whole number from {} to {})",
+                    protocol::printable(rest),
+                    i32::MIN,
+                    i32::MAX
+                )
+            }),
         _ => Err("unknown command".into()),
     }
 }
@@ -200,6 +242,9 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
                 if master == Some(c.addr) {
                     line.push_str(" master");
                 }
+                if let Some(h) = node.health_of(c.addr) {
+                    let _ = write!(line, " health={h}");
+                }
                 if c.addr == me {
                     line.push_str(" self");
                 }
@@ -221,6 +266,18 @@ pub fn execute(cmd: Command, node: &mut Node, clock: Clock) -> Reply {
         Command::Quit => {
             lines.push("leaving".into());
             quit = true;
+        }
+        Command::Standby(on) => {
+            node.set_standby(on, clock.now);
+            lines.push(format!("standby {}", if on { "on" } else { "off" }));
+        }
+        Command::Handover(to) => match node.handover(to, clock.now) {
+            Ok(next) => lines.push(format!("handing over to {next}")),
+            Err(e) => result = Err(e.to_string()),
+        },
+        Command::Priority(n) => {
+            node.set_priority(n, clock.now);
+            lines.push(format!("priority {n}"));
         }
     }
     Reply {
@@ -310,7 +367,7 @@ pub fn status_line(node: &Node) -> String {
     // Writing to a String cannot fail.
     let _ = write!(
         line,
-        "id={} role={} master={} epoch={} peers={} quorum={} started={} rule={}",
+        "id={} role={} master={} epoch={} peers={} quorum={} started={} rule={} health={}",
         s.id,
         s.role,
         OptAddr(s.master),
@@ -318,7 +375,8 @@ pub fn status_line(node: &Node) -> String {
         s.peers,
         s.quorum,
         s.started_unix_ms,
-        s.rule
+        s.rule,
+        s.health
     );
     line
 }

@@ -357,10 +357,21 @@ impl Endpoint {
         }
         self.leaving = true;
         self.node.leave(now);
-        for (_, link) in self.links.iter_mut() {
-            link.close();
+        // A master stepping down keeps its peer links until its LEAVE,
+        // after its hook (guarantee 11); the core closes them then.
+        let pending = self.node.leave_pending();
+        for (id, link) in self.links.iter_mut() {
+            if !(pending && self.node.has_link(id)) {
+                link.close();
+            }
         }
         self.outputs.push_back(Output::Leave);
+    }
+
+    /// Every hook for the role changes so far has ended: a master that
+    /// stepped down releases its role now ([`Node::handle_hook_ended`]).
+    pub fn handle_hook_ended(&mut self, now: Mono) {
+        self.node.handle_hook_ended(now);
     }
 
     fn carry_out(&mut self, action: Action, now: Mono, dialer: &mut dyn Dialer) {

@@ -14,7 +14,7 @@ use crate::auth::AuthError;
 use crate::core::LinkId;
 use crate::core::{Cause, MAX_EPOCH, MAX_INTRODUCED_PER_PEER, MAX_WANTED, StartDoubt};
 use crate::log::{Level, Record};
-use crate::protocol::{FrameError, OptAddr, Role};
+use crate::protocol::{FrameError, Health, OptAddr, Role};
 
 /// One event. Peers are named by their listening address where the event
 /// is about a member, by the socket's address where it is about a
@@ -48,6 +48,33 @@ pub enum Event {
     LeaseMarginRecovered {
         peer: SocketAddr,
         round_trip_ms: u64,
+    },
+    /// This node's health changed (a check, `-standby`).
+    HealthChanged {
+        health: Health,
+        cause: Cause,
+    },
+    /// A peer's health or priority changed (its RANK).
+    PeerRanked {
+        peer: SocketAddr,
+        health: Health,
+        priority: i32,
+    },
+    /// This node, master of `epoch` until it stepped down, told its peers
+    /// the role is free (RELEASE), naming `next`, `waited_ms` after.
+    Released {
+        epoch: u64,
+        next: Option<SocketAddr>,
+        waited_ms: u64,
+    },
+    /// The master `peer` stepped down; no claim is followed until its
+    /// RELEASE or `MAX_YIELD_MS`.
+    AwaitingRelease {
+        peer: SocketAddr,
+    },
+    /// The operator set this node's priority.
+    PriorityChanged {
+        priority: i32,
     },
 
     // Peers.
@@ -238,6 +265,9 @@ impl Record for Event {
                 Forgotten::Operator | Forgotten::ReconnectTimeout { .. } => Level::Info,
             },
             RoleChange { .. }
+            | HealthChanged { .. }
+            | Released { .. }
+            | PriorityChanged { .. }
             | LeaseMarginRecovered { .. }
             | PeerJoined { .. }
             | PeerLeft { .. }
@@ -250,6 +280,8 @@ impl Record for Event {
             | ConnIdle { .. }
             | Leaving(_) => Level::Info,
             EpochChange { .. }
+            | PeerRanked { .. }
+            | AwaitingRelease { .. }
             | PeerRenamed { .. }
             | DuplicateClosed { .. }
             | DialFailed { .. }
@@ -271,6 +303,11 @@ impl Record for Event {
             StartWithinSkew(_) => "start-within-skew",
             LeaseMarginLow { .. } => "lease-margin-low",
             LeaseMarginRecovered { .. } => "lease-margin-recovered",
+            HealthChanged { .. } => "health-changed",
+            PeerRanked { .. } => "peer-ranked",
+            Released { .. } => "released",
+            AwaitingRelease { .. } => "awaiting-release",
+            PriorityChanged { .. } => "priority-changed",
             PeerJoined { .. } => "peer-joined",
             PeerLeft { .. } => "peer-left",
             PeerLost { .. } => "peer-lost",
@@ -329,6 +366,30 @@ impl Record for Event {
                 field("epoch", epoch);
                 field("master", &OptAddr(*master));
             }
+            HealthChanged { health, cause } => {
+                field("health", health);
+                field("cause", cause);
+            }
+            PeerRanked {
+                peer,
+                health,
+                priority,
+            } => {
+                field("peer", peer);
+                field("health", health);
+                field("priority", priority);
+            }
+            Released {
+                epoch,
+                next,
+                waited_ms,
+            } => {
+                field("epoch", epoch);
+                field("next", &OptAddr(*next));
+                field("waited_ms", waited_ms);
+            }
+            AwaitingRelease { peer } => field("peer", peer),
+            PriorityChanged { priority } => field("priority", priority),
             EpochExhausted { epoch } => {
                 field("epoch", epoch);
                 field(

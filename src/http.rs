@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::console::{Clock, iso_ms};
 use crate::core::check::RunResult;
 use crate::core::{JournalEntry, Node};
-use crate::protocol::Role;
+use crate::protocol::{Health, Role};
 
 /// Header lines read before a request is refused as too large: real
 /// clients send under 20, and the line limit bounds each one.
@@ -206,6 +206,20 @@ pub fn metrics(node: &Node, counters: &Counters, open: Open) -> String {
             .collect::<Vec<_>>(),
     );
     family(
+        "bossd_health",
+        "gauge",
+        "1 for this node's current health (ok, failing or standby).",
+        &[Health::Ok, Health::Failing, Health::Standby]
+            .iter()
+            .map(|h| {
+                (
+                    format!("{{state=\"{h}\"}}"),
+                    u8::from(st.health == *h).to_string(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    family(
         "bossd_epoch",
         "gauge",
         "The current epoch, the fencing token; never goes down.",
@@ -247,6 +261,12 @@ pub fn metrics(node: &Node, counters: &Counters, open: Open) -> String {
         "counter",
         "Established peer links closed for breaking the protocol.",
         &one(counts.violations.to_string()),
+    );
+    family(
+        "bossd_handovers_total",
+        "counter",
+        "Times this node stepped down as master in order and released the role to its peers.",
+        &one(counts.handovers.to_string()),
     );
     family(
         "bossd_role_changes_total",
@@ -375,6 +395,7 @@ pub fn status_json(node: &Node, clock: Clock) -> Value {
                 "master": master == Some(p.hello.addr),
                 "last_heard_ms": clock.now.since(p.last_heard),
                 "priority": p.hello.priority,
+                "health": node.health_of(p.hello.addr).map(|h| h.to_string()),
                 "skew_ms": p.skew.map(|k| k.offset_ms),
                 "skew_error_ms": p.skew.map(|k| k.error_ms),
             })
@@ -390,6 +411,8 @@ pub fn status_json(node: &Node, clock: Clock) -> Value {
         "quorum": st.quorum,
         "started": st.started_unix_ms,
         "rule": st.rule.to_string(),
+        "health": st.health.to_string(),
+        "priority": node.config().priority,
         "strict": node.config().strict,
         "status_line": crate::console::status_line(node),
         "members": peers,

@@ -122,6 +122,8 @@ fn run_node(args: NodeArgs, start: Instant) -> anyhow::Result<()> {
         wall_at_zero,
         durable,
         checked: args.opts.check.is_some(),
+        no_preempt: args.opts.no_preempt,
+        preempt_delay_ms: args.opts.preempt_delay,
     };
     let check = args.opts.check.clone().map(|cmd| net::check::CheckSpec {
         cmd,

@@ -18,7 +18,7 @@ use nom::{IResult, Parser};
 use crate::rule::Rule;
 
 /// The protocol version this build speaks, sent in every HELLO.
-pub const VERSION: &str = "bossd/2";
+pub const VERSION: &str = "bossd/3";
 
 /// Longest line accepted from anyone, peer or console client, newline
 /// excluded. A HELLO is under 200 bytes; 4096 leaves room for `-msg` text
@@ -43,6 +43,41 @@ pub enum Role {
     None,
 }
 
+/// Whether a member may be master: `Standby` (the operator parked it)
+/// wins over `Failing` (its health check fails); only `Ok` is eligible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Health {
+    Ok,
+    Failing,
+    Standby,
+}
+
+impl Health {
+    /// The health of a node in standby or not, whose check fails or not.
+    pub fn of(standby: bool, failing: bool) -> Health {
+        match (standby, failing) {
+            (true, _) => Health::Standby,
+            (false, true) => Health::Failing,
+            (false, false) => Health::Ok,
+        }
+    }
+
+    /// Only a healthy member outside standby may be master.
+    pub fn eligible(self) -> bool {
+        self == Health::Ok
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Ok => "ok",
+            Health::Failing => "failing",
+            Health::Standby => "standby",
+        })
+    }
+}
+
 /// Who a node is and the settings that must match across the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
@@ -56,6 +91,12 @@ pub struct Hello {
     pub quorum: u32,
     pub strict: bool,
     pub rule: Rule,
+    /// `--no-preempt`: must match across the cluster.
+    pub no_preempt: bool,
+    /// `--preempt-delay`: must match across the cluster.
+    pub preempt_delay_ms: u64,
+    /// The sender's health when it sent this.
+    pub health: Health,
 }
 
 /// What a node believes: its role and the last epoch it accepted together
@@ -94,6 +135,21 @@ pub enum Message {
         view: u64,
         echo: Option<Echo>,
     },
+    /// What ranks the sender that can change while it runs: its health
+    /// and its priority (`-standby`, a check, `-priority`). Sent to every
+    /// peer when either changes.
+    Rank {
+        health: Health,
+        priority: i32,
+    },
+    /// The sender, master of `epoch` until it stepped down, has run its
+    /// hook for leaving the role: the role is free, and `next` is the
+    /// member it hands it to (guarantee 11). Until this arrives (or
+    /// `MAX_YIELD_MS` passes) its followers claim nothing.
+    Release {
+        epoch: u64,
+        next: Option<SocketAddr>,
+    },
 }
 
 /// The peer's latest heartbeat, echoed in ours: its number, how long we
@@ -122,6 +178,8 @@ impl Message {
             Message::Msg(_) => "MSG",
             Message::Leave => "LEAVE",
             Message::Ping { .. } => "PING",
+            Message::Rank { .. } => "RANK",
+            Message::Release { .. } => "RELEASE",
         }
     }
 }
@@ -180,6 +238,14 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
             .parse(args)
             .ok()
             .map(|(_, (seq, view, echo))| Message::Ping { seq, view, echo }),
+        "RANK" => all_consuming(rank)
+            .parse(args)
+            .ok()
+            .map(|(_, (health, priority))| Message::Rank { health, priority }),
+        "RELEASE" => all_consuming(release)
+            .parse(args)
+            .ok()
+            .map(|(_, (epoch, next))| Message::Release { epoch, next }),
         _ => return Err(DecodeError::UnknownMessage(truncate(name, 32).to_owned())),
     };
     parsed.ok_or(DecodeError::Malformed(message_name(name)))
@@ -191,7 +257,7 @@ pub fn encode(msg: &Message, out: &mut String) {
     let _ = match msg {
         Message::Hello(h) => writeln!(
             out,
-            "HELLO {VERSION} {} {} {} {:016x} {} {} {} {}",
+            "HELLO {VERSION} {} {} {} {:016x} {} {} {} {} {} {} {}",
             match h.kind {
                 LinkKind::Join => "join",
                 LinkKind::Mesh => "mesh",
@@ -203,6 +269,9 @@ pub fn encode(msg: &Message, out: &mut String) {
             h.quorum,
             u8::from(h.strict),
             h.rule,
+            u8::from(h.no_preempt),
+            h.preempt_delay_ms,
+            h.health,
         ),
         Message::Refuse(reason) => writeln!(out, "REFUSE {}", one_line(reason)),
         Message::Redirect(a) => writeln!(out, "REDIRECT {a}"),
@@ -230,6 +299,10 @@ pub fn encode(msg: &Message, out: &mut String) {
             "PING {seq} {view:016x} {} {} {}",
             e.seq, e.held_ms, e.stamp_unix_ms
         ),
+        Message::Rank { health, priority } => writeln!(out, "RANK {health} {priority}"),
+        Message::Release { epoch, next } => {
+            writeln!(out, "RELEASE {epoch} {}", OptAddr(*next))
+        }
     };
 }
 
@@ -375,6 +448,7 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
         value(LinkKind::Mesh, tag("mesh")),
     ));
     let strict = map(verify(dec_u8, |&b| b <= 1), |b| b == 1);
+    let no_preempt = map(verify(dec_u8, |&b| b <= 1), |b| b == 1);
     let rule = map_res(take_till1(|c| c == ' '), |s: &str| s.parse::<Rule>());
     map(
         (
@@ -386,8 +460,11 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
             preceded(sp, map_res(dec_u64, u32::try_from)),
             preceded(sp, strict),
             preceded(sp, rule),
+            preceded(sp, no_preempt),
+            preceded(sp, dec_u64),
+            preceded(sp, health),
         ),
-        |(kind, addr, started_unix_ms, instance, priority, quorum, strict, rule)| Hello {
+        |(
             kind,
             addr,
             started_unix_ms,
@@ -396,9 +473,43 @@ fn hello_fields(i: &str) -> IResult<&str, Hello> {
             quorum,
             strict,
             rule,
+            no_preempt,
+            preempt_delay_ms,
+            health,
+        )| Hello {
+            kind,
+            addr,
+            started_unix_ms,
+            instance,
+            priority,
+            quorum,
+            strict,
+            rule,
+            no_preempt,
+            preempt_delay_ms,
+            health,
         },
     )
     .parse(i)
+}
+
+fn health(i: &str) -> IResult<&str, Health> {
+    alt((
+        value(Health::Ok, tag("ok")),
+        value(Health::Failing, tag("failing")),
+        value(Health::Standby, tag("standby")),
+    ))
+    .parse(i)
+}
+
+/// `health priority`.
+fn rank(i: &str) -> IResult<&str, (Health, i32)> {
+    (health, preceded(sp, dec_i32)).parse(i)
+}
+
+/// `epoch next-or-dash`.
+fn release(i: &str) -> IResult<&str, (u64, Option<SocketAddr>)> {
+    (dec_u64, preceded(sp, opt_addr)).parse(i)
 }
 
 fn state(i: &str) -> IResult<&str, State> {
@@ -476,6 +587,8 @@ fn message_name(name: &str) -> &'static str {
         "MEET" => "MEET",
         "LEAVE" => "LEAVE",
         "PING" => "PING",
+        "RANK" => "RANK",
+        "RELEASE" => "RELEASE",
         _ => "message",
     }
 }
@@ -549,6 +662,9 @@ mod tests {
             quorum: 2,
             strict: false,
             rule: "priority,oldest".parse().unwrap(),
+            no_preempt: true,
+            preempt_delay_ms: 250,
+            health: Health::Failing,
         }
     }
 
@@ -557,9 +673,46 @@ mod tests {
         let line = encode_line(&Message::Hello(hello()));
         assert_eq!(
             line,
-            "HELLO bossd/2 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest\n"
+            "HELLO bossd/3 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest 1 250 failing\n"
         );
         assert_eq!(decode(line.trim_end()), Ok(Message::Hello(hello())));
+    }
+
+    // docs/PROTOCOL.md: health, priority and the release of the role.
+    #[test]
+    fn rank_and_release_read_like_the_docs() {
+        for s in [
+            "RANK ok 0",
+            "RANK standby -7",
+            "RANK failing 2147483647",
+            "RELEASE 7 127.0.0.1:7001",
+            "RELEASE 12 -",
+            "RELEASE 3 [::1]:7001",
+        ] {
+            let m = decode(s).unwrap();
+            assert_eq!(encode_line(&m).trim_end(), s);
+        }
+        assert_eq!(
+            decode("RANK standby 3"),
+            Ok(Message::Rank {
+                health: Health::Standby,
+                priority: 3
+            })
+        );
+        for bad in [
+            "RANK",
+            "RANK ok",
+            "RANK sick 1",
+            "RANK ok 2147483648",
+            "RANK ok 1 2",
+            "RELEASE",
+            "RELEASE 7",
+            "RELEASE -1 -",
+            "RELEASE 7 nowhere",
+            "RELEASE 7 - -",
+        ] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
     }
 
     // docs/PROTOCOL.md: a first heartbeat, and one echoing the peer's.

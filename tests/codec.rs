@@ -7,8 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bossd::protocol::{
-    DecodeError, Echo, FrameError, Hello, LineBuffer, LinkKind, MAX_LINE, Message, Role, State,
-    decode, encode_line,
+    DecodeError, Echo, FrameError, Health, Hello, LineBuffer, LinkKind, MAX_LINE, Message, Role,
+    State, decode, encode_line,
 };
 use bossd::rule::Rule;
 use proptest::prelude::*;
@@ -34,6 +34,14 @@ fn rule() -> impl Strategy<Value = Rule> {
     (Just(words).prop_shuffle(), 1..=5usize).prop_map(|(w, n)| w[..n].join(",").parse().unwrap())
 }
 
+fn health() -> impl Strategy<Value = Health> {
+    prop_oneof![
+        Just(Health::Ok),
+        Just(Health::Failing),
+        Just(Health::Standby)
+    ]
+}
+
 /// Free text as a line can carry it: no line breaks.
 fn text() -> impl Strategy<Value = String> {
     "[^\r\n]{0,200}"
@@ -49,9 +57,20 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u32>(),
         any::<bool>(),
         rule(),
+        (any::<bool>(), any::<u64>(), health()),
     )
         .prop_map(
-            |(kind, addr, started_unix_ms, instance, priority, quorum, strict, rule)| {
+            |(
+                kind,
+                addr,
+                started_unix_ms,
+                instance,
+                priority,
+                quorum,
+                strict,
+                rule,
+                (no_preempt, preempt_delay_ms, health),
+            )| {
                 Message::Hello(Hello {
                     kind,
                     addr,
@@ -61,6 +80,9 @@ fn message() -> impl Strategy<Value = Message> {
                     quorum,
                     strict,
                     rule,
+                    no_preempt,
+                    preempt_delay_ms,
+                    health,
                 })
             },
         );
@@ -84,6 +106,9 @@ fn message() -> impl Strategy<Value = Message> {
         addr().prop_map(Message::Meet),
         text().prop_map(Message::Msg),
         Just(Message::Leave),
+        (health(), any::<i32>()).prop_map(|(health, priority)| Message::Rank { health, priority }),
+        (any::<u64>(), prop::option::of(addr()))
+            .prop_map(|(epoch, next)| Message::Release { epoch, next }),
         (any::<u64>(), any::<u64>()).prop_map(|(seq, view)| Message::Ping {
             seq,
             view,
@@ -271,7 +296,7 @@ fn word_soup() -> impl Strategy<Value = String> {
     let shapes: [&[&str]; 10] = [
         &[
             "HELLO",
-            "bossd/2 | bossd/1",
+            "bossd/3 | bossd/1",
             "join mesh | knock",
             ADDR,
             U64,
@@ -345,7 +370,7 @@ fn check_reencodes(line: &str) -> Result<(), TestCaseError> {
 #[test]
 fn malformed_lines_are_refused() {
     let good_hello =
-        "HELLO bossd/2 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 oldest";
+        "HELLO bossd/3 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 oldest 0 0 ok";
     assert!(decode(good_hello).is_ok());
     let table: &[(&str, &str)] = &[
         ("", "empty line"),
@@ -357,53 +382,73 @@ fn malformed_lines_are_refused() {
             "other version",
         ),
         (
-            "HELLO bossd/2 knock 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/3 knock 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "bad kind",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "address without port",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:70000 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1:70000 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "port out of range",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 -1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1:7000 -1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "negative start",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef 0 2 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef 0 2 0 oldest 0 0 ok",
             "short instance",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef0000000g 0 2 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef0000000g 0 2 0 oldest 0 0 ok",
             "non-hex instance",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 99999999999 2 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 99999999999 2 0 oldest 0 0 ok",
             "priority overflow",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 4294967296 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 4294967296 0 oldest 0 0 ok",
             "quorum overflow",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 2 2 oldest",
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 2 oldest 0 0 ok",
             "strict not 0/1",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 eldest",
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 eldest 0 0 ok",
             "unknown rule",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest extra",
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 ok extra",
             "trailing word",
         ),
         (
-            "HELLO bossd/2 join 127.0.0.1:7000  1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/3 join 127.0.0.1:7000  1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "double space",
         ),
+        (
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO without preemption and health",
+        ),
+        (
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 2 0 ok",
+            "no-preempt not 0/1",
+        ),
+        (
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 -1 ok",
+            "negative preempt delay",
+        ),
+        (
+            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 sick",
+            "unknown health",
+        ),
+        ("RANK ok", "RANK without priority"),
+        ("RANK unwell 1", "RANK unknown health"),
+        ("RELEASE 3", "RELEASE without next"),
+        ("RELEASE x -", "RELEASE epoch not a number"),
         ("STATE master 1", "STATE without master"),
         ("STATE boss 1 127.0.0.1:7000", "unknown role"),
         ("STATE master x 127.0.0.1:7000", "epoch not a number"),

@@ -15,7 +15,7 @@ use bossd::core::{
 };
 use bossd::event::Event;
 use bossd::log::{Level, Record};
-use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Health, Hello, LinkKind, Message, Role, State};
 use bossd::time::{Mono, Wall};
 use sim::hostile::Mode;
 use sim::{Cluster, Millis, addr};
@@ -39,6 +39,8 @@ fn config(i: usize, wall_at_zero_ms: u64) -> Config {
         wall_at_zero: Wall(wall_at_zero_ms),
         durable: None,
         checked: false,
+        no_preempt: false,
+        preempt_delay_ms: 0,
     }
 }
 
@@ -52,6 +54,13 @@ fn hello_of(c: &Config, kind: LinkKind) -> Message {
         quorum: c.quorum,
         strict: c.strict,
         rule: c.rule.clone(),
+        no_preempt: c.no_preempt,
+        preempt_delay_ms: c.preempt_delay_ms,
+        health: if c.checked {
+            Health::Failing
+        } else {
+            Health::Ok
+        },
     })
 }
 

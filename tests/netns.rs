@@ -1133,7 +1133,7 @@ fn overlap_rule_tells_sure_from_possible() {
         let status = match role {
             Some(role) => Status::parse(&format!(
                 "id=10.0.0.{host}:7000 role={role} master=10.0.0.{host}:7000 epoch={epoch} \
-                 peers=2 quorum=3 started=1 rule=oldest"
+                 peers=2 quorum=3 started=1 rule=oldest health=ok"
             )),
             None => Err("no answer".to_owned()),
         };

@@ -549,7 +549,8 @@ fn a_half_closed_connection_gets_its_answer() {
     let net = TestNet::new();
     let a = Node::start("A", net.addr(), &[]);
     let other = net.addr();
-    let hello = format!("HELLO bossd/2 join {other} 1764000000123 deadbeef00000001 0 3 0 oldest\n");
+    let hello =
+        format!("HELLO bossd/3 join {other} 1764000000123 deadbeef00000001 0 3 0 oldest 0 0 ok\n");
     for round in 0..20 {
         let answer = ask_half_closed(a.addr, &hello);
         assert_eq!(
@@ -577,7 +578,7 @@ fn a_peer_of_the_old_version_is_refused_naming_both() {
     let answer = ask_half_closed(a.addr, &hello);
     assert_eq!(
         answer,
-        "REFUSE unsupported protocol version \"bossd/1\" (this is bossd/2)\n"
+        "REFUSE unsupported protocol version \"bossd/1\" (this is bossd/3)\n"
     );
     wait_until("the refusal is logged", &[&a], || {
         a.logged("peer-refused", &[])
@@ -595,7 +596,7 @@ fn a_peer_of_the_old_version_is_refused_naming_both() {
         .map(|(_, v)| v.as_str())
         .expect("a reason");
     assert!(
-        reason.contains("bossd/1") && reason.contains("bossd/2"),
+        reason.contains("bossd/1") && reason.contains("bossd/3"),
         "{reason}"
     );
     assert_eq!(a.status().peers, 0);
@@ -679,7 +680,7 @@ fn status_line_matches_the_format() {
     assert_eq!(
         alone.line,
         format!(
-            "id={} role=none master=- epoch=0 peers=0 quorum=2 started={} rule=priority,oldest",
+            "id={} role=none master=- epoch=0 peers=0 quorum=2 started={} rule=priority,oldest health=ok",
             a.id(),
             alone.started
         )
@@ -689,7 +690,7 @@ fn status_line_matches_the_format() {
     assert_eq!(
         st[0].line,
         format!(
-            "id={} role=master master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest",
+            "id={} role=master master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest health=ok",
             a.id(),
             a.id(),
             st[0].epoch,
@@ -699,7 +700,7 @@ fn status_line_matches_the_format() {
     assert_eq!(
         st[1].line,
         format!(
-            "id={} role=follower master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest",
+            "id={} role=follower master={} epoch={} peers=1 quorum=2 started={} rule=priority,oldest health=ok",
             b.id(),
             a.id(),
             st[0].epoch,

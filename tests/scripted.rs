@@ -353,6 +353,7 @@ fn each_rule_elects_its_first() {
                     rule: rule.parse().unwrap(),
                     wall_at_zero_ms: sim::WALL_AT_ZERO_MS,
                     state_dir: false,
+                    ..Spec::started(0)
                 })
                 .collect();
             let mut c = Cluster::new(seed, specs);
@@ -634,8 +635,8 @@ fn skew_over_instant_links_is_exact_and_shown_in_cl_and_r() {
     assert_eq!(
         r,
         [
-            "1 127.0.0.1:7000 started=1000 instance=0000000000000001 skew=-7+-1ms master",
-            "2 127.0.0.1:7001 started=1001 instance=0000000000000002 skew=+0+-0ms within-skew self",
+            "1 127.0.0.1:7000 started=1000 instance=0000000000000001 skew=-7+-1ms master health=ok",
+            "2 127.0.0.1:7001 started=1001 instance=0000000000000002 skew=+0+-0ms within-skew health=ok self",
         ]
     );
 }
@@ -878,5 +879,184 @@ fn state_dir_epochs_survive_a_full_restart() {
                 assert!(after <= before, "without a state dir epochs start over");
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Eligibility, preemption and planned moves of the role (issue 13)
+// ---------------------------------------------------------------------------
+
+/// Lets hooks, releases and delays run their course: past
+/// `MAX_YIELD_MS`, so nothing waits on a release any more.
+fn calm(c: &mut Cluster) {
+    c.run_for(bossd::core::MAX_YIELD_MS + 1_000);
+}
+
+/// `n` nodes, node 0 the oldest, joined through node 0 and quiet, each
+/// given `spec`'s eligibility settings, with hooks running up to
+/// `hook_max_ms`.
+fn eligible_group(seed: u64, n: usize, spec: &Spec, hook_max_ms: u64) -> Cluster {
+    let specs = (0..n)
+        .map(|i| Spec {
+            started_unix_ms: 1000 + i as u64,
+            ..spec.clone()
+        })
+        .collect();
+    let mut c = Cluster::new(seed, specs);
+    c.check_strict = spec.strict;
+    c.hook_max_ms = hook_max_ms;
+    for i in 1..n {
+        c.connect(i, 0).unwrap();
+    }
+    calm(&mut c);
+    c
+}
+
+fn handover_to(c: &mut Cluster, from: usize, to: Option<usize>) -> Vec<String> {
+    match to {
+        Some(j) => c.console(from, &format!("-handover 127.0.0.1 {}", 7000 + j)),
+        None => c.console(from, "-handover"),
+    }
+}
+
+// Guarantee 11 (docs/GUARANTEES.md): on -handover, standby and a failing
+// check the next master's hook starts only after the old master's hook
+// for leaving the role ended, whatever the hooks take; the new master
+// has a larger epoch; with --strict, guarantee 8 holds throughout.
+#[test]
+fn planned_moves_order_the_hooks() {
+    for strict in [false, true] {
+        for seed in 0..30 {
+            let spec = Spec {
+                strict,
+                no_preempt: true,
+                quorum: 2,
+                ..Spec::started(0)
+            };
+            let mut c = eligible_group(seed, 4, &spec, 400);
+            assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(0));
+            let e0 = c.view(0).2;
+            let since = c.now;
+            let answer = handover_to(&mut c, 0, Some(2));
+            assert_eq!(answer, [format!("handing over to {}", addr(2))]);
+            calm(&mut c);
+            assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(2), "seed {seed}");
+            assert!(c.view(2).2 > e0, "a larger epoch, seed {seed}");
+            assert_eq!(c.assert_ordered_handover(0, since), 2, "seed {seed}");
+            assert_eq!(c.journals[2].last().unwrap().cause, Cause::Handover);
+            // Standby: the best other eligible member, node 0.
+            let since = c.now;
+            c.console(2, "-standby on");
+            calm(&mut c);
+            assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(0), "seed {seed}");
+            assert_eq!(c.assert_ordered_handover(2, since), 0, "seed {seed}");
+            // A failing check on the master.
+            let since = c.now;
+            c.check(0, false);
+            calm(&mut c);
+            assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(1), "seed {seed}");
+            assert_eq!(c.assert_ordered_handover(0, since), 1, "seed {seed}");
+            assert_eq!(c.journals[1].last().unwrap().cause, Cause::CheckFailed);
+            assert_eq!(c.node(0).health(), bossd::protocol::Health::Failing);
+        }
+    }
+}
+
+// Guarantee 11 for a graceful leave: the leaving master's hook ends
+// before the next master's starts, and it still leaves within the second
+// of guarantee 6.
+#[test]
+fn a_leaving_master_orders_the_hooks() {
+    for seed in 0..30 {
+        let mut c = eligible_group(seed, 3, &Spec::started(0), 300);
+        assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0));
+        let since = c.now;
+        c.leave(0);
+        assert!(
+            c.now - since <= 1_000,
+            "the leave took {} ms",
+            c.now - since
+        );
+        calm(&mut c);
+        assert_eq!(c.assert_agreement(&[1, 2]), addr(1), "seed {seed}");
+        assert_eq!(c.assert_ordered_handover(0, since), 1, "seed {seed}");
+    }
+}
+
+// Guarantee 1 with --no-preempt: a better member that restarts does not
+// take over; without it, it does; with --preempt-delay, only after the
+// delay (the old master still holds the role half way through it).
+#[test]
+fn preemption_after_a_restart_of_the_best_member() {
+    for seed in 0..20 {
+        for (no_preempt, delay) in [(false, 0), (true, 0), (false, 2_000)] {
+            let spec = Spec {
+                no_preempt,
+                preempt_delay_ms: delay,
+                ..Spec::started(0)
+            };
+            let mut c = eligible_group(seed, 3, &spec, 50);
+            c.crash(0);
+            calm(&mut c);
+            assert_eq!(c.assert_agreement(&[1, 2]), addr(1));
+            c.start(0);
+            c.connect(0, 1).unwrap();
+            c.run_for(1_000);
+            let halfway = c.assert_agreement(&[0, 1, 2]);
+            calm(&mut c);
+            let master = c.assert_agreement(&[0, 1, 2]);
+            match (no_preempt, delay) {
+                (true, _) => assert_eq!((halfway, master), (addr(1), addr(1)), "seed {seed}"),
+                (false, 0) => assert_eq!((halfway, master), (addr(0), addr(0)), "seed {seed}"),
+                _ => assert_eq!((halfway, master), (addr(1), addr(0)), "seed {seed}"),
+            }
+        }
+    }
+}
+
+// Guarantee 1: when two groups with masters merge under --no-preempt,
+// the master that ranks first keeps its place.
+#[test]
+fn merged_groups_keep_the_first_ranking_master() {
+    for seed in 0..20 {
+        let specs = (0..4)
+            .map(|i| Spec {
+                no_preempt: true,
+                ..Spec::started(1000 + i)
+            })
+            .collect();
+        let mut c = Cluster::new(seed, specs);
+        c.connect(3, 1).unwrap();
+        c.connect(2, 0).unwrap();
+        calm(&mut c);
+        assert_eq!(c.assert_agreement(&[1, 3]), addr(1));
+        assert_eq!(c.assert_agreement(&[0, 2]), addr(0));
+        c.connect(3, 2).unwrap();
+        calm(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(0), "seed {seed}");
+    }
+}
+
+// Guarantee 1: a group with no eligible member has no master; the first
+// check that passes elects that node.
+#[test]
+fn no_eligible_member_no_master() {
+    for seed in 0..20 {
+        let spec = Spec {
+            checked: true,
+            ..Spec::started(0)
+        };
+        let mut c = eligible_group(seed, 3, &spec, 0);
+        for i in 0..3 {
+            assert_eq!(c.view(i).0, Role::None, "seed {seed}{}", c.dump());
+            assert_eq!(c.peer_count(i), 2);
+        }
+        c.check(2, true);
+        calm(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(2), "seed {seed}");
+        assert_eq!(c.journals[2].last().unwrap().cause, Cause::CheckPassed);
+        c.check(0, true);
+        calm(&mut c);
+        assert_eq!(c.assert_agreement(&[0, 1, 2]), addr(0), "seed {seed}");
     }
 }

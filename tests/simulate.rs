@@ -109,6 +109,18 @@ fn run(seed: u64, tally: &mut HostileTally) {
     // start from the persisted epoch, and the harness checks that every
     // epoch is persisted before a STATE or role change carries it.
     let state_dir = Dice(seed ^ 0x57a7e).below(2) == 0;
+    // Eligibility (issue 13), from dice of its own: preemption settings,
+    // nodes with a check that start failing, hooks that take time, and
+    // (below) checks, standby, handovers and priorities in the script.
+    let mut e = Dice(seed ^ 0xe11b);
+    let eligibility = e.below(2) == 0;
+    let (no_preempt, preempt_delay_ms) = match (eligibility, e.below(4)) {
+        (false, _) => (false, 0),
+        (true, 0) => (true, 0),
+        (true, 1) => (false, 100 + e.below(400)),
+        _ => (false, 0),
+    };
+    let checked: Vec<bool> = (0..n).map(|_| eligibility && e.below(6) == 0).collect();
     let specs = (0..n)
         .map(|_| Spec {
             started_unix_ms: 1000 + d.below(50),
@@ -122,7 +134,15 @@ fn run(seed: u64, tally: &mut HostileTally) {
                 sim::WALL_AT_ZERO_MS - 100 + clocks.below(201)
             },
             state_dir,
+            no_preempt,
+            preempt_delay_ms,
+            ..Spec::started(0)
         })
+        .collect::<Vec<_>>();
+    let specs = specs
+        .into_iter()
+        .zip(&checked)
+        .map(|(s, &checked)| Spec { checked, ..s })
         .collect();
     // The wire, from dice of its own too: a secret for half the seeds,
     // and every node's clock rate up to 0.5 % off true (so up to 1 %
@@ -135,6 +155,9 @@ fn run(seed: u64, tally: &mut HostileTally) {
     let mut c = Cluster::with_wire(seed, specs, Wire { secret, rate_ppm });
     c.check_strict = strict;
     c.max_delay_ms = d.below(20);
+    if eligibility {
+        c.hook_max_ms = [0, 20, 200][e.below(3) as usize];
+    }
     // Form a group first: everyone joins a random earlier node.
     for i in 1..n {
         let j = d.below(i as u64) as usize;
@@ -203,6 +226,9 @@ fn run(seed: u64, tally: &mut HostileTally) {
             }
             _ => {}
         }
+        if eligibility {
+            eligibility_step(&mut c, &mut e);
+        }
         c.run_for(d.below(1500));
         if hostile.is_some() && std::env::var_os("NO_READ").is_none() {
             read_everything(&mut c);
@@ -231,6 +257,38 @@ fn run(seed: u64, tally: &mut HostileTally) {
     c.run_for(25_000);
     check_quiet(&c);
     check_skew(&c);
+}
+
+/// One step of the eligibility script: a check fails or passes, a node
+/// goes into or out of standby, the master hands over, or a priority
+/// changes (issue 13), on a random running node.
+fn eligibility_step(c: &mut Cluster, e: &mut Dice) {
+    let Some(i) = e.pick(&c.up()) else {
+        return;
+    };
+    if c.is_frozen(i) {
+        return;
+    }
+    match e.below(6) {
+        0 => c.check(i, false),
+        1 => c.check(i, true),
+        2 => {
+            let on = e.below(3) == 0;
+            c.console(i, if on { "-standby on" } else { "-standby off" });
+        }
+        3 => {
+            let target = e.pick(&c.up()).filter(|_| e.below(2) == 0);
+            match target {
+                Some(j) => c.console(i, &format!("-handover 127.0.0.1 {}", 7000 + j)),
+                None => c.console(i, "-handover"),
+            };
+        }
+        4 => {
+            let p = e.below(5) as i32 - 2;
+            c.console(i, &format!("-priority {p}"));
+        }
+        _ => {}
+    }
 }
 
 /// How far a node's clock may run from true time, parts per million:
@@ -308,10 +366,41 @@ fn check_quiet(c: &Cluster) {
         };
         seen.extend(group.iter().copied());
         let quorum = c.node(i).config().quorum as usize;
-        if group.len() >= quorum {
+        let eligible: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&j| c.node(j).health().eligible())
+            .collect();
+        if group.len() >= quorum && eligible.is_empty() {
+            // Guarantee 1: a group with no eligible member has no master.
+            for &j in &group {
+                assert_eq!(
+                    c.peer_count(j),
+                    group.len() - 1,
+                    "not a full mesh at {j}{}",
+                    c.dump()
+                );
+                assert_eq!(
+                    c.view(j).0,
+                    Role::None,
+                    "master of an ineligible group at {j}{}",
+                    c.dump()
+                );
+            }
+        } else if group.len() >= quorum {
             let master = c.assert_agreement(&group);
             let rule = c.node(i).config().rule.clone();
-            let best = group
+            let master_node = (master.port() - 7000) as usize;
+            assert!(
+                c.node(master_node).health().eligible(),
+                "the master is not eligible{}",
+                c.dump()
+            );
+            if c.node(i).config().no_preempt {
+                // The sticky master: any eligible member may keep the role.
+                continue;
+            }
+            let best = eligible
                 .iter()
                 .map(|&j| {
                     let cfg = c.node(j).config();
@@ -327,7 +416,7 @@ fn check_quiet(c: &Cluster) {
             assert_eq!(
                 master,
                 best.addr,
-                "the master is not the group's first{}",
+                "the master is not the group's first eligible member{}",
                 c.dump()
             );
         } else {

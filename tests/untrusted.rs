@@ -171,6 +171,8 @@ fn node() -> Node {
         wall_at_zero: Wall(1_764_000_000_000),
         durable: None,
         checked: false,
+        no_preempt: false,
+        preempt_delay_ms: 0,
     })
 }
 

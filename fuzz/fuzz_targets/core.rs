@@ -27,7 +27,7 @@ use bossd::core::{
     Action, Config, JOURNAL_LEN, LinkId, MAX_DIALS_IN_FLIGHT, MAX_EPOCH, MAX_EPOCH_LEAD_MS,
     MAX_INTRODUCED_PER_PEER, MAX_WANTED, Node,
 };
-use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Health, Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
 use bossd::time::{Mono, Wall};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -104,6 +104,8 @@ fn run(data: &[u8]) -> Result<()> {
         wall_at_zero: Wall(wall_at_zero_ms),
         durable: None,
         checked: false,
+        no_preempt: false,
+        preempt_delay_ms: 0,
     };
     let mut d = Driver {
         node: Node::new(cfg),
@@ -187,10 +189,32 @@ impl Driver {
             // Operator commands.
             10 => {
                 let addr = self.addr(u)?;
-                let _ = match u.int_in_range(0..=2)? {
+                let _ = match u.int_in_range(0..=7)? {
                     0 => self.node.connect(addr, self.now).map_err(drop),
                     1 => self.node.join(addr, self.now).map_err(drop),
-                    _ => self.node.forget(addr, self.now).map_err(drop),
+                    2 => self.node.forget(addr, self.now).map_err(drop),
+                    // Eligibility (issue 13): checks, standby, priority,
+                    // handover, and the loop saying the hooks ended.
+                    3 => {
+                        self.node.handle_check(u.arbitrary()?, self.now);
+                        Ok(())
+                    }
+                    4 => {
+                        self.node.set_standby(u.arbitrary()?, self.now);
+                        Ok(())
+                    }
+                    5 => {
+                        self.node.set_priority(u.arbitrary()?, self.now);
+                        Ok(())
+                    }
+                    6 => {
+                        let to = if u.arbitrary()? { Some(addr) } else { None };
+                        self.node.handover(to, self.now).map(drop).map_err(drop)
+                    }
+                    _ => {
+                        self.node.handle_hook_ended(self.now);
+                        Ok(())
+                    }
                 };
             }
             11 => {
@@ -345,12 +369,35 @@ impl Driver {
                 self.strict
             },
             rule,
+            no_preempt: false,
+            preempt_delay_ms: 0,
+            health: self.health(u)?,
         }))
     }
 
+    fn health(&self, u: &mut Unstructured) -> Result<Health> {
+        Ok(match u.int_in_range(0..=2)? {
+            0 => Health::Ok,
+            1 => Health::Failing,
+            _ => Health::Standby,
+        })
+    }
+
     fn message(&self, u: &mut Unstructured) -> Result<Message> {
-        Ok(match u.int_in_range(0..=9)? {
+        Ok(match u.int_in_range(0..=11)? {
             0 => self.hello(u)?,
+            10 => Message::Rank {
+                health: self.health(u)?,
+                priority: u.arbitrary()?,
+            },
+            11 => Message::Release {
+                epoch: self.epoch(u)?,
+                next: if u.arbitrary()? {
+                    Some(self.addr(u)?)
+                } else {
+                    None
+                },
+            },
             1 => Message::Refuse(u.arbitrary()?),
             2 => Message::Redirect(self.addr(u)?),
             3 | 4 => Message::State(State {

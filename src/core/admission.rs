@@ -201,7 +201,7 @@ impl Node {
             Admission::Restarted { .. } => unreachable!("replaced() removed the old peer"),
             Admission::Accept { yield_dial } => {
                 self.yield_dial(yield_dial, now);
-                let reply = self.hello(h.kind);
+                let reply = self.hello_on(link, h.kind);
                 self.send(link, reply);
                 let kind = h.kind;
                 self.establish(link, kind, h, now);
@@ -319,6 +319,18 @@ impl Node {
                 self.cfg.addr, self.cfg.strict, h.addr, h.strict
             ));
         }
+        if h.no_preempt != self.cfg.no_preempt {
+            return Some(format!(
+                "no-preempt mismatch: {} has {}, {} has {}",
+                self.cfg.addr, self.cfg.no_preempt, h.addr, h.no_preempt
+            ));
+        }
+        if h.preempt_delay_ms != self.cfg.preempt_delay_ms {
+            return Some(format!(
+                "preempt-delay mismatch: {} has {}, {} has {}",
+                self.cfg.addr, self.cfg.preempt_delay_ms, h.addr, h.preempt_delay_ms
+            ));
+        }
         None
     }
 
@@ -349,6 +361,17 @@ impl Node {
         }
         let state = self.state_msg();
         self.send(link, state);
+        let announced = self.links.get(&link).map(|l| l.announced);
+        if announced != Some((self.health(), self.cfg.priority)) {
+            // Our HELLO left before the health or priority changed.
+            self.send(
+                link,
+                Message::Rank {
+                    health: self.health(),
+                    priority: self.cfg.priority,
+                },
+            );
+        }
         // A first heartbeat at once, which the peer echoes at once, so the
         // peer's clock offset is known one round trip after the handshake.
         self.ping(&[link], now);
@@ -408,6 +431,8 @@ impl Node {
     fn new_peer(&self, link: LinkId, hello: Hello, now: Mono) -> Peer {
         Peer {
             link,
+            health: hello.health,
+            eligible_since: now,
             hello,
             state: State {
                 role: Role::None,

@@ -80,8 +80,13 @@ pub(super) struct Voter {
 #[derive(Clone, Debug)]
 pub(super) struct Ballot<'a> {
     pub(super) me: SocketAddr,
-    /// The best member of the view under the rule, `me` included.
-    pub(super) best: SocketAddr,
+    /// The member the election puts first (`Node::choose_best`): the
+    /// best eligible member under the rule, or the master that keeps its
+    /// place without preemption. `None`: no member is eligible.
+    pub(super) best: Option<SocketAddr>,
+    /// A master that stepped down has not released its role yet: no new
+    /// claim is made or followed (guarantee 11).
+    pub(super) waiting: bool,
     pub(super) quorum: u32,
     pub(super) strict: bool,
     /// The lowest epoch a new claim may take: with `--strict` this node's
@@ -145,20 +150,30 @@ pub(super) fn elect(b: &Ballot) -> Decision {
             next.claim_sent = b.now;
         }
         Stance::Follow(epoch) => {
-            if was.epoch_master != Some(b.best) || was.role != Role::Follower {
+            if was.epoch_master != b.best || was.role != Role::Follower {
                 next.bound_until = Some(b.now.plus(b.timeout_ms));
             }
-            (next.role, next.epoch, next.epoch_master) = (Role::Follower, epoch, Some(b.best));
+            (next.role, next.epoch, next.epoch_master) = (Role::Follower, epoch, b.best);
         }
     }
-    if next.claimed && b.strict && !leased(b, next.claim_sent) {
+    if next.claimed && b.strict && !leased(b, next.epoch, next.claim_sent) {
         // A strict claimant is master only while a quorum is bound to it.
         next.role = Role::None;
     }
     let (cause, spent) = cause(b, next.role);
     // The next election's journal entry names why the last master was
     // lost, not the claim that ended the wait.
-    if next.role == Role::None && matches!(cause, Cause::MasterLost | Cause::MasterLeft) {
+    if next.role == Role::None
+        && matches!(
+            cause,
+            Cause::MasterLost
+                | Cause::MasterLeft
+                | Cause::Standby
+                | Cause::CheckFailed
+                | Cause::Handover
+                | Cause::Leave
+        )
+    {
         next.lost_master = Some(cause);
     } else if spent {
         next.lost_master = None;
@@ -179,14 +194,20 @@ fn stance(b: &Ballot) -> Stance {
     if 1 + b.peers.len() < b.quorum as usize {
         return Stance::Wait;
     }
-    if b.best != b.me {
-        let Some(s) = b.peers.iter().find(|p| p.addr == b.best).map(|p| p.state) else {
+    let Some(best) = b.best else {
+        return Stance::Wait;
+    };
+    if best != b.me {
+        let Some(s) = b.peers.iter().find(|p| p.addr == best).map(|p| p.state) else {
             return Stance::Wait;
         };
-        let claims = s.role == Role::Master && s.epoch_master == Some(b.best);
+        let claims = s.role == Role::Master && s.epoch_master == Some(best);
         let acceptable =
-            s.epoch > was.epoch || (s.epoch == was.epoch && was.epoch_master == Some(b.best));
-        return if claims && acceptable && free_for(b, b.best) {
+            s.epoch > was.epoch || (s.epoch == was.epoch && was.epoch_master == Some(best));
+        // While a master's release is awaited, only the master already
+        // followed is followed.
+        let kept = was.role == Role::Follower && was.epoch_master == Some(best);
+        return if claims && acceptable && free_for(b, best) && (!b.waiting || kept) {
             Stance::Follow(s.epoch)
         } else {
             Stance::Wait
@@ -197,7 +218,7 @@ fn stance(b: &Ballot) -> Stance {
             || (p.state.epoch == was.epoch && p.state.epoch_master != Some(b.me))
     });
     let unknown = b.peers.iter().any(|p| !p.known);
-    if !free_for(b, b.me) || (!was.claimed && unknown) {
+    if !free_for(b, b.me) || (!was.claimed && (unknown || b.waiting)) {
         return Stance::Wait;
     }
     if was.claimed && !contested {
@@ -224,11 +245,13 @@ fn free_for(b: &Ballot, who: SocketAddr) -> bool {
     !b.strict || was.epoch_master == Some(who) || was.bound_until.is_none_or(|t| b.now >= t)
 }
 
-/// Whether a quorum is bound to this claimant now (`--strict`), its
-/// claim sent at `claim_sent`.
-fn leased(b: &Ballot, claim_sent: Mono) -> bool {
+/// Whether a quorum is bound to this claimant of `epoch` now
+/// (`--strict`), its claim sent at `claim_sent`. The epoch is the claim's,
+/// not the one held before it: followers of an older claim are bound to
+/// nothing new (seed 1406 of the sweep found a master made by them).
+fn leased(b: &Ballot, epoch: u64, claim_sent: Mono) -> bool {
     let bound = b.peers.iter().map(|p| (p.state, p.acked_sent));
-    let lease = b.lease.end(b.standing.epoch, claim_sent, bound);
+    let lease = b.lease.end(epoch, claim_sent, bound);
     lease.is_some_and(|t| b.now < t)
 }
 
@@ -288,8 +311,16 @@ fn cause(b: &Ballot, role: Role) -> (Cause, bool) {
             Cause::PeerLeft => Cause::MasterLeft,
             _ => Cause::MasterLost,
         }
+    } else if was.role == Role::Master
+        && role != Role::Master
+        && matches!(
+            b.trigger,
+            Cause::Standby | Cause::CheckFailed | Cause::Handover | Cause::Leave
+        )
+    {
+        b.trigger
     } else if was.role == Role::Master && role != Role::Master {
-        if b.best == b.me {
+        if b.best.is_none() || b.best == Some(b.me) {
             Cause::QuorumLost
         } else {
             Cause::Outranked
@@ -322,9 +353,12 @@ impl Node {
                 acked_sent: p.acked_sent,
             })
             .collect();
+        self.before_decision();
+        let (was_claimed, was_epoch) = (self.claimed, self.epoch);
         let decision = elect(&Ballot {
             me: self.cfg.addr,
-            best: self.ranking()[0].addr,
+            best: self.choose_best(now),
+            waiting: self.awaiting.is_some(),
             quorum: self.cfg.quorum,
             strict: self.cfg.strict,
             // Also with a state dir: the disk keeps what this node saw, the
@@ -344,6 +378,7 @@ impl Node {
             departed,
         });
         self.apply(decision, now);
+        self.after_decision(was_claimed, was_epoch, now);
     }
 
     fn apply(&mut self, d: Decision, now: Mono) {
@@ -351,11 +386,23 @@ impl Node {
             self.epoch_exhausted(epoch);
         }
         let s = d.standing;
+        let claim_dropped = self.claimed && !s.claimed;
+        let unchanged =
+            (s.role, s.epoch, s.epoch_master) == (self.role, self.epoch, self.epoch_master);
         self.claimed = s.claimed;
         self.claim_sent = s.claim_sent;
         self.bound_until = s.bound_until;
         self.lost_master = s.lost_master;
         self.set_state(s.role, s.epoch, s.epoch_master, d.cause, now);
+        if claim_dropped && unchanged {
+            // A strict claimant without its lease had no role to lose:
+            // its peers still learn that it claims no more.
+            let state = self.state_msg();
+            let links: Vec<_> = self.peers.values().map(|p| p.link).collect();
+            for link in links {
+                self.send(link, state.clone());
+            }
+        }
         self.check_start_doubt();
     }
 
@@ -474,7 +521,8 @@ mod tests {
 
     struct Row {
         name: &'static str,
-        best: u8,
+        best: Option<u8>,
+        waiting: bool,
         quorum: u32,
         strict: bool,
         floor: u64,
@@ -490,7 +538,8 @@ mod tests {
         fn default() -> Row {
             Row {
                 name: "",
-                best: ME,
+                best: Some(ME),
+                waiting: false,
                 quorum: 2,
                 strict: false,
                 floor: 0,
@@ -506,7 +555,8 @@ mod tests {
     fn run(row: &Row) -> Decision {
         elect(&Ballot {
             me: addr(ME),
-            best: addr(row.best),
+            best: row.best.map(addr),
+            waiting: row.waiting,
             quorum: row.quorum,
             strict: row.strict,
             floor: row.floor,
@@ -603,7 +653,7 @@ mod tests {
             },
             Row {
                 name: "a follower follows the best member's claim",
-                best: 2,
+                best: Some(2),
                 peers: vec![peer(2, Master, 3, Some(2))],
                 trigger: Cause::Claim,
                 want: (Follower, 3, Some(2), Cause::Claim),
@@ -611,7 +661,7 @@ mod tests {
             },
             Row {
                 name: "a claim below our epoch is not followed",
-                best: 2,
+                best: Some(2),
                 was: standing(NoRole, 5, Some(3), false),
                 peers: vec![peer(2, Master, 4, Some(2))],
                 trigger: Cause::Claim,
@@ -620,7 +670,7 @@ mod tests {
             },
             Row {
                 name: "our epoch again only from its own master",
-                best: 2,
+                best: Some(2),
                 was: standing(NoRole, 5, Some(3), false),
                 peers: vec![peer(2, Master, 5, Some(2))],
                 trigger: Cause::Claim,
@@ -629,7 +679,7 @@ mod tests {
             },
             Row {
                 name: "a best member that claims nothing is not followed",
-                best: 2,
+                best: Some(2),
                 peers: vec![peer(2, Follower, 3, Some(4))],
                 want: (NoRole, 0, None, Cause::PeerJoined),
                 ..Row::default()
@@ -643,7 +693,7 @@ mod tests {
         check(&[
             Row {
                 name: "the master is lost",
-                best: 3,
+                best: Some(3),
                 quorum: 1,
                 was: follower,
                 peers: vec![peer(3, NoRole, 3, Some(2))],
@@ -654,7 +704,7 @@ mod tests {
             },
             Row {
                 name: "the master leaves",
-                best: 3,
+                best: Some(3),
                 quorum: 1,
                 was: follower,
                 peers: vec![peer(3, NoRole, 3, Some(2))],
@@ -665,7 +715,7 @@ mod tests {
             },
             Row {
                 name: "the next master's entry names the loss, not its claim",
-                best: 3,
+                best: Some(3),
                 quorum: 1,
                 was: Standing {
                     lost_master: Some(Cause::MasterLost),
@@ -678,7 +728,7 @@ mod tests {
             },
             Row {
                 name: "a master outranked by a newcomer",
-                best: 2,
+                best: Some(2),
                 was: standing(Master, 5, Some(ME), true),
                 peers: vec![peer(2, NoRole, 0, None)],
                 want: (NoRole, 5, Some(ME), Cause::Outranked),
@@ -698,7 +748,7 @@ mod tests {
         // The loss is remembered while no master is known, and spent by
         // the entry that names it.
         let lost = run(&Row {
-            best: 3,
+            best: Some(3),
             quorum: 1,
             was: follower,
             peers: vec![peer(3, NoRole, 3, Some(2))],
@@ -708,7 +758,7 @@ mod tests {
         });
         assert_eq!(lost.standing.lost_master, Some(Cause::MasterLost));
         let found = run(&Row {
-            best: 3,
+            best: Some(3),
             quorum: 1,
             was: lost.standing,
             peers: vec![peer(3, Master, 4, Some(3))],
@@ -756,7 +806,7 @@ mod tests {
             },
             Row {
                 name: "bound to one master, another's claim waits",
-                best: 2,
+                best: Some(2),
                 strict: true,
                 was: bound(NOW + 1),
                 peers: vec![peer(2, Master, 4, Some(2)), peer(3, Master, 3, Some(3))],
@@ -766,7 +816,7 @@ mod tests {
             },
             Row {
                 name: "once the binding ends, it is followed",
-                best: 2,
+                best: Some(2),
                 strict: true,
                 was: bound(NOW),
                 peers: vec![peer(2, Master, 4, Some(2)), peer(3, Master, 3, Some(3))],
@@ -805,7 +855,7 @@ mod tests {
             },
         ]);
         let followed = run(&Row {
-            best: 2,
+            best: Some(2),
             peers: vec![peer(2, Master, 3, Some(2))],
             ..Row::default()
         });

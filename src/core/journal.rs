@@ -39,6 +39,16 @@ pub enum Cause {
     Outranked,
     Claim,
     Leave,
+    /// This node's (or the master's) health check failed.
+    CheckFailed,
+    /// A failing member's check passes again.
+    CheckPassed,
+    /// A member went into or out of standby.
+    Standby,
+    /// The master handed its role over on purpose.
+    Handover,
+    /// A member's priority changed at run time.
+    Priority,
 }
 
 impl fmt::Display for Cause {
@@ -54,6 +64,11 @@ impl fmt::Display for Cause {
             Cause::Outranked => "outranked",
             Cause::Claim => "claim",
             Cause::Leave => "leave",
+            Cause::CheckFailed => "check-failed",
+            Cause::CheckPassed => "check-passed",
+            Cause::Standby => "standby",
+            Cause::Handover => "handover",
+            Cause::Priority => "priority",
         })
     }
 }

@@ -27,6 +27,7 @@
 mod admission;
 pub mod check;
 mod election;
+mod eligibility;
 mod heartbeat;
 mod invariants;
 mod journal;
@@ -47,7 +48,7 @@ pub use reconnect::{
 pub use skew::{Skew, StartDoubt};
 
 use crate::event::Event;
-use crate::protocol::{Hello, LinkKind, Message, Role, State};
+use crate::protocol::{Health, Hello, LinkKind, Message, Role, State};
 use crate::rule::{Candidate, Rule};
 use crate::time::{Mono, Wall};
 use reconnect::{Loss, Rng, Source, Want};
@@ -91,6 +92,62 @@ pub struct Config {
     pub durable: Option<u64>,
     /// `--check` is set: the node is `failing` from start until its first check passes.
     pub checked: bool,
+    /// `--no-preempt`: an eligible master keeps its role when a member
+    /// that ranks before it joins, restarts or becomes eligible.
+    pub no_preempt: bool,
+    /// `--preempt-delay`: a member that ranks before an eligible master
+    /// takes over only once it has been eligible and in the group this long.
+    pub preempt_delay_ms: u64,
+}
+
+/// How long the followers of a master that stepped down wait for its
+/// RELEASE (its hook for leaving the role has ended) before they claim
+/// anyway (guarantee 11, docs/GUARANTEES.md): a hook that moves an address
+/// takes well under a second; five cover a slow one without leaving the
+/// group masterless for long when the old master's hook hangs.
+pub const MAX_YIELD_MS: u64 = 5_000;
+
+/// How long a leaving master waits for its hook before it sends LEAVE
+/// anyway: the node must be gone within the second of guarantee 6, and
+/// the loop needs the rest to write LEAVE out.
+pub const LEAVE_YIELD_MS: u64 = 500;
+
+/// Why an operator's `-handover` cannot be done; each says why in one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandoverError {
+    NotMaster,
+    NeedsNoPreempt,
+    NotInView(SocketAddr),
+    NotEligible(SocketAddr, Health),
+    ToItself,
+    NoneEligible,
+}
+
+impl std::fmt::Display for HandoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandoverError::NotMaster => f.write_str("not the master"),
+            HandoverError::NeedsNoPreempt => {
+                f.write_str("handover needs --no-preempt; use -standby on")
+            }
+            HandoverError::NotInView(a) => write!(f, "{a} is not in the view"),
+            HandoverError::NotEligible(a, h) => write!(f, "{a} is not eligible (health {h})"),
+            HandoverError::ToItself => f.write_str("this node is already the master"),
+            HandoverError::NoneEligible => f.write_str("no other member is eligible"),
+        }
+    }
+}
+
+/// A master that stepped down while it had peers: once its hook for
+/// leaving the role has ended it sends RELEASE (or LEAVE, when leaving).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Release {
+    epoch: u64,
+    /// The member the role is handed to, for `-handover`.
+    to: Option<SocketAddr>,
+    since: Mono,
+    /// The RELEASE goes out by this time even if the hook has not ended.
+    until: Mono,
 }
 
 /// Something the caller must do, drained with [`Node::poll_action`].
@@ -138,6 +195,9 @@ pub struct Counts {
     pub meets_dropped: u64,
     /// Protocol violations by established peers.
     pub violations: u64,
+    /// Times this node stepped down as master and released the role
+    /// (RELEASE, or LEAVE after its hook).
+    pub handovers: u64,
 }
 
 /// A peer that finished the handshake, as `-cl` and `-r` show it.
@@ -161,6 +221,7 @@ pub struct Status {
     pub quorum: u32,
     pub started_unix_ms: u64,
     pub rule: Rule,
+    pub health: Health,
 }
 
 /// One node's election state machine.
@@ -214,14 +275,35 @@ pub struct Node {
     epoch_exhausted: bool,
     meets_dropped: u64,
     violations: u64,
+    handovers: u64,
     /// The epoch and master the last invariant check saw (debug builds).
     audited: (u64, Option<SocketAddr>),
     /// With a state dir: the highest epoch handed out as
     /// [`Action::Persist`] (or on disk at start).
     persisted: Option<u64>,
-    /// The health check's verdict (`--check`): false from start until the
-    /// first check passes; always true without a check.
-    check_passing: bool,
+    /// `-standby on`.
+    standby: bool,
+    /// The health check fails (from start with `--check`).
+    failing: bool,
+    /// When this node last became eligible (`--preempt-delay`).
+    eligible_since: Mono,
+    /// `-handover`: this node steps down for that member, and is out of
+    /// the running until its RELEASE is sent.
+    handing_over: Option<SocketAddr>,
+    /// This node stepped down as master and owes its peers a RELEASE.
+    releasing: Option<Release>,
+    /// The master this node followed stepped down: no claim is followed
+    /// or made until its RELEASE, its loss, or this time.
+    awaiting: Option<(SocketAddr, Mono)>,
+    /// A RELEASE named this member as the next master (`--no-preempt`),
+    /// until it claims or this time.
+    designated: Option<(SocketAddr, Mono)>,
+    /// `--preempt-delay`: when a member that ranks before the master has
+    /// been eligible and in the group long enough to take over.
+    preempt_at: Option<Mono>,
+    /// A master's graceful leave waits for its RELEASE: LEAVE goes out
+    /// then, and the node has left.
+    leaving: bool,
 }
 
 /// A member of one process's life: address and instance.
@@ -238,6 +320,8 @@ struct Link {
     /// (`Peer::relay_to`). Peers that link to it while the handshake runs
     /// are mostly the acceptor's members, introduced by its flood.
     group_at_dial: Option<Vec<SocketAddr>>,
+    /// The health and priority our HELLO on this link said.
+    announced: (Health, i32),
 }
 
 #[derive(Clone, Copy)]
@@ -262,6 +346,10 @@ struct Peer {
     next_sync: Mono,
     /// Send time of the latest heartbeat this peer acknowledged.
     acked_sent: Mono,
+    /// Its health, from its HELLO and RANKs.
+    health: Health,
+    /// When it last became eligible, or joined (`--preempt-delay`).
+    eligible_since: Mono,
     /// The peer's latest heartbeat and when it arrived: echoed in ours.
     heard_ping: Option<(u64, Mono)>,
     /// When one of its heartbeats was last echoed at once, out of round:
@@ -307,7 +395,7 @@ impl Node {
         // is above it.
         let epoch = cfg.durable.unwrap_or(0).min(MAX_EPOCH);
         let persisted = cfg.durable;
-        let checked = cfg.checked;
+        let cfg_checked = cfg.checked;
         let mut node = Node {
             cfg,
             links: BTreeMap::new(),
@@ -335,9 +423,18 @@ impl Node {
             epoch_exhausted: false,
             meets_dropped: 0,
             violations: 0,
+            handovers: 0,
             audited: (epoch, None),
             persisted,
-            check_passing: !checked,
+            failing: cfg_checked,
+            standby: false,
+            eligible_since: Mono::ZERO,
+            handing_over: None,
+            releasing: None,
+            awaiting: None,
+            designated: None,
+            preempt_at: None,
+            leaving: false,
         };
         node.decide(Cause::Start, None, Mono::ZERO);
         node.audit();
@@ -346,20 +443,6 @@ impl Node {
 
     pub fn config(&self) -> &Config {
         &self.cfg
-    }
-
-    /// The health check's verdict changed (already debounced by --check-fall /
-    /// --check-rise): `passing` false makes this node failing (ineligible),
-    /// true healthy again. Causes `check-failed` / `check-passed`.
-    pub fn handle_check(&mut self, passing: bool, now: Mono) {
-        let _ = now;
-        self.check_passing = passing;
-    }
-
-    /// Whether the health check passes: false from start until the first
-    /// check passed (with `--check`), always true without one.
-    pub fn check_passing(&self) -> bool {
-        self.check_passing
     }
 
     /// The next thing to do, until `None`.
@@ -403,6 +486,7 @@ impl Node {
             .chain(silence)
             .chain(handshake)
             .chain(strict.flatten())
+            .chain(self.eligibility_deadline())
             .min()
     }
 
@@ -418,11 +502,30 @@ impl Node {
         links.len()
     }
 
-    /// Tells every peer this node leaves, and closes every link.
+    /// Tells every peer this node leaves, and closes every link. A master
+    /// with peers first steps down and waits for its hook for leaving the
+    /// role ([`Node::handle_hook_ended`], at most [`LEAVE_YIELD_MS`]):
+    /// LEAVE is then its release (guarantee 11, docs/GUARANTEES.md). A
+    /// second call leaves at once.
     pub fn leave(&mut self, now: Mono) {
         if self.left {
             return;
         }
+        if !self.leaving && self.claimed && !self.peers.is_empty() {
+            self.leaving = true;
+            self.decide(Cause::Leave, None, now);
+            if self.releasing.is_some() {
+                self.audit();
+                return;
+            }
+        }
+        self.finish_leave(now);
+    }
+
+    /// Sends LEAVE to every peer and closes every link: the node has left.
+    fn finish_leave(&mut self, now: Mono) {
+        self.leaving = true;
+        self.releasing = None;
         for peer in self.peers.values() {
             self.actions
                 .push_back(Action::Send(peer.link, Message::Leave));
@@ -442,13 +545,13 @@ impl Node {
 
     /// The dial for `addr` opened as `link`; the handshake starts.
     pub fn handle_dialed(&mut self, link: LinkId, addr: SocketAddr, kind: LinkKind, now: Mono) {
-        if self.left {
+        if self.left || self.leaving {
             self.actions.push_back(Action::Close(link));
         } else {
             let group_at_dial =
                 (kind == LinkKind::Join).then(|| self.peers.keys().copied().collect());
             self.open_link(link, Origin::Outbound { addr, kind }, group_at_dial, now);
-            let hello = self.hello(kind);
+            let hello = self.hello_on(link, kind);
             self.send(link, hello);
         }
         self.audit();
@@ -480,7 +583,7 @@ impl Node {
 
     /// A connection arrived whose first line was a peer message.
     pub fn handle_accepted(&mut self, link: LinkId, now: Mono) {
-        if self.left {
+        if self.left || self.leaving {
             self.actions.push_back(Action::Close(link));
         } else {
             self.open_link(link, Origin::Inbound, None, now);
@@ -500,6 +603,7 @@ impl Node {
             peer: None,
             opened: now,
             group_at_dial,
+            announced: (self.health(), self.cfg.priority),
         };
         self.links.insert(link, opened);
     }
@@ -582,6 +686,7 @@ impl Node {
         if self.cfg.strict {
             self.strict_due(now);
         }
+        self.eligibility_due(now);
         self.dial_due(now);
         self.audit();
     }
@@ -616,7 +721,21 @@ impl Node {
             quorum: self.cfg.quorum,
             started_unix_ms: self.cfg.started_unix_ms,
             rule: self.cfg.rule.clone(),
+            health: self.health(),
         }
+    }
+
+    /// This node's health: standby wins over a failing check.
+    pub fn health(&self) -> Health {
+        Health::of(self.standby, self.failing)
+    }
+
+    /// The health of a member of the view (this node included), if it is one.
+    pub fn health_of(&self, addr: SocketAddr) -> Option<Health> {
+        if addr == self.cfg.addr {
+            return Some(self.health());
+        }
+        self.peers.get(&addr).map(|p| p.health)
     }
 
     pub fn role(&self) -> Role {
@@ -651,13 +770,24 @@ impl Node {
         self.peers.len()
     }
 
-    /// Every member of the view, best first under the rule.
+    /// Every member of the view, best first: the eligible ones under
+    /// the rule, then the others under the rule.
     pub fn ranking(&self) -> Vec<Candidate> {
-        let mut v: Vec<Candidate> = std::iter::once(self.me())
-            .chain(self.peers.values().map(|p| candidate(&p.hello)))
+        let mut v: Vec<(bool, Candidate)> = std::iter::once((self.eligible(), self.me()))
+            .chain(
+                self.peers
+                    .values()
+                    .map(|p| (p.health.eligible(), candidate(&p.hello))),
+            )
             .collect();
-        v.sort_by(|a, b| self.cfg.rule.compare(a, b));
-        v
+        v.sort_by(|(ea, a), (eb, b)| eb.cmp(ea).then_with(|| self.cfg.rule.compare(a, b)));
+        v.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Whether this node may be master: healthy, not in standby, not
+    /// handing over and not leaving.
+    fn eligible(&self) -> bool {
+        self.health().eligible() && self.handing_over.is_none() && !self.leaving
     }
 
     /// The last role changes, oldest first.
@@ -688,7 +818,17 @@ impl Node {
             departed: self.departed.len(),
             meets_dropped: self.meets_dropped,
             violations: self.violations,
+            handovers: self.handovers,
         }
+    }
+
+    /// Our HELLO for `link`, noting what it says of our health and priority.
+    fn hello_on(&mut self, link: LinkId, kind: LinkKind) -> Message {
+        let announced = (self.health(), self.cfg.priority);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.announced = announced;
+        }
+        self.hello(kind)
     }
 
     fn hello(&self, kind: LinkKind) -> Message {
@@ -701,6 +841,9 @@ impl Node {
             quorum: self.cfg.quorum,
             strict: self.cfg.strict,
             rule: self.cfg.rule.clone(),
+            no_preempt: self.cfg.no_preempt,
+            preempt_delay_ms: self.cfg.preempt_delay_ms,
+            health: self.health(),
         })
     }
 
@@ -862,5 +1005,7 @@ pub(crate) fn test_node(n: u8) -> Node {
         wall_at_zero: Wall(1_700_000_000_000),
         durable: None,
         checked: false,
+        no_preempt: false,
+        preempt_delay_ms: 0,
     })
 }

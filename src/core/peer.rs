@@ -10,11 +10,12 @@
 
 use std::net::SocketAddr;
 
+use super::eligibility::health_cause;
 use super::mesh::MAX_INTRODUCED_PER_PEER;
 use super::reconnect::Loss;
 use super::{Action, Cause, LinkId, Node};
 use crate::event::Event;
-use crate::protocol::{Message, Role, State};
+use crate::protocol::{Health, Message, Role, State};
 use crate::time::Mono;
 
 impl Node {
@@ -42,6 +43,8 @@ impl Node {
             }),
             Message::Ping { seq, view, echo } => self.on_ping(link, addr, seq, view, echo, now),
             Message::Leave => self.on_leave(link, addr, from_my_master, now),
+            Message::Rank { health, priority } => self.on_rank(addr, health, priority, now),
+            Message::Release { epoch, next } => self.on_release(addr, epoch, next, now),
             other => {
                 let reason = format!("{} after the handshake", other.name());
                 self.violation(link, addr, None, &reason, now);
@@ -56,16 +59,28 @@ impl Node {
             self.violation(link, addr, Some(("STATE", s.epoch)), &reason, now);
             return;
         }
+        let mut trigger = Cause::Claim;
         if let Some(p) = self.peers.get_mut(&addr) {
+            let claimed = p.state.role == Role::Master && p.state.epoch_master == Some(addr);
+            let health = p.health;
             p.state = s;
             p.state_known = true;
             p.relay_to = None;
+            if claimed && s.role != Role::Master {
+                // It stepped down while reachable: its RELEASE follows
+                // once its hook has ended (guarantee 11).
+                trigger = match health {
+                    Health::Ok => Cause::Handover,
+                    other => health_cause(Health::Ok, other),
+                };
+                self.await_release(addr, trigger, now);
+            }
         }
         if from_master && s.role != Role::Master {
             // The master gave up its claim: it releases us.
             self.bound_until = None;
         }
-        self.decide(Cause::Claim, None, now);
+        self.decide(trigger, None, now);
     }
 
     /// `by` introduced `other`. On a join link this node dialed, MEETs
@@ -118,6 +133,11 @@ impl Node {
         self.event(Event::PeerLeft { peer: addr });
         if from_master {
             self.bound_until = None;
+        }
+        if self.awaiting.is_some_and(|(a, _)| a == addr) {
+            // A leaving master's LEAVE is its release.
+            self.awaiting = None;
+            self.lost_master = Some(Cause::MasterLeft);
         }
         self.departed
             .insert(addr, now.plus(self.cfg.timeout_ms.saturating_mul(2)));

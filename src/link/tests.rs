@@ -3,7 +3,7 @@
 
 use super::*;
 
-const HELLO: &str = "HELLO bossd/2 join 127.0.0.1:7001 1 00000000deadbeef 0 2 0 oldest";
+const HELLO: &str = "HELLO bossd/3 join 127.0.0.1:7001 1 00000000deadbeef 0 2 0 oldest 0 0 ok";
 const HERE: &str = "127.0.0.1:7000";
 
 fn here() -> SocketAddr {

@@ -166,6 +166,13 @@ impl Server {
             self.poll_check(now);
             self.settle(now)?;
             self.hooks.poll(now.at);
+            // A master that stepped down releases its role once its hook
+            // for leaving it has ended (guarantee 11, docs/GUARANTEES.md);
+            // without --notify there is none, so at once.
+            if self.ep.node().awaits_hook() && self.hooks.is_idle() {
+                self.ep.handle_hook_ended(now.mono);
+                self.settle(now)?;
+            }
             self.notify.turn(self.ep.node(), now.at);
             if self.left(now) {
                 self.hooks.abandon();

@@ -146,12 +146,14 @@ pub struct Status {
     pub quorum: u32,
     pub started: u64,
     pub rule: String,
+    /// `ok`, `failing` or `standby`.
+    pub health: String,
     pub line: String,
 }
 
 /// The keys of the status line, in the order docs/GUARANTEES.md fixes.
-pub const STATUS_KEYS: [&str; 8] = [
-    "id", "role", "master", "epoch", "peers", "quorum", "started", "rule",
+pub const STATUS_KEYS: [&str; 9] = [
+    "id", "role", "master", "epoch", "peers", "quorum", "started", "rule", "health",
 ];
 
 /// The rule criteria `--rule` takes (docs/GUARANTEES.md).
@@ -168,7 +170,8 @@ impl Status {
     /// docs/GUARANTEES.md, "The status line", as
     /// strictly as the regex
     /// `^id=ADDR role=(master|follower|none) master=(ADDR|-) epoch=\d+
-    /// peers=\d+ quorum=\d+ started=\d+ rule=CRIT(,CRIT)*$`
+    /// peers=\d+ quorum=\d+ started=\d+ rule=CRIT(,CRIT)*
+    /// health=(ok|failing|standby)$`
     /// would, where ADDR is `a.b.c.d:port` or `[v6]:port` written exactly
     /// as Rust writes a socket address. (No regex crate is available to
     /// the tests, so the pattern is spelled out by hand.)
@@ -230,6 +233,10 @@ impl Status {
         if !rule.split(',').all(|c| CRITERIA.contains(&c)) {
             return bad("rule is not a list of criteria");
         }
+        let health = values[8];
+        if !["ok", "failing", "standby"].contains(&health) {
+            return bad("unknown health");
+        }
         Ok(Status {
             id: id.to_owned(),
             role: role.to_owned(),
@@ -239,6 +246,7 @@ impl Status {
             quorum: quorum as u32,
             started,
             rule: rule.to_owned(),
+            health: health.to_owned(),
             line: line.to_owned(),
         })
     }

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use bossd::core::{LinkId, MAX_EPOCH, MAX_EPOCH_LEAD_MS};
 
 use super::Millis;
-use bossd::protocol::{Echo, Hello, LinkKind, Message, Role, State};
+use bossd::protocol::{Echo, Health, Hello, LinkKind, Message, Role, State};
 use bossd::rule::Rule;
 
 /// What the hostile member does.
@@ -50,6 +50,8 @@ pub struct Cover {
     pub quorum: u32,
     pub strict: bool,
     pub rule: Rule,
+    pub no_preempt: bool,
+    pub preempt_delay_ms: u64,
     /// Wall clock of the honest nodes at virtual time 0, unix ms.
     pub wall_at_zero_ms: u64,
 }
@@ -247,8 +249,20 @@ impl Hostile {
 
     /// One well-formed message, anything but a flood.
     fn message(&mut self, now: Millis) -> Message {
-        match self.below(11) {
+        match self.below(13) {
             0..=2 => self.state(now),
+            11 => Message::Rank {
+                health: self.health(),
+                priority: self.any_u64() as i32,
+            },
+            12 => Message::Release {
+                epoch: self.epoch(now),
+                next: match self.below(3) {
+                    0 => None,
+                    1 => Some(self.cover.addr),
+                    _ => Some(self.any_addr()),
+                },
+            },
             3 => Message::Meet(self.any_addr()),
             4 => Message::Msg(self.text()),
             5 => Message::Leave,
@@ -296,6 +310,14 @@ impl Hostile {
             epoch,
             epoch_master,
         })
+    }
+
+    fn health(&mut self) -> Health {
+        match self.below(3) {
+            0 => Health::Ok,
+            1 => Health::Failing,
+            _ => Health::Standby,
+        }
     }
 
     fn past_the_top(&self) -> Message {
@@ -384,6 +406,9 @@ impl Hostile {
             quorum,
             strict: self.cover.strict,
             rule: self.cover.rule.clone(),
+            no_preempt: self.cover.no_preempt,
+            preempt_delay_ms: self.cover.preempt_delay_ms,
+            health: self.health(),
         })
     }
 

@@ -56,6 +56,12 @@ pub struct Spec {
     /// `--state-dir`: the node persists its epochs, and a restart starts
     /// from what it persisted ([`Cluster::persisted`]).
     pub state_dir: bool,
+    /// `--no-preempt`.
+    pub no_preempt: bool,
+    /// `--preempt-delay`.
+    pub preempt_delay_ms: u64,
+    /// `--check`: the node is failing until [`Cluster::check`] passes it.
+    pub checked: bool,
 }
 
 /// The wall clock of every node unless a test skews it.
@@ -72,6 +78,9 @@ impl Spec {
             rule: Rule::default(),
             wall_at_zero_ms: WALL_AT_ZERO_MS,
             state_dir: false,
+            no_preempt: false,
+            preempt_delay_ms: 0,
+            checked: false,
         }
     }
 }
@@ -155,6 +164,25 @@ pub struct Cluster {
     seed: u64,
     /// Names of the messages one pump sent, reused.
     sent_scratch: Vec<&'static str>,
+    /// Longest run of a simulated `--notify` hook, in ms: each role change
+    /// runs one after the node's earlier ones, for a random time up to
+    /// this (0: hooks end at once), and the node hears
+    /// `handle_hook_ended` once its hooks are done.
+    pub hook_max_ms: Millis,
+    /// When node `i`'s last hook ends (true time).
+    hook_until: Vec<Millis>,
+    /// Every hook run: node, start, end (true time) and its change, in
+    /// the order they started, for guarantee 11.
+    pub hooks: Vec<HookRun>,
+}
+
+/// One simulated hook run.
+#[derive(Clone, Debug)]
+pub struct HookRun {
+    pub node: usize,
+    pub start: Millis,
+    pub end: Millis,
+    pub entry: JournalEntry,
 }
 
 struct Slot {
@@ -317,6 +345,9 @@ impl Cluster {
             rate_ppm,
             seed,
             sent_scratch: Vec::new(),
+            hook_max_ms: 0,
+            hook_until: vec![0; n],
+            hooks: Vec::new(),
         };
         for (i, spec) in specs.into_iter().enumerate() {
             c.slots.push(Slot {
@@ -362,6 +393,8 @@ impl Cluster {
             quorum: spec.quorum,
             strict: spec.strict,
             rule: spec.rule.clone(),
+            no_preempt: spec.no_preempt,
+            preempt_delay_ms: spec.preempt_delay_ms,
             wall_at_zero_ms: spec.wall_at_zero_ms,
         };
         let members = self.slots.iter().map(|s| s.addr).collect();
@@ -386,6 +419,7 @@ impl Cluster {
         self.frozen.push(false);
         self.frozen_at.push(0);
         self.deadline_of.push(None);
+        self.hook_until.push(0);
         self.rate_ppm.resize(self.slots.len(), 0);
         self.refresh_deadline(i);
         i
@@ -428,7 +462,9 @@ impl Cluster {
             seed: self.next_instance,
             wall_at_zero: Wall(slot.spec.wall_at_zero_ms),
             durable: slot.spec.state_dir.then(|| self.persisted[i].unwrap_or(0)),
-            checked: false,
+            checked: slot.spec.checked,
+            no_preempt: slot.spec.no_preempt,
+            preempt_delay_ms: slot.spec.preempt_delay_ms,
         };
         if slot.spec.state_dir {
             self.persisted[i] = Some(self.persisted[i].unwrap_or(0));
@@ -438,6 +474,8 @@ impl Cluster {
         self.next_instance += 1;
         // A new process starts from epoch 0: the guarantee is per process.
         self.reported[i] = 0;
+        // And with no hook of the old process running.
+        self.hook_until[i] = self.now;
         let node = Node::new(cfg);
         self.slots[i].ep = Some(Box::new(Endpoint::new(
             node,
@@ -479,11 +517,34 @@ impl Cluster {
         n
     }
 
-    /// Graceful leave (`-q`, SIGTERM): node `i` says LEAVE and exits.
+    /// The health check of node `i` passes or fails (debounced).
+    pub fn check(&mut self, i: usize, passing: bool) {
+        let now = self.local(i);
+        self.node_mut(i).handle_check(passing, now);
+        self.pump(i);
+    }
+
+    /// Graceful leave (`-q`, SIGTERM): node `i` says LEAVE and exits. A
+    /// master steps down first and says LEAVE once its hook has ended,
+    /// within the time the loop gives a leave (`LEAVE_YIELD_MS`).
     pub fn leave(&mut self, i: usize) {
         let now = self.local(i);
         self.slots[i].ep.as_mut().expect("up").begin_leave(now);
         self.pump(i);
+        if self.node(i).leave_pending() {
+            let wait = self.hook_until[i]
+                .saturating_sub(self.now)
+                .min(bossd::core::LEAVE_YIELD_MS);
+            // The leaving node handles nothing else meanwhile; its hook
+            // runs, the others go on.
+            self.freeze(i);
+            self.run_for(wait);
+            self.frozen[i] = false;
+            let now = self.local(i);
+            let ep = self.slots[i].ep.as_mut().expect("up");
+            ep.handle_hook_ended(now);
+            self.pump(i);
+        }
         self.slots[i].ep = None;
         self.refresh_deadline(i);
         // The process exits: links it never saw (dials in flight) reset.
@@ -682,6 +743,33 @@ impl Cluster {
         self.pump(i);
     }
 
+    /// Guarantee 11 (docs/GUARANTEES.md) for a planned move of the role
+    /// from node `old`: the hook of the first node to become master after
+    /// `old`'s change from master (at or after `since`) starts only once
+    /// `old`'s hook for that change has ended. Returns the new master.
+    pub fn assert_ordered_handover(&self, old: usize, since: Millis) -> usize {
+        let step_down = self
+            .hooks
+            .iter()
+            .find(|h| h.node == old && h.start >= since && h.entry.from == Role::Master)
+            .unwrap_or_else(|| panic!("node {old} never stepped down{}", self.dump()));
+        let next = self
+            .hooks
+            .iter()
+            .find(|h| h.node != old && h.start >= since && h.entry.to == Role::Master)
+            .unwrap_or_else(|| panic!("no new master after node {old}{}", self.dump()));
+        assert!(
+            next.start >= step_down.end,
+            "node {}'s hook to become master started at {} ms, before node {old}'s hook \
+             for leaving the role ended at {} ms{}",
+            next.node,
+            next.start,
+            step_down.end,
+            self.dump()
+        );
+        next.node
+    }
+
     /// Runs until no line is in flight (timers may still be pending).
     pub fn settle(&mut self) {
         for _ in 0..100_000 {
@@ -810,11 +898,17 @@ impl Cluster {
         let slot = &self.slots[i];
         let d = match &slot.hostile {
             Some(hs) => Some(hs.h.next_deadline()),
-            None => slot
-                .ep
-                .as_ref()
-                .and_then(|ep| ep.next_deadline(self.local(i)))
-                .map(|d| true_at(d.ms(), self.rate_ppm[i])),
+            None => {
+                let ep = slot.ep.as_ref();
+                let hook = ep
+                    .filter(|ep| ep.node().awaits_hook())
+                    .map(|_| self.hook_until[i].max(self.now));
+                ep.and_then(|ep| ep.next_deadline(self.local(i)))
+                    .map(|d| true_at(d.ms(), self.rate_ppm[i]))
+                    .into_iter()
+                    .chain(hook)
+                    .min()
+            }
         };
         if d == self.deadline_of[i] {
             return;
@@ -1081,10 +1175,30 @@ impl Cluster {
             self.outputs(i);
             self.flush(i);
             if !self.remove_finished(i, now) {
-                return self.check_node(i, last);
+                self.check_node(i, last);
+                if self.hook_ended(i) {
+                    continue;
+                }
+                return;
             }
             // Closing links told the core: drain again.
             self.check_actions(i, last);
+        }
+    }
+
+    /// Tells node `i` its hooks have ended if it waits for that and they
+    /// have; returns whether it did.
+    fn hook_ended(&mut self, i: usize) -> bool {
+        if self.frozen[i] || self.now < self.hook_until[i] {
+            return false;
+        }
+        let now = self.local(i);
+        match self.slots[i].ep.as_mut() {
+            Some(ep) if ep.node().awaits_hook() => {
+                ep.handle_hook_ended(now);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -1126,7 +1240,18 @@ impl Cluster {
                     }
                 }
                 Output::Deliver { from, text } => self.delivered[i].push((from, text)),
-                Output::RoleChanged(e) => self.journals[i].push(e),
+                Output::RoleChanged(e) => {
+                    let start = self.now.max(self.hook_until[i]);
+                    let end = start + self.below(self.hook_max_ms + 1);
+                    self.hook_until[i] = end;
+                    self.hooks.push(HookRun {
+                        node: i,
+                        start,
+                        end,
+                        entry: e.clone(),
+                    });
+                    self.journals[i].push(e);
+                }
                 Output::Print(_) | Output::Leave | Output::Persist(_) => {}
             }
         }
