@@ -10,8 +10,12 @@
 # For each system the same three hosts and client are built (the topology
 # of tests/vip.rs) and the master's host is hit RUNS times by each fault:
 # its daemon SIGKILLed (crash), its link cut and then everything on it
-# killed (power), its daemon SIGSTOPped (freeze); after each run it is
-# restored and the lab settles. A client connecting to the VIP every 2 ms
+# killed (power), its daemon SIGSTOPped (freeze), its service killed so
+# that its health check fails (check: bossd's --check and keepalived's
+# vrrp_script, the same script every second), and a planned move
+# (handover: bossd's -handover; keepalived has none, so a stop with
+# SIGTERM, its priority-0 advert); after each run it is restored and the
+# lab settles. bossd runs with --no-preempt, as -handover needs. A client connecting to the VIP every 2 ms
 # times the failover: from the fault to its first answer from another
 # host. bossd runs at each heartbeat,timeout pair of TIMINGS (default
 # 100,500, its defaults; 100,250, a heartbeat as often as keepalived's

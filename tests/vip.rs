@@ -6,7 +6,9 @@
 //! with its host's name and closes it. The client connects to the virtual
 //! IP every few milliseconds, a fresh connection each time with a short
 //! time limit, and records who answered when. Each test does one thing to
-//! the master's host and checks, from the client's side and in every
+//! the master's host (its bossd crashes, it loses power, its bossd
+//! freezes, its service fails the `--check`, or the operator hands over
+//! for maintenance) and checks, from the client's side and in every
 //! host's `ip addr`, that:
 //!
 //! - the client ends up answered by the host the survivors elected, and
@@ -16,7 +18,10 @@
 //! - no request the client sent after it first heard from the new master
 //!   is answered by the old host, although the old host may still hold the
 //!   address (a SIGKILLed or frozen bossd runs no hook);
-//! - once the old host is back, it no longer holds the address.
+//! - once the old host is back, it no longer holds the address;
+//! - in the planned cases (failing check, handover), no two hosts hold
+//!   the address at any moment, and the old host has dropped it by the
+//!   time the client hears from the new one (guarantee 11).
 //!
 //! The time from the fault to the client's first answer from the new
 //! master is printed, not asserted (machines are shared and noisy;
@@ -88,6 +93,12 @@ const BOSSD_PORT: u16 = 7000;
 const SERVICE_PORT: u16 = 8080;
 /// Set to a host's name, this test binary is that host's service.
 const SERVICE_ENV: &str = "BOSSD_VIP_TEST_SERVICE";
+/// Set, this test binary is a `--check`: it exits 0 when the service on
+/// its own host answers, 1 when it does not.
+const PROBE_ENV: &str = "BOSSD_VIP_TEST_PROBE";
+/// How long the probe waits for the service: a live one on the loopback
+/// answers in well under a millisecond.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 /// The bridge-family table in the bridge namespace that cuts a host off.
 const CUT_TABLE: &str = "bossd_vip_cut";
 /// The hook, from this checkout.
@@ -130,12 +141,17 @@ fn main() -> ExitCode {
     if let Ok(name) = std::env::var(SERVICE_ENV) {
         serve(&name);
     }
+    if std::env::var_os(PROBE_ENV).is_some() {
+        probe();
+    }
     runner::run(
         include_str!("vip.rs"),
         crate::test_list![
             vip_follows_the_master_when_its_bossd_crashes_and_its_host_goes_away,
             vip_follows_the_master_when_its_host_loses_power,
             vip_follows_the_master_when_it_freezes_and_leaves_it_on_resume,
+            vip_moves_in_order_when_the_masters_service_fails_its_check,
+            vip_moves_in_order_on_a_handover_for_maintenance,
         ],
     )
 }
@@ -196,13 +212,12 @@ fn vip_follows_the_master_when_its_host_loses_power() {
 // others elect the next master after --timeout (guarantee 5) while the old
 // host keeps the address and its service. On SIGCONT the old master finds
 // its links gone and steps down, and its hook removes the address before
-// anything else. Then, being still the oldest, it is the group's first
-// again and takes the role back (guarantee 1: this build has no way to
-// keep a recovered member from preempting), so after the resume the test
-// checks that one host, the agreed master, holds the VIP and answers the
-// client, rather than that the old host never answers again.
+// anything else. The cluster runs with --no-preempt, as a VIP cluster
+// should: the recovered member, although still the oldest, does not take
+// the role back (guarantee 1), so the client never hears from it again.
 fn vip_follows_the_master_when_it_freezes_and_leaves_it_on_resume() {
     let mut bed = Bed::new("freeze", 3);
+    bed.bossd_args(&["--no-preempt"]);
     let old = bed.form();
     let fault = bed.freeze(old);
     let new = bed.failover(old, fault, "SIGSTOP of its bossd");
@@ -212,9 +227,7 @@ fn vip_follows_the_master_when_it_freezes_and_leaves_it_on_resume() {
         "the client stays with the new master while the old one is frozen",
     );
 
-    let resumed = bed.resume(old);
-    bed.never_back(old, new, fault, resumed);
-    let master = bed.wait_agreed_by_all();
+    bed.resume(old);
     bed.wait_until("the old master's hook removed the VIP on resume", |bed| {
         let log = bed.hosts[old - 1].log();
         let removed = format!("removed {}/24 from eth0", bed.net.vip());
@@ -222,11 +235,62 @@ fn vip_follows_the_master_when_it_freezes_and_leaves_it_on_resume() {
             .then_some(())
             .ok_or_else(|| format!("no `{removed}` in h{old}'s log"))
     });
-    bed.wait_settled(master);
+    bed.old_host_back(old, new, fault);
+}
+
+// The master's service dies while its bossd runs on: its --check (the
+// test binary as a probe of the service, every 100 ms, failing after two
+// misses) turns it `failing`, and it hands over at once (guarantee 1,
+// docs/GUARANTEES.md: a failing member is never master): its hook removes the VIP first, and only
+// when that hook has ended does the next master's hook add it (guarantee
+// 11), so at no moment do two hosts hold the address. With --no-preempt
+// the old host, once its service is back and its check passes, stays a
+// follower.
+fn vip_moves_in_order_when_the_masters_service_fails_its_check() {
+    let mut bed = Bed::new("check", 4);
+    let probe = format!("{PROBE_ENV}=1 exec '{}'", exe_path());
+    bed.bossd_args(&[
+        "--no-preempt",
+        "--check",
+        &probe,
+        "--check-interval",
+        "100",
+        "--check-fall",
+        "2",
+    ]);
+    let old = bed.form();
+    let fault = bed.stop_service(old);
+    let new = bed.planned_failover(old, fault, "stop of its service");
     bed.hold(
-        master,
-        "after the resume, the client stays with the agreed master",
+        new,
+        "the client stays with the new master while the old service is down",
     );
+
+    bed.start_service(old);
+    bed.note(&format!("h{old}'s service is back"));
+    bed.old_host_back(old, new, fault);
+}
+
+// A planned move: `-handover` on the master (with --no-preempt, as it
+// needs) gives the role to the best other member. The old master's hook
+// removes the VIP before the new master's hook adds it (guarantee 11):
+// the client sees a short gap in which no host answers, never two hosts,
+// and never the old host again.
+fn vip_moves_in_order_on_a_handover_for_maintenance() {
+    let mut bed = Bed::new("handover", 5);
+    bed.bossd_args(&["--no-preempt"]);
+    let old = bed.form();
+    let fault = Instant::now();
+    if let Err(e) = bed.ask(old, "-handover") {
+        panic!("-handover on h{old}: {e}\n{}", bed.describe());
+    }
+    bed.note(&format!("-handover on h{old}"));
+    let new = bed.planned_failover(old, fault, "-handover");
+    bed.hold(
+        new,
+        "the client stays with the new master after the handover",
+    );
+    bed.old_host_back(old, new, fault);
 }
 
 // ---------------------------------------------------------------------------
@@ -273,6 +337,8 @@ struct Bed {
     client: Client,
     /// Index `host - 1`.
     hosts: Vec<Host>,
+    /// Options every bossd of this case gets besides the hook and joins.
+    args: Vec<String>,
     net: Net,
 }
 
@@ -294,12 +360,18 @@ impl Bed {
             t0,
             client,
             hosts: (0..HOSTS).map(|_| Host::default()).collect(),
+            args: Vec::new(),
             net,
         };
         for h in 1..=HOSTS {
             bed.start_service(h);
         }
         bed
+    }
+
+    /// Gives every bossd started from now on these options as well.
+    fn bossd_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|&a| a.to_owned()).collect();
     }
 
     /// Starts bossd on hosts 1, 2, 3 in turn, each once the one before
@@ -348,28 +420,6 @@ impl Bed {
                 .map(|_| ())
                 .ok_or_else(|| "no answer from it yet".to_owned())
         });
-    }
-
-    /// Waits until every host whose bossd answers agrees on one master;
-    /// which.
-    fn wait_agreed_by_all(&mut self) -> usize {
-        let mut master = 0;
-        self.wait_until("all agree on one master", |bed| {
-            let h = (1..=HOSTS)
-                .find(|&h| bed.hosts[h - 1].answers())
-                .expect("some bossd runs");
-            let s = bed.status(h)?;
-            let m = s
-                .master
-                .as_deref()
-                .and_then(|m| bed.net.host_of(m))
-                .ok_or_else(|| format!("h{h} knows no master: {}", s.line))?;
-            bed.agreed(m)?;
-            master = m;
-            Ok(())
-        });
-        self.note(&format!("all agree on h{master}"));
-        master
     }
 
     /// Whether every host whose bossd answers reports `master` as the
@@ -436,6 +486,60 @@ impl Bed {
                 other => Err(format!("the entry names {other:?}")),
             },
         );
+        new
+    }
+
+    /// A planned move away from `old` (guarantee 11), begun at `fault`:
+    /// while waiting for the client's first answer from another host,
+    /// checks over and over that at most one host holds the VIP; then
+    /// that `old` holds it no more (its hook removed it before the new
+    /// master's hook added it), and prints the gap in which no host
+    /// answered. Returns the new master.
+    fn planned_failover(&mut self, old: usize, fault: Instant, what: &str) -> usize {
+        let deadline = Instant::now() + FAILOVER_DEADLINE;
+        while self.client.first_answer_not_from(old, fault).is_none() {
+            let holders = self.net.vip_holders();
+            assert!(
+                holders.len() <= 1,
+                "after the {what} of h{old}, hosts {holders:?} hold the VIP at once\n{}",
+                self.describe()
+            );
+            assert!(
+                Instant::now() <= deadline,
+                "the client was not answered by any host but h{old} within \
+                 {FAILOVER_DEADLINE:?} of the {what}\n{}",
+                self.describe()
+            );
+            thread::sleep(CHECK_EVERY);
+        }
+        let new = self.failover(old, fault, what);
+        assert!(
+            !self.net.holds_vip(old),
+            "h{old} still holds the VIP although h{new} answers for it\n{}",
+            self.describe()
+        );
+        let first = self
+            .client
+            .first_answer_from(new, fault)
+            .expect("failover saw it");
+        let last_old = self
+            .client
+            .attempts()
+            .into_iter()
+            .filter(|a| a.host == old && a.done <= first.done)
+            .max_by_key(|a| a.sent);
+        if let Some(last) = last_old {
+            println!(
+                "vip {}: no host answered requests sent in the {:.1} ms between the old \
+                 master's last answer and the new master's first",
+                self.case,
+                first
+                    .sent
+                    .saturating_duration_since(last.sent)
+                    .as_secs_f64()
+                    * 1e3
+            );
+        }
         new
     }
 
@@ -548,6 +652,15 @@ impl Bed {
         at
     }
 
+    /// Kills `host`'s service, leaving its bossd running; the instant just
+    /// before.
+    fn stop_service(&mut self, host: usize) -> Instant {
+        let at = Instant::now();
+        self.hosts[host - 1].service = None;
+        self.note(&format!("killed h{host}'s service"));
+        at
+    }
+
     /// Cuts `host`'s link, then kills everything on it and deletes its
     /// namespace; the instant the cut was in place.
     fn power_off(&mut self, host: usize) -> Instant {
@@ -599,6 +712,7 @@ impl Bed {
             .map(|h| self.net.bossd_addr(h).to_string())
             .collect();
         let mut args = vec!["--no-console", "--notify", hook.as_str()];
+        args.extend(self.args.iter().map(String::as_str));
         for j in &joins {
             args.extend(["--join", j.as_str()]);
         }
@@ -807,11 +921,6 @@ impl Net {
         SocketAddr::new(IpAddr::V4(self.ip(host as u8)), BOSSD_PORT)
     }
 
-    /// The host whose bossd has the address `addr` (`IP:PORT`).
-    fn host_of(&self, addr: &str) -> Option<usize> {
-        (1..=HOSTS).find(|&h| self.bossd_addr(h).to_string() == addr)
-    }
-
     /// `host`'s fixed MAC, `02:00:0a:74:C:N`, as `ip` writes it.
     fn mac(&self, host: usize) -> String {
         format!(
@@ -996,6 +1105,28 @@ fn serve(name: &str) -> ! {
             Err(_) => thread::sleep(CHECK_EVERY),
         }
     }
+}
+
+/// The probe's body, run by bossd as its `--check` inside the host's
+/// namespace: exits 0 if the service on this host answers with a name
+/// within [`PROBE_TIMEOUT`], else 1.
+fn probe() -> ! {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, SERVICE_PORT));
+    let answered = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).and_then(|mut s| {
+        s.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        let mut name = String::new();
+        s.read_to_string(&mut name)?;
+        Ok(name.starts_with('h'))
+    });
+    std::process::exit(if matches!(answered, Ok(true)) { 0 } else { 1 })
+}
+
+/// This test binary's path, for the probe.
+fn exe_path() -> String {
+    std::env::current_exe()
+        .expect("the test binary's path")
+        .display()
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------

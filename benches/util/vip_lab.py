@@ -21,6 +21,19 @@ then the host is restored and the lab settles before the next run:
           deleted; restored by a fresh namespace with the same MAC, then
           the service and the daemon, as after a boot
   freeze  the daemon is SIGSTOPped; restored by SIGCONT
+  check   the service is killed, the daemon runs on: its health check (a
+          TCP connect to the service, every CHECK_INTERVAL, failing once)
+          moves the VIP; restored by starting the service again
+  handover the planned move: bossd's `-handover` on the master; keepalived
+          has no step-down command, so its planned move is a stop with
+          SIGTERM (it sends a priority-0 advert, and a backup takes over
+          at once); restored by starting it again. The sample here is the
+          gap the client sees: from its last request the old host
+          answered to its first the new one answered
+
+bossd runs with --no-preempt, as a VIP cluster should (its -handover
+needs it), so a restored host stays a follower; keepalived preempts (its
+default), so its preferred host takes the VIP back after each restore.
 
 Before the faults, with the client paused, each host's daemon processes'
 CPU over an idle window is read from /proc/PID/schedstat.
@@ -67,9 +80,14 @@ SETTLE_DEADLINE = 60.0
 # three adverts) before a run starts.
 QUIET = 0.5
 POLL = 0.01
+# The health check both systems run: a script that connects to the host's
+# own service (bash's /dev/tcp), every CHECK_INTERVAL seconds (keepalived's
+# vrrp_script interval is whole seconds), one failure being enough.
+CHECK = "#!/bin/sh\nexec bash -c ': </dev/tcp/127.0.0.1/%d'\n" % SERVICE_PORT
+CHECK_INTERVAL = 1
 
 # keepalived's priorities: host 1 is the preferred master and preempts
-# when it is back, like bossd's oldest host after a freeze.
+# when it is back (bossd's cluster here runs with --no-preempt instead).
 KEEPALIVED_PRIORITY = {1: 150, 2: 100, 3: 50}
 
 
@@ -283,8 +301,9 @@ class Bossd:
         return self.heartbeat / 1000
 
     def command(self, lab, h):
-        cmd = [self.binary, lab.ip(h), str(BOSSD_PORT), "--no-console",
+        cmd = [self.binary, lab.ip(h), str(BOSSD_PORT), "--no-console", "--no-preempt",
                "--heartbeat", str(self.heartbeat), "--timeout", str(self.timeout),
+               "--check", self.check, "--check-interval", str(CHECK_INTERVAL * 1000),
                "--notify", "VIP=%s/24 VIP_IFACE=eth0 exec '%s'" % (lab.vip(), self.hook)]
         for o in HOSTS:
             if o != h:
@@ -319,11 +338,16 @@ class Keepalived:
         conf = os.path.join(self.work, "%s-h%d.conf" % (lab.prefix, h))
         with open(conf, "w") as f:
             f.write(
-                "global_defs {\n  router_id h%d\n  vrrp_version 3\n}\n"
+                "global_defs {\n  router_id h%d\n  vrrp_version 3\n"
+                "  script_user root\n  enable_script_security\n}\n"
+                "vrrp_script service {\n  script \"%s\"\n"
+                "  interval %d\n  fall 1\n  rise 1\n}\n"
                 "vrrp_instance vip {\n  state BACKUP\n  interface eth0\n"
                 "  virtual_router_id 51\n  priority %d\n  advert_int %g\n"
+                "  track_script {\n    service\n  }\n"
                 "  virtual_ipaddress {\n    %s/24 dev eth0\n  }\n}\n"
-                % (h, KEEPALIVED_PRIORITY[h], self.advert, lab.vip())
+                % (h, self.check, CHECK_INTERVAL, KEEPALIVED_PRIORITY[h],
+                   self.advert, lab.vip())
             )
         base = os.path.join(self.work, "%s-h%d" % (lab.prefix, h))
         return ["keepalived", "-n", "-l", "-D", "-P", "-f", conf,
@@ -469,6 +493,20 @@ class Bench:
             t = now_ns()
             for pid in pids:
                 os.kill(pid, signal.SIGSTOP)
+        elif kind == "check":
+            t = now_ns()
+            self.services[h].kill()
+            self.services.pop(h).wait()
+        elif kind == "handover":
+            t = now_ns()
+            if isinstance(self.system, Keepalived):
+                pids = self.daemon_pids(h)
+                self.daemons[h].send_signal(signal.SIGTERM)
+                self.daemons.pop(h).wait()
+                gone(pids)
+            else:
+                run("ip", "netns", "exec", self.lab.ns("cl"), self.system.binary, "ctl",
+                    self.lab.ip(h), str(BOSSD_PORT), "-handover")
         return t
 
     def restore(self, kind, h):
@@ -481,6 +519,10 @@ class Bench:
             self.start_daemon(h)
         elif kind == "freeze":
             self.signal(h, signal.SIGCONT)
+        elif kind == "check":
+            self.start_service(h)
+        elif kind == "handover" and isinstance(self.system, Keepalived):
+            self.start_daemon(h)
 
     def one_run(self, kind):
         """One fault: the failover time in ms (None when no other host
@@ -503,6 +545,11 @@ class Bench:
         self.restore(kind, m)
         if first is None:
             return None, False
+        if kind == "handover":
+            # The gap: from the last request the old host answered to the
+            # first the new one answered, both by when they were sent.
+            old = [a[0] for a in self.answers_since(t - int(1e9)) if a[2] == m and a[0] <= first[0]]
+            return (first[0] - max(old, default=t)) / 1e6, back
         return (first[1] - t) / 1e6, back
 
     def close(self):
@@ -576,7 +623,7 @@ def main():
     b.add_argument("--idle", type=float, default=10.0)
     b.add_argument("--timings", default="100,500 100,250 50,150")
     b.add_argument("--adverts", default="1 0.1")
-    b.add_argument("--faults", default="crash,power,freeze")
+    b.add_argument("--faults", default="crash,power,freeze,check,handover")
     args = ap.parse_args()
     if args.cmd == "serve":
         return serve(args.name)
@@ -587,6 +634,12 @@ def main():
 
     systems = [Bossd(args.bossd, args.hook, *map(int, t.split(","))) for t in args.timings.split()]
     systems += [Keepalived(float(a), args.work) for a in args.adverts.split()]
+    check = os.path.join(args.work, "check.sh")
+    with open(check, "w") as f:
+        f.write(CHECK)
+    os.chmod(check, 0o755)
+    for system in systems:
+        system.check = check
     results = []
     for i, system in enumerate(systems):
         runs = args.runs_slow if isinstance(system, Keepalived) and system.advert >= 1 else args.runs
