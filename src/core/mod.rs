@@ -514,7 +514,8 @@ impl Node {
         if !self.leaving && self.claimed && !self.peers.is_empty() {
             self.leaving = true;
             self.decide(Cause::Leave, None, now);
-            if self.releasing.is_some() {
+            if let Some(r) = &mut self.releasing {
+                r.until = r.until.min(now.plus(LEAVE_YIELD_MS));
                 self.audit();
                 return;
             }
