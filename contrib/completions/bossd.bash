@@ -41,7 +41,7 @@ _bossd() {
 
     case "${cmd}" in
         bossd)
-            opts="-h -V --join --rule --priority --quorum --strict --no-preempt --preempt-delay --heartbeat --timeout --reconnect-timeout --secret-file --state-dir --notify --max-conns --log --no-console --help --version ctl demo help"
+            opts="-h -V --join --rule --priority --quorum --strict --no-preempt --preempt-delay --heartbeat --timeout --reconnect-timeout --secret-file --state-dir --notify --check --check-interval --check-timeout --check-fall --check-rise --max-conns --log --no-console --help --version ctl demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -91,6 +91,26 @@ _bossd() {
                     return 0
                     ;;
                 --notify)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-fall)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check-rise)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_bossd_global_optspecs
-    string join \n join= rule= priority= quorum= strict no-preempt preempt-delay= heartbeat= timeout= reconnect-timeout= secret-file= state-dir= notify= max-conns= log= no-console h/help V/version
+    string join \n join= rule= priority= quorum= strict no-preempt preempt-delay= heartbeat= timeout= reconnect-timeout= secret-file= state-dir= notify= check= check-interval= check-timeout= check-fall= check-rise= max-conns= log= no-console h/help V/version
 end
 
 function __fish_bossd_needs_command
@@ -35,6 +35,11 @@ complete -c bossd -n "__fish_bossd_needs_command" -l reconnect-timeout -d 'How l
 complete -c bossd -n "__fish_bossd_needs_command" -l secret-file -d 'File holding the shared cluster secret (trailing newlines ignored; keep it mode 600). Peers must prove they know it before they join, every peer line is then authenticated, and only console clients that authenticated (`bossd ctl --secret-file`) may run mutating commands. Use at least 16 random bytes (head -c 32 /dev/urandom | base64): one recorded handshake lets anyone test guesses offline, and a shorter secret warns at start. Default: none (anyone who reaches the port may join)' -r -F
 complete -c bossd -n "__fish_bossd_needs_command" -l state-dir -d 'Keep the highest epoch this node has seen in DIR, so that epochs never go back, even when every node restarts at once. Default: none' -r -f -a "(__fish_complete_directories)"
 complete -c bossd -n "__fish_bossd_needs_command" -l notify -d 'Shell command run with `sh -c` on every role change, one at a time and in order; killed after 30 s. Default: none' -r -f -a "(__fish_complete_command)"
+complete -c bossd -n "__fish_bossd_needs_command" -l check -d 'Health check: shell command run with `sh -c` at start and then every --check-interval; exit status 0 passes. Default: none (always healthy)' -r -f -a "(__fish_complete_command)"
+complete -c bossd -n "__fish_bossd_needs_command" -l check-interval -d 'Time between the starts of two checks, in milliseconds (10 to one day). A check that runs longer delays the next one: checks never overlap' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l check-timeout -d 'A check still running after this many milliseconds is killed with its process group and counts as a failure (1 to one day). Default: --check-interval' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l check-fall -d 'Consecutive failed checks that make a healthy node failing (1 to 100). A failure is seen after about fall x interval' -r
+complete -c bossd -n "__fish_bossd_needs_command" -l check-rise -d 'Consecutive passed checks that make a failing node healthy again (1 to 100); the first pass after start is enough, whatever N' -r
 complete -c bossd -n "__fish_bossd_needs_command" -l max-conns -d 'Most open connections, peers and console clients together' -r
 complete -c bossd -n "__fish_bossd_needs_command" -l log -d 'Log level on stderr: error, warn, info or debug' -r
 complete -c bossd -n "__fish_bossd_needs_command" -l strict -d 'Never two masters at once (with a quorum above half the cluster): a new master waits out the old one\'s lease, so a crash fails over in about --timeout. Must match across the cluster. Default: off'
