@@ -1014,6 +1014,36 @@ fn preemption_after_a_restart_of_the_best_member() {
     }
 }
 
+// Guarantee 1 with --no-preempt or --preempt-delay: a frozen master that
+// thaws after the others elected a new one rejoins as a follower, even
+// when it meets a follower before the new master (a claim made in that
+// moment would take the role from the group's master).
+#[test]
+fn a_thawed_master_does_not_take_the_role_back_without_preemption() {
+    for seed in 0..SEEDS / 4 {
+        for (no_preempt, delay) in [(true, 0), (false, 60_000)] {
+            let spec = Spec {
+                no_preempt,
+                preempt_delay_ms: delay,
+                ..Spec::started(0)
+            };
+            let mut c = eligible_group(seed, 4, &spec, 50);
+            assert_eq!(c.assert_agreement(&[0, 1, 2, 3]), addr(0));
+            c.freeze(0);
+            c.run_for(700);
+            assert_eq!(c.view(1).1, Some(addr(1)), "{}", c.dump());
+            c.thaw(0);
+            c.run_for(20_000);
+            assert_eq!(
+                c.assert_agreement(&[0, 1, 2, 3]),
+                addr(1),
+                "seed {seed}, no-preempt {no_preempt}, delay {delay}: {}",
+                c.dump()
+            );
+        }
+    }
+}
+
 // Guarantee 1: when two groups with masters merge under --no-preempt,
 // the master that ranks first keeps its place.
 #[test]

@@ -228,6 +228,9 @@ impl Node {
             {
                 return Some(d);
             }
+            if self.master_elsewhere().is_some() {
+                return None;
+            }
             return Some(first);
         };
         if self.cfg.no_preempt {
@@ -237,6 +240,21 @@ impl Node {
             .iter()
             .copied()
             .find(|a| *a == incumbent || self.matured_at(*a) <= now)
+    }
+
+    /// A master some peer follows that is not (yet) in this node's view:
+    /// a node rejoining a group, say after a freeze, meets its members
+    /// one by one and may meet a follower before the master it follows.
+    /// Under `--no-preempt` or `--preempt-delay` it must not claim in that
+    /// moment, or it would take the role from the group's master by
+    /// reaching a follower first; it waits until it meets that master
+    /// (which then keeps its place) or the follower loses it.
+    fn master_elsewhere(&self) -> Option<SocketAddr> {
+        self.peers.values().find_map(|p| {
+            let m = p.state.epoch_master?;
+            let follows = p.state_known && p.state.role == Role::Follower;
+            (follows && m != self.cfg.addr && !self.peers.contains_key(&m)).then_some(m)
+        })
     }
 
     /// `--preempt-delay`: the earliest time a member that ranks before the
