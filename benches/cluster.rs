@@ -16,7 +16,8 @@
 //! `--only` takes `converge`, `crash`, `silent`, `pause`, `starve`, `idle`,
 //! `check` (idle CPU with a passing `--check`), `syscalls`, `scale`,
 //! `queries`, `watch` (crash failovers with watchers and with
-//! `--state-dir`, benches/cluster/watch.rs). For failovers, `--runs` sets the runs,
+//! `--state-dir`, benches/cluster/watch.rs), `eligibility` (a failing
+//! check's failover and `-handover`'s hooks, benches/cluster/eligibility.rs). For failovers, `--runs` sets the runs,
 //! `--nodes N` the cluster size (5), `--timing HEARTBEAT,TIMEOUT` the flags
 //! (100,500), and `--strict` adds `--strict` with a majority quorum
 //! (compare_etcd.sh uses these). For convergence, idle CPU, the pause and
@@ -33,6 +34,8 @@
 
 #[path = "cluster/cost.rs"]
 mod cost;
+#[path = "cluster/eligibility.rs"]
+mod eligibility;
 #[path = "cluster/harness.rs"]
 mod harness;
 #[path = "cluster/stall.rs"]
@@ -160,6 +163,9 @@ fn main() {
     }
     if wants("watch") {
         watch::failovers(&builds, runs.unwrap_or(if quick { 2 } else { 40 }));
+    }
+    if wants("eligibility") {
+        eligibility::eligibility(&builds, runs.unwrap_or(if quick { 2 } else { 30 }));
     }
 }
 

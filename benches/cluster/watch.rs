@@ -111,7 +111,7 @@ struct Run {
 
 /// A watcher that reads: each line after the status line, with the time
 /// it arrived.
-fn reading_watcher(addr: SocketAddr) -> Receiver<(Instant, String)> {
+pub fn reading_watcher(addr: SocketAddr) -> Receiver<(Instant, String)> {
     let mut s = TcpStream::connect(addr).expect("connect a watcher");
     s.set_nodelay(true).expect("nodelay");
     s.write_all(b"-w\n").expect("send -w");
@@ -166,7 +166,7 @@ impl IdleWatcher {
 }
 
 /// The epoch of a `-j` line (`... epoch=N ...`).
-fn epoch_of(line: &str) -> Option<u64> {
+pub fn epoch_of(line: &str) -> Option<u64> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("epoch="))
         .and_then(|e| e.parse().ok())
@@ -175,7 +175,7 @@ fn epoch_of(line: &str) -> Option<u64> {
 /// `n` nodes on a fresh network, each alone, the node at `addr` with
 /// `args(addr)`. A network where something listens already (another
 /// bench running beside this one) is passed over.
-fn start(bin: &str, n: usize, args: impl Fn(SocketAddr) -> Vec<String>) -> Cluster {
+pub fn start(bin: &str, n: usize, args: impl Fn(SocketAddr) -> Vec<String>) -> Cluster {
     let addr = |x: u8, i: usize| SocketAddr::from((Ipv4Addr::new(127, 77, x, 1 + i as u8), PORT));
     let x = (0..254)
         .map(|_| fresh_net())
