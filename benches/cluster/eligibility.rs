@@ -202,6 +202,9 @@ struct CheckRun {
     polled: f64,
 }
 
+/// One of a [`CheckRun`]'s times, for its row.
+type Part = fn(&CheckRun) -> f64;
+
 /// `to - from` in ms, negative when `to` came first.
 fn signed(from: Instant, to: Instant) -> f64 {
     if to >= from {
@@ -339,7 +342,7 @@ pub fn eligibility(builds: &Builds, runs: usize) {
                 builds.key(b, &format!("{key}_p99_ms")),
                 percentile(&sorted(watched.clone()), 99.0),
             );
-            let parts: [(&str, fn(&CheckRun) -> f64); 3] = [
+            let parts: [(&str, Part); 3] = [
                 (
                     "check exits → old master's watcher reads its step-down",
                     |r| r.step_down,
