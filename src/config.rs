@@ -28,6 +28,9 @@ pub const MIN_CHECK_INTERVAL_MS: u64 = 10;
 
 /// The longest `--check-interval` and `--check-timeout`: one day.
 pub const MAX_CHECK_MS: u64 = 86_400_000;
+/// The longest `--preempt-delay`: one day, as for the check's times; a
+/// longer one is `--no-preempt` in effect, and that flag says so.
+pub const MAX_PREEMPT_DELAY_MS: u64 = 86_400_000;
 
 /// What `main` should run.
 #[derive(Debug)]
@@ -123,9 +126,9 @@ pub struct NodeOptions {
     pub no_preempt: bool,
     /// A member that ranks before the master takes over only after it has
     /// been eligible and in the group this long, in milliseconds (a flapping
-    /// service does not drag the role along). Must match across the
-    /// cluster.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    /// service does not drag the role along), up to one day. Must match
+    /// across the cluster.
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_PREEMPT_DELAY_MS))]
     pub preempt_delay: u64,
     /// Interval between heartbeats on each peer link, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
