@@ -235,19 +235,18 @@ impl Node {
         let eligible = self.eligible_ranking();
         let first = *eligible.first()?;
         let delay = self.cfg.preempt_delay_ms;
-        let incumbent = eligible.iter().copied().find(|a| self.claims(*a));
-        if incumbent.is_none() && self.master_elsewhere().is_some() {
-            return None;
-        }
         if !self.cfg.no_preempt && delay == 0 {
             return Some(first);
         }
-        let Some(incumbent) = incumbent else {
+        let Some(incumbent) = eligible.iter().copied().find(|a| self.claims(*a)) else {
             if self.cfg.no_preempt
                 && let Some((d, _)) = self.designated
                 && eligible.contains(&d)
             {
                 return Some(d);
+            }
+            if self.master_elsewhere().is_some() {
+                return None;
             }
             return Some(first);
         };
@@ -272,11 +271,10 @@ impl Node {
     /// A master some peer follows that is not (yet) in this node's view:
     /// a node rejoining a group, say after a freeze, meets its members
     /// one by one and may meet a follower before the master it follows.
-    /// It must not claim in that moment, or it would take the role from
-    /// the group's master by reaching a follower first (under
-    /// `--no-preempt`), or claim beside it and race it (by default, where
-    /// it preempts only once that master has released); it waits until it
-    /// meets that master or the follower loses it.
+    /// Under `--no-preempt` or `--preempt-delay` it must not claim in that
+    /// moment, or it would take the role from the group's master by
+    /// reaching a follower first; it waits until it meets that master
+    /// (which then keeps its place) or the follower loses it.
     fn master_elsewhere(&self) -> Option<SocketAddr> {
         self.peers.values().find_map(|p| {
             let m = p.state.epoch_master?;
