@@ -355,15 +355,9 @@ impl Node {
             .collect();
         self.before_decision();
         let (was_claimed, was_epoch) = (self.claimed, self.epoch);
-        let best = self.choose_best(now);
-        if self.choose_ranked(now) != Some(self.cfg.addr) {
-            self.preempt_cause = None;
-        } else if best != Some(self.cfg.addr) && self.preempt_cause.is_none() {
-            self.preempt_cause = Some(trigger);
-        }
         let decision = elect(&Ballot {
             me: self.cfg.addr,
-            best,
+            best: self.choose_best(now),
             waiting: self.awaiting.is_some(),
             quorum: self.cfg.quorum,
             strict: self.cfg.strict,

@@ -199,7 +199,7 @@ impl Node {
         }
         self.awaiting = Some((addr, now.plus(MAX_YIELD_MS)));
         if self.lost_master.is_none() {
-            self.lost_master = Some(self.preempt_cause.unwrap_or(cause));
+            self.lost_master = Some(cause);
         }
     }
 
@@ -210,29 +210,12 @@ impl Node {
     /// groups) the one that ranks first keeps its place. `None`: no member
     /// is eligible, and there is no master.
     pub(super) fn choose_best(&self, now: Mono) -> Option<SocketAddr> {
-        let me = self.cfg.addr;
-        let chosen = self.choose_ranked(now)?;
-        // A better member takes over only once the master it preempts has
-        // stepped down: the master sees it ranks second and yields, and
-        // its RELEASE, after its hook for leaving the role, frees the
-        // role (guarantee 11). Claiming beside it would start this node's
-        // hook while the old master's still runs.
-        match self.eligible_claimant() {
-            Some(incumbent) if chosen == me && incumbent != me => Some(incumbent),
-            _ => Some(chosen),
-        }
-    }
-
-    /// The first eligible member that claims the role, if any.
-    fn eligible_claimant(&self) -> Option<SocketAddr> {
-        self.eligible_ranking()
+        let eligible: Vec<SocketAddr> = self
+            .ranking()
             .into_iter()
-            .find(|a| self.claims(*a))
-    }
-
-    /// [`Node::choose_best`] before the wait for a preempted master.
-    pub(super) fn choose_ranked(&self, now: Mono) -> Option<SocketAddr> {
-        let eligible = self.eligible_ranking();
+            .map(|c| c.addr)
+            .filter(|a| self.member_eligible(*a))
+            .collect();
         let first = *eligible.first()?;
         let delay = self.cfg.preempt_delay_ms;
         if !self.cfg.no_preempt && delay == 0 {
@@ -259,15 +242,6 @@ impl Node {
             .find(|a| *a == incumbent || self.matured_at(*a) <= now)
     }
 
-    /// The eligible members of the view, best first under the rule.
-    fn eligible_ranking(&self) -> Vec<SocketAddr> {
-        self.ranking()
-            .into_iter()
-            .map(|c| c.addr)
-            .filter(|a| self.member_eligible(*a))
-            .collect()
-    }
-
     /// A master some peer follows that is not (yet) in this node's view:
     /// a node rejoining a group, say after a freeze, meets its members
     /// one by one and may meet a follower before the master it follows.
@@ -290,7 +264,12 @@ impl Node {
         if self.cfg.no_preempt || self.cfg.preempt_delay_ms == 0 {
             return None;
         }
-        let eligible = self.eligible_ranking();
+        let eligible: Vec<SocketAddr> = self
+            .ranking()
+            .into_iter()
+            .map(|c| c.addr)
+            .filter(|a| self.member_eligible(*a))
+            .collect();
         let incumbent = eligible.iter().position(|a| self.claims(*a))?;
         eligible[..incumbent]
             .iter()

@@ -304,10 +304,6 @@ pub struct Node {
     /// A master's graceful leave waits for its RELEASE: LEAVE goes out
     /// then, and the node has left.
     leaving: bool,
-    /// This node ranks first and waits for the master it preempts to step
-    /// down and release: why it came to rank first (say `priority`), for
-    /// the journal of the move that follows.
-    preempt_cause: Option<Cause>,
 }
 
 /// A member of one process's life: address and instance.
@@ -439,7 +435,6 @@ impl Node {
             designated: None,
             preempt_at: None,
             leaving: false,
-            preempt_cause: None,
         };
         node.decide(Cause::Start, None, Mono::ZERO);
         node.audit();

@@ -69,11 +69,9 @@ impl Node {
             if claimed && s.role != Role::Master {
                 // It stepped down while reachable: its RELEASE follows
                 // once its hook has ended (guarantee 11).
-                trigger = match (health, self.preempt_cause) {
-                    // This node preempts it: the move is for its reason.
-                    (Health::Ok, Some(own)) => own,
-                    (Health::Ok, None) => Cause::Handover,
-                    (other, _) => health_cause(Health::Ok, other),
+                trigger = match health {
+                    Health::Ok => Cause::Handover,
+                    other => health_cause(Health::Ok, other),
                 };
                 self.await_release(addr, trigger, now);
             }
