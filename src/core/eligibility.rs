@@ -210,12 +210,7 @@ impl Node {
     /// groups) the one that ranks first keeps its place. `None`: no member
     /// is eligible, and there is no master.
     pub(super) fn choose_best(&self, now: Mono) -> Option<SocketAddr> {
-        let eligible: Vec<SocketAddr> = self
-            .ranking()
-            .into_iter()
-            .map(|c| c.addr)
-            .filter(|a| self.member_eligible(*a))
-            .collect();
+        let eligible = self.eligible_ranking();
         let first = *eligible.first()?;
         let delay = self.cfg.preempt_delay_ms;
         if !self.cfg.no_preempt && delay == 0 {
@@ -242,6 +237,15 @@ impl Node {
             .find(|a| *a == incumbent || self.matured_at(*a) <= now)
     }
 
+    /// The eligible members of the view, best first under the rule.
+    fn eligible_ranking(&self) -> Vec<SocketAddr> {
+        self.ranking()
+            .into_iter()
+            .map(|c| c.addr)
+            .filter(|a| self.member_eligible(*a))
+            .collect()
+    }
+
     /// A master some peer follows that is not (yet) in this node's view:
     /// a node rejoining a group, say after a freeze, meets its members
     /// one by one and may meet a follower before the master it follows.
@@ -264,12 +268,7 @@ impl Node {
         if self.cfg.no_preempt || self.cfg.preempt_delay_ms == 0 {
             return None;
         }
-        let eligible: Vec<SocketAddr> = self
-            .ranking()
-            .into_iter()
-            .map(|c| c.addr)
-            .filter(|a| self.member_eligible(*a))
-            .collect();
+        let eligible = self.eligible_ranking();
         let incumbent = eligible.iter().position(|a| self.claims(*a))?;
         eligible[..incumbent]
             .iter()
