@@ -50,7 +50,8 @@ pub enum Invocation {
 ///
 /// Type console commands on stdin (-h lists them) or send them over TCP:
 /// `nc IP PORT`, or `bossd ctl IP PORT -s`. The same port answers HTTP:
-/// GET /metrics (Prometheus text) and GET /status (JSON).
+/// GET /metrics (Prometheus text), GET /status (JSON) and GET /events
+/// (Server-Sent Events).
 #[derive(Parser, Debug)]
 #[command(
     name = "bossd",
