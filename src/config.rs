@@ -9,7 +9,8 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::core::check::MAX_STREAK;
 use crate::log::Level;
@@ -31,6 +32,15 @@ pub const MAX_CHECK_MS: u64 = 86_400_000;
 /// The longest `--preempt-delay`: one day, as for the check's times; a
 /// longer one is `--no-preempt` in effect, and that flag says so.
 pub const MAX_PREEMPT_DELAY_MS: u64 = 86_400_000;
+
+/// The options that only tune `--check`, by clap id and by flag: given
+/// without it they are a usage error naming both, not a silent no-op.
+const CHECK_ONLY: [(&str, &str); 4] = [
+    ("check_interval", "--check-interval"),
+    ("check_timeout", "--check-timeout"),
+    ("check_fall", "--check-fall"),
+    ("check_rise", "--check-rise"),
+];
 
 /// What `main` should run.
 #[derive(Debug)]
@@ -210,21 +220,21 @@ pub struct NodeOptions {
     pub check: Option<String>,
     /// Time between the starts of two checks, in milliseconds (10 to one
     /// day). A check that runs longer delays the next one: checks never
-    /// overlap.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_CHECK_INTERVAL_MS, requires = "check", value_parser = clap::value_parser!(u64).range(MIN_CHECK_INTERVAL_MS..=MAX_CHECK_MS))]
+    /// overlap. Needs --check, as do the three below.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_CHECK_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(MIN_CHECK_INTERVAL_MS..=MAX_CHECK_MS))]
     pub check_interval: u64,
     /// A check still running after this many milliseconds is killed with
     /// its process group and counts as a failure (1 to one day). Default:
     /// --check-interval.
-    #[arg(long, value_name = "MS", requires = "check", value_parser = clap::value_parser!(u64).range(1..=MAX_CHECK_MS))]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=MAX_CHECK_MS))]
     pub check_timeout: Option<u64>,
     /// Consecutive failed checks that make a healthy node failing (1 to
     /// 100). A failure is seen after about fall x interval.
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "check", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
     pub check_fall: u32,
     /// Consecutive passed checks that make a failing node healthy again (1
     /// to 100); the first pass after start is enough, whatever N.
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "check", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
     pub check_rise: u32,
     /// The --notify time limit in milliseconds instead of 30 s; for tests.
     #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
@@ -347,7 +357,18 @@ where
         Some("help") => return Err(help(&args[2..])),
         _ => {}
     }
-    let node = NodeArgs::try_parse_from(args)?;
+    let matches = NodeArgs::command().try_get_matches_from(args)?;
+    let node = NodeArgs::from_arg_matches(&matches)?;
+    if node.opts.check.is_none()
+        && let Some((_, flag)) = CHECK_ONLY
+            .iter()
+            .find(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+    {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            format!("{flag} needs --check CMD: it tunes the health check, and there is none\n"),
+        ));
+    }
     if node.opts.timeout <= 2 * node.opts.heartbeat {
         return Err(clap::Error::raw(
             clap::error::ErrorKind::ValueValidation,
@@ -385,6 +406,36 @@ where
         ));
     }
     Ok(Invocation::Node(node))
+}
+
+/// A usage error as the one line an operator reads on stderr (exit 2):
+/// clap's message with any list it gives folded into the line, a "similar
+/// argument exists" tip kept, and which help to read; clap's usage block
+/// and its other tips are left out. `args` is the whole command line, as
+/// given to [`parse`], for the help of the form that was meant.
+pub fn usage_line(e: &clap::Error, args: &[OsString]) -> String {
+    let text = e.to_string();
+    let mut paragraphs = text.split("\n\n");
+    let mut line = paragraphs
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for tip in paragraphs.filter_map(|p| p.trim().strip_prefix("tip: ")) {
+        if tip.contains("similar") {
+            line.push_str("; ");
+            line.push_str(tip);
+        }
+    }
+    let help = match args.get(1).and_then(|a| a.to_str()) {
+        Some("ctl") => "bossd ctl --help",
+        Some("demo") => "bossd demo --help",
+        _ => "bossd --help",
+    };
+    format!("{line}; try '{help}'")
 }
 
 /// The whole command line as one clap tree: the node form at the top and

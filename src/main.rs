@@ -7,6 +7,7 @@
 
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,18 @@ use bossd::time::Wall;
 
 fn main() -> ExitCode {
     let start = Instant::now();
-    let invocation = match config::parse(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let invocation = match config::parse(args.iter().cloned()) {
         Ok(i) => i,
+        // A usage error: one line, exit 2 (docs/GUARANTEES.md, running bossd).
+        Err(e) if e.use_stderr() => {
+            log::stderr_line(&config::usage_line(&e, &args));
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            // Printing help or a usage error to a closed stream is not worth a panic.
+            // --help or --version; printing them to a closed stream is not worth a panic.
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
         }
     };
     match invocation {

@@ -858,18 +858,37 @@ fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
     assert!(!text.contains(":0\n"), "a hook saw port 0: {text}");
 }
 
-// docs/GUARANTEES.md, running bossd: usage errors exit 2.
+// docs/GUARANTEES.md, running bossd: usage errors exit 2 and say why in
+// one line, which names the help of the form that was meant.
 #[test]
 fn usage_errors_exit_2() {
-    for args in [
-        &[][..],
-        &["127.0.0.1"][..],
-        &["127.0.0.1", "notaport"][..],
-        &["nohost", "7000"][..],
-        &["127.0.0.1", "7000", "--bogus"][..],
-        &["127.0.0.1", "7000", "--rule", "tallest"][..],
-        &["127.0.0.1", "7000", "--quorum", "0"][..],
-        &["127.0.0.1", "7000", "--join", "nowhere"][..],
+    for (args, help) in [
+        (&[][..], "bossd --help"),
+        (&["127.0.0.1"][..], "bossd --help"),
+        (&["127.0.0.1", "notaport"][..], "bossd --help"),
+        (&["nohost", "7000"][..], "bossd --help"),
+        (&["127.0.0.1", "7000", "--bogus"][..], "bossd --help"),
+        (
+            &["127.0.0.1", "7000", "--rule", "tallest"][..],
+            "bossd --help",
+        ),
+        (&["127.0.0.1", "7000", "--quorum", "0"][..], "bossd --help"),
+        (
+            &["127.0.0.1", "7000", "--join", "nowhere"][..],
+            "bossd --help",
+        ),
+        (
+            &["127.0.0.1", "7000", "--strict", "--strict"][..],
+            "bossd --help",
+        ),
+        (
+            &["127.0.0.1", "7000", "--timeout", "150"][..],
+            "bossd --help",
+        ),
+        (&["help", "nothing"][..], "bossd --help"),
+        (&["ctl", "127.0.0.1"][..], "bossd ctl --help"),
+        (&["ctl", "127.0.0.1", "7000"][..], "bossd ctl --help"),
+        (&["demo", "2"][..], "bossd demo --help"),
     ] {
         let out = run_to_exit(args);
         assert_eq!(
@@ -878,7 +897,41 @@ fn usage_errors_exit_2() {
             "bossd {args:?}: stderr:\n{}",
             out.stderr
         );
-        assert!(!out.stderr.trim().is_empty(), "bossd {args:?} says why");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert!(
+            lines.len() == 1
+                && lines[0].starts_with("error: ")
+                && lines[0].ends_with(&format!("; try '{help}'")),
+            "bossd {args:?} says why in one line:\n{}",
+            out.stderr
+        );
+    }
+    // A mistyped option: the one line keeps clap's suggestion.
+    let out = run_to_exit(&["127.0.0.1", "7000", "--stric"]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "error: unexpected argument '--stric' found; a similar argument exists: '--strict'; \
+         try 'bossd --help'\n"
+    );
+    // The check's options without --check: one line naming both flags,
+    // not clap's list of missing arguments.
+    for (flag, value) in [
+        ("--check-interval", "2000"),
+        ("--check-timeout", "2000"),
+        ("--check-fall", "2"),
+        ("--check-rise", "2"),
+    ] {
+        let out = run_to_exit(&["127.0.0.1", "7000", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", out.stderr);
+        assert!(
+            out.stderr.lines().count() == 1
+                && out
+                    .stderr
+                    .starts_with(&format!("error: {flag} needs --check CMD")),
+            "{flag}: {}",
+            out.stderr
+        );
     }
 }
 
@@ -903,7 +956,8 @@ fn a_repeated_rule_criterion_is_a_usage_error() {
     );
 }
 
-// Issue 5: `--help` lists every option with its meaning and default, and
+// Issue 5 (docs/GUARANTEES.md, options of a node): `--help` lists every
+// option with its meaning and default, and
 // `--version` prints the version.
 #[test]
 fn help_lists_every_option_with_its_default() {
@@ -924,6 +978,14 @@ fn help_lists_every_option_with_its_default() {
         "--max-conns",
         "--log",
         "--no-console",
+        "--no-preempt",
+        "--preempt-delay",
+        "--state-dir",
+        "--check",
+        "--check-interval",
+        "--check-timeout",
+        "--check-fall",
+        "--check-rise",
     ] {
         // The option's entry runs from its name to the next option's.
         let at = help
