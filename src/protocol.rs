@@ -386,6 +386,30 @@ impl LineBuffer {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Bytes received and not yet returned as lines.
+    pub fn pending_len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Drops the bytes up to and including the next `\n`, for a reader
+    /// that goes on after a line too long whose end has not come yet
+    /// (stdin): true once that newline was found; false if it has not
+    /// arrived, and then what is pending, all of that line, is dropped.
+    pub fn skip_line(&mut self) -> bool {
+        let pending = &self.buf[self.start..];
+        let found = pending.iter().position(|&b| b == b'\n');
+        match found {
+            Some(pos) => self.start += pos + 1,
+            None => self.start = self.buf.len(),
+        }
+        self.scanned = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        found.is_some()
+    }
+
     /// Takes the next complete line, without `\n` or a trailing `\r`.
     /// `Ok(None)` means more bytes are needed.
     pub fn next_line(&mut self) -> Result<Option<String>, FrameError> {
@@ -826,6 +850,29 @@ mod tests {
         b.extend(&vec![b'a'; MAX_LINE]);
         b.extend(b"\n");
         assert_eq!(b.next_line().unwrap().unwrap().len(), MAX_LINE);
+    }
+
+    // Stdin reads on after a bad line: a complete one is taken by the
+    // error, and skip_line drops the rest of one too long, however split.
+    #[test]
+    fn framing_goes_on_after_a_bad_line() {
+        let mut b = LineBuffer::default();
+        b.extend(b"\xff\n-m\n");
+        assert_eq!(b.next_line(), Err(FrameError::NotUtf8));
+        assert_eq!(b.next_line(), Ok(Some("-m".to_owned())));
+        let mut b = LineBuffer::default();
+        b.extend(&vec![b'a'; MAX_LINE + 1]);
+        assert_eq!(b.next_line(), Err(FrameError::TooLong));
+        assert_eq!(b.pending_len(), MAX_LINE + 1, "an open line is not taken");
+        assert!(!b.skip_line());
+        assert_eq!(b.pending_len(), 0);
+        b.extend(b"aaa");
+        assert!(!b.skip_line());
+        b.extend(b"a\n-s");
+        assert!(b.skip_line());
+        assert_eq!(b.next_line(), Ok(None));
+        b.extend(b"\n");
+        assert_eq!(b.next_line(), Ok(Some("-s".to_owned())));
     }
 
     // Found by tests/codec.rs framing_ignores_chunk_boundaries: a line of

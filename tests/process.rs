@@ -1189,6 +1189,42 @@ fn stdin_pipe_takes_commands() {
     wait_agreed(&[&a, &b], Some(&a));
 }
 
+// docs/GUARANTEES.md, console: on stdin, a line that is not UTF-8 or too
+// long gets one ERR line and is dropped; the commands after it are read as
+// usual, also those that came in the same write, and the tail of a long
+// line that arrives later is not taken for a command.
+#[test]
+fn stdin_drops_a_bad_line_and_reads_on() {
+    let net = TestNet::new();
+    let mut a = Node::start_with("A", net.addr(), &[], StdinKind::Piped);
+    let answered = |a: &Node, n: usize| a.stdout_text().lines().count() >= n;
+    a.write_stdin_bytes(b"\xff\xfe\n-m\n");
+    wait_until("the line after one not UTF-8", &[&a], || answered(&a, 2));
+    a.write_stdin(&format!("{}\n-m\n", "x".repeat(5000)));
+    wait_until("the line after one too long", &[&a], || answered(&a, 4));
+    // A long line whose end comes in a later write.
+    a.write_stdin(&"y".repeat(5000));
+    wait_until("the ERR of a long line still open", &[&a], || {
+        answered(&a, 5)
+    });
+    a.write_stdin("yyy\n-cn\n");
+    wait_until("the line after its end", &[&a], || answered(&a, 6));
+    assert_eq!(
+        a.stdout_text().lines().collect::<Vec<_>>(),
+        [
+            "ERR line is not UTF-8",
+            "false",
+            "ERR line too long",
+            "false",
+            "ERR line too long",
+            "0"
+        ]
+    );
+    a.write_stdin("-q\n");
+    let status = a.wait_exit(DEADLINE).expect("-q on stdin still works");
+    assert_eq!(status.code(), Some(0), "{}", a.stderr_text());
+}
+
 // docs/GUARANTEES.md, console: with stdin /dev/null (end of file at once) the node keeps
 // running, answers over TCP, and does not spin.
 #[test]

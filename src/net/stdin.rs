@@ -20,6 +20,8 @@ pub(super) const STDIN: Token = Token(usize::MAX - 2);
 pub(super) struct Stdin {
     pub(super) mode: StdinMode,
     lines: LineBuffer,
+    /// The rest of a line too long is still to come, and is dropped.
+    skipping: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,7 @@ impl Stdin {
         Stdin {
             mode: StdinMode::Off,
             lines: LineBuffer::default(),
+            skipping: false,
         }
     }
 
@@ -45,6 +48,7 @@ impl Stdin {
         Stdin {
             mode: Self::mode(poll),
             lines: LineBuffer::default(),
+            skipping: false,
         }
     }
 
@@ -110,15 +114,28 @@ impl Stdin {
         }
     }
 
+    /// Hands every complete line to `ep`. Stdin is trusted and is not
+    /// closed for a bad line, unlike a TCP client: a line too long or not
+    /// UTF-8 gets its `ERR` and is dropped, and the lines after it are read
+    /// as usual (docs/GUARANTEES.md, console), also those that came in
+    /// the same read.
     fn take_lines(&mut self, ep: &mut Endpoint, now: Mono) {
         loop {
+            if self.skipping {
+                if !self.lines.skip_line() {
+                    return;
+                }
+                self.skipping = false;
+            }
+            let pending = self.lines.pending_len();
             match self.lines.next_line() {
                 Ok(Some(line)) => ep.stdin_line(&line, now),
                 Ok(None) => return,
                 Err(e) => {
                     ep.print(format!("ERR {e}"));
-                    self.lines = LineBuffer::default();
-                    return;
+                    // A complete line was taken; a line too long that has
+                    // no newline yet was not: drop it up to its end.
+                    self.skipping = self.lines.pending_len() == pending;
                 }
             }
         }

@@ -607,9 +607,14 @@ impl Node {
 
     /// Writes to the child's stdin pipe (for [`StdinKind::Piped`]).
     pub fn write_stdin(&mut self, text: &str) {
+        self.write_stdin_bytes(text.as_bytes());
+    }
+
+    /// Writes bytes that need not be UTF-8 to the child's stdin pipe.
+    pub fn write_stdin_bytes(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin is not piped");
         stdin
-            .write_all(text.as_bytes())
+            .write_all(bytes)
             .and_then(|()| stdin.flush())
             .expect("write to the node's stdin");
     }
