@@ -96,22 +96,22 @@ impl Clock {
 
 /// The answer to `-h`: every command, one a line.
 pub const HELP: &[&str] = &[
-    "-h              this list of commands",
-    "-c IP PORT      join that node's cluster; says how the first attempt went, retries until reached",
-    "-m              true if this node is the master, else false",
-    "-t              start time: ISO-8601 UTC, then unix milliseconds",
-    "-cn             number of live peer connections",
-    "-cl             one line per peer: address, start time, master, ms since last heard, clock skew",
-    "-s              status line: id role master epoch peers quorum started rule health",
-    "-r              ranking of the view, eligible members first under the rule, with deciding values, health and clock skew",
-    "-j              journal of the last 100 role changes",
-    "-w              watch: the status line, then each new journal line as it happens (no OK)",
-    "-msg TEXT       send TEXT to every peer's console (control characters become U+FFFD)",
-    "-forget IP PORT stop retrying that lost member; if it comes back it joins anew",
-    "-standby on|off maintenance: stay in the mesh but never be master; a master hands over at once",
+    "-h                  this list of commands",
+    "-c IP PORT          join that node's cluster; says how the first attempt went, retries until reached",
+    "-m                  true if this node is the master, else false",
+    "-t                  start time: ISO-8601 UTC, then unix milliseconds",
+    "-cn                 number of live peer connections",
+    "-cl                 one line per peer: address, start time, master, ms since last heard, clock skew",
+    "-s                  status line: id role master epoch peers quorum started rule health",
+    "-r                  ranking of the view, eligible members first under the rule, with deciding values, health and clock skew",
+    "-j                  journal of the last 100 role changes",
+    "-w                  watch: the status line, then each new journal line as it happens (no OK)",
+    "-msg TEXT           send TEXT to every peer's console (control characters become U+FFFD)",
+    "-forget IP PORT     stop retrying that lost member; if it comes back it joins anew",
+    "-standby on|off     maintenance: stay in the mesh but never be master; a master hands over at once",
     "-handover [IP PORT] on the master: hand the role to that member, or the best other eligible one (--no-preempt)",
-    "-priority N     set this node's priority now and tell every peer",
-    "-q              leave the cluster gracefully and exit",
+    "-priority N         set this node's priority now and tell every peer",
+    "-q                  leave the cluster gracefully and exit",
 ];
 
 /// Parses one console line. `Ok(None)` for a blank line: over TCP it is
@@ -486,6 +486,45 @@ mod tests {
         assert_eq!(parse("-c 127.0.0.1"), Err("usage: -c IP PORT".into()));
         assert!(Command::Forget(a).is_mutating());
         assert!(HELP.iter().any(|l| l.starts_with("-forget IP PORT ")));
+    }
+
+    // docs/GUARANTEES.md, console: -h lists every command, its meaning in
+    // one column, and each name it shows is one the console takes.
+    #[test]
+    fn help_lists_every_command_in_one_column() {
+        const COLUMN: usize = 20;
+        for line in HELP {
+            let (name, meaning) = line.split_at(COLUMN);
+            assert!(
+                name.ends_with(' ') && !meaning.starts_with(' '),
+                "{line:?}: the meaning starts at column {COLUMN}"
+            );
+            let word = name.split_whitespace().next().expect("a name");
+            assert_ne!(parse(word), Err("unknown command".into()), "{word}");
+        }
+        for word in [
+            "-h",
+            "-c",
+            "-m",
+            "-t",
+            "-cn",
+            "-cl",
+            "-s",
+            "-r",
+            "-j",
+            "-w",
+            "-msg",
+            "-forget",
+            "-standby",
+            "-handover",
+            "-priority",
+            "-q",
+        ] {
+            assert!(
+                HELP.iter().any(|l| l.starts_with(&format!("{word} "))),
+                "-h lists {word}"
+            );
+        }
     }
 
     // Issue 10, defect 4: -msg sends its text with control characters
