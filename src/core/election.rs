@@ -315,9 +315,18 @@ fn cause(b: &Ballot, role: Role) -> (Cause, bool) {
         && role != Role::Master
         && matches!(
             b.trigger,
-            Cause::Standby | Cause::CheckFailed | Cause::Handover | Cause::Leave
+            Cause::Standby
+                | Cause::CheckFailed
+                | Cause::CheckPassed
+                | Cause::Handover
+                | Cause::Leave
+                | Cause::Priority
         )
     {
+        // A master that steps down for a change of eligibility or priority
+        // (its own or a better member's) journals that change, as every
+        // other member does (docs/GUARANTEES.md, health, standby, preemption
+        // and handover).
         b.trigger
     } else if was.role == Role::Master && role != Role::Master {
         if b.best.is_none() || b.best == Some(b.me) {
@@ -732,6 +741,24 @@ mod tests {
                 was: standing(Master, 5, Some(ME), true),
                 peers: vec![peer(2, NoRole, 0, None)],
                 want: (NoRole, 5, Some(ME), Cause::Outranked),
+                ..Row::default()
+            },
+            Row {
+                name: "a master outranked after a priority change",
+                best: Some(2),
+                was: standing(Master, 5, Some(ME), true),
+                peers: vec![peer(2, Follower, 5, Some(ME))],
+                trigger: Cause::Priority,
+                want: (NoRole, 5, Some(ME), Cause::Priority),
+                ..Row::default()
+            },
+            Row {
+                name: "a master outranked by a member whose check passes again",
+                best: Some(2),
+                was: standing(Master, 5, Some(ME), true),
+                peers: vec![peer(2, Follower, 5, Some(ME))],
+                trigger: Cause::CheckPassed,
+                want: (NoRole, 5, Some(ME), Cause::CheckPassed),
                 ..Row::default()
             },
             Row {
