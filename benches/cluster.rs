@@ -20,8 +20,8 @@
 //! check's failover and `-handover`'s hooks, benches/cluster/eligibility.rs). For failovers, `--runs` sets the runs,
 //! `--nodes N` the cluster size (5), `--timing HEARTBEAT,TIMEOUT` the flags
 //! (100,500), and `--strict` adds `--strict` with a majority quorum
-//! (compare_etcd.sh uses these). For convergence, idle CPU, the pause and
-//! scale, `--nodes N` runs N nodes only (`--slow`: convergence with
+//! (compare_etcd.sh uses these); `scale` takes `--timing` too. For
+//! convergence, idle CPU, the pause and scale, `--nodes N` runs N nodes only (`--slow`: convergence with
 //! heartbeat 1000 / timeout 5000); `--runs` sets the runs of the pause,
 //! the starvation, scale and check too. `starve` needs root and is skipped by
 //! `--quick`; `syscalls` needs `strace` for its second table. Lines
@@ -656,11 +656,18 @@ fn scale(builds: &Builds, sizes: &[usize], runs: usize, quick: bool) {
         "CPU % per node (median)",
         "all nodes %",
     ]);
+    // `--timing HEARTBEAT,TIMEOUT` as for failovers: what the heartbeats'
+    // share of the machine does to forming.
+    let timing: Vec<String> = util::flag_value("--timing").map_or_else(Vec::new, |t| {
+        let (h, o) = t.split_once(',').expect("--timing HEARTBEAT,TIMEOUT");
+        vec!["--heartbeat".into(), h.into(), "--timeout".into(), o.into()]
+    });
+    let timing: Vec<&str> = timing.iter().map(String::as_str).collect();
     for &n in sizes {
         for run in 1..=runs {
             for b in builds.iter() {
                 let load = load1();
-                let mut c = Cluster::start(&b.bin, n, &[]);
+                let mut c = Cluster::start(&b.bin, n, &timing);
                 // From here on, only operators' connections.
                 c.consoles.clear();
                 let addrs: Vec<SocketAddr> = c.nodes.iter().map(|p| p.addr).collect();
@@ -769,7 +776,12 @@ fn scale(builds: &Builds, sizes: &[usize], runs: usize, quick: bool) {
         }
     }
     t.print(&format!(
-        "Scale: N-1 nodes told -c to one node at once, polled as an operator would (a fresh TCP connection per -s, rounds {} ms apart); then {} s of steady state, polled every {} ms",
+        "Scale ({}): N-1 nodes told -c to one node at once, polled as an operator would (a fresh TCP connection per -s, rounds {} ms apart); then {} s of steady state, polled every {} ms",
+        if timing.is_empty() {
+            "heartbeat 100, timeout 500".to_owned()
+        } else {
+            timing.join(" ")
+        },
         OPERATOR_PAUSE.as_millis(),
         steady.as_secs(),
         STEADY_POLL.as_millis()

@@ -445,6 +445,7 @@ impl Node {
             // land, so the mesh is not repaired by digest before the next
             // heartbeat.
             next_sync: now.plus(self.cfg.heartbeat_ms),
+            their_view: 0,
             acked_sent: Mono::ZERO,
             heard_ping: None,
             echoed_at: None,

@@ -274,6 +274,9 @@ pub struct Node {
     /// Whether the error that no epoch is left to claim was logged.
     epoch_exhausted: bool,
     meets_dropped: u64,
+    /// Our view digest as the last PING found it, and since when: the
+    /// mesh is repaired only from a settled view (`sync_view`).
+    view_seen: (u64, Mono),
     violations: u64,
     handovers: u64,
     /// The epoch and master the last invariant check saw (debug builds).
@@ -344,6 +347,8 @@ struct Peer {
     /// Earliest time to send this peer our members again when its view
     /// digest differs from ours.
     next_sync: Mono,
+    /// The view digest of its latest PING.
+    their_view: u64,
     /// Send time of the latest heartbeat this peer acknowledged.
     acked_sent: Mono,
     /// Its health, from its HELLO and RANKs.
@@ -422,6 +427,7 @@ impl Node {
             next_heal: Mono::ZERO,
             epoch_exhausted: false,
             meets_dropped: 0,
+            view_seen: (0, Mono::ZERO),
             violations: 0,
             handovers: 0,
             audited: (epoch, None),
