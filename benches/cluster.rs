@@ -655,6 +655,7 @@ fn scale(builds: &Builds, sizes: &[usize], runs: usize, quick: bool) {
         "new epochs after",
         "CPU % per node (median)",
         "all nodes %",
+        "MEETs sent per node (median / max)",
     ]);
     // `--timing HEARTBEAT,TIMEOUT` as for failovers: what the heartbeats'
     // share of the machine does to forming.
@@ -736,6 +737,11 @@ fn scale(builds: &Builds, sizes: &[usize], runs: usize, quick: bool) {
                 let cpu1: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();
                 let w = w0.elapsed().as_secs_f64();
                 let j1 = journals(&addrs);
+                let meets: Vec<f64> = addrs
+                    .iter()
+                    .filter_map(|a| harness::meets_sent(*a))
+                    .map(|m| m as f64)
+                    .collect();
                 let changes: usize = j0
                     .iter()
                     .zip(&j1)
@@ -764,6 +770,11 @@ fn scale(builds: &Builds, sizes: &[usize], runs: usize, quick: bool) {
                         },
                         format!("{:.2}", median(pct.clone())),
                         format!("{:.0}", pct.iter().sum::<f64>()),
+                        format!(
+                            "{:.0} / {:.0}",
+                            median(meets.clone()),
+                            meets.iter().copied().fold(0.0, f64::max)
+                        ),
                     ],
                 );
                 let key = builds.key(b, &format!("scale_{n}"));

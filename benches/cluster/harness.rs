@@ -365,6 +365,19 @@ pub fn ask_fresh(addrs: &[SocketAddr], cmd: &str) -> Vec<Option<Vec<String>>> {
         .collect()
 }
 
+/// How many MEETs `addr` has sent, from its `GET /metrics`; `None` when
+/// it did not answer.
+pub fn meets_sent(addr: SocketAddr) -> Option<u64> {
+    let mut s = TcpStream::connect_timeout(&addr, OPERATOR_WAIT).ok()?;
+    s.set_read_timeout(Some(OPERATOR_WAIT)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(r#"bossd_messages_total{type="MEET",direction="out"}"#))
+        .map_or(Some(0), |l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// Every node's status over fresh connections ([`ask_fresh`]).
 pub fn fresh_statuses(addrs: &[SocketAddr]) -> Vec<Option<Status>> {
     ask_fresh(addrs, "-s\n")
