@@ -287,7 +287,7 @@ impl Node {
     /// step of the old one (a member restarting in a loop, or a stranger
     /// taking its address over and over, is no reason to start afresh).
     pub(super) fn replaced(&mut self, addr: SocketAddr, now: Mono) {
-        if let Some(old) = self.peers.remove(&addr) {
+        if let Some(old) = self.remove_peer(&addr) {
             self.lose(addr, &old, Loss::Closed, now);
         }
         self.decide(Cause::PeerLost, Some(addr), now);
@@ -341,9 +341,7 @@ impl Node {
         // Dials to it had failed, and not because its links broke as soon
         // as they opened: the network between us may have healed.
         let healed = want.is_some_and(|w| w.failures > 0 && !w.suspect);
-        if let Some(l) = self.links.get_mut(&link) {
-            l.peer = Some(addr);
-        }
+        self.link_established(link, addr);
         let relay_to = self.flood_join(link, kind, addr);
         let peer = Peer {
             relay_to,
@@ -351,7 +349,7 @@ impl Node {
             flaps,
             ..self.new_peer(link, h, now)
         };
-        self.peers.insert(addr, peer);
+        self.insert_peer(addr, peer);
         self.event(Event::PeerJoined { peer: addr });
         if self.next_heartbeat.is_none() {
             self.next_heartbeat = Some(self.next_round(now));

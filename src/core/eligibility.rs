@@ -56,6 +56,7 @@ impl Node {
     pub fn set_priority(&mut self, priority: i32, now: Mono) {
         if !self.left && self.cfg.priority != priority {
             self.cfg.priority = priority;
+            self.ranked_two = None;
             self.event(Event::PriorityChanged { priority });
             self.send_rank();
             self.decide(Cause::Priority, None, now);
@@ -139,6 +140,9 @@ impl Node {
         let claiming = p.state.role == Role::Master && p.state.epoch_master == Some(addr);
         p.health = health;
         p.hello.priority = priority;
+        if priority != was_priority {
+            self.ranked_two = None;
+        }
         if health.eligible() && !was.eligible() {
             p.eligible_since = now;
         }
@@ -210,12 +214,11 @@ impl Node {
     /// groups) the one that ranks first keeps its place. `None`: no member
     /// is eligible, and there is no master.
     pub(super) fn choose_best(&self, now: Mono) -> Option<SocketAddr> {
+        if !self.cfg.no_preempt && self.cfg.preempt_delay_ms == 0 {
+            return self.best_eligible();
+        }
         let eligible = self.eligible_ranking();
         let first = *eligible.first()?;
-        let delay = self.cfg.preempt_delay_ms;
-        if !self.cfg.no_preempt && delay == 0 {
-            return Some(first);
-        }
         let Some(incumbent) = eligible.iter().copied().find(|a| self.claims(*a)) else {
             if self.cfg.no_preempt
                 && let Some((d, _)) = self.designated
@@ -237,8 +240,27 @@ impl Node {
             .find(|a| *a == incumbent || self.matured_at(*a) <= now)
     }
 
+    /// The first of [`Node::eligible_ranking`] in one pass, without
+    /// sorting the view: a strict master decides on every echoed
+    /// heartbeat (docs/BENCHMARKS.md, "The core at 1,000 nodes"). The
+    /// rule orders any two members strictly (address and instance break
+    /// ties), so the least is the ranking's first.
+    pub(super) fn best_eligible(&self) -> Option<SocketAddr> {
+        let rule = &self.cfg.rule;
+        std::iter::once((self.eligible(), self.me()))
+            .chain(
+                self.peers
+                    .values()
+                    .map(|p| (p.health.eligible(), super::candidate(&p.hello))),
+            )
+            .filter(|(eligible, _)| *eligible)
+            .map(|(_, c)| c)
+            .min_by(|a, b| rule.compare(a, b))
+            .map(|c| c.addr)
+    }
+
     /// The eligible members of the view, best first under the rule.
-    fn eligible_ranking(&self) -> Vec<SocketAddr> {
+    pub(super) fn eligible_ranking(&self) -> Vec<SocketAddr> {
         self.ranking()
             .into_iter()
             .map(|c| c.addr)

@@ -69,12 +69,14 @@ impl Node {
     /// Peers silent for the timeout are dropped from the view: their
     /// links close, and they count as lost.
     pub(super) fn expire_silent(&mut self, now: Mono) {
-        let silent: Vec<(SocketAddr, LinkId)> = self
-            .peers
+        // The earliest heard first (`heard`), taken in address order.
+        let mut silent: Vec<(SocketAddr, LinkId)> = self
+            .heard
             .iter()
-            .filter(|(_, p)| now >= self.silent_at(p.last_heard))
-            .map(|(a, p)| (*a, p.link))
+            .take_while(|(t, _)| now >= self.silent_at(*t))
+            .filter_map(|(_, a)| Some((*a, self.peers.get(a)?.link)))
             .collect();
+        silent.sort_unstable();
         for (addr, link) in silent {
             self.event(Event::PeerSilent {
                 peer: addr,

@@ -25,6 +25,7 @@ impl Node {
             self.check_links();
             self.check_standing();
             self.check_limits();
+            self.check_kept();
             self.audited = (self.epoch, self.epoch_master);
         }
     }
@@ -96,6 +97,48 @@ impl Node {
                 "epoch {epoch} has one master in this node's view"
             );
         }
+    }
+
+    /// What is kept up to date instead of recomputed on every line equals
+    /// its recomputation: the view digest, the peers by time last heard,
+    /// the links in their handshake by time opened,
+    /// the ranking's first two, and the
+    /// best eligible member (the ranking's first eligible one).
+    fn check_kept(&self) {
+        assert_eq!(
+            self.view_digest(),
+            self.view_digest_recomputed(),
+            "the kept view digest is the view's"
+        );
+        assert!(
+            self.heard.len() == self.peers.len()
+                && self
+                    .peers
+                    .iter()
+                    .all(|(a, p)| self.heard.contains(&(p.last_heard, *a))),
+            "the peers by time last heard are the peers"
+        );
+        assert!(
+            self.handshakes.len() == self.links.values().filter(|l| l.peer.is_none()).count()
+                && self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.peer.is_none())
+                    .all(|(id, l)| self.handshakes.contains(&(l.opened, *id))),
+            "the links in their handshake by time opened are those links"
+        );
+        if let Some(two) = self.ranked_two {
+            let (a, b) = self.first_two();
+            assert!(
+                two.0 == a && two.1 == b,
+                "the kept first two of the ranking are its first two"
+            );
+        }
+        assert_eq!(
+            self.best_eligible(),
+            self.eligible_ranking().first().copied(),
+            "the best eligible member is the eligible ranking's first"
+        );
     }
 
     /// What peers can make this node hold stays within its bounds (issue
@@ -190,6 +233,24 @@ mod tests {
         let mut n = with_peer();
         n.handle_accepted(4, Mono(1));
         n.links.get_mut(&4).unwrap().peer = n.links[&3].peer;
+        n.audit();
+    }
+
+    #[test]
+    #[should_panic(expected = "the kept view digest")]
+    fn a_stale_view_digest_is_caught() {
+        let mut n = with_peer();
+        n.view_sum = n.view_sum.wrapping_add(1);
+        n.audit();
+    }
+
+    #[test]
+    #[should_panic(expected = "the kept first two")]
+    fn a_stale_ranking_is_caught() {
+        let mut n = with_peer();
+        n.check_start_doubt();
+        n.peers.values_mut().for_each(|p| p.hello.priority = 5);
+        n.cfg.rule = "priority".parse().unwrap();
         n.audit();
     }
 

@@ -72,21 +72,21 @@ impl Node {
         }
     }
 
-    /// A digest of the view's addresses: equal on every member of a full mesh.
+    /// A digest of the view's addresses: equal on every member of a full
+    /// mesh. Kept as it changes (`view_sum`, updated where a peer joins or
+    /// leaves the view), so a PING received costs no walk of the view:
+    /// hashing the view on every PING was most of a heartbeat round at 999
+    /// peers (docs/BENCHMARKS.md, "The core at 1,000 nodes").
     pub(super) fn view_digest(&self) -> u64 {
+        addr_hash(&self.cfg.addr).wrapping_add(self.view_sum)
+    }
+
+    /// [`Node::view_digest`] recomputed over the whole view, for the
+    /// invariant checks.
+    pub(super) fn view_digest_recomputed(&self) -> u64 {
         std::iter::once(&self.cfg.addr)
             .chain(self.peers.keys())
-            .map(|a| {
-                let mut r = Rng(match a {
-                    SocketAddr::V4(v4) => u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()),
-                    SocketAddr::V6(v6) => {
-                        (v6.ip().to_bits() as u64) << 16
-                            ^ u64::from(v6.port())
-                            ^ (v6.ip().to_bits() >> 64) as u64
-                    }
-                });
-                r.next()
-            })
+            .map(addr_hash)
             .fold(0, u64::wrapping_add)
     }
 
@@ -123,4 +123,19 @@ impl Node {
             self.send(link, Message::Meet(m));
         }
     }
+}
+
+/// One address's share of the view digest: the digest is the wrapping sum
+/// of these over the view, so a member joining adds its share and one
+/// leaving takes it away.
+pub(super) fn addr_hash(a: &SocketAddr) -> u64 {
+    let mut r = Rng(match a {
+        SocketAddr::V4(v4) => u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()),
+        SocketAddr::V6(v6) => {
+            (v6.ip().to_bits() as u64) << 16
+                ^ u64::from(v6.port())
+                ^ (v6.ip().to_bits() >> 64) as u64
+        }
+    });
+    r.next()
 }

@@ -228,7 +228,25 @@ pub struct Status {
 pub struct Node {
     cfg: Config,
     links: BTreeMap<LinkId, Link>,
+    /// Established peers. Changed only through `insert_peer`,
+    /// `remove_peer` and `clear_peers`, which keep `view_sum` and
+    /// `ranked_two` up to date.
     peers: BTreeMap<SocketAddr, Peer>,
+    /// The wrapping sum of the peers' shares of the view digest
+    /// ([`mesh::addr_hash`]): the digest without a walk of the view.
+    view_sum: u64,
+    /// The first two members of [`Node::ranking`] (`None`: not known, to be
+    /// found again): kept until the view or a member's priority changes.
+    ranked_two: Option<(Option<Candidate>, Option<Candidate>)>,
+    /// Every peer by when it was last heard from (`Peer::last_heard`),
+    /// earliest first: the next silence is the first, without a walk of
+    /// the view at every deadline.
+    heard: BTreeSet<(Mono, SocketAddr)>,
+    /// Links in their handshake by when they opened (`Link::opened`),
+    /// earliest first: the next handshake to time out is the first. Links
+    /// change only through `open_link`, `link_established`, `remove_link`
+    /// and `clear_links`.
+    handshakes: BTreeSet<(Mono, LinkId)>,
     role: Role,
     /// The last epoch this node accepted or claimed; never decreases.
     epoch: u64,
@@ -405,6 +423,10 @@ impl Node {
             cfg,
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
+            view_sum: 0,
+            ranked_two: None,
+            heard: BTreeSet::new(),
+            handshakes: BTreeSet::new(),
             role: Role::None,
             epoch,
             epoch_master: None,
@@ -465,11 +487,7 @@ impl Node {
 
     /// When `handle_timeout` must be called next, if ever.
     pub fn next_deadline(&self) -> Option<Mono> {
-        let silence = self
-            .peers
-            .values()
-            .map(|p| self.silent_at(p.last_heard))
-            .min();
+        let silence = self.heard.first().map(|(t, _)| self.silent_at(*t));
         // With --strict: the end of a binding that keeps this node waiting,
         // and the end of this master's lease.
         let strict = self.cfg.strict.then(|| {
@@ -480,12 +498,7 @@ impl Node {
                 .filter(|t| *t != Mono::MAX);
             waiting.into_iter().chain(lease).min()
         });
-        let handshake = self
-            .links
-            .values()
-            .filter(|l| l.peer.is_none())
-            .map(|l| self.silent_at(l.opened))
-            .min();
+        let handshake = self.handshakes.first().map(|(t, _)| self.silent_at(*t));
         self.next_dial()
             .into_iter()
             .chain(self.next_heartbeat)
@@ -541,8 +554,8 @@ impl Node {
         for id in ids {
             self.actions.push_back(Action::Close(id));
         }
-        self.links.clear();
-        self.peers.clear();
+        self.clear_links();
+        self.clear_peers();
         self.wants.clear();
         self.left = true;
         self.claimed = false;
@@ -582,7 +595,7 @@ impl Node {
         if let Some(l) = self.links.get(&link)
             && let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin)
         {
-            self.links.remove(&link);
+            self.remove_link(link);
             self.handle_dial_failed(addr, reason, now);
         }
         self.audit();
@@ -612,7 +625,12 @@ impl Node {
             group_at_dial,
             announced: (self.health(), self.cfg.priority),
         };
-        self.links.insert(link, opened);
+        if let Some(old) = self.links.insert(link, opened)
+            && old.peer.is_none()
+        {
+            self.handshakes.remove(&(old.opened, link));
+        }
+        self.handshakes.insert((now, link));
     }
 
     /// A line arrived on a peer link.
@@ -653,13 +671,13 @@ impl Node {
     }
 
     pub(super) fn link_closed(&mut self, link: LinkId, now: Mono) {
-        let Some(l) = self.links.remove(&link) else {
+        let Some(l) = self.remove_link(link) else {
             return;
         };
         match (l.peer, l.origin) {
             (Some(addr), _) => {
                 if self.peers.get(&addr).is_some_and(|p| p.link == link) {
-                    let peer = self.peers.remove(&addr).expect("checked above");
+                    let peer = self.remove_peer(&addr).expect("checked above");
                     self.event(Event::PeerLost { peer: addr });
                     // A peer lost without LEAVE may come back: keep trying.
                     self.lose(addr, &peer, Loss::Closed, now);
@@ -701,12 +719,14 @@ impl Node {
     /// Links whose handshake got no answer within the timeout (a cut
     /// network answers nothing) close, and a dial among them failed.
     fn expire_handshakes(&mut self, now: Mono) {
-        let stuck: Vec<LinkId> = self
-            .links
+        // The earliest opened first (`handshakes`), taken in link order.
+        let mut stuck: Vec<LinkId> = self
+            .handshakes
             .iter()
-            .filter(|(_, l)| l.peer.is_none() && now >= self.silent_at(l.opened))
-            .map(|(id, _)| *id)
+            .take_while(|(t, _)| now >= self.silent_at(*t))
+            .map(|(_, id)| *id)
             .collect();
+        stuck.sort_unstable();
         if stuck.is_empty() {
             return;
         }
@@ -966,12 +986,80 @@ impl Node {
 
     /// [`Node::close`], for a dial that got no answer at all: why.
     fn close_failed(&mut self, link: LinkId, unanswered: Option<&str>, now: Mono) {
-        if let Some(l) = self.links.remove(&link) {
+        if let Some(l) = self.remove_link(link) {
             self.actions.push_back(Action::Close(link));
             if let (None, Origin::Outbound { addr, .. }) = (l.peer, l.origin) {
                 self.dial_failed(addr, unanswered, now);
             }
         }
+    }
+
+    /// Adds `peer` to the view (or replaces the one at `addr`).
+    fn insert_peer(&mut self, addr: SocketAddr, peer: Peer) -> Option<Peer> {
+        self.heard.insert((peer.last_heard, addr));
+        let old = self.peers.insert(addr, peer);
+        match &old {
+            None => self.view_sum = self.view_sum.wrapping_add(mesh::addr_hash(&addr)),
+            Some(o) if o.last_heard != self.peers[&addr].last_heard => {
+                self.heard.remove(&(o.last_heard, addr));
+            }
+            Some(_) => {}
+        }
+        self.ranked_two = None;
+        old
+    }
+
+    /// Takes the peer at `addr` out of the view.
+    fn remove_peer(&mut self, addr: &SocketAddr) -> Option<Peer> {
+        let old = self.peers.remove(addr)?;
+        self.heard.remove(&(old.last_heard, *addr));
+        self.view_sum = self.view_sum.wrapping_sub(mesh::addr_hash(addr));
+        self.ranked_two = None;
+        Some(old)
+    }
+
+    /// A line from the peer `addr` arrived `now`.
+    fn heard_now(&mut self, addr: SocketAddr, now: Mono) {
+        if let Some(p) = self.peers.get_mut(&addr)
+            && p.last_heard != now
+        {
+            self.heard.remove(&(p.last_heard, addr));
+            self.heard.insert((now, addr));
+            p.last_heard = now;
+        }
+    }
+
+    /// Takes the link out, and out of the handshakes if it was in one.
+    fn remove_link(&mut self, link: LinkId) -> Option<Link> {
+        let l = self.links.remove(&link)?;
+        if l.peer.is_none() {
+            self.handshakes.remove(&(l.opened, link));
+        }
+        Some(l)
+    }
+
+    /// The handshake on `link` finished with the peer at `addr`.
+    fn link_established(&mut self, link: LinkId, addr: SocketAddr) {
+        if let Some(l) = self.links.get_mut(&link) {
+            if l.peer.is_none() {
+                self.handshakes.remove(&(l.opened, link));
+            }
+            l.peer = Some(addr);
+        }
+    }
+
+    /// Closes no link: forgets them all.
+    fn clear_links(&mut self) {
+        self.links.clear();
+        self.handshakes.clear();
+    }
+
+    /// Empties the view.
+    fn clear_peers(&mut self) {
+        self.peers.clear();
+        self.heard.clear();
+        self.view_sum = 0;
+        self.ranked_two = None;
     }
 
     fn send(&mut self, link: LinkId, msg: Message) {

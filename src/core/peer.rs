@@ -27,9 +27,7 @@ impl Node {
         msg: Message,
         now: Mono,
     ) {
-        if let Some(p) = self.peers.get_mut(&addr) {
-            p.last_heard = now;
-        }
+        self.heard_now(addr, now);
         let from_my_master = self.epoch_master == Some(addr) && addr != self.cfg.addr;
         if from_my_master && self.role == Role::Follower {
             self.bound_until = Some(now.plus(self.cfg.timeout_ms));
@@ -141,8 +139,8 @@ impl Node {
         }
         self.departed
             .insert(addr, now.plus(self.cfg.timeout_ms.saturating_mul(2)));
-        self.links.remove(&link);
-        self.peers.remove(&addr);
+        self.remove_link(link);
+        self.remove_peer(&addr);
         self.wants.remove(&addr);
         self.actions.push_back(Action::Close(link));
         self.decide(Cause::PeerLeft, Some(addr), now);
@@ -168,10 +166,10 @@ impl Node {
             message,
             reason: reason.to_owned(),
         });
-        self.links.remove(&link);
+        self.remove_link(link);
         self.actions.push_back(Action::Close(link));
         if self.peers.get(&addr).is_some_and(|p| p.link == link) {
-            let peer = self.peers.remove(&addr).expect("checked above");
+            let peer = self.remove_peer(&addr).expect("checked above");
             self.lose(addr, &peer, Loss::Violation, now);
             self.decide(Cause::PeerLost, Some(addr), now);
         }

@@ -424,7 +424,8 @@ impl Node {
     /// [`MAX_DIALS_IN_FLIGHT`] allows; the rest wait for a dial to end. A
     /// lost peer past `reconnect_timeout_ms` is forgotten instead.
     pub(super) fn dial_due(&mut self, now: Mono) {
-        if self.left {
+        // Called after every line: nothing to walk in a mesh at rest.
+        if self.left || self.wants.is_empty() {
             return;
         }
         let timeout_ms = self.cfg.reconnect_timeout_ms;

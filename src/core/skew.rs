@@ -149,7 +149,7 @@ impl Node {
     /// Warns once per decision when the master's place before the
     /// runner-up rests on start times within their clocks' skew.
     pub(super) fn check_start_doubt(&mut self) {
-        let (Some(first), Some(second)) = self.first_two() else {
+        let (Some(first), Some(second)) = self.ranked_first_two() else {
             self.start_doubt_checked = None;
             return;
         };
@@ -169,12 +169,25 @@ impl Node {
         }
     }
 
+    /// [`Node::first_two`], found again only when the view or a member's
+    /// priority changed since: this runs on every echoed heartbeat, and
+    /// even the one pass over the view there made a heartbeat round at 999
+    /// peers quadratic (docs/BENCHMARKS.md, "The core at 1,000 nodes").
+    fn ranked_first_two(&mut self) -> (Option<Candidate>, Option<Candidate>) {
+        if let Some(two) = self.ranked_two {
+            return two;
+        }
+        let two = self.first_two();
+        self.ranked_two = Some(two);
+        two
+    }
+
     /// The first two of [`Node::ranking`], in one pass without sorting:
     /// this runs on every echoed heartbeat, and sorting the whole view
     /// there took 14 % of a 100-node cluster's CPU at rest (issue 14,
     /// docs/BENCHMARKS.md). Ties keep the ranking's order, as its stable
     /// sort does.
-    fn first_two(&self) -> (Option<Candidate>, Option<Candidate>) {
+    pub(super) fn first_two(&self) -> (Option<Candidate>, Option<Candidate>) {
         let rule = &self.cfg.rule;
         let before = |a: &Candidate, b: &Option<Candidate>| {
             b.as_ref()
