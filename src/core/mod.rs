@@ -996,15 +996,15 @@ impl Node {
 
     /// Adds `peer` to the view (or replaces the one at `addr`).
     fn insert_peer(&mut self, addr: SocketAddr, peer: Peer) -> Option<Peer> {
-        self.heard.insert((peer.last_heard, addr));
+        let heard = peer.last_heard;
         let old = self.peers.insert(addr, peer);
         match &old {
-            None => self.view_sum = self.view_sum.wrapping_add(mesh::addr_hash(&addr)),
-            Some(o) if o.last_heard != self.peers[&addr].last_heard => {
+            Some(o) => {
                 self.heard.remove(&(o.last_heard, addr));
             }
-            Some(_) => {}
+            None => self.view_sum = self.view_sum.wrapping_add(mesh::addr_hash(&addr)),
         }
+        self.heard.insert((heard, addr));
         self.ranked_two = None;
         old
     }
