@@ -579,3 +579,47 @@ fn a_whole_cluster_stopped_together_changes_nothing() {
     a.sigcont();
     wait_agreed(&all, Some(&a));
 }
+
+// Guarantee 10 for the next in line: B, second of three, is stopped for
+// 1.5 s, so A and C time it out and close its links. Resuming, B reads
+// those closes one by one; it must not take A's for a crash and claim while
+// C's is still unread, nor claim on meeting C again before A. It rejoins as
+// a follower: no node ever runs a hook for becoming master, and the epoch
+// stays.
+#[test]
+fn the_next_in_line_stopped_alone_rejoins_without_claiming() {
+    let net = TestNet::new();
+    let dir = TempDir::new("stall-next");
+    let (a, fa) = start_recorded("A", &net, &dir, None);
+    let (b, fb) = start_recorded("B", &net, &dir, Some(&a));
+    let (c, fc) = start_recorded("C", &net, &dir, Some(&a));
+    let all = [&a, &b, &c];
+    let before = wait_agreed(&all, Some(&a));
+    let recorded: Vec<usize> = [(&a, &fa), (&b, &fb), (&c, &fc)]
+        .iter()
+        .map(|(n, f)| wait_recorded(n, f, &all).len())
+        .collect();
+    b.sigstop();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    b.sigcont();
+    let after = wait_agreed(&all, Some(&a));
+    // A timeout more, for a late claim to show.
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    let after2 = wait_agreed(&all, Some(&a));
+    assert_eq!(after[0].epoch, before[0].epoch, "no new epoch");
+    assert_eq!(after2[0].epoch, before[0].epoch, "no new epoch later");
+    for ((n, f), kept) in [(&a, &fa), (&b, &fb), (&c, &fc)].iter().zip(&recorded) {
+        let new: Vec<Call> = journal(n).into_iter().skip(*kept).collect();
+        assert!(
+            new.iter().all(|e| e.role != "master"),
+            "{} became master: {new:?}",
+            n.name
+        );
+        let ran: Vec<Call> = calls(f).into_iter().skip(*kept).collect();
+        assert!(
+            ran.iter().all(|e| e.role != "master"),
+            "{}'s hook ran for master: {ran:?}",
+            n.name
+        );
+    }
+}

@@ -87,6 +87,9 @@ pub(super) struct Ballot<'a> {
     /// A master that stepped down has not released its role yet: no new
     /// claim is made or followed (guarantee 11).
     pub(super) waiting: bool,
+    /// This node is settling after a stall its peers may have timed it out
+    /// for (guarantee 10): it makes no new claim yet.
+    pub(super) settling: bool,
     pub(super) quorum: u32,
     pub(super) strict: bool,
     /// The lowest epoch a new claim may take: with `--strict` this node's
@@ -218,7 +221,7 @@ fn stance(b: &Ballot) -> Stance {
             || (p.state.epoch == was.epoch && p.state.epoch_master != Some(b.me))
     });
     let unknown = b.peers.iter().any(|p| !p.known);
-    if !free_for(b, b.me) || (!was.claimed && (unknown || b.waiting)) {
+    if !free_for(b, b.me) || (!was.claimed && (unknown || b.waiting || b.settling)) {
         return Stance::Wait;
     }
     if was.claimed && !contested {
@@ -368,6 +371,7 @@ impl Node {
             me: self.cfg.addr,
             best: self.choose_best(now),
             waiting: self.awaiting.is_some(),
+            settling: self.settling_until.is_some(),
             quorum: self.cfg.quorum,
             strict: self.cfg.strict,
             // Also with a state dir: the disk keeps what this node saw, the
@@ -532,6 +536,7 @@ mod tests {
         name: &'static str,
         best: Option<u8>,
         waiting: bool,
+        settling: bool,
         quorum: u32,
         strict: bool,
         floor: u64,
@@ -549,6 +554,7 @@ mod tests {
                 name: "",
                 best: Some(ME),
                 waiting: false,
+                settling: false,
                 quorum: 2,
                 strict: false,
                 floor: 0,
@@ -566,6 +572,7 @@ mod tests {
             me: addr(ME),
             best: row.best.map(addr),
             waiting: row.waiting,
+            settling: row.settling,
             quorum: row.quorum,
             strict: row.strict,
             floor: row.floor,
@@ -626,6 +633,22 @@ mod tests {
                     ..peer(2, NoRole, 0, None)
                 }],
                 want: (NoRole, 0, None, Cause::PeerJoined),
+                ..Row::default()
+            },
+            Row {
+                name: "settling after a stall, the best claims nothing",
+                settling: true,
+                peers: vec![peer(3, Follower, 4, Some(2))],
+                was: standing(Follower, 4, Some(2), false),
+                want: (NoRole, 4, Some(2), Cause::PeerJoined),
+                ..Row::default()
+            },
+            Row {
+                name: "settling, a master keeps its uncontested claim",
+                settling: true,
+                peers: vec![peer(3, Follower, 4, Some(ME))],
+                was: standing(Master, 4, Some(ME), true),
+                want: (Master, 4, Some(ME), Cause::PeerJoined),
                 ..Row::default()
             },
             Row {

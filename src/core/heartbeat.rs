@@ -50,6 +50,15 @@ impl Node {
         }
         if late_ms >= (self.cfg.timeout_ms / STALL_FRACTION).max(1) {
             self.heard_from = self.heard_from.max(now);
+            // Silent for up to a heartbeat before the loop slept and up to
+            // one more until its deadline, the peers may have timed this
+            // node out: the links they closed will read as crashes, one by
+            // one, and the next in line would claim between two of them,
+            // or on meeting a member before the master again.
+            let hb = self.cfg.heartbeat_ms;
+            if late_ms.saturating_add(hb.saturating_mul(2)) >= self.cfg.timeout_ms {
+                self.settling_until = Some(now.plus(self.cfg.timeout_ms));
+            }
             if !self.peers.is_empty() {
                 self.event(Event::Stalled {
                     late_ms,

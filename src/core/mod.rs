@@ -279,6 +279,10 @@ pub struct Node {
     /// The end of this node's last stall: silence before it is not
     /// counted (guarantee 10 in docs/GUARANTEES.md).
     heard_from: Mono,
+    /// Until when this node claims nothing after a stall long enough for
+    /// its peers to have timed it out (guarantee 10): the links they
+    /// closed meanwhile are its own doing, not their crash.
+    settling_until: Option<Mono>,
     /// Number of the last heartbeat sent.
     heartbeat_seq: u64,
     /// The ranking's first two members (address and instance each) when
@@ -438,6 +442,7 @@ impl Node {
             lost_master: None,
             next_heartbeat: None,
             heard_from: Mono::ZERO,
+            settling_until: None,
             heartbeat_seq: 0,
             claimed: false,
             claim_sent: Mono::ZERO,
@@ -506,6 +511,7 @@ impl Node {
             .chain(handshake)
             .chain(strict.flatten())
             .chain(self.eligibility_deadline())
+            .chain(self.settling_until)
             .min()
     }
 
@@ -704,6 +710,10 @@ impl Node {
 
     /// Time passed; due reconnects start.
     pub fn handle_timeout(&mut self, now: Mono) {
+        if self.settling_until.is_some_and(|t| now >= t) {
+            self.settling_until = None;
+            self.decide(Cause::Claim, None, now);
+        }
         self.expire_silent(now);
         self.expire_handshakes(now);
         self.heartbeat_due(now);
