@@ -10,7 +10,7 @@
 //! many round trips and timers a scenario needs, not how fast a machine is.
 //! `--quick` runs the microbenchmarks briefly and clusters of 10 and 100
 //! only; it asserts nothing about timings. Above [`HEAL_MAX_NODES`] no
-//! partition is healed. `--sizes 1000` takes about 10 minutes and 2 GB.
+//! partition is healed. `--sizes 1000` takes about 14 minutes and 2 GB.
 //! `--trace MS` prints what the wire and the nodes hold every MS virtual
 //! ms of each scenario, on stderr.
 //!
@@ -68,7 +68,7 @@ fn main() {
             .collect(),
         None if quick => vec![10, 100],
         // 1,000 is not in the defaults: `--sizes 1000` skips the
-        // partition (HEAL_MAX_NODES) and takes about 10 minutes
+        // partition (HEAL_MAX_NODES) and takes about 14 minutes
         // (docs/BENCHMARKS.md, "The core at 1,000 nodes").
         None => vec![10, 100, 200],
     };
