@@ -1,7 +1,7 @@
 //! The election core's speed: events per second handled by one `Node`,
 //! and simulated clusters of 10, 100 and 200 nodes (the deterministic
 //! simulator of tests/sim), counting the messages and the virtual time a
-//! join, a crash failover and a healed partition take. The simulated
+//! join, a crash failover, a second at rest and a healed partition take. The simulated
 //! nodes are the real endpoints over a wire of bytes (tests/sim), so
 //! framing and the link layer are in the figures too.
 //!
@@ -10,9 +10,11 @@
 //! many round trips and timers a scenario needs, not how fast a machine is.
 //! `--quick` runs the microbenchmarks briefly and clusters of 10 and 100
 //! only; it asserts nothing about timings. Above [`HEAL_MAX_NODES`] no
-//! partition is healed; `--sizes 1000` does not yet end in reasonable time.
+//! partition is healed. `--sizes 1000` takes about 14 minutes and 2 GB.
+//! `--trace MS` prints what the wire and the nodes hold every MS virtual
+//! ms of each scenario, on stderr.
 //!
-//! `cargo bench --bench core [-- --quick] [-- --sizes 10,100,200]`
+//! `cargo bench --bench core [-- --quick] [-- --sizes 10,100,200] [-- --trace 1]`
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
@@ -39,13 +41,17 @@ const LIMIT_MS: u64 = 60_000;
 /// event (duplicate introductions) are still counted.
 const TAIL_MS: u64 = 20;
 
-/// The largest cluster whose partition is healed. Healing costs about
-/// n³/2 MEETs: a heartbeat round during the reconnection finds every
-/// pair's digests apart, and each member then sends each peer its whole
-/// view (`sync_view`). At 1,000 nodes that is about 5 × 10⁸ lines, many
-/// GB in flight at once in the simulator (docs/BENCHMARKS.md, "The core
-/// at 1,000 nodes").
+/// The largest cluster whose partition is healed. Healing is left to the
+/// mesh repair (`sync_view`: each member sends each peer whose view
+/// differs its whole view, once both views settled), up to n³ MEETs: at
+/// 200 nodes 776,846 of the heal's 1.2 M lines, and at 1,000 many GB in
+/// flight at once in the simulator (docs/BENCHMARKS.md, "The core at
+/// 1,000 nodes").
 const HEAL_MAX_NODES: usize = 500;
+
+/// The steady-state window after the failover, in virtual ms: ten
+/// heartbeat rounds.
+const REST_MS: u64 = 1_000;
 
 /// How long the partition lasts before it heals, in virtual ms: long
 /// enough for both sides to drop each other (timeout) and elect.
@@ -62,9 +68,8 @@ fn main() {
             .collect(),
         None if quick => vec![10, 100],
         // 1,000 is not in the defaults: `--sizes 1000` skips the
-        // partition (HEAL_MAX_NODES), and its forming still did not end
-        // within 10 minutes of CPU, its memory past 8 GB (docs/
-        // BENCHMARKS.md, "The core at 1,000 nodes").
+        // partition (HEAL_MAX_NODES) and takes about 14 minutes
+        // (docs/BENCHMARKS.md, "The core at 1,000 nodes").
         None => vec![10, 100, 200],
     };
     let mut t = Table::new(&[
@@ -331,6 +336,10 @@ impl Outcome {
 /// heal.
 fn scenarios(n: usize) -> Vec<(&'static str, Outcome)> {
     let mut c = Cluster::oldest_first(n as u64, n);
+    // One drain per node and instant, as the real loop's iteration: at
+    // 1,000 nodes a drain per delivery was most of the time (it walks
+    // every link of the node).
+    c.batch = true;
     let mut out = Vec::new();
     let first: Vec<usize> = (0..n - 1).collect();
     out.push((
@@ -354,6 +363,11 @@ fn scenarios(n: usize) -> Vec<(&'static str, Outcome)> {
     out.push((
         "crash failover (SIGKILL master)",
         measure(&mut c, &survivors, |c| c.crash(0)),
+    ));
+    note(n, &out);
+    out.push((
+        "steady state: 1 s at rest after the failover",
+        rest(&mut c, &survivors, REST_MS),
     ));
     note(n, &out);
     if n > HEAL_MAX_NODES {
@@ -413,16 +427,80 @@ fn measure(c: &mut Cluster, members: &[usize], event: impl FnOnce(&mut Cluster))
     }
 }
 
+/// Runs `members`, agreed, for `ms` at rest and counts what they send
+/// (heartbeats, and whatever else a settled mesh says); they must still
+/// agree after.
+fn rest(c: &mut Cluster, members: &[usize], ms: u64) -> Outcome {
+    assert!(agreed(c, members), "agreed before the rest");
+    let before = c.sent.clone();
+    let wall = Instant::now();
+    c.run_for(ms);
+    assert!(agreed(c, members), "still agreed after {ms} ms at rest");
+    let sent = c
+        .sent
+        .iter()
+        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    Outcome {
+        virtual_ms: ms,
+        sent,
+        wall: wall.elapsed(),
+    }
+}
+
 /// Runs the cluster one virtual ms at a time until `cond` holds.
 fn run_until(c: &mut Cluster, cond: impl Fn(&Cluster) -> bool, what: &str) {
     let t0 = c.now;
+    let every: Option<u64> = util::flag_value("--trace").map(|v| v.parse().expect("--trace MS"));
+    let wall = Instant::now();
     while !cond(c) {
         assert!(
             c.now - t0 < LIMIT_MS,
             "no {what} within {LIMIT_MS} virtual ms"
         );
         c.run_for(1);
+        if every.is_some_and(|e| (c.now - t0).is_multiple_of(e)) {
+            trace(c, c.now - t0, wall.elapsed());
+        }
     }
+}
+
+/// `--trace MS`: every MS virtual ms of a scenario, one line on stderr of
+/// what the wire and the nodes hold.
+fn trace(c: &Cluster, t: u64, wall: Duration) {
+    let f = c.in_flight();
+    let (mut peers, mut links, mut wanted, mut dials, mut introduced, mut actions, mut dropped) =
+        (0, 0, 0, 0, 0, 0, 0);
+    for i in c.up() {
+        let n = c.node(i);
+        let k = n.counts();
+        peers += n.status().peers;
+        links += k.links;
+        wanted += k.wanted;
+        dials += k.dials_in_flight;
+        introduced += k.introduced;
+        actions += k.actions;
+        dropped += k.meets_dropped;
+    }
+    let rss_kb = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4);
+    let lines: Vec<String> = f.lines.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let sent: Vec<String> = c.sent.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!(
+        "# t={t} wall={:.1}s rss={}MB q={} qbytes={} outbox={} peers={peers} links={links} \
+         wanted={wanted} dials={dials} introduced={introduced} actions={actions} \
+         meets_dropped={dropped} in_flight[{}] sent[{}]",
+        wall.as_secs_f64(),
+        rss_kb / 1024,
+        f.deliveries,
+        f.bytes,
+        c.outboxes(),
+        lines.join(" "),
+        sent.join(" ")
+    );
 }
 
 /// Every member reports the same master and epoch, the master is a

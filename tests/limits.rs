@@ -576,7 +576,7 @@ fn introductions_are_bounded_per_peer_and_in_all() {
             p.accept(link, &c, 0);
             p.line(link, state(Role::None, 0, None), 0);
         }
-        for _ in 0..1_000 {
+        for _ in 0..MAX_INTRODUCED_PER_PEER + 200 {
             p.line(link, Message::Meet(fake(i)), 0);
             i += 1;
         }

@@ -246,6 +246,15 @@ impl Node {
     /// rule orders any two members strictly (address and instance break
     /// ties), so the least is the ranking's first.
     pub(super) fn best_eligible(&self) -> Option<SocketAddr> {
+        // The first of the whole ranking, kept while the view and the
+        // priorities stay, is the best eligible member when it is eligible
+        // itself: a crash failover at 1,000 nodes runs the election on each
+        // of 2n² STATEs, and this walk was a quarter of it.
+        if let Some((Some(first), _)) = self.ranked_two
+            && self.member_eligible(first.addr)
+        {
+            return Some(first.addr);
+        }
         let rule = &self.cfg.rule;
         std::iter::once((self.eligible(), self.me()))
             .chain(

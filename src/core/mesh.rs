@@ -17,10 +17,14 @@ use crate::time::Mono;
 
 /// Introductions from one peer that may wait to be dialled at once. An
 /// honest member introduces at most the other members of its group, n - 2
-/// in a cluster of n, so 512 never slows a cluster of up to 500; and one
+/// in a cluster of n, so 1024 never slows a cluster of up to 1,026; and one
 /// hostile peer can fill at most half of [`MAX_WANTED`]. MEETs beyond either
-/// bound are dropped and counted (`bossd_meets_dropped_total`).
-pub const MAX_INTRODUCED_PER_PEER: usize = 512;
+/// bound are dropped and counted (`bossd_meets_dropped_total`). At 512,
+/// 1,000 nodes joining one at once dropped 229,825 introductions, and the
+/// 113,000 pairs they left unmeshed fell to the mesh repair, which sends
+/// every member to every peer whose view differs: about n³ MEETs
+/// (docs/BENCHMARKS.md, "The core at 1,000 nodes").
+pub const MAX_INTRODUCED_PER_PEER: usize = 1024;
 
 impl Node {
     /// `by` introduced `addr` (MEET): dial it, within the bounds on

@@ -37,9 +37,11 @@ pub const MAX_DIALS_IN_FLIGHT: usize = 64;
 /// Addresses this node tries to reach at once: `--join` targets, lost
 /// peers and introductions together (the reconnect set, `bossd_reconnecting`
 /// in `/metrics`). An honest cluster of n nodes has at most the n - 1
-/// others in it; 1024 is five times the 200 nodes the benchmarks run and
-/// the default `--max-conns`, and costs under 100 KiB when full.
-pub const MAX_WANTED: usize = 1024;
+/// others in it; 2048 is twice the 1,000 nodes the core bench runs and
+/// twice [`MAX_INTRODUCED_PER_PEER`](super::MAX_INTRODUCED_PER_PEER), so
+/// one peer's introductions fill at most half of it; full, it costs twice
+/// what 1024 did.
+pub const MAX_WANTED: usize = 2048;
 
 /// After a lost peer answers again, the other lost peers are dialled at
 /// once rather than after their backoff (the network may have healed), at

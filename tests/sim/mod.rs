@@ -122,6 +122,16 @@ pub struct Cluster {
     rng: u64,
     /// Most delivery delay on a link, in ms.
     pub max_delay_ms: Millis,
+    /// Deliver everything due at one instant before any node carries out
+    /// what it queued, then drain each node that got something once, as
+    /// one iteration of the real loop reads every ready socket before it
+    /// flushes. Off (one drain per delivery) unless a bench turns it on:
+    /// the sweep's seeds were explored that way. At 1,000 nodes a drain
+    /// walks every link of the node three times (flush, finished links,
+    /// next deadline), and one per delivery was most of the bench's time.
+    pub batch: bool,
+    /// While a batch is delivered: the nodes to drain after it.
+    deferred: Option<BTreeSet<usize>>,
     /// Every role change, per node, in order.
     pub journals: Vec<Vec<JournalEntry>>,
     /// Text delivered by `-msg`, per node.
@@ -174,6 +184,14 @@ pub struct Cluster {
     /// Every hook run: node, start, end (true time) and its change, in
     /// the order they started, for guarantee 11.
     pub hooks: Vec<HookRun>,
+}
+
+/// What [`Cluster::in_flight`] found on the wire.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    pub deliveries: usize,
+    pub bytes: usize,
+    pub lines: BTreeMap<String, u64>,
 }
 
 /// One simulated hook run.
@@ -324,6 +342,8 @@ impl Cluster {
             next_conn: 0,
             rng: seed ^ 0x5eed,
             max_delay_ms: 2,
+            batch: false,
+            deferred: None,
             journals: vec![Vec::new(); n],
             delivered: vec![Vec::new(); n],
             dials: vec![Vec::new(); n],
@@ -697,6 +717,45 @@ impl Cluster {
         self.slots.len()
     }
 
+    /// What is in flight on the wire now: deliveries queued (and held
+    /// behind cuts or for frozen nodes), their bytes, and the lines they
+    /// hold by message name (the first word of each line start; a chunk
+    /// that begins mid-line counts as `-`). For benches/core.rs's trace.
+    pub fn in_flight(&self) -> InFlight {
+        let mut f = InFlight::default();
+        let held = self.held.iter().flatten().chain(&self.behind_cut);
+        for d in self.queue.values().chain(held) {
+            f.deliveries += 1;
+            let Delivery::Bytes { bytes, .. } = d else {
+                continue;
+            };
+            f.bytes += bytes.len();
+            for (k, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
+                let word = if k == 0 && !line[0].is_ascii_uppercase() {
+                    "-"
+                } else {
+                    let end = line.iter().position(|b| *b == b' ').unwrap_or(line.len());
+                    std::str::from_utf8(&line[..end]).unwrap_or("?")
+                };
+                *f.lines.entry(word.to_owned()).or_insert(0) += 1;
+            }
+        }
+        f
+    }
+
+    /// Bytes waiting in running nodes' outboxes (the simulator flushes
+    /// after every call, so normally none).
+    pub fn outboxes(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.ep.as_ref())
+            .map(|ep| ep.links().map(|(_, l)| l.outbox().len()).sum::<usize>())
+            .sum()
+    }
+
     pub fn is_frozen(&self, i: usize) -> bool {
         self.frozen[i]
     }
@@ -717,7 +776,9 @@ impl Cluster {
                 break;
             }
             self.now = next;
-            if next_event == Some(next) {
+            if next_event == Some(next) && self.batch {
+                self.deliver_batch(next);
+            } else if next_event == Some(next) {
                 let key = *self.queue.keys().next().expect("non-empty");
                 let ev = self.queue.remove(&key).expect("present");
                 self.deliver(ev);
@@ -726,6 +787,32 @@ impl Cluster {
             }
         }
         self.now = end;
+    }
+
+    /// [`Cluster::batch`]: delivers everything due at `t` queued so far,
+    /// then drains each node that got something, in slot order.
+    fn deliver_batch(&mut self, t: Millis) {
+        self.deferred = Some(BTreeSet::new());
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 != t {
+                break;
+            }
+            let ev = entry.remove();
+            self.deliver(ev);
+        }
+        for i in self.deferred.take().unwrap_or_default() {
+            self.pump(i);
+        }
+    }
+
+    /// Drains node `i` now, or after the batch being delivered.
+    fn pump_or_defer(&mut self, i: usize) {
+        match self.deferred.as_mut() {
+            Some(d) => {
+                d.insert(i);
+            }
+            None => self.pump(i),
+        }
     }
 
     /// Slot `i`'s timer is due.
@@ -951,7 +1038,7 @@ impl Cluster {
                 let now = self.local(to);
                 if let Some(ep) = self.slots[to].ep.as_mut() {
                     ep.on_bytes(link, &bytes, now);
-                    self.pump(to);
+                    self.pump_or_defer(to);
                 }
             }
             Delivery::Closed { to, link, conn, .. } => {
@@ -966,7 +1053,7 @@ impl Cluster {
                     self.refresh_deadline(to);
                 } else if let Some(ep) = self.slots[to].ep.as_mut() {
                     ep.on_eof(link);
-                    self.pump(to);
+                    self.pump_or_defer(to);
                 }
             }
         }
