@@ -298,7 +298,8 @@ With the command -w it watches instead: it prints the status line, then
 each role change as the node journals it, as it happens, with no time
 limit (with --secret-file every line's tag is checked). SIGINT or SIGTERM
 ends it with exit 0; the node closing the connection (it left, crashed or
-refused the watcher) ends it with exit 1 and a line saying so.
+refused the watcher) ends it with exit 1 and a line saying so, and so does
+a closed stdout (bossd ctl 127.0.0.1 7000 -w | head -1), at the next line.
 
 Examples:
   bossd ctl 127.0.0.1 7000 -s
