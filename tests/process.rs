@@ -858,6 +858,45 @@ fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
     assert!(!text.contains(":0\n"), "a hook saw port 0: {text}");
 }
 
+// docs/GUARANTEES.md, port 0: the log line is how a caller learns the
+// port, so it is written at every --log level, also where info lines are
+// hidden; the other info lines stay hidden.
+#[test]
+fn port_zero_is_logged_whatever_the_log_level() {
+    let net = TestNet::new();
+    for level in ["warn", "error"] {
+        let asked = std::net::SocketAddr::new(net.ip(1), 0);
+        let mut a = Node::spawn("A", asked, &["--log", level], StdinKind::Null);
+        let mut logged = None;
+        wait_until("A logs the address it listens on", &[], || {
+            logged = a
+                .events()
+                .iter()
+                .find(|e| e.name == "listening")
+                .and_then(|e| e.field("addr")?.parse::<std::net::SocketAddr>().ok());
+            logged.is_some() || a.try_exit().is_some()
+        });
+        let real =
+            logged.unwrap_or_else(|| panic!("--log {level}: A exited:\n{}", a.stderr_text()));
+        assert_eq!(real.ip(), asked.ip(), "{}", a.stderr_text());
+        assert_ne!(real.port(), 0, "the log names port 0:\n{}", a.stderr_text());
+        a.addr = real;
+        a.wait_ready();
+        a.sigterm();
+        a.wait_exit(Duration::from_secs(10));
+        let infos: Vec<String> = a
+            .events()
+            .iter()
+            .filter(|e| e.level == "INFO" && e.name != "listening")
+            .map(|e| e.name.clone())
+            .collect();
+        assert!(
+            infos.is_empty(),
+            "--log {level} let info lines through: {infos:?}"
+        );
+    }
+}
+
 // docs/GUARANTEES.md, running bossd: usage errors exit 2 and say why in
 // one line, which names the help of the form that was meant.
 #[test]
