@@ -104,7 +104,7 @@ pub struct NodeOptions {
     /// with backoff until reached; a target that does not answer is
     /// logged once as a warning (event=join-failed), and again when it
     /// does (event=join-reached). Default: none (wait to be joined).
-    #[arg(long = "join", value_name = "IP:PORT")]
+    #[arg(long = "join", value_name = "IP:PORT", value_parser = parse_join)]
     pub join: Vec<SocketAddr>,
     /// Election rule: a comma list of oldest, youngest, priority (higher
     /// wins), lowest-addr, highest-addr, applied in order, each at most
@@ -478,6 +478,19 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
             .parse()
             .map_err(|_| format!("not an IP address: {s} (IPv4, IPv6 or [IPv6])")),
     }
+}
+
+/// A `--join` target, `IP:PORT` or `[IPv6]:PORT`. Port 0 names no node
+/// (only a listener may ask for it), so a target with it is refused at
+/// once rather than redialled for ever.
+fn parse_join(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| "not IP:PORT or [IPv6]:PORT".to_owned())?;
+    if addr.port() == 0 {
+        return Err("port 0 names no node; give the port it listens on".to_owned());
+    }
+    Ok(addr)
 }
 
 /// `bossd ctl ARGS`: clap reads ctl's options, IP and PORT; every word

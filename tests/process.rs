@@ -493,6 +493,15 @@ fn connect_to_self_or_existing_peer_is_an_error() {
     assert!(result.is_err(), "-c to a peer must be ERR: {lines:?}");
     let (lines, result) = b.ctl(&connect_cmd(&a));
     assert!(result.is_err(), "-c to a peer must be ERR: {lines:?}");
+    // Port 0 names no node: one ERR line, and nothing is dialled for ever.
+    let (lines, result) = a.ctl(&format!("-c {} 0", b.addr.ip()));
+    assert_eq!(
+        (lines, result),
+        (
+            vec![],
+            Err("not a port: 0 (a node listens on 1 to 65535)".to_owned())
+        )
+    );
     holds_for("nothing changed", WATCH / 2, &[&a, &b], || {
         agreed(&[&a, &b], Some(&a)).is_some_and(|st| st[0].epoch == before[0].epoch)
     });
@@ -914,6 +923,10 @@ fn usage_errors_exit_2() {
         (&["127.0.0.1", "7000", "--quorum", "0"][..], "bossd --help"),
         (
             &["127.0.0.1", "7000", "--join", "nowhere"][..],
+            "bossd --help",
+        ),
+        (
+            &["127.0.0.1", "7000", "--join", "127.0.0.1:0"][..],
             "bossd --help",
         ),
         (
