@@ -168,19 +168,21 @@ pub fn is_watch(args: &CtlArgs) -> bool {
 pub fn watch(args: &CtlArgs) -> Result<()> {
     let secret = load_secret(args)?;
     let addr = SocketAddr::new(args.ip, args.port);
-    let mut client = Client::connect_with(addr, secret.as_ref())?;
+    // Installed before connecting: a node slow to answer the handshake
+    // (frozen, or far away) must not turn SIGINT or SIGTERM into a death
+    // by signal. Reading blocks for as long as the cluster is quiet; a
+    // thread of its own takes the signal and ends the process.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .context("cannot install signal handlers")?;
-    // Reading blocks for as long as the cluster is quiet; a thread of its
-    // own takes the signal and ends the process.
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             std::process::exit(0);
         }
     });
+    let mut client = Client::connect_with(addr, secret.as_ref())?;
     client.watch(print_line)
 }
 

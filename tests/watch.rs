@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             the_stream_follows_join_crash_freeze_and_leave,
             ctl_watch_checks_tags_and_ends_on_signals,
             ctl_watch_ends_when_its_stdout_is_closed,
+            ctl_watch_exits_0_on_a_signal_while_it_authenticates,
             the_65th_watcher_is_refused,
             a_watcher_that_does_not_read_is_dropped_while_the_cluster_elects,
             stdin_watch_prints_the_stream,
@@ -334,6 +335,49 @@ fn ctl_watch_ends_when_its_stdout_is_closed() {
         err.lines().collect::<Vec<_>>(),
         ["bossd ctl: cannot write to stdout: Broken pipe (os error 32)"]
     );
+}
+
+// SIGTERM ends `bossd ctl --secret-file ... -w` with exit 0 also before
+// the node has answered the handshake: here the node is frozen, so ctl
+// sits in the handshake once its connection is established.
+fn ctl_watch_exits_0_on_a_signal_while_it_authenticates() {
+    let net = TestNet::new();
+    let tmp = TempDir::new("watch-auth");
+    let secret = tmp.secret("secret", "the watch test's shared secret, long enough");
+    let a = Node::start("A", net.addr(), &["--secret-file", &secret]);
+    a.sigstop();
+    let mut w = Reader::ctl_watch(a.addr, &["--secret-file", &secret]);
+    wait_until("ctl -w is connected to the frozen node", &[], || {
+        established_to(a.addr)
+    });
+    w.signal(libc::SIGTERM);
+    let status = w.wait_exit().expect("ctl -w ended");
+    assert_eq!(status.code(), Some(0), "{status:?}: {}", w.stderr());
+    assert!(w.lines().is_empty(), "{:?}", w.lines());
+}
+
+/// Whether a TCP connection to `addr` (IPv4) is established on this
+/// host, as /proc/net/tcp lists it: the kernel completes the handshake
+/// for a listener whose process is stopped.
+fn established_to(addr: SocketAddr) -> bool {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}");
+    };
+    // /proc/net/tcp writes the address as the bytes of the u32 in host
+    // order, then the port: 127.0.0.1:7000 is 0100007F:1B58 on x86.
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("read /proc/net/tcp")
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == want && f[3] == "01"
+        })
 }
 
 /// A child and the read end of its stdout; the child is killed when
