@@ -104,7 +104,7 @@ pub struct NodeOptions {
     /// with backoff until reached; a target that does not answer is
     /// logged once as a warning (event=join-failed), and again when it
     /// does (event=join-reached). Default: none (wait to be joined).
-    #[arg(long = "join", value_name = "IP:PORT")]
+    #[arg(long = "join", value_name = "IP:PORT", value_parser = parse_join)]
     pub join: Vec<SocketAddr>,
     /// Election rule: a comma list of oldest, youngest, priority (higher
     /// wins), lowest-addr, highest-addr, applied in order, each at most
@@ -298,7 +298,8 @@ With the command -w it watches instead: it prints the status line, then
 each role change as the node journals it, as it happens, with no time
 limit (with --secret-file every line's tag is checked). SIGINT or SIGTERM
 ends it with exit 0; the node closing the connection (it left, crashed or
-refused the watcher) ends it with exit 1 and a line saying so.
+refused the watcher) ends it with exit 1 and a line saying so, and so does
+a closed stdout (bossd ctl 127.0.0.1 7000 -w | head -1), at the next line.
 
 Examples:
   bossd ctl 127.0.0.1 7000 -s
@@ -477,6 +478,19 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
             .parse()
             .map_err(|_| format!("not an IP address: {s} (IPv4, IPv6 or [IPv6])")),
     }
+}
+
+/// A `--join` target, `IP:PORT` or `[IPv6]:PORT`. Port 0 names no node
+/// (only a listener may ask for it), so a target with it is refused at
+/// once rather than redialled for ever.
+fn parse_join(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| "not IP:PORT or [IPv6]:PORT".to_owned())?;
+    if addr.port() == 0 {
+        return Err("port 0 names no node; give the port it listens on".to_owned());
+    }
+    Ok(addr)
 }
 
 /// `bossd ctl ARGS`: clap reads ctl's options, IP and PORT; every word

@@ -414,7 +414,11 @@ fn parse_target(args: &str, command: &str) -> Result<SocketAddr, String> {
         return Err(usage());
     };
     let ip = crate::config::parse_ip(ip)?;
-    let port: u16 = port.parse().map_err(|_| format!("not a port: {port}"))?;
+    let port: u16 = match port.parse() {
+        Ok(0) => return Err("not a port: 0 (a node listens on 1 to 65535)".to_owned()),
+        Ok(p) => p,
+        Err(_) => return Err(format!("not a port: {port}")),
+    };
     Ok(SocketAddr::new(ip, port))
 }
 

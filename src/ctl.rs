@@ -128,8 +128,9 @@ impl Client {
     /// Sends `-w` and hands each line of the stream to `line` as it
     /// arrives, waiting as long as it takes. Returns only on an error: an
     /// `ERR` answer (too many watchers), a line whose tag does not match,
-    /// or the node closing the connection.
-    pub fn watch(&mut self, mut line: impl FnMut(&str)) -> Result<()> {
+    /// the node closing the connection, or `line` failing (its reader
+    /// went away).
+    pub fn watch(&mut self, mut line: impl FnMut(&str) -> Result<()>) -> Result<()> {
         self.reader.get_ref().set_read_timeout(None)?;
         self.send("-w")?;
         let addr = self.addr;
@@ -147,7 +148,7 @@ impl Client {
             if let Some(reason) = text.strip_prefix("ERR") {
                 bail!("ERR {}", reason.trim_start());
             }
-            line(&text);
+            line(&text)?;
         }
     }
 }
@@ -160,24 +161,38 @@ pub fn is_watch(args: &CtlArgs) -> bool {
 /// `bossd ctl IP PORT -w`: prints each line of the watch stream as it
 /// arrives. SIGINT and SIGTERM end it with exit 0 (the lines printed are
 /// complete: each is written and flushed whole); an `Err` says why it
-/// ended otherwise, the node's going away included.
+/// ended otherwise, the node's going away included, and so does a stdout
+/// that was closed (`bossd ctl IP PORT -w | head -1`): a watcher nobody
+/// reads would otherwise hold its connection, one of the node's 64
+/// watchers, for ever.
 pub fn watch(args: &CtlArgs) -> Result<()> {
     let secret = load_secret(args)?;
     let addr = SocketAddr::new(args.ip, args.port);
-    let mut client = Client::connect_with(addr, secret.as_ref())?;
+    // Installed before connecting: a node slow to answer the handshake
+    // (frozen, or far away) must not turn SIGINT or SIGTERM into a death
+    // by signal. Reading blocks for as long as the cluster is quiet; a
+    // thread of its own takes the signal and ends the process.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .context("cannot install signal handlers")?;
-    // Reading blocks for as long as the cluster is quiet; a thread of its
-    // own takes the signal and ends the process.
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             std::process::exit(0);
         }
     });
-    client.watch(crate::log::stdout_line)
+    let mut client = Client::connect_with(addr, secret.as_ref())?;
+    client.watch(print_line)
+}
+
+/// Writes one line of the stream to stdout and flushes it, so that each
+/// line is seen as it arrives; a closed stdout is an error.
+fn print_line(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{text}\n").as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
 }
 
 fn load_secret(args: &CtlArgs) -> Result<Option<Secret>> {

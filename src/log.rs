@@ -88,9 +88,14 @@ pub fn enabled(level: Level) -> bool {
 /// Writes one line to stderr if `level` is enabled: the time, the level
 /// and `event`, which [`format_event`] made.
 pub fn write(level: Level, event: &str) {
-    if !enabled(level) {
-        return;
+    if enabled(level) {
+        write_unfiltered(level, event);
     }
+}
+
+/// Writes one line to stderr whatever `--log` lets through: for the rare
+/// line a caller cannot do without, such as the port a node on port 0 got.
+pub fn write_unfiltered(level: Level, event: &str) {
     let now = humantime::format_rfc3339_millis(SystemTime::now());
     // One write(2) for the whole line: a hook writing to the same stderr,
     // or a SIGKILL, cannot cut it in half (pipes keep writes of up to 4 KiB

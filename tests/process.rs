@@ -493,6 +493,15 @@ fn connect_to_self_or_existing_peer_is_an_error() {
     assert!(result.is_err(), "-c to a peer must be ERR: {lines:?}");
     let (lines, result) = b.ctl(&connect_cmd(&a));
     assert!(result.is_err(), "-c to a peer must be ERR: {lines:?}");
+    // Port 0 names no node: one ERR line, and nothing is dialled for ever.
+    let (lines, result) = a.ctl(&format!("-c {} 0", b.addr.ip()));
+    assert_eq!(
+        (lines, result),
+        (
+            vec![],
+            Err("not a port: 0 (a node listens on 1 to 65535)".to_owned())
+        )
+    );
     holds_for("nothing changed", WATCH / 2, &[&a, &b], || {
         agreed(&[&a, &b], Some(&a)).is_some_and(|st| st[0].epoch == before[0].epoch)
     });
@@ -858,6 +867,45 @@ fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
     assert!(!text.contains(":0\n"), "a hook saw port 0: {text}");
 }
 
+// docs/GUARANTEES.md, port 0: the log line is how a caller learns the
+// port, so it is written at every --log level, also where info lines are
+// hidden; the other info lines stay hidden.
+#[test]
+fn port_zero_is_logged_whatever_the_log_level() {
+    let net = TestNet::new();
+    for level in ["warn", "error"] {
+        let asked = std::net::SocketAddr::new(net.ip(1), 0);
+        let mut a = Node::spawn("A", asked, &["--log", level], StdinKind::Null);
+        let mut logged = None;
+        wait_until("A logs the address it listens on", &[], || {
+            logged = a
+                .events()
+                .iter()
+                .find(|e| e.name == "listening")
+                .and_then(|e| e.field("addr")?.parse::<std::net::SocketAddr>().ok());
+            logged.is_some() || a.try_exit().is_some()
+        });
+        let real =
+            logged.unwrap_or_else(|| panic!("--log {level}: A exited:\n{}", a.stderr_text()));
+        assert_eq!(real.ip(), asked.ip(), "{}", a.stderr_text());
+        assert_ne!(real.port(), 0, "the log names port 0:\n{}", a.stderr_text());
+        a.addr = real;
+        a.wait_ready();
+        a.sigterm();
+        a.wait_exit(Duration::from_secs(10));
+        let infos: Vec<String> = a
+            .events()
+            .iter()
+            .filter(|e| e.level == "INFO" && e.name != "listening")
+            .map(|e| e.name.clone())
+            .collect();
+        assert!(
+            infos.is_empty(),
+            "--log {level} let info lines through: {infos:?}"
+        );
+    }
+}
+
 // docs/GUARANTEES.md, running bossd: usage errors exit 2 and say why in
 // one line, which names the help of the form that was meant.
 #[test]
@@ -875,6 +923,10 @@ fn usage_errors_exit_2() {
         (&["127.0.0.1", "7000", "--quorum", "0"][..], "bossd --help"),
         (
             &["127.0.0.1", "7000", "--join", "nowhere"][..],
+            "bossd --help",
+        ),
+        (
+            &["127.0.0.1", "7000", "--join", "127.0.0.1:0"][..],
             "bossd --help",
         ),
         (

@@ -32,6 +32,8 @@ fn main() -> std::process::ExitCode {
         crate::test_list![
             the_stream_follows_join_crash_freeze_and_leave,
             ctl_watch_checks_tags_and_ends_on_signals,
+            ctl_watch_ends_when_its_stdout_is_closed,
+            ctl_watch_exits_0_on_a_signal_while_it_authenticates,
             the_65th_watcher_is_refused,
             a_watcher_that_does_not_read_is_dropped_while_the_cluster_elects,
             stdin_watch_prints_the_stream,
@@ -288,6 +290,105 @@ fn ctl_watch_checks_tags_and_ends_on_signals() {
     let status = bad.wait_exit().expect("ctl -w with a wrong secret ended");
     assert_eq!(status.code(), Some(1), "{}", bad.stderr());
     assert!(bad.lines().is_empty(), "{:?}", bad.lines());
+}
+
+// `bossd ctl IP PORT -w | head -1`: once head has its line and is gone,
+// the next line ctl cannot write ends it with exit 1 and one line saying
+// why, instead of holding one of the node's 64 watchers for ever.
+fn ctl_watch_ends_when_its_stdout_is_closed() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    let (ip, port) = (a.addr.ip().to_string(), a.addr.port().to_string());
+    let mut ctl = Command::new(BOSSD)
+        .args(["ctl", ip.as_str(), port.as_str(), "-w"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bossd ctl");
+    let mut guard = KillOnDrop(Some(ctl.stdout.take().expect("stdout")), &mut ctl);
+    let mut first = String::new();
+    BufReader::new(guard.0.as_mut().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the status line");
+    assert!(first.starts_with(&format!("id={} ", a.addr)), "{first}");
+    // The reader goes away, as head does after its line.
+    drop(guard.0.take());
+    let a_addr = a.addr.to_string();
+    let b = Node::start("B", net.addr(), &["--join", &a_addr]);
+    wait_agreed(&[&a, &b], Some(&a));
+    let mut status = None;
+    wait_until("ctl -w ended once it could not write", &[&a, &b], || {
+        status = guard.1.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(1));
+    let mut err = String::new();
+    guard
+        .1
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        ["bossd ctl: cannot write to stdout: Broken pipe (os error 32)"]
+    );
+}
+
+// SIGTERM ends `bossd ctl --secret-file ... -w` with exit 0 also before
+// the node has answered the handshake: here the node is frozen, so ctl
+// sits in the handshake once its connection is established.
+fn ctl_watch_exits_0_on_a_signal_while_it_authenticates() {
+    let net = TestNet::new();
+    let tmp = TempDir::new("watch-auth");
+    let secret = tmp.secret("secret", "the watch test's shared secret, long enough");
+    let a = Node::start("A", net.addr(), &["--secret-file", &secret]);
+    a.sigstop();
+    let mut w = Reader::ctl_watch(a.addr, &["--secret-file", &secret]);
+    wait_until("ctl -w is connected to the frozen node", &[], || {
+        established_to(a.addr)
+    });
+    w.signal(libc::SIGTERM);
+    let status = w.wait_exit().expect("ctl -w ended");
+    assert_eq!(status.code(), Some(0), "{status:?}: {}", w.stderr());
+    assert!(w.lines().is_empty(), "{:?}", w.lines());
+}
+
+/// Whether a TCP connection to `addr` (IPv4) is established on this
+/// host, as /proc/net/tcp lists it: the kernel completes the handshake
+/// for a listener whose process is stopped.
+fn established_to(addr: SocketAddr) -> bool {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}");
+    };
+    // /proc/net/tcp writes the address as the bytes of the u32 in host
+    // order, then the port: 127.0.0.1:7000 is 0100007F:1B58 on x86.
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("read /proc/net/tcp")
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == want && f[3] == "01"
+        })
+}
+
+/// A child and the read end of its stdout; the child is killed when
+/// dropped, pass or fail.
+struct KillOnDrop<'a>(Option<std::process::ChildStdout>, &'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.1.kill();
+        let _ = self.1.wait();
+    }
 }
 
 // 64 watchers watch; the 65th gets one line and is closed, over the

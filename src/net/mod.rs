@@ -123,7 +123,14 @@ pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
         state: opts.state,
         check: opts.check.map(|spec| Check::new(spec, addr, start)),
     };
-    crate::event!(Level::Info, "listening", addr = addr);
+    let listening = crate::event_text!("listening", addr = addr);
+    if asked.port() == 0 {
+        // The only place a caller learns the port the kernel picked: it is
+        // written even when --log hides info lines.
+        crate::log::write_unfiltered(Level::Info, &listening);
+    } else {
+        crate::log::write(Level::Info, &listening);
+    }
     let now = server.now();
     for target in opts.join {
         if let Err(e) = server.ep.node_mut().join(target, now.mono) {
