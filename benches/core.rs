@@ -157,6 +157,7 @@ fn microbench(quick: bool) {
                 Message::Ping {
                     seq,
                     view,
+                    fresh_ms: 0,
                     echo: None,
                 },
                 now,
@@ -168,6 +169,7 @@ fn microbench(quick: bool) {
                 Message::Ping {
                     seq: 2,
                     view,
+                    fresh_ms: 0,
                     echo: Some(Echo {
                         seq: 1,
                         held_ms: 0,
@@ -208,6 +210,7 @@ fn microbench(quick: bool) {
                     Message::Ping {
                         seq: 2,
                         view,
+                        fresh_ms: 0,
                         echo: Some(Echo {
                             seq: 0,
                             held_ms: 0,

@@ -279,6 +279,11 @@ pub struct Node {
     /// The end of this node's last stall: silence before it is not
     /// counted (guarantee 10 in docs/GUARANTEES.md).
     heard_from: Mono,
+    /// The master vouched that it had heard every member of this node's
+    /// view since this time (a PING of its master's with the same view
+    /// digest, less its `fresh_ms`): silence before it is not counted
+    /// either, so followers need not heartbeat each other.
+    vouched: Mono,
     /// Number of the last heartbeat sent.
     heartbeat_seq: u64,
     /// The ranking's first two members (address and instance each) when
@@ -375,6 +380,10 @@ struct Peer {
     eligible_since: Mono,
     /// The peer's latest heartbeat and when it arrived: echoed in ours.
     heard_ping: Option<(u64, Mono)>,
+    /// When this node last sent it a heartbeat, in a round or out of one.
+    pinged_at: Option<Mono>,
+    /// When the newest of `skew_samples` was taken.
+    sampled_at: Mono,
     /// When one of its heartbeats was last echoed at once, out of round:
     /// at most one such echo per half heartbeat, so a peer that answers
     /// every PING at once cannot make the two ping each other at wire
@@ -438,6 +447,7 @@ impl Node {
             lost_master: None,
             next_heartbeat: None,
             heard_from: Mono::ZERO,
+            vouched: Mono::ZERO,
             heartbeat_seq: 0,
             claimed: false,
             claim_sent: Mono::ZERO,
@@ -487,7 +497,7 @@ impl Node {
 
     /// When `handle_timeout` must be called next, if ever.
     pub fn next_deadline(&self) -> Option<Mono> {
-        let silence = self.heard.first().map(|(t, _)| self.silent_at(*t));
+        let silence = self.heard.first().map(|(t, _)| self.peer_silent_at(*t));
         // With --strict: the end of a binding that keeps this node waiting,
         // and the end of this master's lease.
         let strict = self.cfg.strict.then(|| {
