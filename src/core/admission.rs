@@ -559,6 +559,32 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_as_already_connected_is_retried_others_are_not() {
+        let mut n = node(2);
+        for (link, k) in [(20, 1u8), (30, 3)] {
+            n.connect(addr(k), Mono(0)).unwrap();
+            n.handle_dialed(link, addr(k), LinkKind::Join, Mono(1));
+        }
+        // 1 still holds a link to us that we lost (its EOF not read yet).
+        let stale = format!("{DUPLICATE_REFUSAL}{}", addr(1));
+        n.handle_message(20, Message::Refuse(stale), Mono(2));
+        n.handle_message(30, Message::Refuse("rule mismatch".into()), Mono(2));
+        while n.poll_action().is_some() {}
+        let retry = n.wants.get(&addr(1)).and_then(|w| w.next_try);
+        assert!(retry.is_some_and(|t| t > Mono(2)), "retried with backoff");
+        assert!(!n.wants.contains_key(&addr(3)), "a considered answer");
+        // Once 1 dials us and the two are peers, the retry is dropped.
+        accept(&mut n, 21, 1, LinkKind::Mesh);
+        n.handle_timeout(retry.expect("checked"));
+        assert!(!n.wants.contains_key(&addr(1)));
+        assert!(
+            n.poll_action()
+                .into_iter()
+                .all(|a| !matches!(a, Action::Connect { .. }))
+        );
+    }
+
+    #[test]
     fn crossed_dials_keep_the_lower_address_link() {
         let mut n = node(2);
         n.connect(addr(1), Mono(0)).unwrap();
