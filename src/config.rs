@@ -141,8 +141,7 @@ pub struct NodeOptions {
     /// across the cluster.
     #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_PREEMPT_DELAY_MS))]
     pub preempt_delay: u64,
-    /// Interval between heartbeat rounds, in milliseconds: the master and
-    /// its followers heartbeat each other every round.
+    /// Interval between heartbeats on each peer link, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat: u64,
     /// A peer not heard from for this long is dead, in milliseconds; must
