@@ -231,6 +231,7 @@ fn message(kind: &str, rng: &mut Rng) -> Message {
         "PING" => Message::Ping {
             seq: 1 + rng.below(10_000_000),
             view: rng.next(),
+            fresh_ms: 104,
             echo: Some(Echo {
                 seq: 1 + rng.below(10_000_000),
                 held_ms: rng.below(100),
@@ -240,6 +241,7 @@ fn message(kind: &str, rng: &mut Rng) -> Message {
         "PING0" => Message::Ping {
             seq: 1 + rng.below(10_000_000),
             view: rng.next(),
+            fresh_ms: 104,
             echo: None,
         },
         "STATE" => Message::State(State {

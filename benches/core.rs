@@ -162,6 +162,7 @@ fn microbench(quick: bool) {
                 Message::Ping {
                     seq,
                     view,
+                    fresh_ms: 0,
                     echo: None,
                 },
                 now,
@@ -173,6 +174,7 @@ fn microbench(quick: bool) {
                 Message::Ping {
                     seq: 2,
                     view,
+                    fresh_ms: 0,
                     echo: Some(Echo {
                         seq: 1,
                         held_ms: 0,
@@ -213,6 +215,7 @@ fn microbench(quick: bool) {
                     Message::Ping {
                         seq: 2,
                         view,
+                        fresh_ms: 0,
                         echo: Some(Echo {
                             seq: 0,
                             held_ms: 0,

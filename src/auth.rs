@@ -526,8 +526,8 @@ mod tests {
     fn same_secret_authenticates_both_ways() {
         let (mut d, mut a) = handshake(&secret("s3cret"), &secret("s3cret")).unwrap();
         let mut out = String::new();
-        d.seal("PING 1 0000000000000000", &mut out);
-        assert_eq!(a.open(out.trim_end()), Ok("PING 1 0000000000000000"));
+        d.seal("PING 1 0000000000000000 0", &mut out);
+        assert_eq!(a.open(out.trim_end()), Ok("PING 1 0000000000000000 0"));
         out.clear();
         a.seal("PONG 1", &mut out);
         assert_eq!(d.open(out.trim_end()), Ok("PONG 1"));
@@ -554,8 +554,8 @@ mod tests {
     fn replayed_reordered_reflected_and_altered_lines_fail() {
         let (mut d, mut a) = handshake(&secret("k"), &secret("k")).unwrap();
         let (mut one, mut two) = (String::new(), String::new());
-        d.seal("PING 1 0000000000000000", &mut one);
-        d.seal("PING 2 0000000000000000", &mut two);
+        d.seal("PING 1 0000000000000000 0", &mut one);
+        d.seal("PING 2 0000000000000000 0", &mut two);
         // Reordered.
         assert_eq!(a.open(two.trim_end()), Err(AuthError::BadTag));
         assert!(a.open(one.trim_end()).is_ok());

@@ -18,7 +18,7 @@ use nom::{IResult, Parser};
 use crate::rule::Rule;
 
 /// The protocol version this build speaks, sent in every HELLO.
-pub const VERSION: &str = "bossd/3";
+pub const VERSION: &str = "bossd/4";
 
 /// Longest line accepted from anyone, peer or console client, newline
 /// excluded. A HELLO is under 200 bytes; 4096 leaves room for `-msg` text
@@ -124,15 +124,19 @@ pub enum Message {
     Msg(String),
     /// The sender leaves the cluster for good.
     Leave,
-    /// Heartbeat, sent to every peer once per heartbeat, with a digest of
-    /// the sender's view so members can notice a missing link. It answers
-    /// nothing and is answered by nothing: once the sender has heard a
-    /// heartbeat of the peer's, it echoes the latest one (`echo`), as TCP
-    /// timestamps echo TSval, which is the acknowledgement and the round
-    /// trip for the clock skew.
+    /// Heartbeat, sent once per heartbeat to the peers that need one,
+    /// with a digest of the sender's view so members can notice a missing
+    /// link, and `fresh_ms`: how long ago the sender last heard the peer
+    /// of its view it heard least lately (0 with no peers), which lets a
+    /// master vouch for its view to followers whose view is the same. It
+    /// answers nothing and is answered by nothing: once the sender has
+    /// heard a heartbeat of the peer's, it echoes the latest one (`echo`),
+    /// as TCP timestamps echo TSval, which is the acknowledgement and the
+    /// round trip for the clock skew.
     Ping {
         seq: u64,
         view: u64,
+        fresh_ms: u64,
         echo: Option<Echo>,
     },
     /// What ranks the sender that can change while it runs: its health
@@ -237,7 +241,12 @@ pub fn decode(line: &str) -> Result<Message, DecodeError> {
         "PING" => all_consuming(ping)
             .parse(args)
             .ok()
-            .map(|(_, (seq, view, echo))| Message::Ping { seq, view, echo }),
+            .map(|(_, (seq, view, fresh_ms, echo))| Message::Ping {
+                seq,
+                view,
+                fresh_ms,
+                echo,
+            }),
         "RANK" => all_consuming(rank)
             .parse(args)
             .ok()
@@ -288,15 +297,17 @@ pub fn encode(msg: &Message, out: &mut String) {
         Message::Ping {
             seq,
             view,
+            fresh_ms,
             echo: None,
-        } => writeln!(out, "PING {seq} {view:016x}"),
+        } => writeln!(out, "PING {seq} {view:016x} {fresh_ms}"),
         Message::Ping {
             seq,
             view,
+            fresh_ms,
             echo: Some(e),
         } => writeln!(
             out,
-            "PING {seq} {view:016x} {} {} {}",
+            "PING {seq} {view:016x} {fresh_ms} {} {} {}",
             e.seq, e.held_ms, e.stamp_unix_ms
         ),
         Message::Rank { health, priority } => writeln!(out, "RANK {health} {priority}"),
@@ -553,8 +564,8 @@ fn state(i: &str) -> IResult<&str, State> {
     .parse(i)
 }
 
-/// `seq view` and, once the sender heard the peer, `echo held stamp`.
-fn ping(i: &str) -> IResult<&str, (u64, u64, Option<Echo>)> {
+/// `seq view fresh` and, once the sender heard the peer, `echo held stamp`.
+fn ping(i: &str) -> IResult<&str, (u64, u64, u64, Option<Echo>)> {
     let echo = map(
         (
             preceded(sp, dec_u64),
@@ -567,7 +578,13 @@ fn ping(i: &str) -> IResult<&str, (u64, u64, Option<Echo>)> {
             stamp_unix_ms,
         },
     );
-    (dec_u64, preceded(sp, hex16), opt(echo)).parse(i)
+    (
+        dec_u64,
+        preceded(sp, hex16),
+        preceded(sp, dec_u64),
+        opt(echo),
+    )
+        .parse(i)
 }
 
 /// Exactly 16 hex digits: instance ids and view digests. Written by hand:
@@ -697,7 +714,7 @@ mod tests {
         let line = encode_line(&Message::Hello(hello()));
         assert_eq!(
             line,
-            "HELLO bossd/3 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest 1 250 failing\n"
+            "HELLO bossd/4 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 priority,oldest 1 250 failing\n"
         );
         assert_eq!(decode(line.trim_end()), Ok(Message::Hello(hello())));
     }
@@ -743,17 +760,18 @@ mod tests {
     #[test]
     fn pings_read_like_the_docs() {
         for s in [
-            "PING 2 73d88d856a78f3de",
-            "PING 3 73d88d856a78f3de 41 37 1795551169301",
+            "PING 2 73d88d856a78f3de 0",
+            "PING 3 73d88d856a78f3de 104 41 37 1795551169301",
         ] {
             let m = decode(s).unwrap();
             assert_eq!(encode_line(&m).trim_end(), s);
         }
         assert_eq!(
-            decode("PING 3 73d88d856a78f3de 41 37 1795551169301"),
+            decode("PING 3 73d88d856a78f3de 104 41 37 1795551169301"),
             Ok(Message::Ping {
                 seq: 3,
                 view: 0x73d8_8d85_6a78_f3de,
+                fresh_ms: 104,
                 echo: Some(Echo {
                     seq: 41,
                     held_ms: 37,
@@ -762,10 +780,13 @@ mod tests {
             })
         );
         for bad in [
-            "PING 3 73d88d856a78f3de 41",
-            "PING 3 73d88d856a78f3de 41 37",
-            "PING 3 73d88d856a78f3de 41 37 -1",
-            "PING 3 73d88d856a78f3de 41 37 1 2",
+            "PING 3 73d88d856a78f3de",
+            "PING 3 73d88d856a78f3de -1",
+            "PING 3 73d88d856a78f3de 104 41",
+            "PING 3 73d88d856a78f3de 104 41 37",
+            "PING 3 73d88d856a78f3de 104 41 37 -1",
+            "PING 3 73d88d856a78f3de 104 41 37 1 2",
+            "PING 3 73d88d856a78f3de 18446744073709551616",
             "PONG 2 1795551169301",
         ] {
             assert!(decode(bad).is_err(), "{bad}");
@@ -787,19 +808,21 @@ mod tests {
     #[test]
     fn digests_are_exactly_sixteen_hex_digits() {
         assert_eq!(
-            decode("PING 7 0123456789ABCdef"),
+            decode("PING 7 0123456789ABCdef 0"),
             Ok(Message::Ping {
                 seq: 7,
                 view: 0x0123_4567_89ab_cdef,
+                fresh_ms: 0,
                 echo: None,
             })
         );
         for bad in [
-            "PING 7 0123456789abcde",
-            "PING 7 0123456789abcdef0",
-            "PING 7 +123456789abcdef",
-            "PING 7 0123456789abcdeg",
-            "PING 7 0123456789abcdé",
+            "PING 7 0123456789abcde 0",
+            "PING 7 0123456789abcdef0 0",
+            "PING 7 +123456789abcdef 0",
+            "PING 7 0123456789abcdeg 0",
+            "PING 7 0123456789abcdé 0",
+            "PING 7  0",
             "PING 7 ",
         ] {
             assert_eq!(decode(bad), Err(DecodeError::Malformed("PING")), "{bad}");

@@ -109,22 +109,32 @@ fn message() -> impl Strategy<Value = Message> {
         (health(), any::<i32>()).prop_map(|(health, priority)| Message::Rank { health, priority }),
         (any::<u64>(), prop::option::of(addr()))
             .prop_map(|(epoch, next)| Message::Release { epoch, next }),
-        (any::<u64>(), any::<u64>()).prop_map(|(seq, view)| Message::Ping {
-            seq,
-            view,
-            echo: None
-        }),
-        (any::<u64>(), any::<u64>(), any::<(u64, u64, u64)>()).prop_map(
-            |(seq, view, (echoed, held_ms, stamp_unix_ms))| Message::Ping {
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(seq, view, fresh_ms)| {
+            Message::Ping {
                 seq,
                 view,
-                echo: Some(Echo {
-                    seq: echoed,
-                    held_ms,
-                    stamp_unix_ms
-                })
+                fresh_ms,
+                echo: None,
             }
-        ),
+        }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<(u64, u64, u64)>()
+        )
+            .prop_map(|(seq, view, fresh_ms, (echoed, held_ms, stamp_unix_ms))| {
+                Message::Ping {
+                    seq,
+                    view,
+                    fresh_ms,
+                    echo: Some(Echo {
+                        seq: echoed,
+                        held_ms,
+                        stamp_unix_ms,
+                    }),
+                }
+            }),
     ]
 }
 
@@ -296,7 +306,7 @@ fn word_soup() -> impl Strategy<Value = String> {
     let shapes: [&[&str]; 10] = [
         &[
             "HELLO",
-            "bossd/3 | bossd/1",
+            "bossd/4 | bossd/3 bossd/1",
             "join mesh | knock",
             ADDR,
             U64,
@@ -308,8 +318,8 @@ fn word_soup() -> impl Strategy<Value = String> {
         ],
         &["STATE", "master follower none | boss", U64, ADDR],
         &["STATE", "master follower none", U64, "- | -x"],
-        &["PING", U64, HEX],
-        &["PING", U64, HEX, U64, U64, U64],
+        &["PING", U64, HEX, U64],
+        &["PING", U64, HEX, U64, U64, U64, U64],
         &["MEET", ADDR],
         &["REDIRECT", ADDR],
         &["LEAVE"],
@@ -370,7 +380,7 @@ fn check_reencodes(line: &str) -> Result<(), TestCaseError> {
 #[test]
 fn malformed_lines_are_refused() {
     let good_hello =
-        "HELLO bossd/3 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 oldest 0 0 ok";
+        "HELLO bossd/4 join 127.0.0.1:7000 1764000000123 deadbeef00000001 -5 2 0 oldest 0 0 ok";
     assert!(decode(good_hello).is_ok());
     let table: &[(&str, &str)] = &[
         ("", "empty line"),
@@ -382,67 +392,67 @@ fn malformed_lines_are_refused() {
             "other version",
         ),
         (
-            "HELLO bossd/3 knock 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 knock 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "bad kind",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "address without port",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:70000 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:70000 1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "port out of range",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 -1 deadbeef00000001 0 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 -1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "negative start",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef 0 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef 0 2 0 oldest 0 0 ok",
             "short instance",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef0000000g 0 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef0000000g 0 2 0 oldest 0 0 ok",
             "non-hex instance",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 99999999999 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 99999999999 2 0 oldest 0 0 ok",
             "priority overflow",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 4294967296 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 4294967296 0 oldest 0 0 ok",
             "quorum overflow",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 2 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 2 2 oldest 0 0 ok",
             "strict not 0/1",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 eldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 eldest 0 0 ok",
             "unknown rule",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 ok extra",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 ok extra",
             "trailing word",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000  1 deadbeef00000001 0 2 0 oldest 0 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000  1 deadbeef00000001 0 2 0 oldest 0 0 ok",
             "double space",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest",
             "HELLO without preemption and health",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 2 0 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 2 0 ok",
             "no-preempt not 0/1",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 -1 ok",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 -1 ok",
             "negative preempt delay",
         ),
         (
-            "HELLO bossd/3 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 sick",
+            "HELLO bossd/4 join 127.0.0.1:7000 1 deadbeef00000001 0 2 0 oldest 0 0 sick",
             "unknown health",
         ),
         ("RANK ok", "RANK without priority"),
@@ -461,24 +471,30 @@ fn malformed_lines_are_refused() {
         ("REDIRECT nowhere", "REDIRECT to a name"),
         ("LEAVE now", "LEAVE with an argument"),
         ("PING", "PING without a number"),
-        ("PING -1 0000000000000000", "negative PING"),
+        ("PING -1 0000000000000000 0", "negative PING"),
         ("PING 1", "PING without a digest"),
-        ("PING 1 abc", "PING with a short digest"),
-        ("PING 1 0000000000000000 2", "PING with half an echo"),
-        ("PING 1 0000000000000000 2 3", "PING echo without a stamp"),
+        ("PING 1 abc 0", "PING with a short digest"),
+        ("PING 1 0000000000000000", "PING without fresh"),
+        ("PING 1 0000000000000000 -1", "PING with a negative fresh"),
         (
-            "PING 1 0000000000000000 2 3 4 5",
+            "PING 1 0000000000000000 18446744073709551616",
+            "PING fresh overflow",
+        ),
+        ("PING 1 0000000000000000 0 2", "PING with half an echo"),
+        ("PING 1 0000000000000000 0 2 3", "PING echo without a stamp"),
+        (
+            "PING 1 0000000000000000 0 2 3 4 5",
             "PING with a word too many",
         ),
         (
-            "PING 1 0000000000000000 2 -3 4",
+            "PING 1 0000000000000000 0 2 -3 4",
             "PING with a negative held time",
         ),
         (
-            "PING 1 0000000000000000 2 3 18446744073709551616",
+            "PING 1 0000000000000000 0 2 3 18446744073709551616",
             "PING stamp overflow",
         ),
-        ("PING 1 0000000000000000  2 3 4", "PING double space"),
+        ("PING 1 0000000000000000 0  2 3 4", "PING double space"),
         ("PONG 1 2", "PONG, which bossd/1 answered PINGs with"),
     ];
     for (line, why) in table {

@@ -185,7 +185,7 @@ fn random_garbage_changes_nothing() {
         // Some rounds dress the garbage up as a handshake or a peer line.
         let prefix: &[u8] = match round % 5 {
             0 => b"AUTH bossd/1 ",
-            1 => b"HELLO bossd/3 join ",
+            1 => b"HELLO bossd/4 join ",
             2 => b"PROOF ",
             3 => b"-s\n",
             _ => b"",
@@ -472,7 +472,7 @@ fn out_of_descriptors_pauses_accepting_once() {
 /// A HELLO a node started at the dawn of time would send: under `oldest`
 /// it would win every election.
 fn fake_hello(addr: SocketAddr) -> String {
-    format!("HELLO bossd/3 join {addr} 1 00000000deadbeef 0 2 0 oldest 0 0 ok\n")
+    format!("HELLO bossd/4 join {addr} 1 00000000deadbeef 0 2 0 oldest 0 0 ok\n")
 }
 
 // docs/GUARANTEES.md, bad input: fake HELLOs and master claims from sockets that did not
@@ -923,7 +923,7 @@ impl RawPeer {
         let mut peer = RawPeer { s, session };
         let strict = u8::from(strict);
         peer.send(&format!(
-            "HELLO bossd/3 mesh {me} {started} 00000000000000aa 0 2 {strict} oldest 0 0 ok"
+            "HELLO bossd/4 mesh {me} {started} 00000000000000aa 0 2 {strict} oldest 0 0 ok"
         ));
         peer
     }

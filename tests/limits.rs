@@ -316,6 +316,7 @@ fn times_at_the_end_of_the_range_saturate() {
             Message::Ping {
                 seq: u64::MAX,
                 view: 0,
+                fresh_ms: u64::MAX,
                 echo: None,
             },
             now,
@@ -494,6 +495,7 @@ fn links_lost_right_after_their_handshake_are_redialled_ever_more_slowly() {
         Message::Ping {
             seq: 1,
             view: 0,
+            fresh_ms: u64::MAX,
             echo: None,
         },
         now - 1,
@@ -916,6 +918,7 @@ fn echo(seq: u64, held_ms: u64, stamp_unix_ms: u64) -> Message {
     Message::Ping {
         seq: 1,
         view: 0,
+        fresh_ms: u64::MAX,
         echo: Some(Echo {
             seq,
             held_ms,

@@ -559,7 +559,7 @@ fn a_half_closed_connection_gets_its_answer() {
     let a = Node::start("A", net.addr(), &[]);
     let other = net.addr();
     let hello =
-        format!("HELLO bossd/3 join {other} 1764000000123 deadbeef00000001 0 3 0 oldest 0 0 ok\n");
+        format!("HELLO bossd/4 join {other} 1764000000123 deadbeef00000001 0 3 0 oldest 0 0 ok\n");
     for round in 0..20 {
         let answer = ask_half_closed(a.addr, &hello);
         assert_eq!(
@@ -575,19 +575,20 @@ fn a_half_closed_connection_gets_its_answer() {
     assert_eq!(a.status().peers, 0);
 }
 
-// Issue 14 (docs/PROTOCOL.md, "Versions"): a peer still speaking bossd/1
-// is refused with a REFUSE naming both versions and one warning, which
-// names both too.
+// Issue 14 (docs/PROTOCOL.md, "Versions"): a peer still speaking bossd/3
+// (whose followers heartbeat each other) is refused with a REFUSE naming
+// both versions and one warning, which names both too.
 #[test]
 fn a_peer_of_the_old_version_is_refused_naming_both() {
     let net = TestNet::new();
     let a = Node::start("A", net.addr(), &[]);
     let other = net.addr();
-    let hello = format!("HELLO bossd/1 join {other} 1764000000123 deadbeef00000001 0 2 0 oldest\n");
+    let hello =
+        format!("HELLO bossd/3 join {other} 1764000000123 deadbeef00000001 0 2 0 oldest 0 0 ok\n");
     let answer = ask_half_closed(a.addr, &hello);
     assert_eq!(
         answer,
-        "REFUSE unsupported protocol version \"bossd/1\" (this is bossd/3)\n"
+        "REFUSE unsupported protocol version \"bossd/3\" (this is bossd/4)\n"
     );
     wait_until("the refusal is logged", &[&a], || {
         a.logged("peer-refused", &[])
@@ -605,7 +606,7 @@ fn a_peer_of_the_old_version_is_refused_naming_both() {
         .map(|(_, v)| v.as_str())
         .expect("a reason");
     assert!(
-        reason.contains("bossd/1") && reason.contains("bossd/3"),
+        reason.contains("bossd/3") && reason.contains("bossd/4"),
         "{reason}"
     );
     assert_eq!(a.status().peers, 0);

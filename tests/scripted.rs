@@ -461,7 +461,9 @@ fn frozen_master_is_replaced_and_rejoins() {
 }
 
 // Guarantee 5 (docs/GUARANTEES.md) for a follower: a silent follower is dropped, the
-// master stays.
+// master stays. The other follower, which heard it only through the
+// master's vouch, drops it too within timeout + 2 x heartbeat, and keeps
+// the master.
 #[test]
 fn frozen_follower_is_dropped_master_stays() {
     for seed in 0..SEEDS / 4 {
@@ -470,6 +472,8 @@ fn frozen_follower_is_dropped_master_stays() {
         c.freeze(2);
         c.run_for(700);
         assert_eq!(c.peer_count(0), 1, "{}", c.dump());
+        assert_eq!(c.peer_count(1), 1, "{}", c.dump());
+        assert_eq!(c.view(1), (Role::Follower, Some(addr(0)), before.2));
         assert_eq!(c.view(0), before);
         c.thaw(2);
         c.run_for(20_000);

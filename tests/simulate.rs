@@ -316,9 +316,14 @@ fn read_everything(c: &mut Cluster) {
     }
 }
 
-/// How old the round trips a clock offset rests on can be: the core
-/// keeps the last 8, one per 100 ms heartbeat, plus delays.
-const SKEW_WINDOW_MS: u64 = 1_000;
+/// How old the round trips a clock offset rests on can be. To a peer it
+/// heartbeats every round, the core keeps the last 8, one per 100 ms
+/// heartbeat, plus delays: 1 s. A follower heartbeats another follower
+/// only once every 50 rounds while the master vouches for both, and
+/// starts the estimate over with each such sample: that one is at most
+/// 50 heartbeats old, plus the 8 heartbeats before it that the estimate
+/// may still hold from rounds that went to everyone, plus delays.
+const SKEW_WINDOW_MS: u64 = 6_000;
 
 /// Every clock offset a node measured holds the true one within its error,
 /// whatever delays, freezes and cuts the round trips went through.

@@ -419,11 +419,13 @@ impl Driver {
             8 => Message::Ping {
                 seq: u.arbitrary()?,
                 view: u.arbitrary()?,
+                fresh_ms: u.arbitrary()?,
                 echo: None,
             },
             _ => Message::Ping {
                 seq: u.arbitrary()?,
                 view: u.arbitrary()?,
+                fresh_ms: u.arbitrary()?,
                 echo: Some(Echo {
                     seq: u.int_in_range(0..=100)?,
                     held_ms: u.arbitrary()?,

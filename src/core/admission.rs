@@ -49,6 +49,10 @@ pub(super) enum Admission {
 }
 
 /// A HELLO from the address of the established peer `existing`.
+/// How the REFUSE of a HELLO from a member already connected starts; its
+/// address follows.
+const DUPLICATE_REFUSAL: &str = "already connected to ";
+
 fn existing_member(existing: &Peer, h: &Hello) -> Admission {
     if existing.hello.instance == h.instance {
         Admission::Duplicate
@@ -71,10 +75,19 @@ impl Node {
                 self.on_outbound_hello(link, addr, kind, h, now)
             }
             (Origin::Outbound { addr, .. }, Message::Refuse(reason)) => {
-                self.event(Event::RefusedByPeer { peer: addr, reason });
                 // A refusal is the other side's considered answer: retrying
-                // would get the same one.
-                self.wants.remove(&addr);
+                // would get the same one. Except "already connected": the
+                // other side still holds a link to us that we lost, and
+                // finds it dead soon (its EOF may be read after our HELLO,
+                // as after a stall); meanwhile its own dial to us may have
+                // been refused as crossing ours. So the dial counts as
+                // failed and is retried with backoff; once we are peers
+                // again the retry is dropped.
+                let stale = reason.starts_with(DUPLICATE_REFUSAL);
+                self.event(Event::RefusedByPeer { peer: addr, reason });
+                if !stale {
+                    self.wants.remove(&addr);
+                }
                 self.close(link, now);
             }
             (Origin::Outbound { addr, .. }, Message::Redirect(master)) => {
@@ -181,7 +194,7 @@ impl Node {
             }
             Admission::Penalized(wait) => self.refuse_violator(link, h.addr, wait, now),
             Admission::Duplicate => {
-                let reason = format!("already connected to {}", self.cfg.addr);
+                let reason = format!("{DUPLICATE_REFUSAL}{}", self.cfg.addr);
                 self.event(Event::DuplicateRefused { peer: h.addr });
                 self.refuse(link, reason, now);
             }
@@ -446,6 +459,8 @@ impl Node {
             their_view: 0,
             acked_sent: Mono::ZERO,
             heard_ping: None,
+            pinged_at: None,
+            sampled_at: Mono::ZERO,
             echoed_at: None,
             state_known: false,
             skew_samples: VecDeque::with_capacity(SKEW_SAMPLES),
@@ -541,6 +556,32 @@ mod tests {
         assert_eq!(n.peers[&addr(2)].link, 11, "the new link replaced the old");
         assert_eq!(n.peers[&addr(2)].hello.instance, 22);
         assert!(!n.links.contains_key(&10));
+    }
+
+    #[test]
+    fn a_refusal_as_already_connected_is_retried_others_are_not() {
+        let mut n = node(2);
+        for (link, k) in [(20, 1u8), (30, 3)] {
+            n.connect(addr(k), Mono(0)).unwrap();
+            n.handle_dialed(link, addr(k), LinkKind::Join, Mono(1));
+        }
+        // 1 still holds a link to us that we lost (its EOF not read yet).
+        let stale = format!("{DUPLICATE_REFUSAL}{}", addr(1));
+        n.handle_message(20, Message::Refuse(stale), Mono(2));
+        n.handle_message(30, Message::Refuse("rule mismatch".into()), Mono(2));
+        while n.poll_action().is_some() {}
+        let retry = n.wants.get(&addr(1)).and_then(|w| w.next_try);
+        assert!(retry.is_some_and(|t| t > Mono(2)), "retried with backoff");
+        assert!(!n.wants.contains_key(&addr(3)), "a considered answer");
+        // Once 1 dials us and the two are peers, the retry is dropped.
+        accept(&mut n, 21, 1, LinkKind::Mesh);
+        n.handle_timeout(retry.expect("checked"));
+        assert!(!n.wants.contains_key(&addr(1)));
+        assert!(
+            n.poll_action()
+                .into_iter()
+                .all(|a| !matches!(a, Action::Connect { .. }))
+        );
     }
 
     #[test]

@@ -1,23 +1,35 @@
-//! Heartbeats: the PING each peer gets every heartbeat, what the echo of
-//! ours in its PING tells (it is alive, the round trip, the acknowledged
-//! send time a strict lease counts, the clock skew), the warning when the
-//! round trip eats the lease's margin, and this node's own stalls.
+//! Heartbeats: the PINGs of each round and whom they go to, what the
+//! echo of ours in a peer's PING tells (it is alive, the round trip, the
+//! acknowledged send time a strict lease counts, the clock skew), the
+//! master's vouching for its view, the warning when the round trip eats
+//! the lease's margin, and this node's own stalls.
 //!
 //! It owns the send times of recent heartbeats, when the next round goes
-//! out, and dropping a peer silent past the timeout. What the election
-//! makes of a lost peer is `election`'s; it never decides a role.
+//! out and to whom, and dropping a peer silent past the timeout. What the
+//! election makes of a lost peer is `election`'s; it never decides a role.
 //!
-//! One PING per peer per heartbeat, each way, and nothing answers it: a
-//! PING echoes the peer's latest one (bossd/1 answered every PING with a
-//! PONG, twice the lines and wakeups). Rounds start on multiples of the
-//! heartbeat on the wall clock, so with clocks that agree (NTP) every
-//! node's PINGs leave at once and a node's sends and receives share a
-//! wakeup.
-
+//! Nothing answers a PING as such: a PING echoes the peer's latest one
+//! (bossd/1 answered every PING with a PONG, twice the lines and
+//! wakeups). Rounds start on multiples of the heartbeat on the wall
+//! clock, so with clocks that agree (NTP) every node's PINGs leave at once
+//! and a node's sends and receives share a wakeup.
+//!
+//! Not every peer gets a PING every round (bossd/4). The master and its
+//! peers heartbeat each other; the master's PING says how long ago it
+//! last heard the stalest member of its view (`fresh_ms`), and a follower
+//! whose view digest is the master's takes that as heard for all of them
+//! (`vouched`). So at rest a follower sends one line a round, to its
+//! master, and reads one. It heartbeats everyone, as before, while it
+//! has no master or its master is late; a peer about to fall silent
+//! despite the vouch (the master stopped hearing someone) directly; and
+//! each other peer once every [`REFRESH_ROUNDS`], for the round trips the
+//! clock skew rests on. A PING from a peer this node has not sent one to
+//! lately is echoed at once, so whoever needs to hear a peer does.
 use std::net::SocketAddr;
 
+use super::mesh::addr_hash;
 use super::skew::{SKEW_SAMPLES, Skew};
-use super::{Action, LinkId, Node};
+use super::{Action, LinkId, Node, Peer};
 use crate::event::Event;
 use crate::protocol::{Echo, Message, Role};
 use crate::time::{Mono, Wall};
@@ -34,6 +46,15 @@ pub(super) const MAX_PINGS_KEPT: usize = 64;
 /// the timeout at the default ratio), and a stall that short cannot make
 /// a live peer look silent once its socket was read.
 const STALL_FRACTION: u64 = 4;
+
+/// A peer this node leaves to the master's vouching still gets one PING
+/// from it every this many rounds, and echoes it at once, so the two
+/// measure their clock skew (5 s at the default heartbeat; two nodes'
+/// clocks drift apart by 50 ms at most in that time at rates 1 % apart,
+/// far less with NTP). Each side of a pair sends its own, half this
+/// apart: at 100 nodes that is 4 lines a round per node, against 99 when
+/// every peer got every round.
+pub const REFRESH_ROUNDS: u64 = 50;
 
 impl Node {
     /// The loop woke `late_ms` after the deadline it slept for (guarantee
@@ -75,6 +96,14 @@ impl Node {
         last_heard.max(self.heard_from).plus(self.cfg.timeout_ms)
     }
 
+    /// When a peer last heard at `last_heard` falls silent: as
+    /// [`Node::silent_at`], and not before a timeout after the master's
+    /// latest vouch for this node's view. Handshakes get no such floor:
+    /// the master vouches for members, not for links still forming.
+    pub(super) fn peer_silent_at(&self, last_heard: Mono) -> Mono {
+        self.silent_at(last_heard.max(self.vouched))
+    }
+
     /// Peers silent for the timeout are dropped from the view: their
     /// links close, and they count as lost.
     pub(super) fn expire_silent(&mut self, now: Mono) {
@@ -82,7 +111,7 @@ impl Node {
         let mut silent: Vec<(SocketAddr, LinkId)> = self
             .heard
             .iter()
-            .take_while(|(t, _)| now >= self.silent_at(*t))
+            .take_while(|(t, _)| now >= self.peer_silent_at(*t))
             .filter_map(|(_, a)| Some((*a, self.peers.get(a)?.link)))
             .collect();
         silent.sort_unstable();
@@ -96,17 +125,94 @@ impl Node {
         }
     }
 
-    /// A heartbeat to every peer when one is due; none while there are no
-    /// peers.
+    /// A round of heartbeats when one is due, to the peers that need one
+    /// ([`Node::pings_in_round`]); no rounds while there are no peers.
     pub(super) fn heartbeat_due(&mut self, now: Mono) {
         if self.next_heartbeat.is_some_and(|t| t <= now) {
-            let links: Vec<LinkId> = self.peers.values().map(|p| p.link).collect();
-            self.ping(&links, now);
+            let everyone = self.pings_everyone(now);
+            let round = self.wall(now).ms() / self.cfg.heartbeat_ms.max(1);
+            let links: Vec<LinkId> = self
+                .peers
+                .iter()
+                .filter(|(a, p)| self.pings_in_round(everyone, round, **a, p, now))
+                .map(|(_, p)| p.link)
+                .collect();
+            if !links.is_empty() {
+                self.ping(&links, now);
+            }
             self.next_heartbeat = Some(self.next_round(now));
         }
         if self.peers.is_empty() {
             self.next_heartbeat = None;
         }
+    }
+
+    /// Whether this round's heartbeats go to every peer, as they did
+    /// before the master vouched for its followers: on the master, on a
+    /// node with no master (an election runs on everyone's heartbeats),
+    /// and on a follower whose master was last heard more than one and a
+    /// half heartbeats ago. A master that froze is late at the same round
+    /// for all its followers, two rounds at most after its last PING, long
+    /// before its last vouch runs out at the default timings.
+    fn pings_everyone(&self, now: Mono) -> bool {
+        if self.role != Role::Follower {
+            return true;
+        }
+        let hb = self.cfg.heartbeat_ms;
+        let late_ms = hb.saturating_add(hb / 2);
+        self.epoch_master
+            .and_then(|m| self.peers.get(&m))
+            .is_none_or(|m| now.since(m.last_heard) > late_ms)
+    }
+
+    /// Whether the peer at `addr` gets this round's heartbeat: every peer
+    /// when `everyone`; else this node's master, a peer that would fall
+    /// silent within [`Node::lead_ms`] (the vouch stopped covering it:
+    /// the master no longer hears someone, or its view is not ours), and
+    /// each peer in its refresh round. Never a peer that got one within
+    /// the last half heartbeat (an echo at once): it has this round's.
+    fn pings_in_round(
+        &self,
+        everyone: bool,
+        round: u64,
+        addr: SocketAddr,
+        p: &Peer,
+        now: Mono,
+    ) -> bool {
+        if p.pinged_at
+            .is_some_and(|t| now < t.plus(self.cfg.heartbeat_ms / 2))
+        {
+            return false;
+        }
+        everyone
+            || self.epoch_master == Some(addr)
+            || self.peer_silent_at(p.last_heard) <= now.plus(self.lead_ms())
+            || round
+                .wrapping_add(self.refresh_phase(addr))
+                .is_multiple_of(REFRESH_ROUNDS)
+    }
+
+    /// How long before a peer would fall silent it gets heartbeats
+    /// directly: two heartbeats, so that its own, echoing ours, has a
+    /// round to arrive in; or half the timeout when that is longer, so a
+    /// slow network still gets the answer back in time.
+    fn lead_ms(&self) -> u64 {
+        let hb = self.cfg.heartbeat_ms;
+        hb.saturating_mul(2).max(self.cfg.timeout_ms / 2)
+    }
+
+    /// Where in [`REFRESH_ROUNDS`] this node's refresh of `addr` falls:
+    /// spread over the rounds by the pair, and the two sides half the
+    /// interval apart, so that each one's PING finds the other not having
+    /// sent one lately and is echoed at once.
+    fn refresh_phase(&self, addr: SocketAddr) -> u64 {
+        let pair = addr_hash(&self.cfg.addr) ^ addr_hash(&addr);
+        let half = if self.cfg.addr > addr {
+            REFRESH_ROUNDS / 2
+        } else {
+            0
+        };
+        pair % REFRESH_ROUNDS + half
     }
 
     /// The next round after `now`: the next multiple of the heartbeat on
@@ -117,7 +223,8 @@ impl Node {
     }
 
     /// Sends a heartbeat on `links`, remembering when it left; each echoes
-    /// its peer's latest heartbeat.
+    /// its peer's latest heartbeat, and all say how long ago this node
+    /// last heard the stalest member of its view (what a master vouches).
     pub(super) fn ping(&mut self, links: &[LinkId], now: Mono) {
         self.heartbeat_seq += 1;
         if self.pings.len() == MAX_PINGS_KEPT {
@@ -126,43 +233,62 @@ impl Node {
         self.pings.push_back((self.heartbeat_seq, now));
         let (seq, view, stamp_unix_ms) =
             (self.heartbeat_seq, self.view_digest(), self.wall(now).ms());
+        let fresh_ms = self.heard.first().map_or(0, |(t, _)| now.since(*t));
         for &link in links {
-            let heard = self
+            let peer = self
                 .links
                 .get(&link)
                 .and_then(|l| l.peer)
-                .and_then(|a| self.peers.get(&a))
-                .and_then(|p| p.heard_ping);
+                .and_then(|a| self.peers.get_mut(&a));
+            let heard = peer.and_then(|p| {
+                p.pinged_at = Some(now);
+                p.heard_ping
+            });
             let echo = heard.map(|(seq, at)| Echo {
                 seq,
                 held_ms: now.since(at),
                 stamp_unix_ms,
             });
-            self.send(link, Message::Ping { seq, view, echo });
+            self.send(
+                link,
+                Message::Ping {
+                    seq,
+                    view,
+                    fresh_ms,
+                    echo,
+                },
+            );
         }
     }
 
     /// A heartbeat from the established peer `addr`: kept to be echoed,
-    /// its view digest compared with ours, and its echo of ours, if any,
-    /// taken in. The peer's first heartbeat is echoed at once, so its
-    /// clock offset is known one round trip after the handshake; so is
-    /// every heartbeat of a strict follower's master.
+    /// its view digest compared with ours, its vouch taken if it is our
+    /// master's, and its echo of ours, if any, taken in. The peer's first
+    /// heartbeat is echoed at once, so its clock offset is known one round
+    /// trip after the handshake; so is a heartbeat from a peer this node
+    /// sent none to in the last three quarters of a heartbeat (one that
+    /// heartbeats us while we leave it to the master's vouch: it hears us
+    /// all the same), and every heartbeat of a strict follower's master.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_ping(
         &mut self,
         link: LinkId,
         addr: SocketAddr,
         seq: u64,
         view: u64,
+        fresh_ms: u64,
         echo: Option<Echo>,
         now: Mono,
     ) {
+        let hb = self.cfg.heartbeat_ms;
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
         let first = p.heard_ping.is_none();
+        let unanswered = p.pinged_at.is_none_or(|t| now >= t.plus(hb - hb / 4));
         p.heard_ping = Some((seq, now));
-        let half = self.cfg.heartbeat_ms / 2;
-        let may_echo = p.echoed_at.is_none_or(|t| now >= t.plus(half));
+        let may_echo = p.echoed_at.is_none_or(|t| now >= t.plus(hb / 2));
+        self.vouch(addr, view, fresh_ms, now);
         self.sync_view(addr, view, now);
         if let Some(e) = echo {
             self.on_echo(addr, e, now);
@@ -175,11 +301,28 @@ impl Node {
         // already cost it the lease between heartbeats.
         let strict_master =
             self.cfg.strict && self.role == Role::Follower && self.epoch_master == Some(addr);
-        if (first || strict_master) && may_echo {
+        if (first || unanswered || strict_master) && may_echo {
             if let Some(p) = self.peers.get_mut(&addr) {
                 p.echoed_at = Some(now);
             }
             self.ping(&[link], now);
+        }
+    }
+
+    /// Our master's PING says it heard every member of its view within
+    /// `fresh_ms` before it sent it; when its view is ours, that is every
+    /// member of ours, and none of them counts as silent before a timeout
+    /// from then. Only the master's counts: a follower hears most peers
+    /// rarely, and says so in its own `fresh_ms`. The vouch is dated on
+    /// our clock when the PING arrived, so it runs late by the PING's
+    /// transit: a frozen member is dropped that much later, within the
+    /// timeout and a heartbeat of its last line.
+    fn vouch(&mut self, addr: SocketAddr, view: u64, fresh_ms: u64, now: Mono) {
+        if self.role == Role::Follower
+            && self.epoch_master == Some(addr)
+            && view == self.view_digest()
+        {
+            self.vouched = self.vouched.max(Mono(now.ms().saturating_sub(fresh_ms)));
         }
     }
 
@@ -190,6 +333,7 @@ impl Node {
     /// less the time it held it.
     fn on_echo(&mut self, addr: SocketAddr, e: Echo, now: Mono) {
         let wall_at_zero = self.cfg.wall_at_zero;
+        let (hb, timeout_ms) = (self.cfg.heartbeat_ms, self.cfg.timeout_ms);
         let Some(&(_, sent)) = self.pings.iter().find(|(n, _)| *n == e.seq) else {
             return;
         };
@@ -203,17 +347,29 @@ impl Node {
         let Some(round_trip_ms) = trip_ms.checked_sub(e.held_ms) else {
             return;
         };
-        if p.skew_samples.len() == SKEW_SAMPLES {
-            p.skew_samples.pop_front();
-        }
         // The peer measured `held` on its clock: at rates 1 % apart (the
         // simulator's worst) that is 1 ms in 100, as clocks drifting
         // apart over the samples' age, which the estimate already follows.
-        p.skew_samples.push_back(Skew::from_round_trip(
-            wall_at_zero.at(sent),
-            e.stamp_unix_ms.saturating_sub(e.held_ms),
-            Wall(wall_at_zero.at(now).ms().saturating_sub(e.held_ms)),
-        ));
+        // Held longer than the timeout (a peer heartbeated only in its
+        // refresh rounds, or one that was frozen), it would measure the
+        // rates as much as the offset: no sample.
+        if e.held_ms <= timeout_ms {
+            // Samples taken further apart than the ones a round keeps
+            // (a peer only refreshed) have drifted apart: the new one
+            // starts the estimate over.
+            if now > p.sampled_at.plus(hb.saturating_mul(SKEW_SAMPLES as u64)) {
+                p.skew_samples.clear();
+            }
+            if p.skew_samples.len() == SKEW_SAMPLES {
+                p.skew_samples.pop_front();
+            }
+            p.skew_samples.push_back(Skew::from_round_trip(
+                wall_at_zero.at(sent),
+                e.stamp_unix_ms.saturating_sub(e.held_ms),
+                Wall(wall_at_zero.at(now).ms().saturating_sub(e.held_ms)),
+            ));
+            p.sampled_at = now;
+        }
         if self.cfg.strict {
             self.check_lease_margin(addr, round_trip_ms);
         }
@@ -254,10 +410,11 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    //! Silence around this node's own stalls (guarantee 10).
+    //! Silence around this node's own stalls (guarantee 10), and whom a
+    //! round's heartbeats go to while the master vouches for the view.
 
     use super::*;
-    use crate::protocol::LinkKind;
+    use crate::protocol::{LinkKind, State};
 
     /// Node 1 (timeout 1,000 ms) with node 2 as a peer on link 3, last
     /// heard at 1 ms.
@@ -301,5 +458,189 @@ mod tests {
         n.handle_resumed(249, Mono(1_001));
         n.handle_timeout(Mono(1_001));
         assert!(n.peers.is_empty());
+    }
+
+    /// Node 2 (heartbeat 100, timeout 1,000) with peers 1, 3 and 4 on
+    /// links 11, 13 and 14, all with quorum `quorum`; unless `quorum` is
+    /// above 4, node 1 has claimed epoch 1 and node 2 follows it. Rounds
+    /// fall on multiples of 100 ms.
+    fn follower(quorum: u32) -> Node {
+        let mut cfg = crate::core::test_node(2).cfg.clone();
+        cfg.quorum = quorum;
+        let mut n = Node::new(cfg);
+        for k in [1u8, 3, 4] {
+            let link = LinkId::from(10 + k);
+            n.handle_accepted(link, Mono(1));
+            let Message::Hello(mut h) = crate::core::test_node(k).hello(LinkKind::Mesh) else {
+                unreachable!("hello() makes a HELLO")
+            };
+            h.quorum = quorum;
+            n.handle_message(link, Message::Hello(h), Mono(1));
+        }
+        assert_eq!(n.peers.len(), 3);
+        let unknown = State {
+            role: Role::None,
+            epoch: 0,
+            epoch_master: None,
+        };
+        n.handle_message(13, Message::State(unknown), Mono(2));
+        n.handle_message(14, Message::State(unknown), Mono(2));
+        let master = crate::core::test_node(1).cfg.addr;
+        let claim = State {
+            role: Role::Master,
+            epoch: 1,
+            epoch_master: Some(master),
+        };
+        n.handle_message(11, Message::State(claim), Mono(2));
+        while n.poll_action().is_some() {}
+        n
+    }
+
+    /// The master's PING at `t`, vouching `fresh_ms` for node 2's view.
+    fn vouch_at(n: &mut Node, seq: u64, fresh_ms: u64, t: u64) {
+        let view = n.view_digest();
+        let ping = Message::Ping {
+            seq,
+            view,
+            fresh_ms,
+            echo: None,
+        };
+        n.handle_message(11, ping, Mono(t));
+        while n.poll_action().is_some() {}
+    }
+
+    /// Runs the round at `t` and returns the links it pinged.
+    fn round(n: &mut Node, t: u64) -> Vec<LinkId> {
+        n.handle_timeout(Mono(t));
+        let mut pinged = Vec::new();
+        while let Some(a) = n.poll_action() {
+            if let Action::Send(link, Message::Ping { .. }) = a {
+                pinged.push(link);
+            }
+        }
+        pinged
+    }
+
+    #[test]
+    fn a_vouched_follower_heartbeats_its_master_and_refreshes_the_rest() {
+        let mut n = follower(2);
+        assert_eq!(n.role, Role::Follower);
+        let mut count = std::collections::BTreeMap::new();
+        for k in 1..=REFRESH_ROUNDS {
+            vouch_at(&mut n, k, 60, k * 100 - 50);
+            for link in round(&mut n, k * 100) {
+                *count.entry(link).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(n.peers.len(), 3, "nobody dropped");
+        // One PING a round to the master; one in REFRESH_ROUNDS to each
+        // other peer, the master's vouch standing for their silence.
+        assert_eq!(count.get(&11), Some(&REFRESH_ROUNDS));
+        assert_eq!(count.get(&13), Some(&1), "{count:?}");
+        assert_eq!(count.get(&14), Some(&1), "{count:?}");
+    }
+
+    #[test]
+    fn with_no_master_every_peer_gets_every_round() {
+        // Quorum 5 in a view of 4: no master.
+        let mut n = follower(5);
+        assert_eq!(n.role, Role::None);
+        for k in 1..=5 {
+            vouch_at(&mut n, k, 60, k * 100 - 50);
+            assert_eq!(round(&mut n, k * 100), vec![11, 13, 14], "round {k}");
+        }
+    }
+
+    #[test]
+    fn a_late_master_makes_every_peer_get_every_round() {
+        let mut n = follower(2);
+        for k in 1..=3 {
+            vouch_at(&mut n, k, 60, k * 100 - 50);
+        }
+        // Heard at 250; at 400 that is exactly 1.5 heartbeats ago.
+        assert_eq!(round(&mut n, 400), vec![11]);
+        assert_eq!(round(&mut n, 500), vec![11, 13, 14], "late");
+        assert_eq!(round(&mut n, 600), vec![11, 13, 14]);
+        vouch_at(&mut n, 4, 60, 650);
+        assert_eq!(round(&mut n, 700), vec![11], "on time again");
+    }
+
+    #[test]
+    fn an_aging_vouch_brings_direct_heartbeats_in_time() {
+        let mut n = follower(2);
+        // The master stops hearing someone at 100: its vouch stays there.
+        for k in 1..=20 {
+            let t = k * 100 - 50;
+            vouch_at(&mut n, k, t.saturating_sub(100), t);
+            let pinged = round(&mut n, k * 100);
+            // 3 and 4 fall silent at 1,100 (their vouch, plus the timeout);
+            // from half a timeout before that they get every round.
+            if (600..1100).contains(&(k * 100)) {
+                assert_eq!(pinged, vec![11, 13, 14], "round {k}");
+            } else if k * 100 < 600 {
+                // The master, and the others only in a refresh round.
+                assert!(pinged.contains(&11), "round {k}");
+                assert!(pinged.len() < 3, "round {k}: {pinged:?}");
+            }
+            if k * 100 >= 1100 {
+                // Nobody answered: dropped once the vouch ran out.
+                assert_eq!(n.peers.len(), 1, "round {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_masters_vouch_for_the_same_view_counts() {
+        let mut n = follower(2);
+        let view = n.view_digest();
+        for t in (100..1_500).step_by(100) {
+            // Peer 3 vouches with our view, the master with another.
+            let ping = |view| Message::Ping {
+                seq: t,
+                view,
+                fresh_ms: 0,
+                echo: None,
+            };
+            n.handle_message(13, ping(view), Mono(t - 50));
+            n.handle_message(11, ping(view ^ 1), Mono(t - 50));
+            n.handle_timeout(Mono(t));
+            while n.poll_action().is_some() {}
+        }
+        // Peer 4 was last heard at 1: silent since 1,001.
+        assert!(!n.peers.contains_key(&crate::core::test_node(4).cfg.addr));
+        assert_eq!(n.peers.len(), 2);
+    }
+
+    #[test]
+    fn a_ping_from_a_peer_not_pinged_lately_is_echoed_at_once() {
+        let mut n = follower(2);
+        for k in 1..=3 {
+            vouch_at(&mut n, k, 60, k * 100 - 50);
+            round(&mut n, k * 100);
+        }
+        let first = |seq| Message::Ping {
+            seq,
+            view: 0,
+            fresh_ms: 0,
+            echo: None,
+        };
+        // Its first PING is echoed at once.
+        n.handle_message(13, first(1), Mono(310));
+        let echoed = |n: &mut Node| {
+            let mut out = Vec::new();
+            while let Some(a) = n.poll_action() {
+                if let Action::Send(13, Message::Ping { echo, .. }) = a {
+                    out.push(echo.map(|e| e.seq));
+                }
+            }
+            out
+        };
+        assert_eq!(echoed(&mut n), vec![Some(1)]);
+        // Its next one, a heartbeat later, too: we sent it none since.
+        n.handle_message(13, first(2), Mono(410));
+        assert_eq!(echoed(&mut n), vec![Some(2)]);
+        // One right after our echo is not.
+        n.handle_message(13, first(3), Mono(420));
+        assert_eq!(echoed(&mut n), vec![]);
     }
 }

@@ -283,6 +283,11 @@ pub struct Node {
     /// its peers to have timed it out (guarantee 10): the links they
     /// closed meanwhile are its own doing, not their crash.
     settling_until: Option<Mono>,
+    /// The master vouched that it had heard every member of this node's
+    /// view since this time (a PING of its master's with the same view
+    /// digest, less its `fresh_ms`): silence before it is not counted
+    /// either, so followers need not heartbeat each other.
+    vouched: Mono,
     /// Number of the last heartbeat sent.
     heartbeat_seq: u64,
     /// The ranking's first two members (address and instance each) when
@@ -379,6 +384,10 @@ struct Peer {
     eligible_since: Mono,
     /// The peer's latest heartbeat and when it arrived: echoed in ours.
     heard_ping: Option<(u64, Mono)>,
+    /// When this node last sent it a heartbeat, in a round or out of one.
+    pinged_at: Option<Mono>,
+    /// When the newest of `skew_samples` was taken.
+    sampled_at: Mono,
     /// When one of its heartbeats was last echoed at once, out of round:
     /// at most one such echo per half heartbeat, so a peer that answers
     /// every PING at once cannot make the two ping each other at wire
@@ -443,6 +452,7 @@ impl Node {
             next_heartbeat: None,
             heard_from: Mono::ZERO,
             settling_until: None,
+            vouched: Mono::ZERO,
             heartbeat_seq: 0,
             claimed: false,
             claim_sent: Mono::ZERO,
@@ -492,7 +502,7 @@ impl Node {
 
     /// When `handle_timeout` must be called next, if ever.
     pub fn next_deadline(&self) -> Option<Mono> {
-        let silence = self.heard.first().map(|(t, _)| self.silent_at(*t));
+        let silence = self.heard.first().map(|(t, _)| self.peer_silent_at(*t));
         // With --strict: the end of a binding that keeps this node waiting,
         // and the end of this master's lease.
         let strict = self.cfg.strict.then(|| {

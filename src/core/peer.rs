@@ -39,7 +39,12 @@ impl Node {
                 from: addr,
                 text: crate::protocol::printable(&text),
             }),
-            Message::Ping { seq, view, echo } => self.on_ping(link, addr, seq, view, echo, now),
+            Message::Ping {
+                seq,
+                view,
+                fresh_ms,
+                echo,
+            } => self.on_ping(link, addr, seq, view, fresh_ms, echo, now),
             Message::Leave => self.on_leave(link, addr, from_my_master, now),
             Message::Rank { health, priority } => self.on_rank(addr, health, priority, now),
             Message::Release { epoch, next } => self.on_release(addr, epoch, next, now),

@@ -3,7 +3,7 @@
 
 use super::*;
 
-const HELLO: &str = "HELLO bossd/3 join 127.0.0.1:7001 1 00000000deadbeef 0 2 0 oldest 0 0 ok";
+const HELLO: &str = "HELLO bossd/4 join 127.0.0.1:7001 1 00000000deadbeef 0 2 0 oldest 0 0 ok";
 const HERE: &str = "127.0.0.1:7000";
 
 fn here() -> SocketAddr {
@@ -302,7 +302,7 @@ fn too_many_http_headers_are_refused() {
 
 #[test]
 fn a_stream_split_at_every_byte_reads_the_same() {
-    let stream = format!("{HELLO}\r\nPING 1 00000000000000aa\nNOT A MESSAGE\n");
+    let stream = format!("{HELLO}\r\nPING 1 00000000000000aa 0\nNOT A MESSAGE\n");
     let mut env = Env::new(None);
     let mut whole = Link::accepted(peer(), Mono(0));
     let expected = env.feed(&mut whole, stream.as_bytes());
@@ -320,13 +320,13 @@ fn a_stream_split_at_every_byte_reads_the_same() {
 fn a_sealed_stream_split_at_every_byte_reads_the_same() {
     let (mut dialer, _, acceptor, a_env, _) = sealed_pair();
     drop((acceptor, a_env));
-    dialer.send_line("PING 1 0000000000000001");
-    dialer.send_line("PING 2 0000000000000001");
+    dialer.send_line("PING 1 0000000000000001 0");
+    dialer.send_line("PING 2 0000000000000001 0");
     let bytes = written(&mut dialer);
     for cut in 0..=bytes.len() {
         let (mut d, _, mut a, mut env, _) = sealed_pair();
-        d.send_line("PING 1 0000000000000001");
-        d.send_line("PING 2 0000000000000001");
+        d.send_line("PING 1 0000000000000001 0");
+        d.send_line("PING 2 0000000000000001 0");
         let b = written(&mut d);
         assert_eq!(b.len(), bytes.len());
         let mut got = env.feed(&mut a, &b.as_bytes()[..cut]);
@@ -340,7 +340,7 @@ fn a_sealed_stream_split_at_every_byte_reads_the_same() {
             .collect();
         assert_eq!(
             lines,
-            ["PING 1 0000000000000001", "PING 2 0000000000000001"],
+            ["PING 1 0000000000000001 0", "PING 2 0000000000000001 0"],
             "split at byte {cut}"
         );
     }
@@ -349,9 +349,9 @@ fn a_sealed_stream_split_at_every_byte_reads_the_same() {
 #[test]
 fn an_altered_sealed_line_kills_a_peer() {
     let (mut dialer, _, mut acceptor, mut env, _) = sealed_pair();
-    dialer.send_line("PING 1 0000000000000001");
+    dialer.send_line("PING 1 0000000000000001 0");
     let altered =
-        written(&mut dialer).replace("PING 1 0000000000000001", "PING 2 0000000000000001");
+        written(&mut dialer).replace("PING 1 0000000000000001 0", "PING 2 0000000000000001 0");
     assert!(env.feed(&mut acceptor, altered.as_bytes()).is_empty());
     assert!(acceptor.is_dead());
     assert_eq!(env.counters.auth_failures, 1);

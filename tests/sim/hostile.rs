@@ -152,6 +152,7 @@ impl Hostile {
                     Message::Ping {
                         seq: self.any_u64(),
                         view: self.any_u64(),
+                        fresh_ms: self.any_u64(),
                         echo: Some(Echo {
                             seq,
                             held_ms,
@@ -269,11 +270,13 @@ impl Hostile {
             6 => Message::Ping {
                 seq: self.any_u64(),
                 view: self.any_u64(),
+                fresh_ms: self.any_u64(),
                 echo: None,
             },
             7 => Message::Ping {
                 seq: self.any_u64(),
                 view: self.any_u64(),
+                fresh_ms: self.any_u64(),
                 echo: Some(Echo {
                     seq: self.below(200),
                     held_ms: self.below(200),
