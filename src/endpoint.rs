@@ -209,16 +209,6 @@ impl Endpoint {
         }
     }
 
-    /// Link `id`'s socket reports an error or a hang-up in both
-    /// directions: a watcher that reads nothing more (its client
-    /// half-closed first) goes now, since no read will tell it. Other links
-    /// learn it from their next read or write.
-    pub fn on_hangup(&mut self, id: LinkId) {
-        if self.links.get(id).is_some_and(Link::input_closed) {
-            self.kill(id);
-        }
-    }
-
     /// Link `id` broke (a read or write failed): it goes at once.
     pub fn kill(&mut self, id: LinkId) {
         if let Some(link) = self.links.get_mut(id) {

@@ -133,10 +133,6 @@ pub struct Link {
     /// queues, answers nothing more, and the idle limit and HTTP's one
     /// answer do not close it.
     watching: bool,
-    /// A watcher whose client closed its sending side (`nc -N`, `ncat`,
-    /// `socat` do when their input ends): nothing more is read, and the
-    /// stream goes on until a write fails or the endpoint closes it.
-    input_closed: bool,
 }
 
 impl Link {
@@ -175,7 +171,6 @@ impl Link {
             held_bytes: 0,
             awaiting_join: None,
             watching: false,
-            input_closed: false,
         }
     }
 
@@ -197,7 +192,7 @@ impl Link {
 
     /// Whether input is taken: open, and no `-c` answer is pending.
     pub fn reading(&self) -> bool {
-        self.life == Life::Open && self.awaiting_join.is_none() && !self.input_closed
+        self.life == Life::Open && self.awaiting_join.is_none()
     }
 
     /// Whether the idle limit applies: nothing useful was said yet.
@@ -216,11 +211,6 @@ impl Link {
         self.watching
     }
 
-    /// A watcher whose client closed its sending side.
-    pub fn input_closed(&self) -> bool {
-        self.input_closed
-    }
-
     /// Bytes received from the socket. The caller stops reading while
     /// [`Link::reading`] is false; bytes already here wait in the buffer.
     pub fn on_bytes(&mut self, bytes: &[u8]) {
@@ -232,11 +222,6 @@ impl Link {
     /// The other side closed its end: what its lines produced is still
     /// written before the connection goes.
     pub fn on_eof(&mut self) {
-        // A half-closed watcher still watches: only its input ended.
-        if self.watching && self.life == Life::Open {
-            self.input_closed = true;
-            return;
-        }
         if self.life != Life::Dead {
             self.life = Life::Draining {
                 since: None,

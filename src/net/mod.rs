@@ -224,11 +224,6 @@ impl Server {
                     Token(id) => {
                         let (r, w) = (event.is_readable(), event.is_writable());
                         let closed = event.is_read_closed() || event.is_error();
-                        // Both ways closed: a half-closed watcher's client
-                        // is gone too.
-                        if event.is_error() || (event.is_read_closed() && event.is_write_closed()) {
-                            self.ep.on_hangup(id);
-                        }
                         self.io.on_event(id, r, w, closed, &mut self.ep, now.mono);
                     }
                 }
