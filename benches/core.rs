@@ -417,17 +417,22 @@ fn measure(c: &mut Cluster, members: &[usize], event: impl FnOnce(&mut Cluster))
     run_until(c, |c| agreed(c, members), "agreement");
     let virtual_ms = c.now - t0;
     c.run_for(TAIL_MS);
-    let sent = c
-        .sent
-        .iter()
-        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect();
+    let sent = sent_since(c, &before);
     Outcome {
         virtual_ms,
         sent,
         wall: wall.elapsed(),
     }
+}
+
+/// What `c` sent since its counts were `before`, by kind (kinds with none
+/// left out).
+fn sent_since(c: &Cluster, before: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
+    c.sent
+        .iter()
+        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
 }
 
 /// Runs `members`, agreed, for `ms` at rest and counts what they send
@@ -439,12 +444,7 @@ fn rest(c: &mut Cluster, members: &[usize], ms: u64) -> Outcome {
     let wall = Instant::now();
     c.run_for(ms);
     assert!(agreed(c, members), "still agreed after {ms} ms at rest");
-    let sent = c
-        .sent
-        .iter()
-        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect();
+    let sent = sent_since(c, &before);
     Outcome {
         virtual_ms: ms,
         sent,

@@ -843,16 +843,7 @@ fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
     let notify = format!("echo \"$BOSSD_ID\" >> '{}'", ids.display());
     let asked = std::net::SocketAddr::new(net.ip(1), 0);
     let mut a = Node::spawn("A", asked, &["--notify", &notify], StdinKind::Null);
-    let mut logged = None;
-    wait_until("A logs the address it listens on", &[], || {
-        logged = a
-            .events()
-            .iter()
-            .find(|e| e.name == "listening")
-            .and_then(|e| e.field("addr")?.parse::<std::net::SocketAddr>().ok());
-        logged.is_some() || a.try_exit().is_some()
-    });
-    let real = logged.unwrap_or_else(|| panic!("A exited:\n{}", a.stderr_text()));
+    let real = listening_addr(&mut a).unwrap_or_else(|| panic!("A exited:\n{}", a.stderr_text()));
     assert_eq!(real.ip(), asked.ip(), "{}", a.stderr_text());
     assert_ne!(real.port(), 0, "the log names port 0:\n{}", a.stderr_text());
     a.addr = real;
@@ -868,6 +859,21 @@ fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
     assert!(!text.contains(":0\n"), "a hook saw port 0: {text}");
 }
 
+/// The address a node started on port 0 logs it listens on; `None` if it
+/// exited first.
+fn listening_addr(a: &mut Node) -> Option<std::net::SocketAddr> {
+    let mut logged = None;
+    wait_until("A logs the address it listens on", &[], || {
+        logged = a
+            .events()
+            .iter()
+            .find(|e| e.name == "listening")
+            .and_then(|e| e.field("addr")?.parse::<std::net::SocketAddr>().ok());
+        logged.is_some() || a.try_exit().is_some()
+    });
+    logged
+}
+
 // docs/GUARANTEES.md, port 0: the log line is how a caller learns the
 // port, so it is written at every --log level, also where info lines are
 // hidden; the other info lines stay hidden.
@@ -877,17 +883,8 @@ fn port_zero_is_logged_whatever_the_log_level() {
     for level in ["warn", "error"] {
         let asked = std::net::SocketAddr::new(net.ip(1), 0);
         let mut a = Node::spawn("A", asked, &["--log", level], StdinKind::Null);
-        let mut logged = None;
-        wait_until("A logs the address it listens on", &[], || {
-            logged = a
-                .events()
-                .iter()
-                .find(|e| e.name == "listening")
-                .and_then(|e| e.field("addr")?.parse::<std::net::SocketAddr>().ok());
-            logged.is_some() || a.try_exit().is_some()
-        });
-        let real =
-            logged.unwrap_or_else(|| panic!("--log {level}: A exited:\n{}", a.stderr_text()));
+        let real = listening_addr(&mut a)
+            .unwrap_or_else(|| panic!("--log {level}: A exited:\n{}", a.stderr_text()));
         assert_eq!(real.ip(), asked.ip(), "{}", a.stderr_text());
         assert_ne!(real.port(), 0, "the log names port 0:\n{}", a.stderr_text());
         a.addr = real;
