@@ -142,8 +142,8 @@ pub struct NodeOptions {
     #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_PREEMPT_DELAY_MS))]
     pub preempt_delay: u64,
     /// Interval between heartbeats, in milliseconds: master and followers
-    /// each round, followers among themselves only while the master cannot
-    /// vouch for them.
+    /// each round; followers among themselves every round only while the
+    /// master cannot vouch for them, else once in 50 rounds.
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat: u64,
     /// A peer not heard from for this long is dead, in milliseconds; must
