@@ -364,9 +364,7 @@ impl Node {
         };
         self.insert_peer(addr, peer);
         self.event(Event::PeerJoined { peer: addr });
-        if self.next_heartbeat.is_none() {
-            self.next_heartbeat = Some(self.next_round(now));
-        }
+        self.heartbeats_soon(now);
         if healed && now >= self.next_heal {
             self.heal(now);
         }

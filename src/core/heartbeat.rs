@@ -18,13 +18,15 @@
 //! peers heartbeat each other; the master's PING says how long ago it
 //! last heard the stalest member of its view (`fresh_ms`), and a follower
 //! whose view digest is the master's takes that as heard for all of them
-//! (`vouched`). So at rest a follower sends one line a round, to its
-//! master, and reads one. It heartbeats everyone, as before, while it
-//! has no master or its master is late; a peer about to fall silent
-//! despite the vouch (the master stopped hearing someone) directly; and
-//! each other peer once every [`REFRESH_ROUNDS`], for the round trips the
-//! clock skew rests on. A PING from a peer this node has not sent one to
-//! lately is echoed at once, so whoever needs to hear a peer does.
+//! (`vouched`). So at rest a follower reads one line a round, its
+//! master's PING, and answers it at once with its own, in the same
+//! wakeup: no timer of its own wakes it in such a round. It heartbeats
+//! everyone, as before, while it has no master or its master is late;
+//! a peer about to fall silent despite the vouch (the master stopped
+//! hearing someone) directly; and each other peer once every
+//! [`REFRESH_ROUNDS`], for the round trips the clock skew rests on. A
+//! PING from a peer this node has not sent one to lately is echoed at
+//! once, so whoever needs to hear a peer does.
 use std::net::SocketAddr;
 
 use super::mesh::addr_hash;
@@ -140,11 +142,73 @@ impl Node {
             if !links.is_empty() {
                 self.ping(&links, now);
             }
-            self.next_heartbeat = Some(self.next_round(now));
+            self.others_due = self.others_due_after(everyone, now);
+            // A master already late is late again next round, not now.
+            let late = self.master_late_at().max(self.next_round(now));
+            self.next_heartbeat = Some(self.others_due.min(late));
         }
         if self.peers.is_empty() {
             self.next_heartbeat = None;
         }
+    }
+
+    /// The view or the role changed: the next round goes out as it falls
+    /// due, whatever the last one planned to skip.
+    pub(super) fn heartbeats_soon(&mut self, now: Mono) {
+        let next = self.next_round(now);
+        self.others_due = self.others_due.min(next);
+        self.next_heartbeat = Some(self.next_heartbeat.map_or(next, |t| t.min(next)));
+    }
+
+    /// The first round after `now` in which a peer other than the master
+    /// needs this node's heartbeat, as things stand: the next one unless
+    /// this node follows a master on time (`everyone` false); else the
+    /// first refresh round or the first round within [`Node::lead_ms`]
+    /// of a peer's silence, at most [`REFRESH_ROUNDS`] ahead. Nothing a
+    /// PING or a stall does can bring it forward; a new peer or a new
+    /// role can ([`Node::heartbeats_soon`]).
+    fn others_due_after(&self, everyone: bool, now: Mono) -> Mono {
+        let hb = self.cfg.heartbeat_ms.max(1);
+        let next = self.next_round(now);
+        if everyone || self.role != Role::Follower {
+            return next;
+        }
+        let round = self.wall(next).ms() / hb;
+        let lead = self.lead_ms();
+        self.peers
+            .iter()
+            .filter(|(a, _)| self.epoch_master != Some(**a))
+            .map(|(a, p)| {
+                let to_refresh =
+                    REFRESH_ROUNDS - round.wrapping_add(self.refresh_phase(*a)) % REFRESH_ROUNDS;
+                let refresh = next.plus((to_refresh % REFRESH_ROUNDS).saturating_mul(hb));
+                let direct = self.round_at_or_after(Mono(
+                    self.peer_silent_at(p.last_heard).ms().saturating_sub(lead),
+                ));
+                refresh.min(direct.max(next))
+            })
+            .min()
+            .unwrap_or(next.plus(hb.saturating_mul(REFRESH_ROUNDS)))
+    }
+
+    /// The first round in which this follower's master, unheard since,
+    /// counts as late ([`Node::pings_everyone`]); `Mono::MAX` when this
+    /// node follows none.
+    fn master_late_at(&self) -> Mono {
+        let hb = self.cfg.heartbeat_ms;
+        if self.role != Role::Follower {
+            return Mono::MAX;
+        }
+        self.epoch_master
+            .and_then(|m| self.peers.get(&m))
+            .map_or(Mono::MAX, |m| {
+                self.round_at_or_after(m.last_heard.plus(hb.saturating_add(hb / 2) + 1))
+            })
+    }
+
+    /// The first round at `t` or after it.
+    fn round_at_or_after(&self, t: Mono) -> Mono {
+        self.next_round(Mono(t.ms().saturating_sub(1)))
     }
 
     /// Whether this round's heartbeats go to every peer, as they did
@@ -166,7 +230,8 @@ impl Node {
     }
 
     /// Whether the peer at `addr` gets this round's heartbeat: every peer
-    /// when `everyone`; else this node's master, a peer that would fall
+    /// when `everyone`; else (the master's PINGs are on time, and each is
+    /// echoed as it comes) a peer that would fall
     /// silent within [`Node::lead_ms`] (the vouch stopped covering it:
     /// the master no longer hears someone, or its view is not ours), and
     /// each peer in its refresh round. Never a peer that got one within
@@ -185,7 +250,6 @@ impl Node {
             return false;
         }
         everyone
-            || self.epoch_master == Some(addr)
             || self.peer_silent_at(p.last_heard) <= now.plus(self.lead_ms())
             || round
                 .wrapping_add(self.refresh_phase(addr))
@@ -268,7 +332,7 @@ impl Node {
     /// trip after the handshake; so is a heartbeat from a peer this node
     /// sent none to in the last three quarters of a heartbeat (one that
     /// heartbeats us while we leave it to the master's vouch: it hears us
-    /// all the same), and every heartbeat of a strict follower's master.
+    /// all the same), and every heartbeat of a follower's master.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_ping(
         &mut self,
@@ -293,19 +357,29 @@ impl Node {
         if let Some(e) = echo {
             self.on_echo(addr, e, now);
         }
-        // With --strict a follower echoes its master's PING at once, as
-        // bossd/1's PONG did: the master's lease counts from the send
-        // time of the PINGs a quorum echoed, and an echo held until the
-        // follower's own round would leave it up to a heartbeat shorter,
-        // so a round trip of timeout - 3 x heartbeat (not - 2 x) would
-        // already cost it the lease between heartbeats.
-        let strict_master =
-            self.cfg.strict && self.role == Role::Follower && self.epoch_master == Some(addr);
-        if (first || unanswered || strict_master) && may_echo {
+        // A follower echoes its master's PING at once instead of sending
+        // its own on a timer: the two leave in one wakeup, and the rounds
+        // in which a follower at rest heartbeats nobody else wake it not
+        // at all. With --strict that matters twice, as bossd/1's PONG
+        // did: the master's lease counts from the send time of the PINGs
+        // a quorum echoed, and an echo held until the follower's own
+        // round would leave it up to a heartbeat shorter, so a round trip
+        // of timeout - 3 x heartbeat (not - 2 x) would already cost it
+        // the lease between heartbeats.
+        let from_master = self.role == Role::Follower && self.epoch_master == Some(addr);
+        if (first || unanswered || from_master) && may_echo {
             if let Some(p) = self.peers.get_mut(&addr) {
                 p.echoed_at = Some(now);
             }
             self.ping(&[link], now);
+        }
+        // The vouch moved on, and with it when the others need a PING;
+        // a round already due (this PING came in the millisecond it fell
+        // due) still runs.
+        if from_master && self.next_heartbeat.is_some_and(|t| t > now) {
+            self.others_due = self.others_due_after(self.pings_everyone(now), now);
+            let late = self.master_late_at().max(self.next_round(now));
+            self.next_heartbeat = Some(self.others_due.min(late));
         }
     }
 
@@ -496,8 +570,9 @@ mod tests {
         n
     }
 
-    /// The master's PING at `t`, vouching `fresh_ms` for node 2's view.
-    fn vouch_at(n: &mut Node, seq: u64, fresh_ms: u64, t: u64) {
+    /// The master's PING at `t`, vouching `fresh_ms` for node 2's view;
+    /// returns the links node 2 pinged on it (its echo).
+    fn vouch_at(n: &mut Node, seq: u64, fresh_ms: u64, t: u64) -> Vec<LinkId> {
         let view = n.view_digest();
         let ping = Message::Ping {
             seq,
@@ -506,12 +581,17 @@ mod tests {
             echo: None,
         };
         n.handle_message(11, ping, Mono(t));
-        while n.poll_action().is_some() {}
+        pinged(n)
     }
 
     /// Runs the round at `t` and returns the links it pinged.
     fn round(n: &mut Node, t: u64) -> Vec<LinkId> {
         n.handle_timeout(Mono(t));
+        pinged(n)
+    }
+
+    /// The links the actions so far send a PING on.
+    fn pinged(n: &mut Node) -> Vec<LinkId> {
         let mut pinged = Vec::new();
         while let Some(a) = n.poll_action() {
             if let Action::Send(link, Message::Ping { .. }) = a {
@@ -522,22 +602,54 @@ mod tests {
     }
 
     #[test]
-    fn a_vouched_follower_heartbeats_its_master_and_refreshes_the_rest() {
+    fn a_masters_ping_in_the_millisecond_a_round_falls_due_does_not_skip_it() {
+        let mut n = follower(2);
+        let mut count = std::collections::BTreeMap::new();
+        for k in 1..=REFRESH_ROUNDS {
+            // The loop reads the PING first, then finds the round due.
+            let t = k * 100;
+            let mut links = vouch_at(&mut n, k, 60, t);
+            if n.next_deadline().is_some_and(|d| d <= Mono(t)) {
+                links.extend(round(&mut n, t));
+            }
+            for link in links {
+                *count.entry(link).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(count.get(&11), Some(&REFRESH_ROUNDS), "{count:?}");
+        assert_eq!(count.get(&13), Some(&1), "refreshed: {count:?}");
+        assert_eq!(count.get(&14), Some(&1), "refreshed: {count:?}");
+    }
+
+    #[test]
+    fn a_vouched_follower_echoes_its_master_and_refreshes_the_rest() {
         let mut n = follower(2);
         assert_eq!(n.role, Role::Follower);
         let mut count = std::collections::BTreeMap::new();
-        for k in 1..=REFRESH_ROUNDS {
-            vouch_at(&mut n, k, 60, k * 100 - 50);
-            for link in round(&mut n, k * 100) {
+        let mut wakeups = 0;
+        for t in 1..=REFRESH_ROUNDS * 100 {
+            let mut links = Vec::new();
+            if t % 100 == 50 {
+                links = vouch_at(&mut n, t, 60, t);
+                assert_eq!(links, vec![11], "the master's PING at {t} echoed at once");
+            }
+            // The loop wakes only when the node asks to.
+            if n.next_deadline().is_some_and(|d| d <= Mono(t)) {
+                wakeups += 1;
+                links.extend(round(&mut n, t));
+            }
+            for link in links {
                 *count.entry(link).or_insert(0) += 1;
             }
         }
         assert_eq!(n.peers.len(), 3, "nobody dropped");
-        // One PING a round to the master; one in REFRESH_ROUNDS to each
-        // other peer, the master's vouch standing for their silence.
-        assert_eq!(count.get(&11), Some(&REFRESH_ROUNDS));
+        // One PING to the master for each of its own; one in
+        // REFRESH_ROUNDS to each other peer, the master's vouch standing
+        // for their silence; and a wakeup of its own only for those.
+        assert_eq!(count.get(&11), Some(&REFRESH_ROUNDS), "{count:?}");
         assert_eq!(count.get(&13), Some(&1), "{count:?}");
         assert_eq!(count.get(&14), Some(&1), "{count:?}");
+        assert!(wakeups <= 2, "{wakeups} wakeups in {REFRESH_ROUNDS} rounds");
     }
 
     #[test]
@@ -556,13 +668,17 @@ mod tests {
         let mut n = follower(2);
         for k in 1..=3 {
             vouch_at(&mut n, k, 60, k * 100 - 50);
+            round(&mut n, k * 100);
         }
-        // Heard at 250; at 400 that is exactly 1.5 heartbeats ago.
-        assert_eq!(round(&mut n, 400), vec![11]);
+        // Heard (and echoed) at 250; at 400 that is exactly 1.5
+        // heartbeats ago, on time: no round to wake for.
+        assert_eq!(n.next_deadline(), Some(Mono(500)));
+        assert!(round(&mut n, 400).is_empty());
         assert_eq!(round(&mut n, 500), vec![11, 13, 14], "late");
         assert_eq!(round(&mut n, 600), vec![11, 13, 14]);
-        vouch_at(&mut n, 4, 60, 650);
-        assert_eq!(round(&mut n, 700), vec![11], "on time again");
+        assert_eq!(vouch_at(&mut n, 4, 60, 650), vec![11], "echoed");
+        assert!(round(&mut n, 700).is_empty(), "on time again");
+        assert_eq!(n.next_deadline(), Some(Mono(900)), "late again from 900");
     }
 
     #[test]
@@ -571,14 +687,17 @@ mod tests {
         // The master stops hearing someone at 100: its vouch stays there.
         for k in 1..=20 {
             let t = k * 100 - 50;
-            vouch_at(&mut n, k, t.saturating_sub(100), t);
-            let pinged = round(&mut n, k * 100);
+            let mut pinged = vouch_at(&mut n, k, t.saturating_sub(100), t);
+            pinged.extend(round(&mut n, k * 100));
+            pinged.sort_unstable();
+            pinged.dedup();
             // 3 and 4 fall silent at 1,100 (their vouch, plus the timeout);
             // from half a timeout before that they get every round.
             if (600..1100).contains(&(k * 100)) {
                 assert_eq!(pinged, vec![11, 13, 14], "round {k}");
             } else if k * 100 < 600 {
-                // The master, and the others only in a refresh round.
+                // The master's echo, and the others only in a refresh
+                // round.
                 assert!(pinged.contains(&11), "round {k}");
                 assert!(pinged.len() < 3, "round {k}: {pinged:?}");
             }

@@ -274,8 +274,14 @@ pub struct Node {
     departed: BTreeMap<SocketAddr, Mono>,
     /// Send times of recent heartbeats, to date the acknowledgements.
     pings: VecDeque<(u64, Mono)>,
-    /// When heartbeats go out next; `None` while there are no peers.
+    /// When the loop wakes for a round of heartbeats next; `None` while
+    /// there are no peers. A follower at rest skips the rounds in which
+    /// it would send nothing (its master's PINGs it echoes as they come).
     next_heartbeat: Option<Mono>,
+    /// The earliest round in which a peer other than the master needs a
+    /// heartbeat from this node, as of the last round; pulled in to the
+    /// next round when the view or the role changes.
+    others_due: Mono,
     /// The end of this node's last stall: silence before it is not
     /// counted (guarantee 10 in docs/GUARANTEES.md).
     heard_from: Mono,
@@ -450,6 +456,7 @@ impl Node {
             left: false,
             lost_master: None,
             next_heartbeat: None,
+            others_due: Mono::MAX,
             heard_from: Mono::ZERO,
             settling_until: None,
             vouched: Mono::ZERO,
@@ -952,6 +959,9 @@ impl Node {
         self.epoch_master = epoch_master;
         if !changed {
             return;
+        }
+        if self.next_heartbeat.is_some() {
+            self.heartbeats_soon(now);
         }
         let master = self.master();
         // A new epoch under the same master is a new fencing token: the
