@@ -95,13 +95,21 @@ impl Node {
     }
 
     /// Repairs the mesh: a peer whose view differs from ours is sent our
-    /// members (it ignores those it has), at most once per two timeouts,
-    /// and only once the difference has settled: the peer's last two PINGs
-    /// carried the same digest, and ours has not changed for a heartbeat.
-    /// While a cluster forms, views grow by the introductions still in
-    /// flight and differ for that reason alone; repairing them then sent
-    /// every member to every peer on every change (200 nodes forming: about
-    /// 30,000 MEETs a node, where 200 do).
+    /// members (it ignores those it has), and only once the difference
+    /// has settled: the peer's last two PINGs carried the same digest, and
+    /// ours has not changed for a heartbeat. While a cluster forms, views
+    /// grow by the introductions still in flight and differ for that
+    /// reason alone; repairing them then sent every member to every peer
+    /// on every change (200 nodes forming: about 30,000 MEETs a node,
+    /// where 200 do).
+    ///
+    /// A node repairs one peer per two timeouts, not each peer that
+    /// often: n - 1 members to each of n - 1 differing peers a second
+    /// was 40,000 MEETs a second per node at 200 nodes, whose load made
+    /// links time out, views differ and the repair go on (1.2 million
+    /// MEETs per node in a minute, docs/BENCHMARKS.md). A node whose view
+    /// lacks a member differs from every peer that has it, so each of
+    /// those repairs it within two timeouts all the same.
     pub(super) fn sync_view(&mut self, addr: SocketAddr, their_view: u64, now: Mono) {
         let ours = self.view_digest();
         if ours != self.view_seen.0 {
@@ -117,10 +125,11 @@ impl Node {
             return;
         }
         let interval = self.cfg.timeout_ms.saturating_mul(2);
-        if now < p.next_sync {
+        if now < p.next_sync || now < self.next_repair {
             return;
         }
         p.next_sync = now.plus(interval);
+        self.next_repair = now.plus(interval);
         let link = p.link;
         let members: Vec<SocketAddr> = self.peers.keys().copied().filter(|a| *a != addr).collect();
         for m in members {

@@ -310,6 +310,9 @@ pub struct Node {
     /// Our view digest as the last PING found it, and since when: the
     /// mesh is repaired only from a settled view (`sync_view`).
     view_seen: (u64, Mono),
+    /// When this node may next repair a peer's view (sends it its whole
+    /// view): once per two timeouts for the node, not per peer.
+    next_repair: Mono,
     violations: u64,
     handovers: u64,
     /// The epoch and master the last invariant check saw (debug builds).
@@ -472,6 +475,7 @@ impl Node {
             epoch_exhausted: false,
             meets_dropped: 0,
             view_seen: (0, Mono::ZERO),
+            next_repair: Mono::ZERO,
             violations: 0,
             handovers: 0,
             audited: (epoch, None),
