@@ -401,6 +401,19 @@ where
             "--check needs a command, e.g. --check 'systemctl is-active --quiet nginx'\n",
         ));
     }
+    // An empty hook would run `sh -c ''` on every role change and do
+    // nothing: almost surely an unset shell variable, not a wish.
+    if node
+        .opts
+        .notify
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            "--notify needs a command, e.g. --notify /etc/bossd/vip\n",
+        ));
+    }
     if node.opts.state_dir.is_some() && node.port == 0 {
         return Err(clap::Error::raw(
             clap::error::ErrorKind::ArgumentConflict,
@@ -716,6 +729,10 @@ mod tests {
         let n = node(&["127.0.0.1", "7000", "--notify-time-limit", "250"]).unwrap();
         assert_eq!(n.opts.notify_time_limit, Some(250));
         assert!(node(&["127.0.0.1", "7000", "--notify-time-limit", "0"]).is_err());
+        for empty in ["", "  "] {
+            let err = node(&["127.0.0.1", "7000", "--notify", empty]).expect_err("empty hook");
+            assert!(err.use_stderr() && err.to_string().contains("--notify needs a command"));
+        }
         let help = node(&["--help"]).unwrap_err().to_string();
         assert!(help.contains("--notify <CMD>") && !help.contains("notify-time-limit"));
     }
