@@ -390,29 +390,22 @@ where
             ),
         ));
     }
-    if node
-        .opts
-        .check
-        .as_deref()
-        .is_some_and(|c| c.trim().is_empty())
-    {
-        return Err(clap::Error::raw(
-            clap::error::ErrorKind::InvalidValue,
-            "--check needs a command, e.g. --check 'systemctl is-active --quiet nginx'\n",
-        ));
-    }
-    // An empty hook would run `sh -c ''` on every role change and do
-    // nothing: almost surely an unset shell variable, not a wish.
-    if node
-        .opts
-        .notify
-        .as_deref()
-        .is_some_and(|c| c.trim().is_empty())
-    {
-        return Err(clap::Error::raw(
-            clap::error::ErrorKind::InvalidValue,
-            "--notify needs a command, e.g. --notify /etc/bossd/vip\n",
-        ));
+    // An empty command would run `sh -c ''` and do nothing: almost
+    // surely an unset shell variable in a unit file, not a wish.
+    for (flag, command, example) in [
+        (
+            "--check",
+            &node.opts.check,
+            "'systemctl is-active --quiet nginx'",
+        ),
+        ("--notify", &node.opts.notify, "/etc/bossd/vip"),
+    ] {
+        if command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("{flag} needs a command, e.g. {flag} {example}\n"),
+            ));
+        }
     }
     if node.opts.state_dir.is_some() && node.port == 0 {
         return Err(clap::Error::raw(
