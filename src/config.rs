@@ -122,7 +122,7 @@ pub struct NodeOptions {
     pub priority: i32,
     /// Fewest members, this node included, a group needs to hold a master.
     /// Must match across the cluster.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 2, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub quorum: u32,
     /// Never two masters at once (with a quorum above half the cluster): a
     /// new master waits out the old one's lease, so a crash fails over in
@@ -139,16 +139,16 @@ pub struct NodeOptions {
     /// been eligible and in the group this long, in milliseconds (a flapping
     /// service does not drag the role along), up to one day. Must match
     /// across the cluster.
-    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_PREEMPT_DELAY_MS))]
+    #[arg(long, value_name = "MS", default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(0..=MAX_PREEMPT_DELAY_MS))]
     pub preempt_delay: u64,
     /// Interval between heartbeats, in milliseconds: master and followers
     /// each round; followers among themselves every round only while the
     /// master cannot vouch for them, else once in 50 rounds.
-    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat: u64,
     /// A peer not heard from for this long is dead, in milliseconds; must
     /// exceed 2 x heartbeat.
-    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = 500, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// How long a peer lost without leaving is retried, in milliseconds,
     /// counted from when it was last connected; then it is forgotten with
@@ -158,7 +158,7 @@ pub struct NodeOptions {
     /// outlasts a reboot, a maintenance window or a night's outage, and
     /// keeps no more than a day of replaced hosts (autoscaling, containers)
     /// being redialled; -forget drops one at once.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RECONNECT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RECONNECT_TIMEOUT_MS, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub reconnect_timeout: u64,
     /// File holding the shared cluster secret (trailing newlines ignored;
     /// keep it mode 600). Peers must prove they know it before they join,
@@ -223,26 +223,26 @@ pub struct NodeOptions {
     /// Time between the starts of two checks, in milliseconds (10 to one
     /// day). A check that runs longer delays the next one: checks never
     /// overlap. Needs --check, as do the three below.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_CHECK_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(MIN_CHECK_INTERVAL_MS..=MAX_CHECK_MS))]
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_CHECK_INTERVAL_MS, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(MIN_CHECK_INTERVAL_MS..=MAX_CHECK_MS))]
     pub check_interval: u64,
     /// A check still running after this many milliseconds is killed with
     /// its process group and counts as a failure (1 to one day). Default:
     /// --check-interval.
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=MAX_CHECK_MS))]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..=MAX_CHECK_MS))]
     pub check_timeout: Option<u64>,
     /// Consecutive failed checks that make a healthy node failing (1 to
     /// 100). A failure is seen after about fall x interval.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
     pub check_fall: u32,
     /// Consecutive passed checks that make a failing node healthy again (1
     /// to 100); the first pass after start is enough, whatever N.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
     pub check_rise: u32,
     /// The --notify time limit in milliseconds instead of 30 s; for tests.
-    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", hide = true, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub notify_time_limit: Option<u64>,
     /// Most open connections, peers and console clients together.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: u32,
     /// Log level on stderr: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -669,6 +669,18 @@ mod tests {
             ),
             (1000, 5000, 3, 100)
         );
+    }
+
+    #[test]
+    fn a_negative_number_is_an_invalid_value_not_an_unknown_flag() {
+        for flag in ["--quorum", "--heartbeat", "--timeout", "--max-conns"] {
+            let err = node(&["127.0.0.1", "7000", flag, "-1"]).expect_err("refused");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("invalid value '-1'") && msg.contains(flag),
+                "{flag}: {msg}"
+            );
+        }
     }
 
     #[test]
