@@ -142,21 +142,26 @@ impl Node {
             if !links.is_empty() {
                 self.ping(&links, now);
             }
-            self.others_due = self.others_due_after(everyone, now);
-            // A master already late is late again next round, not now.
-            let late = self.master_late_at().max(self.next_round(now));
-            self.next_heartbeat = Some(self.others_due.min(late));
+            self.plan_next_round(everyone, now);
         }
         if self.peers.is_empty() {
             self.next_heartbeat = None;
         }
     }
 
+    /// When the loop wakes for heartbeats next: the first round someone
+    /// other than the master needs one ([`Node::others_due_after`]), or
+    /// the round the master would count as late, whichever comes first.
+    fn plan_next_round(&mut self, everyone: bool, now: Mono) {
+        // A master already late is late again next round, not now.
+        let late = self.master_late_at().max(self.next_round(now));
+        self.next_heartbeat = Some(self.others_due_after(everyone, now).min(late));
+    }
+
     /// The view or the role changed: the next round goes out as it falls
     /// due, whatever the last one planned to skip.
     pub(super) fn heartbeats_soon(&mut self, now: Mono) {
         let next = self.next_round(now);
-        self.others_due = self.others_due.min(next);
         self.next_heartbeat = Some(self.next_heartbeat.map_or(next, |t| t.min(next)));
     }
 
@@ -377,9 +382,7 @@ impl Node {
         // a round already due (this PING came in the millisecond it fell
         // due) still runs.
         if from_master && self.next_heartbeat.is_some_and(|t| t > now) {
-            self.others_due = self.others_due_after(self.pings_everyone(now), now);
-            let late = self.master_late_at().max(self.next_round(now));
-            self.next_heartbeat = Some(self.others_due.min(late));
+            self.plan_next_round(self.pings_everyone(now), now);
         }
     }
 

@@ -278,10 +278,6 @@ pub struct Node {
     /// there are no peers. A follower at rest skips the rounds in which
     /// it would send nothing (its master's PINGs it echoes as they come).
     next_heartbeat: Option<Mono>,
-    /// The earliest round in which a peer other than the master needs a
-    /// heartbeat from this node, as of the last round; pulled in to the
-    /// next round when the view or the role changes.
-    others_due: Mono,
     /// The end of this node's last stall: silence before it is not
     /// counted (guarantee 10 in docs/GUARANTEES.md).
     heard_from: Mono,
@@ -459,7 +455,6 @@ impl Node {
             left: false,
             lost_master: None,
             next_heartbeat: None,
-            others_due: Mono::MAX,
             heard_from: Mono::ZERO,
             settling_until: None,
             vouched: Mono::ZERO,
