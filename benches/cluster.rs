@@ -14,7 +14,9 @@
 //! `cargo bench --bench cluster [-- --quick] [-- --only crash --runs 30 --strict]`
 //!
 //! `--only` takes `converge`, `crash`, `silent`, `pause`, `starve`, `idle`,
-//! `check` (idle CPU with a passing `--check`), `syscalls`, `scale`,
+//! `check` (idle CPU with a passing `--check`), `syscalls`, `floor` (an
+//! idle cluster against the bare cost of its heartbeat traffic,
+//! benches/cluster/floor.rs), `scale`,
 //! `queries`, `watch` (crash failovers with watchers and with
 //! `--state-dir`, benches/cluster/watch.rs), `eligibility` (a failing
 //! check's failover and `-handover`'s hooks, benches/cluster/eligibility.rs). For failovers, `--runs` sets the runs,
@@ -36,6 +38,8 @@
 mod cost;
 #[path = "cluster/eligibility.rs"]
 mod eligibility;
+#[path = "cluster/floor.rs"]
+mod floor;
 #[path = "cluster/harness.rs"]
 mod harness;
 #[path = "cluster/stall.rs"]
@@ -74,6 +78,9 @@ const HEARTBEAT_MS: f64 = 100.0;
 const TIMEOUT_MS: f64 = 500.0;
 
 fn main() {
+    if let Ok(role) = std::env::var(floor::ROLE_VAR) {
+        floor::run_child(&role);
+    }
     let quick = util::quick();
     let only = util::flag_value("--only");
     let strict = std::env::args().any(|a| a == "--strict");
@@ -148,6 +155,13 @@ fn main() {
     }
     if wants("syscalls") {
         cost::syscalls(&builds, if quick { 1.0 } else { 10.0 });
+    }
+    if wants("floor") {
+        floor::floor(
+            &builds,
+            if quick { 1.0 } else { 10.0 },
+            runs.unwrap_or(if quick { 1 } else { 3 }),
+        );
     }
     if wants("scale") {
         let sizes = nodes.map_or(if quick { vec![10] } else { vec![100, 200] }, |n| vec![n]);

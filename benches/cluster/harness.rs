@@ -91,6 +91,43 @@ impl Sched {
     }
 }
 
+/// Process `pid`'s scheduler counters so far.
+pub fn sched_of(pid: i32) -> Sched {
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("/proc/{}/{file}", pid))
+            .unwrap_or_else(|e| panic!("read /proc/PID/{file}: {e}"))
+    };
+    let schedstat: Vec<u64> = read("schedstat")
+        .split_whitespace()
+        .map(|v| v.parse().expect("a number in /proc/PID/schedstat"))
+        .collect();
+    let status = read("status");
+    let field = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/PID/status"))
+    };
+    // The fields after the command name, which is in parentheses and
+    // may hold spaces: state is field 3, utime 14, stime 15, cutime
+    // 16, cstime 17.
+    let stat = read("stat");
+    let rest: Vec<u64> = stat[stat.rfind(')').expect("(comm) in /proc/PID/stat") + 1..]
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    Sched {
+        cpu_ns: schedstat[0],
+        slices: schedstat[2],
+        voluntary: field("voluntary_ctxt_switches:"),
+        involuntary: field("nonvoluntary_ctxt_switches:"),
+        ticks: rest[10] + rest[11],
+        child_ticks: rest[12] + rest[13],
+    }
+}
+
 /// What the notify hook of [`Extras::notify`] appends, one line a run.
 const HOOK_LINE: &str = r#"echo "$BOSSD_PREV_ROLE $BOSSD_ROLE $BOSSD_EPOCH $BOSSD_CAUSE""#;
 
@@ -155,39 +192,7 @@ impl Proc {
     }
 
     pub fn sched(&self) -> Sched {
-        let read = |file: &str| {
-            std::fs::read_to_string(format!("/proc/{}/{file}", self.pid()))
-                .unwrap_or_else(|e| panic!("read /proc/PID/{file}: {e}"))
-        };
-        let schedstat: Vec<u64> = read("schedstat")
-            .split_whitespace()
-            .map(|v| v.parse().expect("a number in /proc/PID/schedstat"))
-            .collect();
-        let status = read("status");
-        let field = |key: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in /proc/PID/status"))
-        };
-        // The fields after the command name, which is in parentheses and
-        // may hold spaces: state is field 3, utime 14, stime 15, cutime
-        // 16, cstime 17.
-        let stat = read("stat");
-        let rest: Vec<u64> = stat[stat.rfind(')').expect("(comm) in /proc/PID/stat") + 1..]
-            .split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
-        Sched {
-            cpu_ns: schedstat[0],
-            slices: schedstat[2],
-            voluntary: field("voluntary_ctxt_switches:"),
-            involuntary: field("nonvoluntary_ctxt_switches:"),
-            ticks: rest[10] + rest[11],
-            child_ticks: rest[12] + rest[13],
-        }
+        sched_of(self.pid())
     }
 
     /// Memory in KiB: resident (VmRSS), of it private anonymous pages
