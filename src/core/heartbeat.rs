@@ -54,8 +54,11 @@ const STALL_FRACTION: u64 = 4;
 /// measure their clock skew (5 s at the default heartbeat; two nodes'
 /// clocks drift apart by 50 ms at most in that time at rates 1 % apart,
 /// far less with NTP). Each side of a pair sends its own, half this
-/// apart: at 100 nodes that is 4 lines a round per node, against 99 when
-/// every peer got every round.
+/// apart. In a cluster of more than this many nodes the interval is the
+/// cluster's size rounded up to a power of two ([`Node::refresh_rounds`]),
+/// so that a node sends about two refresh lines a round at any size: at
+/// 200 nodes every 256 rounds (25.6 s, 2.6 ms of drift at 100 ppm apart),
+/// against 8 lines a round per node with 50.
 pub const REFRESH_ROUNDS: u64 = 50;
 
 impl Node {
@@ -169,7 +172,7 @@ impl Node {
     /// needs this node's heartbeat, as things stand: the next one unless
     /// this node follows a master on time (`everyone` false); else the
     /// first refresh round or the first round within [`Node::lead_ms`]
-    /// of a peer's silence, at most [`REFRESH_ROUNDS`] ahead. Nothing a
+    /// of a peer's silence, at most [`Node::refresh_rounds`] ahead. Nothing a
     /// PING or a stall does can bring it forward; a new peer or a new
     /// role can ([`Node::heartbeats_soon`]).
     fn others_due_after(&self, everyone: bool, now: Mono) -> Mono {
@@ -180,35 +183,41 @@ impl Node {
         }
         let round = self.wall(next).ms() / hb;
         let lead = self.lead_ms();
+        let every = self.refresh_rounds();
         self.peers
             .iter()
             .filter(|(a, _)| self.epoch_master != Some(**a))
             .map(|(a, p)| {
-                let to_refresh =
-                    REFRESH_ROUNDS - round.wrapping_add(self.refresh_phase(*a)) % REFRESH_ROUNDS;
-                let refresh = next.plus((to_refresh % REFRESH_ROUNDS).saturating_mul(hb));
+                let to_refresh = every - round.wrapping_add(self.refresh_phase(*a)) % every;
+                let refresh = next.plus((to_refresh % every).saturating_mul(hb));
                 let direct = self.round_at_or_after(Mono(
                     self.peer_silent_at(p.last_heard).ms().saturating_sub(lead),
                 ));
                 refresh.min(direct.max(next))
             })
             .min()
-            .unwrap_or(next.plus(hb.saturating_mul(REFRESH_ROUNDS)))
+            .unwrap_or(next.plus(hb.saturating_mul(every)))
     }
 
     /// The first round in which this follower's master, unheard since,
     /// counts as late ([`Node::pings_everyone`]); `Mono::MAX` when this
     /// node follows none.
     fn master_late_at(&self) -> Mono {
-        let hb = self.cfg.heartbeat_ms;
         if self.role != Role::Follower {
             return Mono::MAX;
         }
         self.epoch_master
             .and_then(|m| self.peers.get(&m))
             .map_or(Mono::MAX, |m| {
-                self.round_at_or_after(m.last_heard.plus(hb.saturating_add(hb / 2) + 1))
+                self.round_at_or_after(m.last_heard.plus(self.master_late_ms() + 1))
             })
+    }
+
+    /// How long unheard a follower's master counts as late: one and a
+    /// half heartbeats ([`Node::pings_everyone`]).
+    fn master_late_ms(&self) -> u64 {
+        let hb = self.cfg.heartbeat_ms;
+        hb.saturating_add(hb / 2)
     }
 
     /// The first round at `t` or after it.
@@ -227,8 +236,7 @@ impl Node {
         if self.role != Role::Follower {
             return true;
         }
-        let hb = self.cfg.heartbeat_ms;
-        let late_ms = hb.saturating_add(hb / 2);
+        let late_ms = self.master_late_ms();
         self.epoch_master
             .and_then(|m| self.peers.get(&m))
             .is_none_or(|m| now.since(m.last_heard) > late_ms)
@@ -258,7 +266,16 @@ impl Node {
             || self.peer_silent_at(p.last_heard) <= now.plus(self.lead_ms())
             || round
                 .wrapping_add(self.refresh_phase(addr))
-                .is_multiple_of(REFRESH_ROUNDS)
+                .is_multiple_of(self.refresh_rounds())
+    }
+
+    /// The rounds between two refreshes of a pair: [`REFRESH_ROUNDS`], or
+    /// in a larger cluster its size (this node and its peers) rounded up
+    /// to a power of two, which both sides of a pair reckon alike unless
+    /// their views straddle one.
+    fn refresh_rounds(&self) -> u64 {
+        let size = self.peers.len().saturating_add(1).next_power_of_two() as u64;
+        REFRESH_ROUNDS.max(size)
     }
 
     /// How long before a peer would fall silent it gets heartbeats
@@ -270,18 +287,15 @@ impl Node {
         hb.saturating_mul(2).max(self.cfg.timeout_ms / 2)
     }
 
-    /// Where in [`REFRESH_ROUNDS`] this node's refresh of `addr` falls:
+    /// Where in [`Node::refresh_rounds`] this node's refresh of `addr` falls:
     /// spread over the rounds by the pair, and the two sides half the
     /// interval apart, so that each one's PING finds the other not having
     /// sent one lately and is echoed at once.
     fn refresh_phase(&self, addr: SocketAddr) -> u64 {
+        let every = self.refresh_rounds();
         let pair = addr_hash(&self.cfg.addr) ^ addr_hash(&addr);
-        let half = if self.cfg.addr > addr {
-            REFRESH_ROUNDS / 2
-        } else {
-            0
-        };
-        pair % REFRESH_ROUNDS + half
+        let half = if self.cfg.addr > addr { every / 2 } else { 0 };
+        pair % every + half
     }
 
     /// The next round after `now`: the next multiple of the heartbeat on
@@ -542,11 +556,17 @@ mod tests {
     /// above 4, node 1 has claimed epoch 1 and node 2 follows it. Rounds
     /// fall on multiples of 100 ms.
     fn follower(quorum: u32) -> Node {
+        follower_among(quorum, &[1, 3, 4])
+    }
+
+    /// Node 2 as in [`follower`], with peers `others` (1 among them) on
+    /// links 10 + each.
+    fn follower_among(quorum: u32, others: &[u8]) -> Node {
         let mut cfg = crate::core::test_node(2).cfg.clone();
         cfg.quorum = quorum;
         let mut n = Node::new(cfg);
-        for k in [1u8, 3, 4] {
-            let link = LinkId::from(10 + k);
+        for &k in others {
+            let link = 10 + LinkId::from(k);
             n.handle_accepted(link, Mono(1));
             let Message::Hello(mut h) = crate::core::test_node(k).hello(LinkKind::Mesh) else {
                 unreachable!("hello() makes a HELLO")
@@ -554,14 +574,15 @@ mod tests {
             h.quorum = quorum;
             n.handle_message(link, Message::Hello(h), Mono(1));
         }
-        assert_eq!(n.peers.len(), 3);
+        assert_eq!(n.peers.len(), others.len());
         let unknown = State {
             role: Role::None,
             epoch: 0,
             epoch_master: None,
         };
-        n.handle_message(13, Message::State(unknown), Mono(2));
-        n.handle_message(14, Message::State(unknown), Mono(2));
+        for &k in others.iter().filter(|&&k| k != 1) {
+            n.handle_message(10 + LinkId::from(k), Message::State(unknown), Mono(2));
+        }
         let master = crate::core::test_node(1).cfg.addr;
         let claim = State {
             role: Role::Master,
@@ -653,6 +674,37 @@ mod tests {
         assert_eq!(count.get(&13), Some(&1), "{count:?}");
         assert_eq!(count.get(&14), Some(&1), "{count:?}");
         assert!(wakeups <= 2, "{wakeups} wakeups in {REFRESH_ROUNDS} rounds");
+    }
+
+    #[test]
+    fn in_a_cluster_of_100_each_other_peer_is_refreshed_once_in_128_rounds() {
+        let others: Vec<u8> = std::iter::once(1).chain(3..=101).collect();
+        let mut n = follower_among(2, &others);
+        assert_eq!(n.role, Role::Follower);
+        assert_eq!(n.refresh_rounds(), 128, "100 nodes round up to 128");
+        let mut count = std::collections::BTreeMap::new();
+        for t in 1..=128 * 100 {
+            let mut links = Vec::new();
+            if t % 100 == 50 {
+                links = vouch_at(&mut n, t, 60, t);
+            }
+            if n.next_deadline().is_some_and(|d| d <= Mono(t)) {
+                links.extend(round(&mut n, t));
+            }
+            for link in links {
+                *count.entry(link).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(n.peers.len(), 100, "nobody dropped");
+        assert_eq!(count.get(&11), Some(&128), "the master's echoes");
+        for k in 3..=101u8 {
+            let link = 10 + LinkId::from(k);
+            assert_eq!(
+                count.get(&link),
+                Some(&1),
+                "peer {k} refreshed once: {count:?}"
+            );
+        }
     }
 
     #[test]
