@@ -71,7 +71,8 @@ pub enum Invocation {
 )]
 pub struct NodeArgs {
     /// Address to listen on and to be known by: IPv4, or IPv6 with or
-    /// without brackets (::1 or [::1]).
+    /// without brackets (::1 or [::1]). Peers dial it, so give the one they
+    /// reach this host at, not 0.0.0.0 or :: (warned about).
     #[arg(value_parser = parse_ip)]
     pub ip: IpAddr,
     /// TCP port to listen on; 0 picks a free one, which the node then uses

@@ -859,6 +859,29 @@ fn port_zero_listens_on_a_free_port_and_is_known_by_it() {
     assert!(!text.contains(":0\n"), "a hook saw port 0: {text}");
 }
 
+// A node is known by the address it listens on, so 0.0.0.0 (which
+// peers told of it would dial as their own host) is worth one warning at
+// start; a real address is not warned about.
+#[test]
+fn an_unspecified_address_is_warned_about_once() {
+    let asked = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut a = Node::spawn("A", asked, &[], StdinKind::Null);
+    let real = listening_addr(&mut a).unwrap_or_else(|| panic!("A exited:\n{}", a.stderr_text()));
+    wait_until("A warns about 0.0.0.0", &[&a], || {
+        a.logged("unspecified-addr", &[])
+    });
+    let warned: Vec<_> = a
+        .events()
+        .into_iter()
+        .filter(|e| e.name == "unspecified-addr")
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", a.stderr_text());
+    assert_eq!(warned[0].field("addr"), Some(real.to_string().as_str()));
+    let net = TestNet::new();
+    let b = Node::start("B", net.addr(), &[]);
+    assert!(!b.logged("unspecified-addr", &[]), "{}", b.stderr_text());
+}
+
 /// The address a node started on port 0 logs it listens on; `None` if it
 /// exited first.
 fn listening_addr(a: &mut Node) -> Option<std::net::SocketAddr> {

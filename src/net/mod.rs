@@ -86,6 +86,16 @@ pub fn run(mut cfg: Config, mut opts: Options, start: Instant) -> Result<()> {
         .with_context(|| format!("cannot read the address bound for {asked}"))?;
     cfg.addr = addr;
     opts.hooks.set_id(addr);
+    if addr.ip().is_unspecified() {
+        // Peers know a node by the address it listens on and pass it on
+        // in introductions; 0.0.0.0 or :: names every host's own.
+        crate::event!(
+            Level::Warn,
+            "unspecified-addr",
+            addr = addr,
+            reason = "peers dial a node at the address it is known by, and this one names whichever host dials it: give the address peers reach it at",
+        );
+    }
     if opts.secret.is_none() && !addr.ip().is_loopback() {
         crate::event!(
             Level::Warn,
