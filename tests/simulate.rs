@@ -319,7 +319,8 @@ fn read_everything(c: &mut Cluster) {
 /// How old the round trips a clock offset rests on can be. To a peer it
 /// heartbeats every round, the core keeps the last 8, one per 100 ms
 /// heartbeat, plus delays: 1 s. A follower heartbeats another follower
-/// only once every 50 rounds while the master vouches for both, and
+/// only once every 50 rounds while the master vouches for both (every
+/// cluster here has fewer than 50 nodes, so the interval does not grow), and
 /// starts the estimate over with each such sample: that one is at most
 /// 50 heartbeats old, plus the 8 heartbeats before it that the estimate
 /// may still hold from rounds that went to everyone, plus delays.

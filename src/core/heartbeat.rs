@@ -56,7 +56,8 @@ const STALL_FRACTION: u64 = 4;
 /// far less with NTP). Each side of a pair sends its own, half this
 /// apart. In a cluster of more than this many nodes the interval is the
 /// cluster's size rounded up to a power of two ([`Node::refresh_rounds`]),
-/// so that a node sends about two refresh lines a round at any size: at
+/// so that a node sends fewer than two refresh lines a round (its own and
+/// its echoes of the others') at any size: at
 /// 200 nodes every 256 rounds (25.6 s, 2.6 ms of drift at 100 ppm apart),
 /// against 8 lines a round per node with 50.
 pub const REFRESH_ROUNDS: u64 = 50;
