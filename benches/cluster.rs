@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use bossd::console::StatusLine as Status;
 use harness::{
     Cluster, DEADLINE, LogDir, Memory, Proc, Sched, agreed, ask_fresh, fresh_statuses,
-    journal_since, load1, median, same_master, span,
+    journal_since, load1, master_of, median, same_master, span,
 };
 use util::{Table, ms, percentile, rate, sorted};
 
@@ -433,10 +433,7 @@ fn failover(builds: &Builds, fault: Fault, runs: usize, strict: bool) {
             // Let heartbeats run for a while: a steady cluster, not a fresh one.
             thread::sleep(Duration::from_millis(300));
             let before = c.statuses(&(0..n).collect::<Vec<_>>());
-            let master = before
-                .iter()
-                .position(|s| s.role == "master")
-                .expect("a master");
+            let master = master_of(&before);
             let survivors: Vec<usize> = (0..n).filter(|&i| i != master).collect();
             let old_epoch = before[master].epoch;
             let old_id = before[master].id.clone();

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Cluster, DEADLINE, LogDir, Proc, Sched, load1, median};
+use crate::harness::{Cluster, DEADLINE, LogDir, Proc, Sched, load1, master_of, median};
 use crate::{Builds, CONVERGE_PAUSE, HEARTBEAT_MS};
 
 /// What an idle node of five does each second: its wakeups and context
@@ -49,10 +49,7 @@ pub fn syscalls(builds: &Builds, secs: f64) {
         thread::sleep(Duration::from_secs(1));
         let all: Vec<usize> = (0..n).collect();
         let st = c.statuses(&all);
-        let master = st
-            .iter()
-            .position(|s| s.role == "master")
-            .expect("a master");
+        let master = master_of(&st);
         let follower = (0..n).find(|&i| i != master).expect("a follower");
         let load = load1();
         let before: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();

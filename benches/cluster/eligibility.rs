@@ -31,7 +31,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{DEADLINE, LogDir, agreed, load1, same_master, span};
+use crate::harness::{DEADLINE, LogDir, agreed, load1, master_of, same_master, span};
 use crate::util::{ms, percentile, sorted};
 use crate::watch::{epoch_of, reading_watcher, start};
 use crate::{Build, Builds};
@@ -146,10 +146,7 @@ fn check_run(bin: &str, strict: bool, interval: u64, fifo: &Fifo) -> CheckRun {
     thread::sleep(Duration::from_millis(300));
     let all: Vec<usize> = (0..NODES).collect();
     let before = c.statuses(&all);
-    let master = before
-        .iter()
-        .position(|s| s.role == "master")
-        .expect("a master");
+    let master = master_of(&before);
     let (old_epoch, old_id) = (before[master].epoch, before[master].id.clone());
     let others: Vec<usize> = all.iter().copied().filter(|&i| i != master).collect();
     fifo.drain();
@@ -243,10 +240,7 @@ fn handovers(bin: &str, runs: usize, fifo: &Fifo) -> Vec<Handover> {
         thread::sleep(Duration::from_millis(300));
         fifo.drain();
         let before = c.statuses(&all);
-        let master = before
-            .iter()
-            .position(|s| s.role == "master")
-            .expect("a master");
+        let master = master_of(&before);
         let (old_epoch, old_id) = (before[master].epoch, before[master].id.clone());
         let sent = Instant::now();
         c.consoles[master].send("-handover\n");

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::harness::{Cluster, DEADLINE, Extras, Sched, fresh_net, load1, median, pin, sched_of};
+use crate::harness::{
+    Cluster, DEADLINE, Extras, Sched, fresh_net, load1, master_of, median, pin, sched_of,
+};
 use crate::{Builds, CONVERGE_PAUSE, HEARTBEAT_MS};
 
 /// The environment variable that turns the bench binary into one floor
@@ -232,10 +234,7 @@ pub fn floor(builds: &Builds, secs: f64, runs: usize) {
                 thread::sleep(Duration::from_secs(1));
                 let all: Vec<usize> = (0..NODES).collect();
                 let st = c.statuses(&all);
-                let master = st
-                    .iter()
-                    .position(|s| s.role == "master")
-                    .expect("a master");
+                let master = master_of(&st);
                 let load = load1();
                 let mut pids: Vec<i32> = vec![c.nodes[master].pid()];
                 pids.extend(

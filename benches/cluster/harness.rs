@@ -549,6 +549,12 @@ impl Cluster {
     }
 }
 
+/// The index of the node whose status says it is master; panics when
+/// none does (a bench that needs one has waited for it).
+pub fn master_of(s: &[Status]) -> usize {
+    s.iter().position(|s| s.role == "master").expect("a master")
+}
+
 /// One master (one of them) and one epoch everywhere, with the right roles
 /// (guarantee 1 in docs/GUARANTEES.md), whatever the mesh.
 pub fn same_master(s: &[Status]) -> bool {

@@ -26,7 +26,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Cluster, Console, DEADLINE, Extras, PORT, Proc, agreed, fresh_net, load1, median, span,
+    Cluster, Console, DEADLINE, Extras, PORT, Proc, agreed, fresh_net, load1, master_of, median,
+    span,
 };
 use crate::util::{ms, percentile, sorted};
 use crate::{Build, Builds};
@@ -231,10 +232,7 @@ fn run(bin: &str, case: Case) -> Run {
     thread::sleep(Duration::from_millis(300));
     let all: Vec<usize> = (0..NODES).collect();
     let before = c.statuses(&all);
-    let master = before
-        .iter()
-        .position(|s| s.role == "master")
-        .expect("a master");
+    let master = master_of(&before);
     let survivors: Vec<usize> = (0..NODES).filter(|&i| i != master).collect();
     let (old_epoch, old_id) = (before[master].epoch, before[master].id.clone());
     let t0 = Instant::now();
