@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Cluster, DEADLINE, LogDir, Proc, Sched, load1, master_of, median};
+use crate::harness::{Cluster, DEADLINE, Extras, LogDir, Proc, Sched, load1, median};
 use crate::{Builds, CONVERGE_PAUSE, HEARTBEAT_MS};
 
 /// What an idle node of five does each second: its wakeups and context
@@ -43,13 +43,7 @@ pub fn syscalls(builds: &Builds, secs: f64) {
         "follower calls per PING sent",
     ]);
     for b in builds.iter() {
-        let mut c = Cluster::start(&b.bin, n, &[]);
-        c.join_all(CONVERGE_PAUSE, DEADLINE)
-            .expect("the cluster forms");
-        thread::sleep(Duration::from_secs(1));
-        let all: Vec<usize> = (0..n).collect();
-        let st = c.statuses(&all);
-        let master = master_of(&st);
+        let (c, master) = Cluster::settled(&b.bin, n, Extras::default());
         let follower = (0..n).find(|&i| i != master).expect("a follower");
         let load = load1();
         let before: Vec<Sched> = c.nodes.iter().map(Proc::sched).collect();

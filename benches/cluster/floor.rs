@@ -19,10 +19,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::harness::{
-    Cluster, DEADLINE, Extras, Sched, fresh_net, load1, master_of, median, pin, sched_of,
-};
-use crate::{Builds, CONVERGE_PAUSE, HEARTBEAT_MS};
+use crate::harness::{Cluster, Extras, Sched, fresh_net, load1, median, pin, sched_of};
+use crate::{Builds, HEARTBEAT_MS};
 
 /// The environment variable that turns the bench binary into one floor
 /// process: `master ADDR FOLLOWERS`, `lazy-master ADDR FOLLOWERS` or
@@ -220,21 +218,11 @@ pub fn floor(builds: &Builds, secs: f64, runs: usize) {
                 "by the scheduler".to_owned()
             };
             for b in builds.iter() {
-                let mut c = Cluster::start_with(
-                    &b.bin,
-                    NODES,
-                    &[],
-                    Extras {
-                        cpu,
-                        ..Extras::default()
-                    },
-                );
-                c.join_all(CONVERGE_PAUSE, DEADLINE)
-                    .expect("the cluster forms");
-                thread::sleep(Duration::from_secs(1));
-                let all: Vec<usize> = (0..NODES).collect();
-                let st = c.statuses(&all);
-                let master = master_of(&st);
+                let extras = Extras {
+                    cpu,
+                    ..Extras::default()
+                };
+                let (c, master) = Cluster::settled(&b.bin, NODES, extras);
                 let load = load1();
                 let mut pids: Vec<i32> = vec![c.nodes[master].pid()];
                 pids.extend(
@@ -268,7 +256,7 @@ pub fn floor(builds: &Builds, secs: f64, runs: usize) {
 }
 
 fn row(system: &str, placement: &str, m: &[(f64, f64)], load: f64) -> Vec<String> {
-    let followers: Vec<(f64, f64)> = m[1..].to_vec();
+    let followers = &m[1..];
     let mean = m.iter().map(|x| x.0).sum::<f64>() / m.len() as f64;
     vec![
         system.to_owned(),

@@ -435,6 +435,18 @@ impl Cluster {
         Cluster { nodes, consoles }
     }
 
+    /// `n` nodes formed into one cluster and left a second to settle; the
+    /// index of its master.
+    pub fn settled(bin: &str, n: usize, extras: Extras) -> (Cluster, usize) {
+        let mut c = Cluster::start_with(bin, n, &[], extras);
+        c.join_all(crate::CONVERGE_PAUSE, DEADLINE)
+            .expect("the cluster forms");
+        thread::sleep(Duration::from_secs(1));
+        let all: Vec<usize> = (0..n).collect();
+        let master = master_of(&c.statuses(&all));
+        (c, master)
+    }
+
     /// Tells every node but the first to join the first, all at once, and
     /// waits until all agree with a full mesh.
     pub fn join_all(&mut self, pause: Duration, limit: Duration) -> Result<Measured, String> {
