@@ -258,8 +258,8 @@ impl Node {
         p: &Peer,
         now: Mono,
     ) -> bool {
-        if p.pinged_at
-            .is_some_and(|t| now < t.plus(self.cfg.heartbeat_ms / 2))
+        if p.pinged
+            .is_some_and(|(_, t)| now < t.plus(self.cfg.heartbeat_ms / 2))
         {
             return false;
         }
@@ -325,7 +325,7 @@ impl Node {
                 .and_then(|l| l.peer)
                 .and_then(|a| self.peers.get_mut(&a));
             let heard = peer.and_then(|p| {
-                p.pinged_at = Some(now);
+                p.pinged = Some((seq, now));
                 p.heard_ping
             });
             let echo = heard.map(|(seq, at)| Echo {
@@ -352,7 +352,8 @@ impl Node {
     /// trip after the handshake; so is a heartbeat from a peer this node
     /// sent none to in the last three quarters of a heartbeat (one that
     /// heartbeats us while we leave it to the master's vouch: it hears us
-    /// all the same), and every heartbeat of a follower's master.
+    /// all the same) unless it answers our latest, and every heartbeat of
+    /// a follower's master.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_ping(
         &mut self,
@@ -369,7 +370,15 @@ impl Node {
             return;
         };
         let first = p.heard_ping.is_none();
-        let unanswered = p.pinged_at.is_none_or(|t| now >= t.plus(hb - hb / 4));
+        // Its echo of our latest PING, held briefly: it answers ours, and
+        // heard us as it sent it, however long ours and it took on the
+        // way. Echoing it would start a ping-pong wherever a round trip
+        // takes three quarters of a heartbeat (a WAN, a starved host):
+        // each echo arriving that late would be answered in turn.
+        let answers_ours = echo.is_some_and(|e| {
+            p.pinged.is_some_and(|(ours, _)| ours == e.seq) && e.held_ms < hb - hb / 4
+        });
+        let unanswered = !answers_ours && p.pinged.is_none_or(|(_, t)| now >= t.plus(hb - hb / 4));
         p.heard_ping = Some((seq, now));
         let may_echo = p.echoed_at.is_none_or(|t| now >= t.plus(hb / 2));
         self.vouch(addr, view, fresh_ms, now);
@@ -817,5 +826,53 @@ mod tests {
         // One right after our echo is not.
         n.handle_message(13, first(3), Mono(420));
         assert_eq!(echoed(&mut n), vec![]);
+    }
+
+    /// A round trip of 90 ms, beyond three quarters of the heartbeat (a
+    /// WAN, a starved host): the peer's answer to our PING arrives when
+    /// we have sent it none for that long, and is not answered in turn;
+    /// a PING of its that echoes an older one of ours, or ours held long,
+    /// is.
+    #[test]
+    fn a_late_answer_to_our_ping_is_not_answered() {
+        let mut n = follower(2);
+        for k in 1..=3 {
+            vouch_at(&mut n, k, 60, k * 100 - 50);
+            round(&mut n, k * 100);
+        }
+        // Our PINGs to peer 3 (link 13), by number.
+        let sent = |n: &mut Node| {
+            let mut out = Vec::new();
+            while let Some(a) = n.poll_action() {
+                if let Action::Send(13, Message::Ping { seq, .. }) = a {
+                    out.push(seq);
+                }
+            }
+            out
+        };
+        let ping = |seq, ours: u64, held_ms| Message::Ping {
+            seq,
+            view: 0,
+            fresh_ms: 0,
+            echo: Some(Echo {
+                seq: ours,
+                held_ms,
+                stamp_unix_ms: 0,
+            }),
+        };
+        n.handle_message(13, ping(1, 0, 0), Mono(310));
+        let ours = sent(&mut n);
+        assert_eq!(ours.len(), 1, "its first PING is echoed at once");
+        // Its answer, 90 ms later, held 2 ms on its side.
+        n.handle_message(13, ping(2, ours[0], 2), Mono(400));
+        assert!(sent(&mut n).is_empty(), "an answer to ours is not answered");
+        // 90 ms later again, a PING that echoes the same PING of ours but
+        // held it 180 ms: the peer has not heard us since, so it is.
+        n.handle_message(13, ping(3, ours[0], 180), Mono(490));
+        let again = sent(&mut n);
+        assert_eq!(again.len(), 1, "ours held long is answered");
+        // And one echoing an older PING of ours than our latest.
+        n.handle_message(13, ping(4, ours[0], 2), Mono(580));
+        assert_eq!(sent(&mut n).len(), 1, "an older one of ours is answered");
     }
 }
