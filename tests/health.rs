@@ -359,11 +359,7 @@ fn a_chatty_check_neither_blocks_nor_floods_the_log() {
     let a = Node::start("a", net.addr(), &args);
     wait_until("three checks ran", &[&a], || runs(&a, "fail") >= 3);
     assert_eq!(runs(&a, "timeout"), 0);
-    let failed: Vec<_> = a
-        .events()
-        .into_iter()
-        .filter(|e| e.name == "check-failed")
-        .collect();
+    let failed = a.events_named("check-failed");
     assert_eq!(failed.len(), 1, "{}", a.stderr_text());
     let output = failed[0].field("output").expect("the output is logged");
     assert_eq!(failed[0].field("status"), Some("4"));

@@ -883,11 +883,7 @@ fn secret_file_start_up_rules() {
     // why and how to make a good one.
     let weak = dir.secret("weak", "pw12");
     let n = Node::start("B", net.addr(), &["--secret-file", &weak]);
-    let said: Vec<_> = n
-        .events()
-        .into_iter()
-        .filter(|e| e.name == "weak-secret")
-        .collect();
+    let said = n.events_named("weak-secret");
     assert_eq!(said.len(), 1, "{}", n.stderr_text());
     let reason = said[0].field("reason").unwrap();
     assert!(

@@ -419,11 +419,7 @@ fn an_unreachable_join_target_warns_once_and_again_when_reached() {
             .count()
     };
     wait_until("A retried its join four times", &[&a], || dials() >= 4);
-    let failed: Vec<_> = a
-        .events()
-        .into_iter()
-        .filter(|e| e.name == "join-failed")
-        .collect();
+    let failed = a.events_named("join-failed");
     assert_eq!(
         failed.len(),
         1,
@@ -593,11 +589,7 @@ fn a_peer_of_the_old_version_is_refused_naming_both() {
     wait_until("the refusal is logged", &[&a], || {
         a.logged("peer-refused", &[])
     });
-    let refused: Vec<_> = a
-        .events()
-        .into_iter()
-        .filter(|e| e.name == "peer-refused")
-        .collect();
+    let refused = a.events_named("peer-refused");
     assert_eq!(refused.len(), 1, "one line: {refused:?}");
     let reason = refused[0]
         .fields
@@ -870,11 +862,7 @@ fn an_unspecified_address_is_warned_about_once() {
     wait_until("A warns about 0.0.0.0", &[&a], || {
         a.logged("unspecified-addr", &[])
     });
-    let warned: Vec<_> = a
-        .events()
-        .into_iter()
-        .filter(|e| e.name == "unspecified-addr")
-        .collect();
+    let warned = a.events_named("unspecified-addr");
     assert_eq!(warned.len(), 1, "{}", a.stderr_text());
     assert_eq!(warned[0].field("addr"), Some(real.to_string().as_str()));
     let net = TestNet::new();

@@ -594,6 +594,14 @@ impl Node {
             .collect()
     }
 
+    /// The events named `name` the node logged so far, in order.
+    pub fn events_named(&self, name: &str) -> Vec<logfmt::Event> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.name == name)
+            .collect()
+    }
+
     /// Whether the node logged event `name` with these fields (and maybe
     /// more), e.g. `logged("auth-failed", &[("reason", "wrong secret")])`.
     pub fn logged(&self, name: &str, fields: &[(&str, &str)]) -> bool {
