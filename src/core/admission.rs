@@ -457,7 +457,7 @@ impl Node {
             their_view: 0,
             acked_sent: Mono::ZERO,
             heard_ping: None,
-            pinged: None,
+            pinged_at: None,
             sampled_at: Mono::ZERO,
             echoed_at: None,
             state_known: false,

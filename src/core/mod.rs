@@ -389,10 +389,8 @@ struct Peer {
     eligible_since: Mono,
     /// The peer's latest heartbeat and when it arrived: echoed in ours.
     heard_ping: Option<(u64, Mono)>,
-    /// The number of the last heartbeat this node sent it, in a round or
-    /// out of one, and when: a PING echoing it soon after it arrived is
-    /// the answer to it, not one to answer.
-    pinged: Option<(u64, Mono)>,
+    /// When this node last sent it a heartbeat, in a round or out of one.
+    pinged_at: Option<Mono>,
     /// When the newest of `skew_samples` was taken.
     sampled_at: Mono,
     /// When one of its heartbeats was last echoed at once, out of round:
