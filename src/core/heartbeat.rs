@@ -617,6 +617,18 @@ mod tests {
         pinged(n)
     }
 
+    /// [`follower`] with quorum 2 after three rounds, each after a PING
+    /// of its master vouching for its view 60 ms before (at 50, 150 and
+    /// 250).
+    fn vouched_follower() -> Node {
+        let mut n = follower(2);
+        for k in 1..=3 {
+            vouch_at(&mut n, k, 60, k * 100 - 50);
+            round(&mut n, k * 100);
+        }
+        n
+    }
+
     /// Runs the round at `t` and returns the links it pinged.
     fn round(n: &mut Node, t: u64) -> Vec<LinkId> {
         n.handle_timeout(Mono(t));
@@ -729,11 +741,7 @@ mod tests {
 
     #[test]
     fn a_late_master_makes_every_peer_get_every_round() {
-        let mut n = follower(2);
-        for k in 1..=3 {
-            vouch_at(&mut n, k, 60, k * 100 - 50);
-            round(&mut n, k * 100);
-        }
+        let mut n = vouched_follower();
         // Heard (and echoed) at 250; at 400 that is exactly 1.5
         // heartbeats ago, on time: no round to wake for.
         assert_eq!(n.next_deadline(), Some(Mono(500)));
@@ -796,11 +804,7 @@ mod tests {
 
     #[test]
     fn a_ping_from_a_peer_not_pinged_lately_is_echoed_at_once() {
-        let mut n = follower(2);
-        for k in 1..=3 {
-            vouch_at(&mut n, k, 60, k * 100 - 50);
-            round(&mut n, k * 100);
-        }
+        let mut n = vouched_follower();
         let first = |seq| Message::Ping {
             seq,
             view: 0,
@@ -834,11 +838,7 @@ mod tests {
     /// held ours long (it has not heard us since) is.
     #[test]
     fn a_late_answer_to_our_ping_is_not_answered() {
-        let mut n = follower(2);
-        for k in 1..=3 {
-            vouch_at(&mut n, k, 60, k * 100 - 50);
-            round(&mut n, k * 100);
-        }
+        let mut n = vouched_follower();
         // Our PINGs to peer 3 (link 13), by number.
         let sent = |n: &mut Node| {
             let mut out = Vec::new();
