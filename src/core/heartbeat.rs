@@ -376,8 +376,9 @@ impl Node {
         // it would start a ping-pong wherever a round trip takes that
         // long (a WAN, a starved host): each answer arriving that late
         // would be answered in turn.
-        let heard_us = echo.is_some_and(|e| e.held_ms < hb - hb / 4);
-        let unanswered = !heard_us && p.pinged_at.is_none_or(|t| now >= t.plus(hb - hb / 4));
+        let lately = hb - hb / 4;
+        let heard_us = echo.is_some_and(|e| e.held_ms < lately);
+        let unanswered = !heard_us && p.pinged_at.is_none_or(|t| now >= t.plus(lately));
         p.heard_ping = Some((seq, now));
         let may_echo = p.echoed_at.is_none_or(|t| now >= t.plus(hb / 2));
         self.vouch(addr, view, fresh_ms, now);
@@ -635,6 +636,20 @@ mod tests {
         pinged(n)
     }
 
+    /// The PINGs the actions so far send on `link`: each one's number and
+    /// echo (the other actions are dropped).
+    fn pings_on(n: &mut Node, link: LinkId) -> Vec<(u64, Option<Echo>)> {
+        let mut out = Vec::new();
+        while let Some(a) = n.poll_action() {
+            if let Action::Send(l, Message::Ping { seq, echo, .. }) = a
+                && l == link
+            {
+                out.push((seq, echo));
+            }
+        }
+        out
+    }
+
     /// The links the actions so far send a PING on.
     fn pinged(n: &mut Node) -> Vec<LinkId> {
         let mut pinged = Vec::new();
@@ -813,14 +828,11 @@ mod tests {
         };
         // Its first PING is echoed at once.
         n.handle_message(13, first(1), Mono(310));
-        let echoed = |n: &mut Node| {
-            let mut out = Vec::new();
-            while let Some(a) = n.poll_action() {
-                if let Action::Send(13, Message::Ping { echo, .. }) = a {
-                    out.push(echo.map(|e| e.seq));
-                }
-            }
-            out
+        let echoed = |n: &mut Node| -> Vec<Option<u64>> {
+            pings_on(n, 13)
+                .into_iter()
+                .map(|(_, e)| e.map(|e| e.seq))
+                .collect()
         };
         assert_eq!(echoed(&mut n), vec![Some(1)]);
         // Its next one, a heartbeat later, too: we sent it none since.
@@ -840,14 +852,8 @@ mod tests {
     fn a_late_answer_to_our_ping_is_not_answered() {
         let mut n = vouched_follower();
         // Our PINGs to peer 3 (link 13), by number.
-        let sent = |n: &mut Node| {
-            let mut out = Vec::new();
-            while let Some(a) = n.poll_action() {
-                if let Action::Send(13, Message::Ping { seq, .. }) = a {
-                    out.push(seq);
-                }
-            }
-            out
+        let sent = |n: &mut Node| -> Vec<u64> {
+            pings_on(n, 13).into_iter().map(|(seq, _)| seq).collect()
         };
         let ping = |seq, ours: u64, held_ms| Message::Ping {
             seq,
