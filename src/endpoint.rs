@@ -13,7 +13,7 @@
 //! call takes `now`, and handshake nonces come from the function it was
 //! built with.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use slab::Slab;
@@ -87,6 +87,18 @@ pub struct Endpoint {
     scratch: String,
     /// `-w` and `/events` connections (and the stdin console's `-w`).
     watchers: Watchers,
+    /// Links changed since the IO layer last took them
+    /// ([`Endpoint::take_touched`]): the ones that may have output to
+    /// write, or may have stopped being quiet. Every change to a link
+    /// goes through [`Endpoint::link_mut`] or notes it here itself.
+    touched: Vec<LinkId>,
+    /// Every link taken from `touched` that was not quiet then
+    /// ([`Link::is_quiet`]): with `touched`, the only links a tick, a
+    /// deadline, a held `-c` answer or a finished link can concern. So an
+    /// iteration of the loop costs what happened in it, not the number of
+    /// links (docs/BENCHMARKS.md: seven passes over every link per
+    /// iteration were a quarter of a node's CPU while 200 nodes formed).
+    timed: BTreeSet<LinkId>,
 }
 
 impl Endpoint {
@@ -103,6 +115,8 @@ impl Endpoint {
             outputs: VecDeque::new(),
             scratch: String::new(),
             watchers: Watchers::new(),
+            touched: Vec::new(),
+            timed: BTreeSet::new(),
         }
     }
 
@@ -125,6 +139,44 @@ impl Endpoint {
 
     pub fn links(&self) -> impl Iterator<Item = (LinkId, &Link)> {
         self.links.iter()
+    }
+
+    /// Link `id`, to change: noted as touched.
+    fn link_mut(&mut self, id: LinkId) -> Option<&mut Link> {
+        self.touched.push(id);
+        self.links.get_mut(id)
+    }
+
+    /// The IO layer has news of link `id` (its socket became writable):
+    /// it is among the next [`Endpoint::take_touched`].
+    pub fn touch(&mut self, id: LinkId) {
+        self.touched.push(id);
+    }
+
+    /// The links changed since the last call, each once, in id order:
+    /// the only ones whose outbox can have gained bytes. Each is filed as
+    /// quiet or not on the way.
+    pub fn take_touched(&mut self) -> Vec<LinkId> {
+        let mut ids = std::mem::take(&mut self.touched);
+        ids.sort_unstable();
+        ids.dedup();
+        for &id in &ids {
+            match self.links.get(id) {
+                Some(link) if !link.is_quiet() => self.timed.insert(id),
+                _ => self.timed.remove(&id),
+            };
+        }
+        ids
+    }
+
+    /// The links that may not be quiet, each once, in id order: no other
+    /// has a deadline, holds a `-c` answer or is finished.
+    fn unquiet(&self) -> Vec<LinkId> {
+        let mut ids: Vec<LinkId> = self.timed.iter().chain(&self.touched).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| self.links.contains(*id));
+        ids
     }
 
     pub fn counters(&self) -> &Counters {
@@ -191,12 +243,14 @@ impl Endpoint {
     /// A connection from `peer` was accepted (after [`Endpoint::admit`]);
     /// returns its id, which is [`Endpoint::next_id`].
     pub fn accepted(&mut self, peer: SocketAddr, now: Mono) -> LinkId {
-        self.links.insert(Link::accepted(peer, now))
+        let id = self.links.insert(Link::accepted(peer, now));
+        self.touched.push(id);
+        id
     }
 
     /// Bytes arrived on link `id`.
     pub fn on_bytes(&mut self, id: LinkId, bytes: &[u8], now: Mono) {
-        if let Some(link) = self.links.get_mut(id) {
+        if let Some(link) = self.link_mut(id) {
             link.on_bytes(bytes);
             self.take_lines(id, now);
         }
@@ -204,14 +258,14 @@ impl Endpoint {
 
     /// The other side of link `id` closed.
     pub fn on_eof(&mut self, id: LinkId) {
-        if let Some(link) = self.links.get_mut(id) {
+        if let Some(link) = self.link_mut(id) {
             link.on_eof();
         }
     }
 
     /// Link `id` broke (a read or write failed): it goes at once.
     pub fn kill(&mut self, id: LinkId) {
-        if let Some(link) = self.links.get_mut(id) {
+        if let Some(link) = self.link_mut(id) {
             link.kill();
         }
     }
@@ -230,6 +284,8 @@ impl Endpoint {
     /// Takes link `id`'s whole outbox, for a transport that always
     /// takes everything (the simulator's).
     pub fn take_outbox(&mut self, id: LinkId) -> Vec<u8> {
+        // Not a touch: an emptied outbox has nothing more to write, and a
+        // link it finishes is draining, which is never quiet.
         self.links
             .get_mut(id)
             .map_or_else(Vec::new, Link::take_outbox)
@@ -237,6 +293,7 @@ impl Endpoint {
 
     /// Link `id`'s socket took `n` bytes of its outbox.
     pub fn wrote(&mut self, id: LinkId, n: usize) {
+        // Not a touch, as for `take_outbox`.
         if let Some(link) = self.links.get_mut(id) {
             link.wrote(n);
         }
@@ -263,8 +320,8 @@ impl Endpoint {
     /// Applies every link's close grace and idle limit.
     pub fn tick(&mut self, now: Mono) {
         let limit = self.idle_limit_ms();
-        for (_, link) in self.links.iter_mut() {
-            link.tick(now, limit);
+        for id in self.unquiet() {
+            self.links[id].tick(now, limit);
         }
     }
 
@@ -272,10 +329,10 @@ impl Endpoint {
     /// idle limit or `-c` answer.
     pub fn next_deadline(&self, now: Mono) -> Option<Mono> {
         let limit = self.idle_limit_ms();
-        let links = self
-            .links
+        let unquiet = self.unquiet();
+        let links = unquiet
             .iter()
-            .filter_map(|(_, l)| l.deadline(now, limit));
+            .filter_map(|id| self.links[*id].deadline(now, limit));
         let keepalive = self.watchers.next_deadline().map(Mono);
         self.node
             .next_deadline()
@@ -318,11 +375,9 @@ impl Endpoint {
 
     /// Links that can go, given which are still connecting.
     pub fn finished(&self, connecting: impl Fn(LinkId) -> bool) -> Vec<LinkId> {
-        self.links
-            .iter()
-            .filter(|(id, l)| l.is_finished(connecting(*id)))
-            .map(|(id, _)| id)
-            .collect()
+        let mut ids = self.unquiet();
+        ids.retain(|id| self.links[*id].is_finished(connecting(*id)));
+        ids
     }
 
     /// Whether every link's output was written (dials under way aside).
@@ -337,6 +392,7 @@ impl Endpoint {
         if self.links.try_remove(id).is_none() {
             return;
         }
+        self.timed.remove(&id);
         self.watchers.close(id);
         self.node.handle_link_closed(id, now);
         if self.refused_while_full > 0 && self.links.len() < self.max_conns {
@@ -361,6 +417,7 @@ impl Endpoint {
         // after its hook (guarantee 11); the core closes them then.
         let pending = self.node.leave_pending();
         for (id, link) in self.links.iter_mut() {
+            self.touched.push(id);
             if !(pending && self.node.has_link(id)) {
                 link.close();
             }
@@ -379,7 +436,7 @@ impl Endpoint {
             Action::Send(id, msg) => self.send(id, &msg),
             Action::Connect { addr, kind } => self.dial(addr, kind, now, dialer),
             Action::Close(id) => {
-                if let Some(link) = self.links.get_mut(id) {
+                if let Some(link) = self.link_mut(id) {
                     link.close();
                 }
             }
@@ -402,6 +459,7 @@ impl Endpoint {
         let line = self.scratch.trim_end_matches('\n');
         crate::event!(Level::Debug, "send", link = id, line = line);
         self.counters.message(msg.name(), Direction::Out);
+        self.touched.push(id);
         if let Some(link) = self.links.get_mut(id) {
             link.send_line(line);
         }
@@ -425,6 +483,7 @@ impl Endpoint {
         let link = Link::dialed(addr, now, self.secret.as_ref(), nonce);
         let got = self.links.insert(link);
         debug_assert_eq!(got, id);
+        self.touched.push(id);
         self.node.handle_dialed(id, addr, kind, now);
     }
 
@@ -432,6 +491,7 @@ impl Endpoint {
     fn take_lines(&mut self, id: LinkId, now: Mono) {
         loop {
             let here = self.node.config().addr;
+            self.touched.push(id);
             let Some(link) = self.links.get_mut(id) else {
                 return;
             };
@@ -488,7 +548,7 @@ impl Endpoint {
             },
             Err(reason) => (vec![format!("ERR {reason}")], false),
         };
-        let Some(link) = self.links.get_mut(id) else {
+        let Some(link) = self.link_mut(id) else {
             return;
         };
         for l in &lines {
@@ -510,7 +570,7 @@ impl Endpoint {
             // Answered by `answer_joins` once the first attempt had an outcome.
             let cfg = self.node.config();
             let wait = (cfg.timeout_ms + cfg.heartbeat_ms).min(JOIN_ANSWER_MAX_MS);
-            if let Some(link) = self.links.get_mut(id) {
+            if let Some(link) = self.link_mut(id) {
                 link.await_join(addr, now.plus(wait));
             }
             return None;
@@ -528,9 +588,10 @@ impl Endpoint {
     /// Returns whether any was answered.
     fn answer_joins(&mut self, now: Mono) -> bool {
         let due: Vec<(LinkId, SocketAddr)> = self
-            .links
-            .iter()
-            .filter_map(|(id, link)| {
+            .unquiet()
+            .into_iter()
+            .filter_map(|id| {
+                let link = &self.links[id];
                 let (addr, by) = link.awaiting_join()?;
                 let settled = !matches!(
                     self.node.join_progress(addr),
@@ -542,7 +603,7 @@ impl Endpoint {
         for &(id, addr) in &due {
             let mut lines = console::join_answer(addr, self.node.join_progress(addr));
             lines.push("OK".to_owned());
-            if let Some(link) = self.links.get_mut(id) {
+            if let Some(link) = self.link_mut(id) {
                 for l in &lines {
                     link.send_line(l);
                 }
@@ -559,7 +620,7 @@ impl Endpoint {
         }
         let open = self.open_connections();
         let answer = http::answer(req, head, &self.node, &self.counters, open, self.clock(now));
-        if let Some(link) = self.links.get_mut(id) {
+        if let Some(link) = self.link_mut(id) {
             link.answer_http(&answer);
         }
     }
@@ -634,7 +695,7 @@ impl Endpoint {
             now.0,
         );
         if self.watchers.kind(id).is_some()
-            && let Some(link) = self.links.get_mut(id)
+            && let Some(link) = self.link_mut(id)
         {
             link.watch();
         }
@@ -667,17 +728,17 @@ impl Endpoint {
             match o {
                 watch::Output::Line(STDIN_WATCHER, text) => self.print(text.to_string()),
                 watch::Output::Line(id, text) => {
-                    if let Some(link) = self.links.get_mut(id) {
+                    if let Some(link) = self.link_mut(id) {
                         link.send_line(&text);
                     }
                 }
                 watch::Output::Bytes(id, text) => {
-                    if let Some(link) = self.links.get_mut(id) {
+                    if let Some(link) = self.link_mut(id) {
                         link.send_bytes(text.as_bytes());
                     }
                 }
                 watch::Output::Close(id, why) => {
-                    let peer = match self.links.get_mut(id) {
+                    let peer = match self.link_mut(id) {
                         Some(link) => {
                             link.close();
                             OptAddr(link.peer_addr())
@@ -699,4 +760,60 @@ impl Endpoint {
 /// lines are printed at once).
 fn outbox_len(links: &Slab<Link>, id: LinkId) -> usize {
     links.get(id).map_or(0, |l| l.outbox().len())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which links an iteration looks at: the ones it touched, and the
+    //! ones that are not quiet.
+
+    use super::*;
+
+    const CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(127, 0, 0, 9),
+        40_000,
+    ));
+
+    fn endpoint() -> Endpoint {
+        let node = crate::core::test_node(1);
+        Endpoint::new(node, None, 16, Box::new(|| [0; NONCE_LEN]))
+    }
+
+    #[test]
+    fn an_answered_console_is_touched_once_then_left_alone_until_it_closes() {
+        let mut ep = endpoint();
+        let id = ep.accepted(CLIENT, Mono(0));
+        assert_eq!(ep.take_touched(), vec![id]);
+        ep.on_bytes(id, b"-s\n", Mono(1));
+        assert_eq!(ep.take_touched(), vec![id], "the answer is to be written");
+        assert!(ep.outbox(id).ends_with(b"OK\n"));
+        ep.wrote(id, ep.outbox(id).len());
+        assert_eq!(
+            ep.take_touched(),
+            Vec::<LinkId>::new(),
+            "a write is no news"
+        );
+        assert!(ep.unquiet().is_empty(), "no deadline, nothing held");
+        assert_eq!(ep.next_deadline(Mono(2)), None);
+        ep.on_eof(id);
+        assert_eq!(ep.finished(|_| false), vec![id], "before it is taken");
+        ep.take_touched();
+        assert_eq!(ep.finished(|_| false), vec![id], "and after");
+        ep.remove(id, Mono(3));
+        assert!(ep.unquiet().is_empty());
+    }
+
+    #[test]
+    fn a_silent_connection_meets_its_idle_limit_however_many_iterations_pass() {
+        let mut ep = endpoint();
+        let id = ep.accepted(CLIENT, Mono(0));
+        let limit = Mono(IDLE_TIMEOUTS * 1_000);
+        for t in 1..100 {
+            ep.take_touched();
+            ep.tick(Mono(t));
+            assert_eq!(ep.next_deadline(Mono(t)), Some(limit));
+        }
+        ep.tick(limit);
+        assert_eq!(ep.finished(|_| false), vec![id]);
+    }
 }

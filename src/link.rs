@@ -649,6 +649,14 @@ impl Link {
         }
     }
 
+    /// Whether only what it is sent or told can change the link: open,
+    /// with no `-c` answer held and no idle limit running (a peer, a
+    /// console that asked something, a watcher). A tick leaves it alone,
+    /// it has no deadline, and it is not finished.
+    pub fn is_quiet(&self) -> bool {
+        self.life == Life::Open && self.awaiting_join.is_none() && !self.awaits_request()
+    }
+
     /// When [`Link::tick`] next has something to do (`now`: at once).
     pub fn deadline(&self, now: Mono, idle_limit_ms: u64) -> Option<Mono> {
         if self.life == Life::Dead {

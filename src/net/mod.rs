@@ -335,7 +335,7 @@ impl Server {
         loop {
             self.ep.drain(now.mono, &mut self.io);
             self.outputs(now)?;
-            for id in self.io.ids() {
+            for id in self.ep.take_touched() {
                 self.io.flush(id, &mut self.ep);
             }
             let done = self.ep.finished(|id| self.io.connecting(id));

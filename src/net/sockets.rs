@@ -84,12 +84,6 @@ impl Sockets {
         self.conns[id] = Some(conn);
     }
 
-    pub(super) fn ids(&self) -> Vec<LinkId> {
-        (0..self.conns.len())
-            .filter(|&id| self.conns[id].is_some())
-            .collect()
-    }
-
     pub(super) fn connecting(&self, id: LinkId) -> bool {
         self.conns
             .get(id)
@@ -184,6 +178,10 @@ impl Sockets {
                 Ok(false) => return,
                 Err(e) => return ep.on_dial_error(id, &e.to_string(), now),
             }
+        }
+        if writable {
+            // The outbox gets its next write in this iteration's flush.
+            ep.touch(id);
         }
         if readable || closed {
             self.read(id, ep, now, closed);

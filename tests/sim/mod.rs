@@ -1346,11 +1346,16 @@ impl Cluster {
 
     /// Sends what node `i`'s links queued, as a socket would take it all.
     fn flush(&mut self, i: usize) {
+        // Only the links the endpoint says it touched, as the real loop
+        // flushes: a change it failed to note would lose the bytes here.
         let ep = self.slots[i].ep.as_mut().expect("up");
-        let ready: Vec<LinkId> = ep
-            .links()
-            .filter(|(_, l)| !l.outbox().is_empty() && !l.is_dead())
-            .map(|(id, _)| id)
+        let touched = ep.take_touched();
+        let ready: Vec<LinkId> = touched
+            .into_iter()
+            .filter(|id| {
+                ep.link(*id)
+                    .is_some_and(|l| !l.outbox().is_empty() && !l.is_dead())
+            })
             .collect();
         for id in ready {
             let bytes = self.slots[i].ep.as_mut().expect("up").take_outbox(id);
