@@ -96,8 +96,9 @@ pub struct Endpoint {
     /// ([`Link::is_quiet`]): with `touched`, the only links a tick, a
     /// deadline, a held `-c` answer or a finished link can concern. So an
     /// iteration of the loop costs what happened in it, not the number of
-    /// links (docs/BENCHMARKS.md: seven passes over every link per
-    /// iteration were a quarter of a node's CPU while 200 nodes formed).
+    /// links (docs/BENCHMARKS.md: with seven walks over every link an
+    /// iteration, the loop's own two functions were a quarter of the
+    /// nodes' CPU while 200 nodes formed).
     timed: BTreeSet<LinkId>,
 }
 
