@@ -297,12 +297,14 @@ answer (a frozen process, a cut network) ends it with exit 1 and 'no
 answer from IP:PORT within 5 s'. To wait as long as it takes, use nc:
 echo -s | nc -N 127.0.0.1 7000.
 
-With the command -w it watches instead: it prints the status line, then
-each role change as the node journals it, as it happens, with no time
-limit (with --secret-file every line's tag is checked). SIGINT or SIGTERM
-ends it with exit 0; the node closing the connection (it left, crashed or
-refused the watcher) ends it with exit 1 and a line saying so, and so does
-a closed stdout (bossd ctl 127.0.0.1 7000 -w | head -1), at the next line.
+With the command -w it watches instead: it prints the status line (waited
+for 5 s, as any answer), then each role change as the node journals it, as
+it happens, with no time limit (with --secret-file every line's tag is
+checked). SIGINT or SIGTERM ends it with exit 0; the node closing the
+connection (it left, crashed or refused the watcher) ends it with exit 1
+and a line saying so, and so does a closed stdout (bossd ctl 127.0.0.1 7000
+-w | head -1), within half a second. A node frozen after the status line
+keeps the stream open and silent, as a quiet cluster does.
 
 Examples:
   bossd ctl 127.0.0.1 7000 -s

@@ -2,9 +2,10 @@
 //!
 //! A plain blocking client: connect, authenticate if given the secret, write
 //! one line, read lines until `OK` or `ERR`. `bossd ctl IP PORT -w` instead
-//! prints each line of the watch stream as it arrives, without a timeout,
-//! until a signal ends it (exit 0) or the node closes the connection (an
-//! error). It shares nothing with the loop but the console's framing and
+//! prints each line of the watch stream as it arrives (the first, the
+//! status line, within the same timeout as any answer; after it without
+//! one) until a signal ends it (exit 0), the node closes the connection or
+//! stdout is closed (an error). It shares nothing with the loop but the console's framing and
 //! the handshake of [`crate::auth`].
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -19,6 +20,11 @@ use crate::config::CtlArgs;
 /// How long ctl waits to connect and for each answer line: a live node
 /// answers in microseconds; a wedged one should not hang a script.
 const CTL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a quiet watch looks whether its stdout was closed
+/// (`bossd ctl IP PORT -w | head -1`): a pipe's reader that went away is
+/// otherwise noticed only at the next line, which may be hours away.
+const WATCH_POLL: Duration = Duration::from_millis(500);
 
 /// The node's answer: its lines, and `Err(reason)` for an `ERR` line.
 pub struct Answer {
@@ -126,25 +132,55 @@ impl Client {
     }
 
     /// Sends `-w` and hands each line of the stream to `line` as it
-    /// arrives, waiting as long as it takes. Returns only on an error: an
-    /// `ERR` answer (too many watchers), a line whose tag does not match,
-    /// the node closing the connection, or `line` failing (its reader
-    /// went away).
-    pub fn watch(&mut self, mut line: impl FnMut(&str) -> Result<()>) -> Result<()> {
-        self.reader.get_ref().set_read_timeout(None)?;
+    /// arrives. The first, the status line, must come within
+    /// `CTL_TIMEOUT` like any answer (a frozen node, or a port that is not
+    /// a bossd console, must not hang the caller); after it the stream
+    /// may be quiet for as long as the cluster is. Returns only on an
+    /// error: an `ERR` answer (too many watchers), a first line that is not
+    /// a status line, a line whose tag does not match, the node closing
+    /// the connection, stdout closed (`gone` says so while the stream is
+    /// quiet), or `line` failing (its reader went away).
+    pub fn watch(
+        &mut self,
+        gone: impl Fn() -> bool,
+        mut line: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
         self.send("-w")?;
         let addr = self.addr;
+        let first = read_line(addr, &mut self.reader)?;
+        let first = self.open(first)?;
+        if let Some(reason) = first.strip_prefix("ERR") {
+            bail!("ERR {}", reason.trim_start());
+        }
+        if !first.starts_with("id=") {
+            bail!("{addr} is not a bossd console: it answered {first:?}");
+        }
+        line(&first)?;
+        self.reader.get_ref().set_read_timeout(Some(WATCH_POLL))?;
         loop {
-            let mut raw = String::new();
-            let n = self
-                .reader
-                .read_line(&mut raw)
-                .with_context(|| format!("lost the connection to {addr}"))?;
-            if n == 0 {
-                bail!("{addr} closed the connection: the node went away");
+            // Bytes, not a String: a read that times out keeps what it
+            // read so far, a character cut in two included.
+            let mut raw = Vec::new();
+            loop {
+                match self.reader.read_until(b'\n', &mut raw) {
+                    // Quiet: nothing to print, but the reader may be gone.
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        if gone() {
+                            bail!("stdout was closed");
+                        }
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("lost the connection to {addr}"));
+                    }
+                    // The end of the stream, in the middle of a line or not.
+                    Ok(0) => bail!("{addr} closed the connection: the node went away"),
+                    Ok(_) if raw.ends_with(b"\n") => break,
+                    Ok(_) => {}
+                }
             }
-            let raw = raw.trim_end_matches(['\n', '\r']).to_owned();
-            let text = self.open(raw)?;
+            let raw = String::from_utf8(raw)
+                .with_context(|| format!("{addr} sent a line that is not UTF-8"))?;
+            let text = self.open(raw.trim_end_matches(['\n', '\r']).to_owned())?;
             if let Some(reason) = text.strip_prefix("ERR") {
                 bail!("ERR {}", reason.trim_start());
             }
@@ -162,7 +198,8 @@ pub fn is_watch(args: &CtlArgs) -> bool {
 /// arrives. SIGINT and SIGTERM end it with exit 0 (the lines printed are
 /// complete: each is written and flushed whole); an `Err` says why it
 /// ended otherwise, the node's going away included, and so does a stdout
-/// that was closed (`bossd ctl IP PORT -w | head -1`): a watcher nobody
+/// that was closed (`bossd ctl IP PORT -w | head -1`, noticed within
+/// [`WATCH_POLL`] even while the cluster is quiet): a watcher nobody
 /// reads would otherwise hold its connection, one of the node's 64
 /// watchers, for ever.
 pub fn watch(args: &CtlArgs) -> Result<()> {
@@ -183,7 +220,21 @@ pub fn watch(args: &CtlArgs) -> Result<()> {
         }
     });
     let mut client = Client::connect_with(addr, secret.as_ref())?;
-    client.watch(print_line)
+    client.watch(stdout_gone, print_line)
+}
+
+/// Whether stdout is a pipe or socket whose reader went away: poll(2)
+/// reports `POLLERR` (a pipe) or `POLLHUP` (a socket) for it without
+/// being asked for any event, and never blocks here.
+fn stdout_gone() -> bool {
+    let mut p = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: p is one valid pollfd; a zero timeout never blocks.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// Writes one line of the stream to stdout and flushes it, so that each

@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             the_stream_follows_join_crash_freeze_and_leave,
             ctl_watch_checks_tags_and_ends_on_signals,
             ctl_watch_ends_when_its_stdout_is_closed,
+            ctl_watch_gives_up_on_a_frozen_node_or_a_stranger,
             ctl_watch_exits_0_on_a_signal_while_it_authenticates,
             the_65th_watcher_is_refused,
             a_watcher_that_does_not_read_is_dropped_while_the_cluster_elects,
@@ -293,8 +294,9 @@ fn ctl_watch_checks_tags_and_ends_on_signals() {
 }
 
 // `bossd ctl IP PORT -w | head -1`: once head has its line and is gone,
-// the next line ctl cannot write ends it with exit 1 and one line saying
-// why, instead of holding one of the node's 64 watchers for ever.
+// ctl ends with exit 1 and one line saying why, also while the cluster is
+// quiet and no line comes to fail on, instead of holding one of the
+// node's 64 watchers for ever.
 fn ctl_watch_ends_when_its_stdout_is_closed() {
     let net = TestNet::new();
     let a = Node::start("A", net.addr(), &[]);
@@ -312,13 +314,11 @@ fn ctl_watch_ends_when_its_stdout_is_closed() {
         .read_line(&mut first)
         .expect("read the status line");
     assert!(first.starts_with(&format!("id={} ", a.addr)), "{first}");
-    // The reader goes away, as head does after its line.
+    // The reader goes away, as head does after its line; a lone node
+    // writes no journal line after that.
     drop(guard.0.take());
-    let a_addr = a.addr.to_string();
-    let b = Node::start("B", net.addr(), &["--join", &a_addr]);
-    wait_agreed(&[&a, &b], Some(&a));
     let mut status = None;
-    wait_until("ctl -w ended once it could not write", &[&a, &b], || {
+    wait_until("ctl -w ended once its stdout was closed", &[&a], || {
         status = guard.1.try_wait().expect("try_wait");
         status.is_some()
     });
@@ -333,8 +333,56 @@ fn ctl_watch_ends_when_its_stdout_is_closed() {
         .expect("read stderr");
     assert_eq!(
         err.lines().collect::<Vec<_>>(),
-        ["bossd ctl: cannot write to stdout: Broken pipe (os error 32)"]
+        ["bossd ctl: stdout was closed"]
     );
+    assert_eq!(
+        a.events_named("role-change").len(),
+        0,
+        "the node stayed quiet"
+    );
+}
+
+// The status line opens the stream, and ctl waits for it as for any
+// answer: a frozen node (its kernel accepts, nobody answers) makes `ctl
+// -w` give up after 5 s with exit 1, and so does a port that answers
+// something other than a status line.
+fn ctl_watch_gives_up_on_a_frozen_node_or_a_stranger() {
+    let net = TestNet::new();
+    let a = Node::start("A", net.addr(), &[]);
+    a.sigstop();
+    let started = Instant::now();
+    let mut w = Reader::ctl_watch(a.addr, &[]);
+    let status = w.wait_exit().expect("ctl -w gave up on the frozen node");
+    assert_eq!(status.code(), Some(1), "{status:?}: {}", w.stderr());
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "it waited its 5 s"
+    );
+    assert_eq!(
+        w.stderr().trim_end(),
+        format!("bossd ctl: no answer from {} within 5 s", a.addr)
+    );
+    assert!(w.lines().is_empty(), "{:?}", w.lines());
+
+    let stranger = std::net::TcpListener::bind(net.addr()).expect("bind a stranger");
+    let addr = stranger.local_addr().expect("its address");
+    let serve = thread::spawn(move || {
+        let (mut c, _) = stranger.accept().expect("accept ctl");
+        c.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").expect("greet");
+        // Held open until ctl has given up.
+        let _ = c.read(&mut [0u8; 64]);
+        let _ = c.read(&mut [0u8; 64]);
+    });
+    let mut w = Reader::ctl_watch(addr, &[]);
+    let status = w.wait_exit().expect("ctl -w gave up on the stranger");
+    assert_eq!(status.code(), Some(1), "{status:?}: {}", w.stderr());
+    assert_eq!(
+        w.stderr().trim_end(),
+        format!("bossd ctl: {addr} is not a bossd console: it answered \"SSH-2.0-OpenSSH_9.6\"")
+    );
+    assert!(w.lines().is_empty(), "{:?}", w.lines());
+    drop(w);
+    serve.join().expect("the stranger's thread");
 }
 
 // SIGTERM ends `bossd ctl --secret-file ... -w` with exit 0 also before
