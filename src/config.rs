@@ -123,7 +123,7 @@ pub struct NodeOptions {
     pub priority: i32,
     /// Fewest members, this node included, a group needs to hold a master.
     /// Must match across the cluster.
-    #[arg(long, value_name = "N", default_value_t = 2, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 2, allow_negative_numbers = true, value_parser = at_least_one::<u32>)]
     pub quorum: u32,
     /// Never two masters at once (with a quorum above half the cluster): a
     /// new master waits out the old one's lease, so a crash fails over in
@@ -145,11 +145,11 @@ pub struct NodeOptions {
     /// Interval between heartbeats, in milliseconds: master and followers
     /// each round; followers among themselves every round only while the
     /// master cannot vouch for them, else once in 50 rounds.
-    #[arg(long, value_name = "MS", default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     pub heartbeat: u64,
     /// A peer not heard from for this long is dead, in milliseconds; must
     /// exceed 2 x heartbeat.
-    #[arg(long, value_name = "MS", default_value_t = 500, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = 500, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     pub timeout: u64,
     /// How long a peer lost without leaving is retried, in milliseconds,
     /// counted from when it was last connected; then it is forgotten with
@@ -159,7 +159,7 @@ pub struct NodeOptions {
     /// outlasts a reboot, a maintenance window or a night's outage, and
     /// keeps no more than a day of replaced hosts (autoscaling, containers)
     /// being redialled; -forget drops one at once.
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RECONNECT_TIMEOUT_MS, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RECONNECT_TIMEOUT_MS, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     pub reconnect_timeout: u64,
     /// File holding the shared cluster secret (trailing newlines ignored;
     /// keep it mode 600). Peers must prove they know it before they join,
@@ -240,10 +240,10 @@ pub struct NodeOptions {
     #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_STREAK)))]
     pub check_rise: u32,
     /// The --notify time limit in milliseconds instead of 30 s; for tests.
-    #[arg(long, value_name = "MS", hide = true, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", hide = true, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     pub notify_time_limit: Option<u64>,
     /// Most open connections, peers and console clients together.
-    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true, value_parser = at_least_one::<u32>)]
     pub max_conns: u32,
     /// Log level on stderr: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -491,6 +491,23 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
     }
 }
 
+/// A count or a time in ms that must be at least 1: clap's own range check
+/// would answer `0 is not in 1..18446744073709551615`, and its parse error
+/// `invalid digit found in string` for `-5`.
+fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+{
+    match s.parse::<T>() {
+        Ok(v) if v >= T::from(1) => Ok(v),
+        Ok(_) => Err("must be at least 1".to_owned()),
+        Err(_) if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => {
+            Err("too large".to_owned())
+        }
+        Err(_) => Err("expected a whole number, at least 1".to_owned()),
+    }
+}
+
 /// A `--join` target, `IP:PORT` or `[IPv6]:PORT`. Port 0 names no node
 /// (only a listener may ask for it), so a target with it is refused at
 /// once rather than redialled for ever.
@@ -684,6 +701,26 @@ mod tests {
                 "{flag}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn counts_and_times_say_what_is_wrong_with_them() {
+        for (flag, value, why) in [
+            ("--heartbeat", "0", "must be at least 1"),
+            ("--timeout", "-5", "expected a whole number, at least 1"),
+            ("--quorum", "x", "expected a whole number, at least 1"),
+            ("--max-conns", "99999999999", "too large"),
+            ("--reconnect-timeout", "99999999999999999999", "too large"),
+        ] {
+            let err = node(&["127.0.0.1", "7000", flag, value]).expect_err("refused");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("invalid value '{value}' for '{flag} ")) && msg.contains(why),
+                "{flag} {value}: {msg}"
+            );
+        }
+        let n = node(&["127.0.0.1", "7000", "--quorum", "1", "--max-conns", "1"]).expect("parses");
+        assert_eq!((n.opts.quorum, n.opts.max_conns), (1, 1));
     }
 
     #[test]
