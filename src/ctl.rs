@@ -5,8 +5,8 @@
 //! prints each line of the watch stream as it arrives (the first, the
 //! status line, within the same timeout as any answer; after it without
 //! one) until a signal ends it (exit 0), the node closes the connection or
-//! stdout is closed (an error). It shares nothing with the loop but the console's framing and
-//! the handshake of [`crate::auth`].
+//! stdout is closed (an error). It shares nothing with the loop but the
+//! console's framing and the handshake of [`crate::auth`].
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
