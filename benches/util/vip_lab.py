@@ -409,11 +409,7 @@ class Bench:
         return [p for p in self.lab.pids(h) if svc is None or p != svc.pid]
 
     def signal(self, h, sig):
-        for pid in self.daemon_pids(h):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        self.kill_all(self.daemon_pids(h), sig)
 
     def settle(self):
         """Waits until one host holds the VIP, no host runs anything but
@@ -470,20 +466,28 @@ class Bench:
 
     # --- faults: each returns the fault's instant; restore undoes it ------
 
+    @staticmethod
+    def kill_all(pids, sig):
+        """Sends sig to each pid; one that ended since it was listed (a
+        script keepalived or a hook ran, done meanwhile) is skipped."""
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
     def fault(self, kind, h):
         if kind == "crash":
             pids = self.daemon_pids(h)
             t = now_ns()
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+            self.kill_all(pids, signal.SIGKILL)
             self.daemons.pop(h).wait()
             gone(pids)
         elif kind == "power":
             self.lab.cut(h)
             t = now_ns()
             pids = self.lab.pids(h)
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+            self.kill_all(pids, signal.SIGKILL)
             self.daemons.pop(h).wait()
             self.services.pop(h).wait()
             gone(pids)
@@ -491,8 +495,7 @@ class Bench:
         elif kind == "freeze":
             pids = self.daemon_pids(h)
             t = now_ns()
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
+            self.kill_all(pids, signal.SIGSTOP)
         elif kind == "check":
             t = now_ns()
             self.services[h].kill()
