@@ -131,6 +131,16 @@ impl Client {
         }
     }
 
+    /// One line of the watch stream, its tag checked; an `ERR` line (the
+    /// node refused the watcher) ends the watch.
+    fn stream_line(&mut self, raw: String) -> Result<String> {
+        let text = self.open(raw)?;
+        if let Some(reason) = text.strip_prefix("ERR") {
+            bail!("ERR {}", reason.trim_start());
+        }
+        Ok(text)
+    }
+
     /// Sends `-w` and hands each line of the stream to `line` as it
     /// arrives. The first, the status line, must come within
     /// `CTL_TIMEOUT` like any answer (a frozen node, or a port that is not
@@ -148,10 +158,7 @@ impl Client {
         self.send("-w")?;
         let addr = self.addr;
         let first = read_line(addr, &mut self.reader)?;
-        let first = self.open(first)?;
-        if let Some(reason) = first.strip_prefix("ERR") {
-            bail!("ERR {}", reason.trim_start());
-        }
+        let first = self.stream_line(first)?;
         if !first.starts_with("id=") {
             bail!("{addr} is not a bossd console: it answered {first:?}");
         }
@@ -180,10 +187,7 @@ impl Client {
             }
             let raw = String::from_utf8(raw)
                 .with_context(|| format!("{addr} sent a line that is not UTF-8"))?;
-            let text = self.open(raw.trim_end_matches(['\n', '\r']).to_owned())?;
-            if let Some(reason) = text.strip_prefix("ERR") {
-                bail!("ERR {}", reason.trim_start());
-            }
+            let text = self.stream_line(raw.trim_end_matches(['\n', '\r']).to_owned())?;
             line(&text)?;
         }
     }
@@ -224,17 +228,9 @@ pub fn watch(args: &CtlArgs) -> Result<()> {
 }
 
 /// Whether stdout is a pipe or socket whose reader went away: poll(2)
-/// reports `POLLERR` (a pipe) or `POLLHUP` (a socket) for it without
-/// being asked for any event, and never blocks here.
+/// reports `POLLERR` (a pipe) or `POLLHUP` (a socket) for it unasked.
 fn stdout_gone() -> bool {
-    let mut p = libc::pollfd {
-        fd: 1,
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: p is one valid pollfd; a zero timeout never blocks.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    crate::net::poll_now(1, 0) & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// Writes one line of the stream to stdout and flushes it, so that each

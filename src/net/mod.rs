@@ -39,6 +39,7 @@ use sockets::{LISTENER, Sockets};
 use stdin::{STDIN, Stdin, StdinMode, print_console};
 
 pub use crate::link::MAX_OUTBOX;
+pub(crate) use stdin::poll_now;
 
 /// Events taken per poll: enough to drain a busy moment in a few rounds
 /// without an unbounded buffer.

@@ -156,6 +156,13 @@ fn read_fd0(buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn fd_ready(fd: i32, events: libc::c_short) -> bool {
+    poll_now(fd, events) != 0
+}
+
+/// What poll(2) reports for `fd` right now, without waiting: the asked
+/// `events` that are ready, and `POLLERR`, `POLLHUP` or `POLLNVAL`, which
+/// it reports unasked; 0 for nothing.
+pub(crate) fn poll_now(fd: i32, events: libc::c_short) -> libc::c_short {
     let mut p = libc::pollfd {
         fd,
         events,
@@ -163,7 +170,7 @@ fn fd_ready(fd: i32, events: libc::c_short) -> bool {
     };
     // SAFETY: p is one valid pollfd; a zero timeout never blocks.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents != 0
+    if n == 1 { p.revents } else { 0 }
 }
 
 /// Prints a console line on stdout without ever blocking the loop: when
